@@ -1,0 +1,54 @@
+"""The one Numba policy of the package.
+
+Every compiled kernel goes through :func:`kernel`: ``cache=True`` (compiled once per
+machine), ``error_model="numpy"`` (division by zero gives inf/NaN like NumPy instead of
+raising), ``nogil=True``, and never ``fastmath`` (it would change NaN/inf semantics and
+summation order).  Numba caches next to the source; on a read-only installation set
+``NUMBA_CACHE_DIR`` to a writable folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+import numba
+
+__all__ = ["kernel", "thread_limit", "resolve_threads"]
+
+
+def kernel(func: Callable | None = None, *, parallel: bool = False) -> Callable:
+    """Compile ``func`` with the package policy (optionally ``parallel`` for ``prange``)."""
+
+    def wrap(f: Callable) -> Callable:
+        return numba.njit(cache=True, error_model="numpy", nogil=True, parallel=parallel)(f)
+
+    return wrap(func) if func is not None else wrap
+
+
+def resolve_threads(n_threads: int | None) -> int:
+    """Return the number of threads to use: ``None`` means all Numba threads."""
+    if n_threads is None:
+        return int(numba.config.NUMBA_NUM_THREADS)
+    n = int(n_threads)
+    if n < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}.")
+    return min(n, int(numba.config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def thread_limit(n_threads: int | None) -> Iterator[int]:
+    """Temporarily set Numba's thread count; yields the count in force."""
+    n = resolve_threads(n_threads)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
+# Keep threads predictable when a user sets OMP-style limits.
+if "SHRINKPERT_NUM_THREADS" in os.environ:  # pragma: no cover - environment dependent
+    numba.set_num_threads(resolve_threads(int(os.environ["SHRINKPERT_NUM_THREADS"])))

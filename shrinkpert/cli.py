@@ -1,0 +1,142 @@
+"""Command-line interface: ``shrinkpert stats | effects | demo``.
+
+Each subcommand calls one public function with the API's defaults (from ``_vocab``), writes
+its outputs atomically into ``--out DIR`` (refusing a non-empty folder without ``--force``)
+and prints a short summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from ._io import atomic_path, prepare_out_dir
+from ._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
+from .errors import ShrinkpertError
+
+__all__ = ["main", "build_parser"]
+
+
+def _write_h5ad(adata, path: Path) -> None:
+    with atomic_path(path, force=True) as tmp:
+        adata.write_h5ad(tmp)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, *, index: bool = True) -> None:
+    with atomic_path(path, force=True) as tmp:
+        frame.to_csv(tmp, index=index)
+
+
+def _add_common(p: argparse.ArgumentParser, *, needs_input: bool = True) -> None:
+    if needs_input:
+        p.add_argument("input", help="input .h5ad file (read in blocks, never modified)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out folder")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def _add_effect_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--perturbation-key", default=PERTURBATION_KEY, help="obs column of perturbation labels")
+    p.add_argument("--control", default=CONTROL, help="control label")
+    p.add_argument("--scale", default="log1p", choices=["log1p", "log2fc"], help="effect scale")
+    p.add_argument("--layer", default=None, help="layer with raw counts (default X)")
+    p.add_argument("--target-sum", type=float, default=TARGET_SUM, help="counts per cell after normalisation")
+    p.add_argument("--min-cells", type=int, default=MIN_CELLS, help="drop perturbations with fewer cells")
+    p.add_argument("--exclude", nargs="*", default=[], help="labels to leave out (e.g. unassigned)")
+    p.add_argument("--tidy", action="store_true", help="also write the long table effects.csv")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="shrinkpert", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"shrinkpert {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stats", help="per-group sufficient statistics in one pass")
+    _add_common(p)
+    p.add_argument("--groupby", default=PERTURBATION_KEY, help="obs column defining the groups")
+    p.add_argument("--layer", default=None)
+    p.add_argument("--normalize", default=None, choices=["log1p", "total"])
+    p.add_argument("--target-sum", type=float, default=TARGET_SUM)
+
+    p = sub.add_parser("effects", help="per-perturbation effects vs control with standard errors")
+    _add_common(p)
+    _add_effect_options(p)
+
+    p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
+    _add_common(p, needs_input=False)
+    return parser
+
+
+def _labels_to_keep(source, key: str, control: str, exclude: list[str]) -> list[str] | None:
+    if not exclude:
+        return None
+    from .data.read import read_annotations
+
+    obs, _ = read_annotations(source)
+    if key not in obs.columns:
+        return None  # estimate_effects raises the informative error
+    labels = pd.unique(obs[key].dropna().astype(str))
+    return sorted(x for x in labels if x != control and x not in set(exclude))
+
+
+def _run_effects(source, args, out: Path) -> pd.DataFrame:
+    from .effects.estimate import estimate_effects
+
+    keep = _labels_to_keep(source, args.perturbation_key, args.control, args.exclude)
+    effects = estimate_effects(
+        source,
+        perturbation_key=args.perturbation_key,
+        control=args.control,
+        scale=args.scale,
+        layer=args.layer,
+        target_sum=args.target_sum,
+        min_cells=args.min_cells,
+        perturbations=keep,
+        progress=args.progress,
+    )
+    summary = effects.summary()
+    _write_h5ad(effects.to_anndata(), out / "effects.h5ad")
+    _write_csv(summary, out / "summary.csv")
+    if args.tidy:
+        _write_csv(effects.to_frame(), out / "effects.csv", index=False)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        out = prepare_out_dir(args.out, force=args.force)
+        if args.command == "stats":
+            from .stats.group import group_statistics
+
+            stats = group_statistics(args.input, args.groupby, layer=args.layer, normalize=args.normalize,
+                                     target_sum=args.target_sum, progress=args.progress)
+            _write_h5ad(stats.to_anndata(), out / "stats.h5ad")
+            table = stats.summary()
+            _write_csv(table, out / "summary.csv")
+        elif args.command == "effects":
+            table = _run_effects(args.input, args, out)
+        else:  # demo
+            from .data.datasets import papalexi2021_path
+
+            ns = argparse.Namespace(perturbation_key=PERTURBATION_KEY, control=CONTROL, scale="log1p",
+                                    layer=None, target_sum=TARGET_SUM, min_cells=MIN_CELLS,
+                                    exclude=["unassigned"], tidy=True, progress=args.progress)
+            table = _run_effects(papalexi2021_path(), ns, out)
+            print("Papalexi et al. 2021 THP-1 ECCITE-seq (bundled): effects vs non-targeting, log1p scale")
+        with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
+            print(table.round(4).to_string())
+        print(f"\nwrote {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))} to {out}")
+    except ShrinkpertError as exc:
+        print(f"shrinkpert: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

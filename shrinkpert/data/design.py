@@ -1,0 +1,235 @@
+"""Experimental design: ``obs`` columns to integer codes, perturbations to target genes.
+
+Every later stage works on integer codes, never on strings: a cell's group is an index into
+``PerturbationDesign.groups`` (``-1`` = not used), and each perturbation's target gene is an
+index into ``var_names`` (``-1`` = the target is not a measured gene).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .._vocab import CONTROL, PERTURBATION_KEY
+from ..errors import InputError, MissingKeyError, ShrinkpertWarning
+
+__all__ = ["PerturbationDesign", "encode_design", "group_codes", "target_indices"]
+
+
+def _require_column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:
+    if key not in obs.columns:
+        shown = ", ".join(map(repr, list(obs.columns)[:20])) or "(none)"
+        raise MissingKeyError(
+            f"obs has no column {key!r} ({what}). Columns present: {shown}. "
+            f"Pass the right column name, e.g. {what.split()[0]}_key=..."
+        )
+    return obs[key]
+
+
+def group_codes(obs: pd.DataFrame, groupby: str | Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+    """Integer code per cell for the groups of one or several ``obs`` columns.
+
+    Parameters
+    ----------
+    obs
+        Cell annotations.
+    groupby
+        A column name or a list of names (groups are then their observed combinations).
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n_cells,)
+        Group of each cell, ``-1`` for cells with a missing label (dropped with a warning).
+    groups : pandas.Index or pandas.MultiIndex
+        Observed groups, sorted; ``groups[codes[i]]`` is cell ``i``'s label.
+    """
+    keys = [groupby] if isinstance(groupby, str) else list(groupby)
+    if not keys:
+        raise InputError("groupby is empty; pass an obs column name such as 'perturbation'.")
+    for key in keys:
+        _require_column(obs, key, "groupby column")
+    frame = obs[keys]
+    missing = frame.isna().any(axis=1).to_numpy()
+    if missing.any():
+        warnings.warn(
+            f"{int(missing.sum())} cells have no label in {keys!r} and are left out of every group.",
+            ShrinkpertWarning,
+            stacklevel=3,
+        )
+    grouped = frame.groupby(keys, observed=True, sort=True, dropna=True)
+    codes = grouped.ngroup().to_numpy(dtype=np.int64, na_value=-1)
+    if len(keys) == 1:
+        groups = pd.Index([k[0] if isinstance(k, tuple) else k for k in grouped.groups.keys()], name=keys[0])
+        groups = groups.astype(str) if groups.dtype == object else groups
+    else:
+        groups = pd.MultiIndex.from_tuples(list(grouped.groups.keys()), names=keys)
+    codes[missing] = -1
+    if len(groups) == 0:
+        raise InputError(f"No cell has a label in {keys!r}; nothing to group.")
+    return codes, groups
+
+
+def target_indices(
+    perturbations: Sequence[str],
+    var_names: pd.Index,
+    targets: Mapping[str, str] | None = None,
+) -> tuple[pd.Index, np.ndarray]:
+    """Map each perturbation to its target gene's column in ``var_names``.
+
+    Parameters
+    ----------
+    perturbations
+        Perturbation labels.
+    var_names
+        Measured genes.
+    targets
+        Optional mapping perturbation -> target gene name; a perturbation absent from it is its
+        own target name (the usual convention of naming a perturbation by its target).
+
+    Returns
+    -------
+    target_names : pandas.Index of str
+        Target gene name per perturbation.
+    index : ndarray of int64
+        Column of the target in ``var_names``, ``-1`` when the target is not measured.
+    """
+    targets = dict(targets or {})
+    names = pd.Index([str(targets.get(p, p)) for p in perturbations], name="target")
+    index = pd.Index(var_names.astype(str)).get_indexer(names)
+    return names, index.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PerturbationDesign:
+    """Integer-coded design of a Perturb-seq experiment.
+
+    Attributes
+    ----------
+    perturbations : pandas.Index
+        Perturbation labels (control excluded), sorted.
+    control : str
+        The control label.
+    codes : ndarray of int64, shape (n_cells,)
+        ``k`` for a cell of ``perturbations[k]``, ``len(perturbations)`` for a control cell, ``-1``
+        for cells that are neither (unlabelled or excluded).
+    target : pandas.Index
+        Target gene name per perturbation.
+    target_index : ndarray of int64
+        Column of each target in ``var_names`` (``-1`` when not measured).
+    extra : mapping of str to (codes, labels)
+        Codes of the optional guide / replicate / batch columns, ``-1`` where missing.
+    """
+
+    perturbations: pd.Index
+    control: str
+    codes: np.ndarray
+    target: pd.Index
+    target_index: np.ndarray
+    extra: Mapping[str, tuple[np.ndarray, pd.Index]] = field(default_factory=dict)
+
+    @property
+    def control_code(self) -> int:
+        """Code of the control group (``len(perturbations)``)."""
+        return len(self.perturbations)
+
+    @property
+    def n_cells(self) -> pd.Series:
+        """Number of cells per perturbation and control."""
+        counts = np.bincount(self.codes[self.codes >= 0], minlength=self.control_code + 1)
+        return pd.Series(counts, index=list(self.perturbations) + [self.control], name="n_cells")
+
+
+def encode_design(
+    obs: pd.DataFrame,
+    var_names: pd.Index | Sequence[str],
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control: str = CONTROL,
+    target_key: str | None = None,
+    guide_key: str | None = None,
+    replicate_key: str | None = None,
+    batch_key: str | None = None,
+    perturbations: Sequence[str] | None = None,
+) -> PerturbationDesign:
+    """Encode ``obs`` into a :class:`PerturbationDesign`.
+
+    Parameters
+    ----------
+    obs
+        Cell annotations (``adata.obs``).
+    var_names
+        Measured genes (``adata.var_names``), used to locate each perturbation's target.
+    perturbation_key
+        Column holding the perturbation label of each cell.
+    control
+        Label of control cells in ``perturbation_key``.
+    target_key
+        Optional column with the target gene of each cell, when perturbation labels are not
+        gene names (e.g. guide or compound names). Must be constant within a perturbation.
+    guide_key, replicate_key, batch_key
+        Optional columns coded alongside.
+    perturbations
+        Labels to keep; default every label except ``control``. Cells of other labels get code
+        ``-1`` and are logged, never silently merged.
+
+    Raises
+    ------
+    MissingKeyError
+        A named column is absent, or ``control`` is not among the labels (the message lists them).
+    InputError
+        ``target_key`` is not constant within a perturbation, or a requested perturbation is absent.
+    """
+    labels_col = _require_column(obs, perturbation_key, "perturbation labels")
+    labels = labels_col.astype("string").to_numpy(dtype=object, na_value=None)
+    present = pd.Index(pd.unique(labels[pd.notna(labels)])).astype(str)
+    if control not in set(present):
+        shown = ", ".join(map(repr, sorted(present)[:30]))
+        raise MissingKeyError(
+            f"Control label {control!r} is not in obs[{perturbation_key!r}]. Labels present: {shown}"
+            f"{' ...' if len(present) > 30 else ''}. Pass control=<one of these>."
+        )
+    if perturbations is None:
+        perts = pd.Index(sorted(p for p in present if p != control), name=perturbation_key)
+    else:
+        perts = pd.Index([str(p) for p in perturbations], name=perturbation_key)
+        absent = [p for p in perts if p not in set(present)]
+        if absent:
+            raise InputError(
+                f"Perturbations {absent[:10]!r} have no cells in obs[{perturbation_key!r}]; "
+                "remove them from perturbations=."
+            )
+        if control in set(perts):
+            raise InputError(f"The control {control!r} cannot also be listed in perturbations=.")
+        if perts.has_duplicates:
+            raise InputError("perturbations= lists a label twice; pass each label once.")
+    lookup = {p: k for k, p in enumerate(perts)}
+    lookup[control] = len(perts)
+    codes = np.fromiter((lookup.get(x, -1) if x is not None else -1 for x in labels), np.int64, len(labels))
+
+    targets = None
+    if target_key is not None:
+        tcol = _require_column(obs, target_key, "target gene column").astype("string")
+        frame = pd.DataFrame({"p": labels, "t": tcol.to_numpy(dtype=object, na_value=None)})
+        frame = frame[frame["p"].isin(perts)]
+        n_targets = frame.groupby("p")["t"].nunique(dropna=False)
+        bad = n_targets[n_targets > 1]
+        if len(bad):
+            raise InputError(
+                f"obs[{target_key!r}] takes several values within perturbations {list(bad.index[:10])!r}; "
+                "each perturbation must have one target gene."
+            )
+        targets = frame.drop_duplicates("p").set_index("p")["t"].to_dict()
+    target, tindex = target_indices(perts, pd.Index(var_names), targets)
+
+    extra = {}
+    for name, key in (("guide", guide_key), ("replicate", replicate_key), ("batch", batch_key)):
+        if key is not None:
+            _require_column(obs, key, f"{name} column")
+            extra[name] = group_codes(obs, key)
+    return PerturbationDesign(perts, control, codes, target, tindex, MappingProxyType(extra))

@@ -1,0 +1,259 @@
+"""Block iteration over an expression matrix, wherever it lives.
+
+One interface for every storage: in-memory dense arrays, CSR and CSC matrices, and ``.h5ad``
+files read chunk by chunk with h5py (``X`` or any layer) without loading the matrix.
+
+* Row-major storage (dense, CSR, on-disk dense, on-disk CSR) is read in blocks of rows; each
+  :class:`Block` holds every gene of ``block.rows``.
+* Column-major storage (CSC, on-disk CSC) is read in blocks of genes; each block holds every
+  cell of ``block.cols``. Per-cell quantities that need the whole row (library sizes) then take
+  one extra, cheap pass over the stored values (:func:`row_totals`).
+
+Blocks are dense ``numpy`` arrays or ``scipy.sparse.csr_matrix``/``csc_matrix`` in the
+stored dtype; nothing is converted to float64 or densified beyond one block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError, MissingKeyError
+
+__all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "read_annotations"]
+
+_TARGET_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of the matrix: ``rows`` × ``cols`` (one of them spans the whole axis)."""
+
+    rows: slice
+    cols: slice
+    values: Any  # ndarray (dense), csr_matrix (row blocks) or csc_matrix (column blocks)
+
+
+class MatrixSource:
+    """A readable cells × genes matrix (memory or h5py) with block iteration.
+
+    Use :func:`open_matrix` to create one; do not instantiate directly.
+    """
+
+    def __init__(self, kind: str, shape: tuple[int, int], dtype: np.dtype, obj: Any, label: str):
+        self.kind = kind  # dense | csr | csc | h5dense | h5csr | h5csc
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self._obj = obj
+        self.label = label
+        self._indptr = None
+        if kind in ("h5csr", "h5csc"):
+            self._indptr = obj["indptr"][...].astype(np.int64)
+
+    @property
+    def by_rows(self) -> bool:
+        """True when blocks are row blocks (all genes), False for gene blocks (all cells)."""
+        return self.kind in ("dense", "csr", "h5dense", "h5csr")
+
+    @property
+    def nnz(self) -> int:
+        """Stored values (for dense storage: all entries)."""
+        if self.kind in ("dense", "h5dense"):
+            return self.shape[0] * self.shape[1]
+        if self.kind in ("csr", "csc"):
+            return int(self._obj.nnz)
+        return int(self._indptr[-1])
+
+    def auto_chunk_size(self) -> int:
+        """Rows (or genes) per block so that a block holds about 64 MB of stored values."""
+        major = self.shape[0] if self.by_rows else self.shape[1]
+        item = self.dtype.itemsize + (0 if self.kind in ("dense", "h5dense") else 4)
+        per_line = max(self.nnz / max(major, 1), 1.0) * item
+        return int(max(1, min(major, _TARGET_BLOCK_BYTES // per_line)))
+
+    def blocks(self, chunk_size: int | None = None) -> Iterator[Block]:
+        """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage)."""
+        step = int(chunk_size) if chunk_size is not None else self.auto_chunk_size()
+        if step < 1:
+            raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+        n_rows, n_cols = self.shape
+        major = n_rows if self.by_rows else n_cols
+        for start in range(0, major, step):
+            stop = min(start + step, major)
+            if self.by_rows:
+                yield Block(slice(start, stop), slice(0, n_cols), self._read_rows(start, stop))
+            else:
+                yield Block(slice(0, n_rows), slice(start, stop), self._read_cols(start, stop))
+
+    def _read_rows(self, start: int, stop: int):
+        kind, obj = self.kind, self._obj
+        if kind == "dense":
+            return np.ascontiguousarray(obj[start:stop])
+        if kind == "csr":
+            return obj[start:stop]
+        if kind == "h5dense":
+            return np.ascontiguousarray(obj[start:stop])
+        lo, hi = self._indptr[start], self._indptr[stop]
+        data = obj["data"][lo:hi]
+        indices = obj["indices"][lo:hi]
+        indptr = self._indptr[start : stop + 1] - lo
+        return sp.csr_matrix((data, indices, indptr), shape=(stop - start, self.shape[1]))
+
+    def _read_cols(self, start: int, stop: int):
+        if self.kind == "csc":
+            return self._obj[:, start:stop]
+        lo, hi = self._indptr[start], self._indptr[stop]
+        data = self._obj["data"][lo:hi]
+        indices = self._obj["indices"][lo:hi]
+        indptr = self._indptr[start : stop + 1] - lo
+        return sp.csc_matrix((data, indices, indptr), shape=(self.shape[0], stop - start))
+
+
+def _h5_source(elem: h5py.Group | h5py.Dataset, label: str) -> MatrixSource:
+    if isinstance(elem, h5py.Dataset):
+        if elem.ndim != 2:
+            raise InputError(f"{label} is a {elem.ndim}-D dataset; expected a cells × genes matrix.")
+        return MatrixSource("h5dense", elem.shape, elem.dtype, elem, label)
+    enc = elem.attrs.get("encoding-type", "")
+    enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+    if enc not in ("csr_matrix", "csc_matrix"):
+        raise InputError(
+            f"{label} has encoding-type {enc!r}; only dense arrays and csr_matrix/csc_matrix "
+            "are supported. Rewrite the file with anndata (adata.write_h5ad)."
+        )
+    shape = tuple(int(s) for s in elem.attrs["shape"])
+    kind = "h5csr" if enc == "csr_matrix" else "h5csc"
+    return MatrixSource(kind, shape, elem["data"].dtype, elem, label)
+
+
+def _memory_source(matrix: Any, label: str) -> MatrixSource:
+    if sp.issparse(matrix):
+        if matrix.format == "csr":
+            return MatrixSource("csr", matrix.shape, matrix.dtype, matrix, label)
+        if matrix.format == "csc":
+            return MatrixSource("csc", matrix.shape, matrix.dtype, matrix, label)
+        return MatrixSource("csr", matrix.shape, matrix.dtype, sp.csr_matrix(matrix), label)
+    if hasattr(matrix, "to_memory"):  # anndata's backed sparse dataset
+        return _memory_source(matrix.to_memory(), label)
+    array = np.asarray(matrix)
+    if array.ndim != 2:
+        raise InputError(f"{label} is {array.ndim}-D; expected a cells × genes matrix.")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(f"{label} has dtype {array.dtype}; expected numbers.")
+    return MatrixSource("dense", array.shape, array.dtype, array, label)
+
+
+def _check_h5ad_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"File {str(path)!r} does not exist.")
+    if not h5py.is_hdf5(path):
+        raise InputError(
+            f"{str(path)!r} is not an HDF5/.h5ad file. shrinkpert streams .h5ad files; convert other "
+            "formats with anndata (e.g. anndata.read_loom(...).write_h5ad(...))."
+        )
+
+
+@contextlib.contextmanager
+def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]:
+    """Open the expression matrix of an AnnData or ``.h5ad`` path for block reading.
+
+    Parameters
+    ----------
+    source
+        An in-memory AnnData, a backed AnnData (read through its file, chunk by chunk), or a
+        path to an ``.h5ad`` file.
+    layer
+        ``None`` for ``X``, otherwise the name of a layer.
+
+    Raises
+    ------
+    MissingKeyError
+        ``layer`` does not exist (the message lists the layers present).
+    InputError
+        The path is not an ``.h5ad`` file or the matrix is not 2-D numeric.
+    """
+    path = _backing_path(source)
+    if path is not None:
+        _check_h5ad_path(path)
+        with h5py.File(path, "r") as fh:
+            if layer is None:
+                if "X" not in fh:
+                    raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
+                elem, label = fh["X"], f"X of {path.name}"
+            else:
+                layers = fh["layers"] if "layers" in fh else {}
+                if layer not in layers:
+                    raise MissingKeyError(
+                        f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}."
+                    )
+                elem, label = layers[layer], f"layer {layer!r} of {path.name}"
+            yield _h5_source(elem, label)
+        return
+    if layer is None:
+        matrix, label = source.X, "adata.X"
+        if matrix is None:
+            raise MissingKeyError("adata.X is None; pass layer=<name> to use a layer.")
+    else:
+        if layer not in source.layers:
+            raise MissingKeyError(
+                f"Layer {layer!r} not found; adata.layers has {sorted(source.layers.keys())!r}."
+            )
+        matrix, label = source.layers[layer], f"adata.layers[{layer!r}]"
+    yield _memory_source(matrix, label)
+
+
+def _backing_path(source: Any) -> Path | None:
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    if getattr(source, "isbacked", False):
+        if source.is_view:
+            raise InputError(
+                "A view of a backed AnnData cannot be streamed; pass the backed AnnData itself "
+                "(or the .h5ad path) and select cells with the function's cell/group options, "
+                "or load the subset into memory with .to_memory()."
+            )
+        return Path(source.filename)
+    return None
+
+
+def read_annotations(source: Any) -> tuple[pd.DataFrame, pd.Index]:
+    """Return ``(obs, var_names)`` of an AnnData or ``.h5ad`` path without reading the matrix."""
+    path = _backing_path(source)
+    if path is None:
+        if not hasattr(source, "obs") or not hasattr(source, "var_names"):
+            raise InputError(
+                f"Expected an AnnData or a path to an .h5ad file, got {type(source).__name__}."
+            )
+        return source.obs, source.var_names
+    _check_h5ad_path(path)
+    import anndata as ad
+
+    with h5py.File(path, "r") as fh:
+        if "obs" not in fh or "var" not in fh:
+            raise InputError(f"{str(path)!r} is HDF5 but not an .h5ad file (no obs/var groups).")
+        obs = ad.io.read_elem(fh["obs"])
+        var = ad.io.read_elem(fh["var"])
+    return obs, var.index
+
+
+def row_totals(source: MatrixSource, chunk_size: int | None = None) -> np.ndarray:
+    """Sum of each row (cell) in float64, in one pass over the stored values."""
+    totals = np.zeros(source.shape[0], dtype=np.float64)
+    for block in source.blocks(chunk_size):
+        values = block.values
+        if sp.issparse(values) and values.format == "csc":
+            totals += np.bincount(
+                values.indices, weights=values.data.astype(np.float64), minlength=source.shape[0]
+            )
+        else:
+            totals[block.rows] += np.asarray(values.sum(axis=1, dtype=np.float64)).ravel()
+    return totals

@@ -1,0 +1,397 @@
+"""Per-perturbation effect sizes against control, with standard errors: :func:`estimate_effects`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, SCALES, TARGET_SUM
+from ..data.design import encode_design, target_indices
+from ..data.read import read_annotations
+from ..errors import InputError, MissingKeyError, ShrinkpertWarning
+from ..stats.group import GroupStatistics, _freeze, group_statistics
+
+__all__ = ["EffectSizes", "estimate_effects"]
+
+_LN2 = np.log(2.0)
+
+
+@dataclass(frozen=True)
+class EffectSizes:
+    """Effects of each perturbation on each gene, relative to control.
+
+    Attributes
+    ----------
+    perturbations : pandas.Index
+    genes : pandas.Index
+    effect, std_error, df : ndarray of float64, shape (n_perturbations, n_genes)
+        Effect (on ``scale``), its standard error and Welch–Satterthwaite degrees of freedom.
+    mean, var : ndarray of float64, shape (n_perturbations, n_genes)
+        Mean and variance (ddof=1) of the perturbed cells, on the measurement scale
+        (log1p-normalised for ``scale="log1p"``, normalised counts for ``"log2fc"``).
+    n_cells : ndarray of int64, shape (n_perturbations,)
+    control : str
+    control_n_cells : int
+    control_mean, control_var : ndarray of float64, shape (n_genes,)
+    target : pandas.Index
+        Target gene name of each perturbation.
+    target_index : ndarray of int64
+        Column of the target in ``genes`` (-1 when the target is not measured).
+    scale : str
+        ``"log1p"`` or ``"log2fc"``.
+    params : mapping
+        Everything needed to reproduce the estimate, including the zero-variance policy used.
+    """
+
+    perturbations: pd.Index
+    genes: pd.Index
+    effect: np.ndarray
+    std_error: np.ndarray
+    df: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    n_cells: np.ndarray
+    control: str
+    control_n_cells: int
+    control_mean: np.ndarray
+    control_var: np.ndarray
+    target: pd.Index
+    target_index: np.ndarray
+    scale: str
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        for name in ("effect", "std_error", "df", "mean", "var", "n_cells", "control_mean",
+                     "control_var", "target_index"):
+            object.__setattr__(self, name, _freeze(getattr(self, name)))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def z(self) -> np.ndarray:
+        """Wald statistic ``effect / std_error``."""
+        return self.effect / self.std_error
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table, one row per (perturbation, gene)."""
+        n_p, n_g = self.effect.shape
+        return pd.DataFrame(
+            {
+                "perturbation": np.repeat(self.perturbations.to_numpy(), n_g),
+                "gene": np.tile(self.genes.to_numpy(), n_p),
+                "effect": self.effect.ravel(),
+                "std_error": self.std_error.ravel(),
+                "df": self.df.ravel(),
+                "mean": self.mean.ravel(),
+                "control_mean": np.tile(self.control_mean, n_p),
+                "n_cells": np.repeat(self.n_cells, n_g),
+                "is_target": (np.arange(n_g)[None, :] == self.target_index[:, None]).ravel(),
+            }
+        )
+
+    def to_anndata(self):
+        """Perturbations × genes AnnData with layers ``effect, std_error, df, mean, var``."""
+        import anndata as ad
+
+        obs = pd.DataFrame(
+            {"n_cells": self.n_cells, "target": self.target.astype(str), "target_index": self.target_index},
+            index=self.perturbations.astype(str),
+        )
+        var = pd.DataFrame({"control_mean": self.control_mean, "control_var": self.control_var},
+                           index=self.genes.astype(str))
+        layers = {k: np.array(getattr(self, k)) for k in ("effect", "std_error", "df", "mean", "var")}
+        params = {k: v for k, v in self.params.items() if isinstance(v, (str, int, float, bool))}
+        uns = {"shrinkpert": {"params": params, "scale": self.scale, "control": self.control,
+                              "control_n_cells": int(self.control_n_cells)}}
+        return ad.AnnData(X=np.array(self.effect), obs=obs, var=var, layers=layers, uns=uns)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per perturbation: cells, target, target effect and z, genes with |z| > 3."""
+        rows = np.arange(len(self.perturbations))
+        has_t = self.target_index >= 0
+        t_idx = np.where(has_t, self.target_index, 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = self.z
+        return pd.DataFrame(
+            {
+                "n_cells": self.n_cells,
+                "target": self.target.astype(str),
+                "target_effect": np.where(has_t, self.effect[rows, t_idx], np.nan),
+                "target_z": np.where(has_t, z[rows, t_idx], np.nan),
+                "n_genes_abs_z_gt_3": (np.abs(z) > 3).sum(axis=1),
+                "median_std_error": np.median(self.std_error, axis=1),
+            },
+            index=self.perturbations,
+        )
+
+    def subset(self, perturbations: Sequence[str]) -> EffectSizes:
+        """The same effects restricted to ``perturbations`` (in that order)."""
+        idx = self.perturbations.get_indexer(pd.Index(perturbations))
+        if (idx < 0).any():
+            missing = [p for p, i in zip(perturbations, idx) if i < 0]
+            raise MissingKeyError(f"Perturbations {missing[:10]!r} are not in these effects.")
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for name in ("effect", "std_error", "df", "mean", "var"):
+            fields[name] = getattr(self, name)[idx]
+        fields.update(perturbations=self.perturbations[idx], n_cells=self.n_cells[idx],
+                      target=self.target[idx], target_index=self.target_index[idx], params=dict(self.params))
+        return EffectSizes(**fields)
+
+
+def _detection_limit(stats: GroupStatistics, control_row: int, scale: str) -> tuple[float, str]:
+    """Smallest change one UMI makes in an average control cell, on the effect's measurement scale."""
+    n_c = stats.n_cells[control_row]
+    lib = stats.library_size[control_row] / max(n_c, 1)
+    normalize = stats.params.get("normalize")
+    if normalize is not None and lib > 0:
+        per_umi = stats.params["target_sum"] / lib
+        if scale == "log1p":
+            return float(np.log1p(per_umi)), "log1p(target_sum / mean control library size)"
+        return float(per_umi), "target_sum / mean control library size"
+    return 1.0, "1 (library sizes unknown: one unit of the input scale)"
+
+
+def _effects_from_stats(
+    stats: GroupStatistics,
+    *,
+    control: str,
+    scale: str,
+    perturbations: Sequence[str] | None,
+    targets: Mapping[str, str] | None,
+    min_cells: int,
+    pseudocount: float | None,
+    extra_params: Mapping[str, Any],
+) -> EffectSizes:
+    if isinstance(stats.groups, pd.MultiIndex):
+        raise InputError("estimate_effects needs statistics grouped by one column (the perturbation).")
+    labels = stats.groups.astype(str)
+    if control not in set(labels):
+        raise MissingKeyError(
+            f"Control label {control!r} is not among the groups; groups present: "
+            f"{sorted(labels)[:30]!r}. Pass control=<one of these>."
+        )
+    c = int(np.flatnonzero(labels == control)[0])
+    if stats.n_cells[c] < max(min_cells, 2):
+        raise InputError(
+            f"The control {control!r} has {int(stats.n_cells[c])} cells; at least {max(min_cells, 2)} are "
+            "needed for a variance. Check the control label or lower min_cells."
+        )
+    wanted = [p for p in labels if p != control] if perturbations is None else [str(p) for p in perturbations]
+    rows = labels.get_indexer(pd.Index(wanted))
+    if (rows < 0).any():
+        missing = [p for p, r in zip(wanted, rows) if r < 0]
+        raise MissingKeyError(f"Perturbations {missing[:10]!r} are not among the groups; check perturbations=.")
+    too_small = stats.n_cells[rows] < min_cells
+    if too_small.any():
+        dropped = [f"{p} ({n} cells)" for p, n in zip(np.array(wanted)[too_small], stats.n_cells[rows][too_small])]
+        warnings.warn(
+            f"Dropping {len(dropped)} perturbations with fewer than min_cells={min_cells} cells: "
+            + ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
+            ShrinkpertWarning,
+            stacklevel=3,
+        )
+        rows = rows[~too_small]
+    if len(rows) == 0:
+        raise InputError(f"No perturbation has at least min_cells={min_cells} cells.")
+    perts = pd.Index(labels[rows], name="perturbation")
+
+    n_p = stats.n_cells[rows].astype(np.float64)[:, None]
+    n_c = float(stats.n_cells[c])
+    mean_p, mean_c = stats.mean[rows], stats.mean[c][None, :]
+    var_p, var_c = stats.var[rows].copy(), stats.var[c][None, :].copy()
+    delta, delta_rule = _detection_limit(stats, c, scale)
+    # zero-variance policy: a group whose cells all share one value gets the variance it would
+    # have if one more cell differed by the detection limit delta: delta**2 / (n + 1)
+    zero_p, zero_c = var_p == 0, var_c == 0
+    var_p = np.where(zero_p, delta**2 / (n_p + 1), var_p)
+    var_c = np.where(zero_c, delta**2 / (n_c + 1), var_c)
+
+    if scale == "log1p":
+        effect = mean_p - mean_c
+        a, b = var_p / n_p, var_c / n_c
+    else:
+        eps = delta / n_c if pseudocount is None else float(pseudocount)
+        if not eps > 0:
+            raise InputError(f"pseudocount must be positive, got {pseudocount!r}.")
+        effect = np.log2((mean_p + eps) / (mean_c + eps))
+        a = var_p / n_p / (mean_p + eps) ** 2 / _LN2**2
+        b = var_c / n_c / (mean_c + eps) ** 2 / _LN2**2
+    se2 = a + b
+    std_error = np.sqrt(se2)
+    df = se2**2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
+    effect = np.broadcast_to(effect, std_error.shape).copy()
+
+    names, tindex = target_indices(perts, stats.genes, targets)
+    params = dict(extra_params)
+    params.update(
+        scale=scale,
+        control=control,
+        min_cells=int(min_cells),
+        normalize=stats.params.get("normalize"),
+        target_sum=stats.params.get("target_sum"),
+        detection_limit=delta,
+        detection_limit_rule=delta_rule,
+        pseudocount=(delta / n_c if pseudocount is None else float(pseudocount)) if scale == "log2fc" else None,
+        n_zero_variance_floored=int(zero_p.sum() + zero_c.sum() * len(rows)),
+    )
+    return EffectSizes(
+        perturbations=perts,
+        genes=stats.genes,
+        effect=effect,
+        std_error=std_error,
+        df=df,
+        mean=mean_p,
+        var=stats.var[rows],
+        n_cells=stats.n_cells[rows],
+        control=control,
+        control_n_cells=int(n_c),
+        control_mean=stats.mean[c],
+        control_var=stats.var[c],
+        target=names,
+        target_index=tindex,
+        scale=scale,
+        params=params,
+    )
+
+
+def estimate_effects(
+    adata_or_stats: Any,
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control: str = CONTROL,
+    scale: str = "log1p",
+    target_sum: float = TARGET_SUM,
+    layer: str | None = None,
+    normalize: bool = True,
+    library_size: str | np.ndarray | None = None,
+    perturbations: Sequence[str] | None = None,
+    target_key: str | None = None,
+    targets: Mapping[str, str] | None = None,
+    min_cells: int = MIN_CELLS,
+    pseudocount: float | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> EffectSizes:
+    """Effect of each perturbation on each gene relative to control, with standard errors.
+
+    Parameters
+    ----------
+    adata_or_stats
+        AnnData (in memory or backed), ``.h5ad`` path, or :class:`GroupStatistics` grouped by
+        perturbation.
+    perturbation_key
+        ``obs`` column with each cell's perturbation.
+    control
+        Label of the control cells.
+    scale
+        ``"log1p"``: difference of group means of :math:`\\log(1 + x\\,s/L)`;
+        ``"log2fc"``: :math:`\\log_2` ratio of mean normalised counts :math:`x\\,s/L`.
+    target_sum
+        :math:`s`, counts per cell after normalisation.
+    layer
+        Layer with raw counts (default ``X``).
+    normalize
+        ``True``: the matrix holds counts and is normalised on the fly. ``False``: it already
+        holds values on the measurement scale of ``scale`` and is used as is.
+    library_size
+        ``obs`` column or array of per-cell library sizes (default: row totals).
+    perturbations
+        Perturbations to estimate (default: every label except ``control``).
+    target_key
+        ``obs`` column with each cell's target gene when labels are not gene names.
+    targets
+        Mapping perturbation -> target gene (alternative to ``target_key``).
+    min_cells
+        Perturbations with fewer cells are dropped with a :class:`ShrinkpertWarning` naming them.
+    pseudocount
+        :math:`\\varepsilon` of the log2 ratio (``scale="log2fc"``). Default: the mean normalised
+        expression one UMI in one control cell would give, :math:`\\delta / n_c`.
+    chunk_size, n_threads, progress
+        Streaming options, as in :func:`group_statistics`.
+
+    Returns
+    -------
+    EffectSizes
+
+    Notes
+    -----
+    With group means :math:`\\bar x_p, \\bar x_c`, variances :math:`v_p, v_c` and sizes
+    :math:`n_p, n_c`:
+
+    ``log1p``: :math:`\\hat\\beta = \\bar x_p - \\bar x_c`,
+    :math:`\\mathrm{SE}^2 = a + b` with :math:`a = v_p/n_p`, :math:`b = v_c/n_c` (Welch), and
+    Welch–Satterthwaite :math:`\\nu = (a + b)^2 / (a^2/(n_p-1) + b^2/(n_c-1))`.
+
+    ``log2fc``: :math:`\\hat\\beta = \\log_2\\frac{\\bar x_p + \\varepsilon}{\\bar x_c + \\varepsilon}`;
+    by the delta method :math:`a = v_p / (n_p (\\bar x_p + \\varepsilon)^2 \\ln^2 2)` and
+    likewise :math:`b`; :math:`\\nu` as above.
+
+    Zero variance. A group whose cells all share one value (typically a gene never detected in
+    it) gets the variance it would have if one more cell had differed by the detection limit
+    :math:`\\delta`, i.e. :math:`v = \\delta^2/(n+1)`, where :math:`\\delta` is the change one UMI
+    makes in an average control cell (:math:`\\log(1 + s/\\bar L_c)` for ``log1p``,
+    :math:`s/\\bar L_c` for ``log2fc``; 1 when library sizes are unknown). Hence a gene absent
+    from both groups has effect 0 and the finite standard error
+    :math:`\\delta\\sqrt{1/(n_p(n_p+1)) + 1/(n_c(n_c+1))}` on the ``log1p`` scale; no NaN is
+    produced. ``mean``/``var`` keep the observed values; ``params`` records :math:`\\delta` and how
+    many entries were floored.
+
+    Raises
+    ------
+    MissingKeyError
+        ``perturbation_key`` missing or ``control`` not among the labels (the message lists them).
+    InputError
+        Control with fewer than 2 (or ``min_cells``) cells; no perturbation left.
+
+    Examples
+    --------
+    >>> import shrinkpert as sp
+    >>> adata = sp.datasets.papalexi2021()
+    >>> adata = adata[adata.obs["perturbation"] != "unassigned"]
+    >>> eff = sp.estimate_effects(adata, control="non-targeting")
+    >>> eff.effect.shape
+    (26, 299)
+    """
+    if scale not in SCALES:
+        raise InputError(f"scale={scale!r} is not one of {SCALES!r}.")
+    if int(min_cells) < 2:
+        raise InputError(f"min_cells must be at least 2 (a variance needs two cells), got {min_cells!r}.")
+    extra = {"perturbation_key": perturbation_key, "layer": layer}
+    if isinstance(adata_or_stats, GroupStatistics):
+        stats = adata_or_stats
+        wanted = {"log1p": "log1p", "log2fc": "total"}[scale]
+        if stats.params.get("normalize") not in (wanted, None):
+            raise InputError(
+                f"These statistics were computed with normalize={stats.params.get('normalize')!r}, but "
+                f"scale={scale!r} needs normalize={wanted!r}. Recompute with group_statistics(..., normalize={wanted!r})."
+            )
+        if target_key is not None:
+            raise InputError("target_key needs the AnnData; with statistics pass targets={perturbation: gene}.")
+        target_map = targets
+    else:
+        obs, var_names = read_annotations(adata_or_stats)
+        design = encode_design(obs, var_names, perturbation_key=perturbation_key, control=control,
+                               target_key=target_key, perturbations=perturbations)
+        target_map = dict(zip(design.perturbations, design.target)) if target_key is not None else targets
+        stats = group_statistics(
+            adata_or_stats,
+            perturbation_key,
+            layer=layer,
+            normalize={"log1p": "log1p", "log2fc": "total"}[scale] if normalize else None,
+            target_sum=target_sum,
+            library_size=library_size,
+            chunk_size=chunk_size,
+            n_threads=n_threads,
+            progress=progress,
+        )
+        if perturbations is None:
+            perturbations = list(design.perturbations)
+    return _effects_from_stats(stats, control=control, scale=scale, perturbations=perturbations,
+                               targets=target_map, min_cells=int(min_cells), pseudocount=pseudocount,
+                               extra_params=extra)

@@ -1,0 +1,462 @@
+"""Per-group sufficient statistics in one streaming pass: :func:`group_statistics`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._numba import thread_limit
+from .._vocab import NORMALIZATIONS, TARGET_SUM
+from ..data.design import group_codes
+from ..data.read import MatrixSource, open_matrix, read_annotations, row_totals
+from ..errors import CountsError, InputError, ShrinkpertWarning
+from . import _kernels as K
+
+__all__ = ["GroupStatistics", "group_statistics"]
+
+log = logging.getLogger("shrinkpert")
+
+_MODES = {None: 0, "total": 1, "log1p": 2}
+_PILOT_ROWS = 1024
+
+
+def _freeze(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class GroupStatistics:
+    """Sufficient statistics per group × gene.
+
+    For group :math:`g` with :math:`n_g` cells and values :math:`x_{ig}` of gene :math:`j`
+    (after the optional normalisation recorded in ``params``):
+
+    .. math::
+
+        \\mathrm{sum}_{gj} = \\sum_i x_{ij}, \\quad
+        \\mathrm{mean}_{gj} = \\mathrm{sum}_{gj} / n_g, \\quad
+        \\mathrm{var}_{gj} = \\frac{1}{n_g - 1} \\sum_i (x_{ij} - \\mathrm{mean}_{gj})^2 ,
+
+    and ``n_nonzero`` counts cells with :math:`x_{ij} \\neq 0`. ``var`` is NaN for groups of one
+    cell. ``library_size`` is the summed library size (row total before normalisation) of each
+    group, used for detection limits.
+
+    Attributes
+    ----------
+    groups : pandas.Index
+        Group labels (a MultiIndex when grouped by several columns).
+    genes : pandas.Index
+        Gene names.
+    n_cells : ndarray of int64, shape (n_groups,)
+    sum, mean, var : ndarray of float64, shape (n_groups, n_genes)
+    n_nonzero : ndarray of int64, shape (n_groups, n_genes)
+    library_size : ndarray of float64, shape (n_groups,)
+    params : mapping
+        ``groupby``, ``layer``, ``normalize``, ``target_sum``, ``source``, ``n_cells_total``.
+    """
+
+    groups: pd.Index
+    genes: pd.Index
+    n_cells: np.ndarray
+    sum: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    n_nonzero: np.ndarray
+    library_size: np.ndarray
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        for name in ("n_cells", "sum", "mean", "var", "n_nonzero", "library_size"):
+            object.__setattr__(self, name, _freeze(getattr(self, name)))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def m2(self) -> np.ndarray:
+        """Sum of squared deviations from the group mean, :math:`(n_g - 1)\\,\\mathrm{var}`."""
+        n = self.n_cells[:, None].astype(np.float64)
+        return np.where(n > 1, self.var * (n - 1), 0.0)
+
+    @property
+    def detection(self) -> np.ndarray:
+        """Fraction of cells with a non-zero value, ``n_nonzero / n_cells``."""
+        return self.n_nonzero / np.maximum(self.n_cells, 1)[:, None]
+
+    def merge(self, other: GroupStatistics) -> GroupStatistics:
+        """Combine statistics of disjoint cells (groups matched by label; Chan et al. 1979).
+
+        .. math::
+
+            n = n_a + n_b,\\quad \\bar x = (n_a \\bar x_a + n_b \\bar x_b)/n,\\quad
+            M_2 = M_{2,a} + M_{2,b} + \\frac{n_a n_b}{n} (\\bar x_a - \\bar x_b)^2 .
+        """
+        if not self.genes.equals(other.genes):
+            raise InputError("Cannot merge statistics over different genes; align the genes first.")
+        for key in ("normalize", "target_sum", "layer"):
+            if self.params.get(key) != other.params.get(key):
+                raise InputError(f"Cannot merge statistics computed with different {key!r}.")
+        groups = self.groups.union(other.groups, sort=True) if not self.groups.equals(other.groups) else self.groups
+        ia, ib = self.groups.get_indexer(groups), other.groups.get_indexer(groups)
+
+        def take(arr, idx, fill=0):
+            out = np.full((len(groups),) + arr.shape[1:], fill, dtype=arr.dtype)
+            out[idx >= 0] = arr[idx[idx >= 0]]
+            return out
+
+        na = take(self.n_cells, ia).astype(np.float64)[:, None]
+        nb = take(other.n_cells, ib).astype(np.float64)[:, None]
+        n = na + nb
+        ma, mb = take(self.mean, ia, 0.0), take(other.mean, ib, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, (na * ma + nb * mb) / n, np.nan)
+            m2 = take(self.m2, ia, 0.0) + take(other.m2, ib, 0.0) + np.where(n > 0, na * nb / n, 0.0) * (ma - mb) ** 2
+            var = np.where(n > 1, m2 / (n - 1), np.nan)
+        params = dict(self.params)
+        params["n_cells_total"] = self.params.get("n_cells_total", 0) + other.params.get("n_cells_total", 0)
+        return GroupStatistics(
+            groups=groups,
+            genes=self.genes,
+            n_cells=(na + nb)[:, 0].astype(np.int64),
+            sum=take(self.sum, ia, 0.0) + take(other.sum, ib, 0.0),
+            mean=mean,
+            var=var,
+            n_nonzero=take(self.n_nonzero, ia) + take(other.n_nonzero, ib),
+            library_size=take(self.library_size, ia, 0.0) + take(other.library_size, ib, 0.0),
+            params=params,
+        )
+
+    def to_anndata(self):
+        """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""
+        import anndata as ad
+
+        obs = pd.DataFrame(index=self.groups.map(str) if isinstance(self.groups, pd.MultiIndex) else self.groups.astype(str))
+        if isinstance(self.groups, pd.MultiIndex):
+            for level, name in enumerate(self.groups.names):
+                obs[name] = self.groups.get_level_values(level).astype(str)
+        obs["n_obs_aggregated"] = self.n_cells
+        obs["library_size"] = self.library_size
+        layers = {"sum": np.array(self.sum), "mean": np.array(self.mean), "var": np.array(self.var),
+                  "n_nonzero": np.array(self.n_nonzero)}
+        uns = {"shrinkpert": {"params": {k: ("None" if v is None else v) for k, v in self.params.items()
+                                          if isinstance(v, (str, int, float, type(None)))}}}
+        return ad.AnnData(obs=obs, var=pd.DataFrame(index=self.genes.astype(str)), layers=layers, uns=uns)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per (group, gene) with ``n_cells, sum, mean, var, n_nonzero``."""
+        n_g, n_p = self.mean.shape
+        index = pd.MultiIndex.from_product([self.groups, self.genes])
+        frame = pd.DataFrame(
+            {
+                "n_cells": np.repeat(self.n_cells, n_p),
+                "sum": self.sum.ravel(),
+                "mean": self.mean.ravel(),
+                "var": self.var.ravel(),
+                "n_nonzero": self.n_nonzero.ravel(),
+            },
+            index=index,
+        )
+        return frame.reset_index().rename(columns={"level_0": "group", "level_1": "gene"})
+
+    def summary(self) -> pd.DataFrame:
+        """One row per group: cells, mean library size, genes detected, median variance."""
+        return pd.DataFrame(
+            {
+                "n_cells": self.n_cells,
+                "mean_library_size": self.library_size / np.maximum(self.n_cells, 1),
+                "genes_detected": (self.n_nonzero > 0).sum(axis=1),
+                "median_var": np.nanmedian(np.where(self.n_cells[:, None] > 1, self.var, np.nan), axis=1)
+                if (self.n_cells > 1).any() else np.full(len(self.groups), np.nan),
+            },
+            index=self.groups,
+        )
+
+
+class _RowAccumulator:
+    """Per-thread partial sums for row-block sources."""
+
+    def __init__(self, n_threads: int, n_groups: int, n_genes: int):
+        self.s1 = np.zeros((n_threads, n_groups, n_genes))
+        self.s2 = np.zeros((n_threads, n_groups, n_genes))
+        self.nnz = np.zeros((n_threads, n_groups, n_genes), dtype=np.int64)
+        self.flags = np.zeros((n_threads, 4), dtype=np.int64)
+
+    def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
+        if sp.issparse(values):
+            K.accumulate_csr(values.data, values.indices, values.indptr, codes, lib, use_lib, shift,
+                             mode, target_sum, check_counts, self.s1, self.s2, self.nnz, totals, self.flags)
+        else:
+            K.accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
+                               self.s1, self.s2, self.nnz, totals, self.flags)
+
+
+def _library_sizes(library_size, obs: pd.DataFrame, n_rows: int) -> np.ndarray | None:
+    if library_size is None:
+        return None
+    if isinstance(library_size, str):
+        if library_size not in obs.columns:
+            raise InputError(f"library_size={library_size!r} is not an obs column; pass a column name or an array.")
+        lib = obs[library_size].to_numpy(dtype=np.float64)
+    else:
+        lib = np.asarray(library_size, dtype=np.float64)
+    if lib.shape != (n_rows,):
+        raise InputError(f"library_size has shape {lib.shape}; expected one value per cell ({n_rows},).")
+    if not np.all(np.isfinite(lib)) or (lib < 0).any():
+        raise InputError("library_size has negative or non-finite values; pass positive totals per cell.")
+    return lib
+
+
+def _raise_on_flags(flags: np.ndarray, label: str, counts_required: bool, normalize) -> None:
+    nonfinite, negative, nonint, zero_total = (int(x) for x in flags.sum(axis=0))
+    if nonfinite:
+        raise InputError(f"{label} contains {nonfinite} NaN or infinite values; remove or impute them first.")
+    if counts_required and negative:
+        raise CountsError(
+            f"{label} contains {negative} negative values, but normalize={normalize!r} needs raw counts. "
+            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
+        )
+    if counts_required and nonint:
+        raise CountsError(
+            f"{label} contains {nonint} non-integer values, but normalize={normalize!r} needs raw counts. "
+            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
+        )
+    if normalize is not None and zero_total:
+        warnings.warn(
+            f"{zero_total} cells of {label} have a library size of 0; they count as all-zero cells.",
+            ShrinkpertWarning,
+            stacklevel=3,
+        )
+
+
+def group_statistics(
+    adata: Any,
+    groupby: str | Sequence[str],
+    *,
+    layer: str | None = None,
+    normalize: str | None = None,
+    target_sum: float = TARGET_SUM,
+    library_size: str | np.ndarray | None = None,
+    check_counts: bool | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> GroupStatistics:
+    """Per-group count, sum, mean, variance and detection of every gene in one pass.
+
+    The matrix is read block by block (in memory, CSR, CSC or a backed ``.h5ad``) and never
+    densified or normalised as a whole; normalisation, when asked for, is applied to each value
+    as it is read.
+
+    Parameters
+    ----------
+    adata
+        AnnData (in memory or backed) or path to an ``.h5ad`` file.
+    groupby
+        ``obs`` column(s) defining the groups (e.g. ``"perturbation"``).
+    layer
+        Layer to read instead of ``X``.
+    normalize
+        ``None`` (values as stored), ``"total"`` (:math:`x \\cdot s / L_i`) or ``"log1p"``
+        (:math:`\\log(1 + x \\cdot s / L_i)`), with :math:`s` = ``target_sum`` and :math:`L_i`
+        the library size of cell :math:`i` (row total, or ``library_size``).
+    target_sum
+        :math:`s` above.
+    library_size
+        ``obs`` column or array of per-cell library sizes to use instead of the row totals
+        (e.g. the whole-transcriptome UMI count when only a gene panel is stored).
+    check_counts
+        Require non-negative integers. Default: ``True`` when ``normalize`` is set.
+    chunk_size
+        Rows per block (genes per block for CSC storage); default ≈ 64 MB blocks.
+    n_threads
+        Numba threads (default: all). Results do not depend on it beyond floating-point
+        summation order (exact for integer data).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    GroupStatistics
+
+    Raises
+    ------
+    MissingKeyError
+        ``groupby`` or ``layer`` is absent.
+    InputError
+        NaN/inf values, duplicate cell or gene names, or a path that is not ``.h5ad``.
+    CountsError
+        Negative or non-integer values where counts are required.
+
+    Notes
+    -----
+    Row-major storage accumulates per thread, over non-zero values :math:`v` and with a per-gene
+    shift :math:`K_j`, :math:`S_1 = \\sum (v - K_j)` and :math:`S_2 = \\sum (v - K_j)^2`; the
+    :math:`n_g - \\mathrm{nnz}` zeros are added at the end, then
+    :math:`M_2 = S_2 - S_1^2 / n_g`. :math:`K_j = 0` for raw integer counts (sums exact, results
+    bit-identical for any thread count and chunk size); otherwise :math:`K_j` is the mean of the
+    first 1,024 cells, which removes the cancellation of the textbook formula. Column-major
+    storage uses an exact two-pass mean and :math:`M_2` per gene.
+
+    Examples
+    --------
+    >>> import shrinkpert as sp
+    >>> adata = sp.datasets.papalexi2021()
+    >>> stats = sp.group_statistics(adata, "perturbation", normalize="log1p")
+    >>> stats.mean.shape
+    (28, 299)
+    """
+    if normalize not in NORMALIZATIONS:
+        raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")
+    if not (np.isfinite(target_sum) and target_sum > 0):
+        raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
+    obs, var_names = read_annotations(adata)
+    if obs.index.has_duplicates:
+        dup = obs.index[obs.index.duplicated()][:5].tolist()
+        raise InputError(f"Cell names are duplicated (e.g. {dup!r}); make them unique with adata.obs_names_make_unique().")
+    if pd.Index(var_names).has_duplicates:
+        dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][:5].tolist()
+        raise InputError(f"Gene names are duplicated (e.g. {dup!r}); make them unique with adata.var_names_make_unique().")
+    codes, groups = group_codes(obs, groupby)
+    n_groups, n_genes = len(groups), len(var_names)
+    n_cells = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.int64)
+    lib = _library_sizes(library_size, obs, len(obs))
+    mode = _MODES[normalize]
+    counts_required = (normalize is not None) if check_counts is None else bool(check_counts)
+
+    with open_matrix(adata, layer) as source, thread_limit(n_threads) as threads:
+        if source.shape != (len(obs), n_genes):
+            raise InputError(f"{source.label} has shape {source.shape} but obs × var is {(len(obs), n_genes)}.")
+        totals = np.zeros(len(obs))
+        if source.by_rows:
+            sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
+                                             counts_required, chunk_size, threads, totals, progress)
+        else:
+            sums, m2, nnz, flags = _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
+                                                counts_required, chunk_size, totals, progress)
+        _raise_on_flags(flags, source.label, counts_required, normalize)
+
+    single = n_cells == 1
+    if single.any():
+        warnings.warn(
+            f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
+            ShrinkpertWarning,
+            stacklevel=2,
+        )
+    n = n_cells[:, None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / n
+        var = np.where(n > 1, np.maximum(m2, 0.0) / (n - 1), np.nan)
+    library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
+    params = {
+        "groupby": groupby if isinstance(groupby, str) else tuple(groupby),
+        "layer": layer,
+        "normalize": normalize,
+        "target_sum": float(target_sum),
+        "library_size": library_size if isinstance(library_size, str) else (None if library_size is None else "array"),
+        "source": source.label,
+        "storage": source.kind,
+        "n_cells_total": int(len(obs)),
+    }
+    return GroupStatistics(pd.Index(groups), pd.Index(var_names).astype(str), n_cells, sums, mean, var,
+                           nnz, library, params)
+
+
+def _progress(total: int, enabled: bool, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit=unit, desc="shrinkpert: one pass")
+
+
+def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, integer_input) -> np.ndarray:
+    """Per-gene shift: 0 for raw integers, else the mean over the first 1,024 cells."""
+    n_genes = source.shape[1]
+    if mode == 0 and integer_input:
+        return np.zeros(n_genes)
+    block = next(source.blocks(min(_PILOT_ROWS, source.shape[0])))
+    stored = block.values.data if sp.issparse(block.values) else block.values
+    if mode == 0 and np.all(np.isfinite(stored)) and np.array_equal(stored, np.round(stored)):
+        return np.zeros(n_genes)  # integer-valued floats (counts stored as float): keep sums exact
+    rows = block.values.shape[0]
+    acc = _RowAccumulator(1, 1, n_genes)
+    codes = np.zeros(rows, dtype=np.int64)
+    sub_lib = lib[block.rows] if lib is not None else np.zeros(rows)
+    with thread_limit(1):
+        acc.add(block.values, codes, sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
+                False, np.zeros(rows))
+    return acc.s1[0, 0] / max(rows, 1)
+
+
+def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
+              threads, totals, progress):
+    n_genes = source.shape[1]
+    integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
+    shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
+    acc = _RowAccumulator(threads, n_groups, n_genes)
+    use_lib = lib is not None
+    lib_all = lib if use_lib else np.zeros(0)
+    with _progress(source.shape[0], progress, "cells") as bar:
+        for block in source.blocks(chunk_size):
+            rows = block.rows
+            sub_lib = lib_all[rows] if use_lib else lib_all
+            acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
+                    counts_required, totals[rows])
+            bar.update(rows.stop - rows.start)
+    s1 = acc.s1.sum(axis=0)
+    s2 = acc.s2.sum(axis=0)
+    nnz = acc.nnz.sum(axis=0)
+    n = n_cells[:, None].astype(np.float64)
+    zeros = n - nnz
+    # add the implicit zeros, each contributing (0 - K) and K**2
+    s1_all = s1 - zeros * shift
+    s2_all = s2 + zeros * shift**2
+    sums = s1 + nnz * shift
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m2 = np.where(n > 0, s2_all - s1_all**2 / n, 0.0)
+    # a gene never detected in a group is exactly constant: no rounding residue from the shift
+    sums[nnz == 0] = 0.0
+    m2[nnz == 0] = 0.0
+    return sums, m2, nnz, acc.flags
+
+
+def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,
+                 chunk_size, totals, progress):
+    n_genes = source.shape[1]
+    if lib is not None:
+        totals[:] = lib
+    elif mode != 0:
+        totals[:] = row_totals(source, chunk_size)
+    scale = np.ones(len(codes))
+    if mode != 0:
+        with np.errstate(divide="ignore"):
+            scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
+    sums = np.zeros((n_groups, n_genes))
+    m2 = np.zeros((n_groups, n_genes))
+    nnz = np.zeros((n_groups, n_genes), dtype=np.int64)
+    flags = np.zeros((1, 4), dtype=np.int64)
+    with _progress(n_genes, progress, "genes") as bar:
+        for block in source.blocks(chunk_size):
+            values = block.values
+            cols = block.cols
+            width = cols.stop - cols.start
+            b_sums = np.zeros((n_groups, width))
+            b_m2 = np.zeros((n_groups, width))
+            b_nnz = np.zeros((n_groups, width), dtype=np.int64)
+            b_flags = np.zeros((width, 4), dtype=np.int64)
+            K.accumulate_csc(values.data, values.indices, values.indptr, codes, scale, mode,
+                             counts_required, n_cells, b_sums, b_m2, b_nnz, b_flags)
+            sums[:, cols] = b_sums
+            m2[:, cols] = b_m2
+            nnz[:, cols] = b_nnz
+            flags[0] += b_flags.sum(axis=0)
+            bar.update(width)
+    if mode != 0 and lib is None:
+        flags[0, K.ZERO_TOTAL] = int((totals == 0).sum())
+    return sums, m2, nnz, flags

@@ -1,0 +1,70 @@
+"""The command-line interface: demo on bundled data, effects on a file, refusing to overwrite."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+from shrinkpert import estimate_effects, group_statistics
+from shrinkpert.cli import build_parser, main
+
+
+def test_demo_writes_outputs_and_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "STAT1" in printed and "target_effect" in printed
+    summary = pd.read_csv(out / "summary.csv", index_col=0)
+    assert summary.loc["JAK2", "target_effect"] < -2
+    effects = ad.read_h5ad(out / "effects.h5ad")
+    assert effects.shape == (25, 299)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "not empty; pass --force" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--force"]) == 0
+
+
+@pytest.mark.filterwarnings("ignore:1 cells:shrinkpert.errors.ShrinkpertWarning")  # the fixture's zero-count cell
+def test_effects_and_stats_on_a_file(tmp_path, counts):
+    path = tmp_path / "in.h5ad"
+    counts.write_h5ad(path)
+    before = path.read_bytes()
+    assert main(["effects", str(path), "--out", str(tmp_path / "e"), "--exclude", "G3"]) == 0
+    effects = ad.read_h5ad(tmp_path / "e" / "effects.h5ad")
+    assert list(effects.obs_names) == ["G1", "G2"]
+    assert main(["stats", str(path), "--out", str(tmp_path / "s"), "--normalize", "log1p"]) == 0
+    assert ad.read_h5ad(tmp_path / "s" / "stats.h5ad").shape == (4, counts.n_vars)
+    assert path.read_bytes() == before  # the input file is never touched
+
+
+def test_bad_control_is_a_clean_error(tmp_path, counts, capsys):
+    path = tmp_path / "in.h5ad"
+    counts.write_h5ad(path)
+    assert main(["effects", str(path), "--out", str(tmp_path / "e"), "--control", "NT"]) == 2
+    assert "Control label 'NT'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs():
+    done = subprocess.run([sys.executable, "-m", "shrinkpert", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("shrinkpert ")
+
+
+@pytest.mark.parametrize("command,func", [("effects", estimate_effects), ("stats", group_statistics)])
+def test_cli_defaults_equal_api_defaults(command, func):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    defaults = {a.dest: a.default for a in sub._actions}
+    params = inspect.signature(func).parameters
+    for name, value in defaults.items():
+        if name in params and params[name].default is not inspect.Parameter.empty:
+            assert params[name].default == value, name

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +82,35 @@ class MatrixSource:
         return int(max(1, min(major, _TARGET_BLOCK_BYTES // per_line)))
 
     def blocks(self, chunk_size: int | None = None) -> Iterator[Block]:
-        """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage)."""
+        """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage).
+
+        For on-disk storage the next block is read in a background thread while the caller
+        works on the current one (at most two blocks in memory).
+        """
         step = int(chunk_size) if chunk_size is not None else self.auto_chunk_size()
         if step < 1:
             raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
         n_rows, n_cols = self.shape
         major = n_rows if self.by_rows else n_cols
-        for start in range(0, major, step):
-            stop = min(start + step, major)
+        spans = [(start, min(start + step, major)) for start in range(0, major, step)]
+        read = self._read_rows if self.by_rows else self._read_cols
+
+        def block(span, values):
             if self.by_rows:
-                yield Block(slice(start, stop), slice(0, n_cols), self._read_rows(start, stop))
-            else:
-                yield Block(slice(0, n_rows), slice(start, stop), self._read_cols(start, stop))
+                return Block(slice(*span), slice(0, n_cols), values)
+            return Block(slice(0, n_rows), slice(*span), values)
+
+        if not self.kind.startswith("h5") or len(spans) < 2:
+            for span in spans:
+                yield block(span, read(*span))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shrinkpert-read") as pool:
+            pending = pool.submit(read, *spans[0])
+            for k, span in enumerate(spans):
+                values = pending.result()
+                if k + 1 < len(spans):
+                    pending = pool.submit(read, *spans[k + 1])
+                yield block(span, values)
 
     def _read_rows(self, start: int, stop: int):
         kind, obj = self.kind, self._obj

@@ -14,6 +14,8 @@ mean / sum of squared deviations per group; ``prange`` runs over genes.
 
 Value transform ``mode``: 0 = as stored; 1 = ``x * target_sum / total``; 2 = ``log1p`` of that.
 ``flags`` counts, per thread: [non-finite, negative, non-integer (when checked), zero-total rows].
+Non-finite values are counted and skipped (the caller raises); negative and non-integer values
+are counted (the caller raises when counts are required) and otherwise used.
 """
 
 from __future__ import annotations
@@ -27,18 +29,6 @@ NONFINITE, NEGATIVE, NONINTEGER, ZERO_TOTAL = 0, 1, 2, 3
 
 
 @kernel
-def _check_value(x, check_counts, flags_row):
-    if not np.isfinite(x):
-        flags_row[NONFINITE] += 1
-        return False
-    if x < 0:
-        flags_row[NEGATIVE] += 1
-    if check_counts and x != np.floor(x):
-        flags_row[NONINTEGER] += 1
-    return True
-
-
-@kernel
 def _row_scale(total, mode, target_sum):
     if mode == 0:
         return 1.0
@@ -49,9 +39,11 @@ def _row_scale(total, mode, target_sum):
 
 @kernel
 def _transform(x, scale, mode):
-    v = x * scale if mode != 0 else x * 1.0
+    if mode == 0:
+        return x * 1.0
+    v = x * scale
     if mode == 2:
-        v = np.log1p(v)
+        return np.log1p(v)
     return v
 
 
@@ -63,33 +55,45 @@ def accumulate_csr(data, indices, indptr, codes, lib, use_lib, shift, mode, targ
     n_threads = s1.shape[0]
     step = (n_rows + n_threads - 1) // n_threads
     for t in prange(n_threads):
-        lo = t * step
-        hi = min(n_rows, lo + step)
-        for i in range(lo, hi):
+        n_bad = 0
+        n_neg = 0
+        n_frac = 0
+        n_empty = 0
+        for i in range(t * step, min(n_rows, (t + 1) * step)):
+            start, stop = indptr[i], indptr[i + 1]
             total = 0.0
+            for k in range(start, stop):
+                x = data[k]
+                if np.isfinite(x):
+                    total += x
+                    if x < 0:
+                        n_neg += 1
+                    if check_counts and x != np.floor(x):
+                        n_frac += 1
+                else:
+                    n_bad += 1
             if use_lib:
                 total = lib[i]
-            else:
-                for k in range(indptr[i], indptr[i + 1]):
-                    x = data[k]
-                    if np.isfinite(x):
-                        total += x
             totals[i] = total
             if total == 0.0:
-                flags[t, ZERO_TOTAL] += 1
+                n_empty += 1
             g = codes[i]
+            if g < 0:
+                continue
             scale = _row_scale(total, mode, target_sum)
-            for k in range(indptr[i], indptr[i + 1]):
+            for k in range(start, stop):
                 x = data[k]
-                if not _check_value(x, check_counts, flags[t]):
-                    continue
-                if g < 0 or x == 0:
+                if x == 0 or not np.isfinite(x):
                     continue
                 j = indices[k]
                 d = _transform(x, scale, mode) - shift[j]
                 s1[t, g, j] += d
                 s2[t, g, j] += d * d
                 nnz[t, g, j] += 1
+        flags[t, NONFINITE] += n_bad
+        flags[t, NEGATIVE] += n_neg
+        flags[t, NONINTEGER] += n_frac
+        flags[t, ZERO_TOTAL] += n_empty
 
 
 @kernel(parallel=True)
@@ -100,32 +104,43 @@ def accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check
     n_threads = s1.shape[0]
     step = (n_rows + n_threads - 1) // n_threads
     for t in prange(n_threads):
-        lo = t * step
-        hi = min(n_rows, lo + step)
-        for i in range(lo, hi):
+        n_bad = 0
+        n_neg = 0
+        n_frac = 0
+        n_empty = 0
+        for i in range(t * step, min(n_rows, (t + 1) * step)):
             total = 0.0
+            for j in range(n_genes):
+                x = values[i, j]
+                if np.isfinite(x):
+                    total += x
+                    if x < 0:
+                        n_neg += 1
+                    if check_counts and x != np.floor(x):
+                        n_frac += 1
+                else:
+                    n_bad += 1
             if use_lib:
                 total = lib[i]
-            else:
-                for j in range(n_genes):
-                    x = values[i, j]
-                    if np.isfinite(x):
-                        total += x
             totals[i] = total
             if total == 0.0:
-                flags[t, ZERO_TOTAL] += 1
+                n_empty += 1
             g = codes[i]
+            if g < 0:
+                continue
             scale = _row_scale(total, mode, target_sum)
             for j in range(n_genes):
                 x = values[i, j]
-                if not _check_value(x, check_counts, flags[t]):
-                    continue
-                if g < 0 or x == 0:
+                if x == 0 or not np.isfinite(x):
                     continue
                 d = _transform(x, scale, mode) - shift[j]
                 s1[t, g, j] += d
                 s2[t, g, j] += d * d
                 nnz[t, g, j] += 1
+        flags[t, NONFINITE] += n_bad
+        flags[t, NEGATIVE] += n_neg
+        flags[t, NONINTEGER] += n_frac
+        flags[t, ZERO_TOTAL] += n_empty
 
 
 @kernel(parallel=True)
@@ -135,17 +150,25 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
 
     ``scale[i]`` is cell ``i``'s normalisation factor; ``n_cells[g]`` the size of group ``g``.
     For group ``g`` with mean ``m``: ``m2 = sum_nz (v - m)**2 + (n_g - nnz_g) * m**2``.
+    ``flags`` has one row per gene of the block.
     """
     n_cols = indptr.shape[0] - 1
     n_groups = n_cells.shape[0]
     for j in prange(n_cols):
-        col_flags = np.zeros(4, dtype=np.int64)
         acc = np.zeros(n_groups, dtype=np.float64)
         cnt = np.zeros(n_groups, dtype=np.int64)
+        n_bad = 0
+        n_neg = 0
+        n_frac = 0
         for k in range(indptr[j], indptr[j + 1]):
             x = data[k]
-            if not _check_value(x, check_counts, col_flags):
+            if not np.isfinite(x):
+                n_bad += 1
                 continue
+            if x < 0:
+                n_neg += 1
+            if check_counts and x != np.floor(x):
+                n_frac += 1
             g = codes[indices[k]]
             if g < 0 or x == 0:
                 continue
@@ -154,10 +177,8 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
         dev = np.zeros(n_groups, dtype=np.float64)
         for k in range(indptr[j], indptr[j + 1]):
             x = data[k]
-            if not np.isfinite(x):
-                continue
             g = codes[indices[k]]
-            if g < 0 or x == 0:
+            if g < 0 or x == 0 or not np.isfinite(x):
                 continue
             d = _transform(x, scale[indices[k]], mode) - acc[g] / n_cells[g]
             dev[g] += d * d
@@ -167,5 +188,6 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
             if n_cells[g] > 0:
                 mean = acc[g] / n_cells[g]
                 m2[g, j] = dev[g] + (n_cells[g] - cnt[g]) * mean * mean
-        for f in range(4):
-            flags[j, f] = col_flags[f]
+        flags[j, NONFINITE] = n_bad
+        flags[j, NEGATIVE] = n_neg
+        flags[j, NONINTEGER] = n_frac

@@ -64,11 +64,14 @@ def group_codes(obs: pd.DataFrame, groupby: str | Sequence[str]) -> tuple[np.nda
         )
     grouped = frame.groupby(keys, observed=True, sort=True, dropna=True)
     codes = grouped.ngroup().to_numpy(dtype=np.int64, na_value=-1)
+    order = grouped.size().index  # the order ngroup() numbers the groups in
     if len(keys) == 1:
-        groups = pd.Index([k[0] if isinstance(k, tuple) else k for k in grouped.groups.keys()], name=keys[0])
+        groups = pd.Index(np.asarray(order), name=keys[0])
         groups = groups.astype(str) if groups.dtype == object else groups
     else:
-        groups = pd.MultiIndex.from_tuples(list(grouped.groups.keys()), names=keys)
+        groups = pd.MultiIndex.from_arrays(
+            [np.asarray(order.get_level_values(k)) for k in range(len(keys))], names=keys
+        )
     codes[missing] = -1
     if len(groups) == 0:
         raise InputError(f"No cell has a label in {keys!r}; nothing to group.")

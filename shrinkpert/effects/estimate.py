@@ -46,7 +46,10 @@ class EffectSizes:
     scale : str
         ``"log1p"`` or ``"log2fc"``.
     params : mapping
-        Everything needed to reproduce the estimate, including the zero-variance policy used.
+        Everything needed to reproduce the estimate, including the zero-variance policy used
+        and ``se_method`` (``"welch"`` or ``"replicates"``).
+    n_replicates : ndarray of int64 or None
+        Replicates behind each replicate-based standard error (None for cell-level SEs).
     """
 
     perturbations: pd.Index
@@ -65,10 +68,11 @@ class EffectSizes:
     target_index: np.ndarray
     scale: str
     params: Mapping[str, Any]
+    n_replicates: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("effect", "std_error", "df", "mean", "var", "n_cells", "control_mean",
-                     "control_var", "target_index"):
+                     "control_var", "target_index") + (("n_replicates",) if self.n_replicates is not None else ()):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
@@ -140,7 +144,23 @@ class EffectSizes:
             fields[name] = getattr(self, name)[idx]
         fields.update(perturbations=self.perturbations[idx], n_cells=self.n_cells[idx],
                       target=self.target[idx], target_index=self.target_index[idx], params=dict(self.params))
+        if self.n_replicates is not None:
+            fields["n_replicates"] = self.n_replicates[idx]
         return EffectSizes(**fields)
+
+
+def _effect(mean_p, mean_c, scale: str, eps: float | None):
+    """Effect on ``scale``: difference of log1p means, or log2 ratio of mean counts (+ eps)."""
+    if scale == "log1p":
+        return mean_p - mean_c
+    return np.log2((mean_p + eps) / (mean_c + eps))
+
+
+def _variance_term(mean, var, n, scale: str, eps: float | None):
+    """Sampling variance of one group's contribution: v/n, or its delta-method log2 version."""
+    if scale == "log1p":
+        return var / n
+    return var / n / (mean + eps) ** 2 / _LN2**2
 
 
 def _detection_limit(stats: GroupStatistics, control_row: int, scale: str) -> tuple[float, str]:
@@ -168,7 +188,7 @@ def _effects_from_stats(
     extra_params: Mapping[str, Any],
 ) -> EffectSizes:
     if isinstance(stats.groups, pd.MultiIndex):
-        raise InputError("estimate_effects needs statistics grouped by one column (the perturbation).")
+        raise InputError("Statistics grouped by several columns: pass replicate_key= or collapse() them first.")
     labels = stats.groups.astype(str)
     if control not in set(labels):
         raise MissingKeyError(
@@ -211,16 +231,13 @@ def _effects_from_stats(
     var_p = np.where(zero_p, delta**2 / (n_p + 1), var_p)
     var_c = np.where(zero_c, delta**2 / (n_c + 1), var_c)
 
-    if scale == "log1p":
-        effect = mean_p - mean_c
-        a, b = var_p / n_p, var_c / n_c
-    else:
+    eps = None
+    if scale == "log2fc":
         eps = delta / n_c if pseudocount is None else float(pseudocount)
         if not eps > 0:
             raise InputError(f"pseudocount must be positive, got {pseudocount!r}.")
-        effect = np.log2((mean_p + eps) / (mean_c + eps))
-        a = var_p / n_p / (mean_p + eps) ** 2 / _LN2**2
-        b = var_c / n_c / (mean_c + eps) ** 2 / _LN2**2
+    effect = _effect(mean_p, mean_c, scale, eps)
+    a, b = _variance_term(mean_p, var_p, n_p, scale, eps), _variance_term(mean_c, var_c, n_c, scale, eps)
     se2 = a + b
     std_error = np.sqrt(se2)
     df = se2**2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
@@ -236,7 +253,7 @@ def _effects_from_stats(
         target_sum=stats.params.get("target_sum"),
         detection_limit=delta,
         detection_limit_rule=delta_rule,
-        pseudocount=(delta / n_c if pseudocount is None else float(pseudocount)) if scale == "log2fc" else None,
+        pseudocount=eps,
         n_zero_variance_floored=int(zero_p.sum() + zero_c.sum() * len(rows)),
     )
     return EffectSizes(
@@ -259,6 +276,71 @@ def _effects_from_stats(
     )
 
 
+def _replicate_effects(
+    stats: GroupStatistics,
+    base: EffectSizes,
+    *,
+    replicate_key: str,
+    min_cells: int,
+    moderate: bool,
+) -> EffectSizes:
+    """Effects and SEs from the spread of per-replicate effects (see :func:`estimate_effects`)."""
+    from .moderate import squeeze_var
+
+    labels = stats.groups.get_level_values(0).astype(str)
+    reps = stats.groups.get_level_values(1)
+    big = stats.n_cells >= min_cells
+    control_rows = {rep: row for row, (lab, rep) in enumerate(zip(labels, reps)) if lab == base.control and big[row]}
+    eps = base.params["pseudocount"]
+    delta = base.params["detection_limit"]
+    n_c = float(base.control_n_cells)
+    var_c = np.where(base.control_var == 0, delta**2 / (n_c + 1), base.control_var)
+    control_term = _variance_term(base.control_mean, var_c, n_c, base.scale, eps)
+
+    effect = np.array(base.effect)
+    std_error = np.array(base.std_error)
+    df = np.array(base.df)
+    n_reps = np.zeros(len(base.perturbations), dtype=np.int64)
+    too_few = []
+    for k, pert in enumerate(base.perturbations):
+        rows = np.flatnonzero((labels == pert) & big)
+        n_reps[k] = len(rows)
+        if len(rows) < 2:
+            too_few.append(f"{pert} ({len(rows)})")
+            continue
+        paired = np.array([reps[r] in control_rows for r in rows])
+        ctrl_means = np.stack([stats.mean[control_rows[reps[r]]] if ok else base.control_mean
+                               for r, ok in zip(rows, paired)])
+        per_rep = _effect(stats.mean[rows], ctrl_means, base.scale, eps)
+        R = len(rows)
+        s2 = per_rep.var(axis=0, ddof=1)
+        if moderate:
+            with warnings.catch_warnings():  # limma's "zero sample variances offset" note, once per perturbation
+                warnings.simplefilter("ignore", ShrinkpertWarning)
+                squeezed = squeeze_var(s2, R - 1)
+            s2, d0 = squeezed.var_post, squeezed.df_prior
+        else:
+            d0 = 0.0
+        unpaired = (~paired).sum() / R
+        effect[k] = per_rep.mean(axis=0)
+        std_error[k] = np.sqrt(s2 / R + unpaired**2 * control_term)
+        df[k] = (R - 1) + np.asarray(d0, dtype=np.float64)
+    if too_few:
+        warnings.warn(
+            f"{len(too_few)} perturbations have fewer than 2 {replicate_key!r} replicates with >= {min_cells} "
+            f"cells and keep cell-level Welch standard errors: {', '.join(too_few[:20])}"
+            + (" ..." if len(too_few) > 20 else ""),
+            ShrinkpertWarning,
+            stacklevel=3,
+        )
+    params = dict(base.params)
+    params.update(se_method="replicates", replicate_key=replicate_key, moderate_replicate_variance=bool(moderate),
+                  n_welch_fallback=len(too_few))
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    fields.update(effect=effect, std_error=std_error, df=df, params=params, n_replicates=n_reps)
+    return EffectSizes(**fields)
+
+
 def estimate_effects(
     adata_or_stats: Any,
     *,
@@ -274,6 +356,8 @@ def estimate_effects(
     targets: Mapping[str, str] | None = None,
     min_cells: int = MIN_CELLS,
     pseudocount: float | None = None,
+    replicate_key: str | None = None,
+    moderate: bool = True,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -312,6 +396,12 @@ def estimate_effects(
     pseudocount
         :math:`\\varepsilon` of the log2 ratio (``scale="log2fc"``). Default: the mean normalised
         expression one UMI in one control cell would give, :math:`\\delta / n_c`.
+    replicate_key
+        ``obs`` column of replicates (guides, biological replicates or batches). When given,
+        standard errors come from the spread of per-replicate effects instead of from cells,
+        which are not independent within a guide or replicate (see Notes).
+    moderate
+        Squeeze the between-replicate variances across genes (limma ``squeezeVar``) before use.
     chunk_size, n_threads, progress
         Streaming options, as in :func:`group_statistics`.
 
@@ -379,9 +469,10 @@ def estimate_effects(
         design = encode_design(obs, var_names, perturbation_key=perturbation_key, control=control,
                                target_key=target_key, perturbations=perturbations)
         target_map = dict(zip(design.perturbations, design.target)) if target_key is not None else targets
+        groupby = perturbation_key if replicate_key is None else [perturbation_key, replicate_key]
         stats = group_statistics(
             adata_or_stats,
-            perturbation_key,
+            groupby,
             layer=layer,
             normalize={"log1p": "log1p", "log2fc": "total"}[scale] if normalize else None,
             target_sum=target_sum,
@@ -392,6 +483,15 @@ def estimate_effects(
         )
         if perturbations is None:
             perturbations = list(design.perturbations)
-    return _effects_from_stats(stats, control=control, scale=scale, perturbations=perturbations,
-                               targets=target_map, min_cells=int(min_cells), pseudocount=pseudocount,
-                               extra_params=extra)
+    by_replicate = isinstance(stats.groups, pd.MultiIndex)
+    if replicate_key is not None and not by_replicate:
+        raise InputError("replicate_key needs statistics grouped by [perturbation_key, replicate_key].")
+    pooled = stats.collapse(0) if by_replicate else stats
+    extra["se_method"] = "welch"
+    effects = _effects_from_stats(pooled, control=control, scale=scale, perturbations=perturbations,
+                                  targets=target_map, min_cells=int(min_cells), pseudocount=pseudocount,
+                                  extra_params=extra)
+    if not by_replicate:
+        return effects
+    return _replicate_effects(stats, effects, replicate_key=replicate_key or str(stats.groups.names[1]),
+                              min_cells=int(min_cells), moderate=moderate)

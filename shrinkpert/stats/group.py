@@ -134,6 +134,34 @@ class GroupStatistics:
             params=params,
         )
 
+    def collapse(self, level: str | int) -> GroupStatistics:
+        """Pool the groups of a MultiIndex over every level but ``level`` (Chan's update).
+
+        For the sub-groups :math:`r` of a pooled group:
+        :math:`n = \\sum_r n_r`, :math:`\\bar x = \\sum_r n_r \\bar x_r / n`,
+        :math:`M_2 = \\sum_r M_{2,r} + \\sum_r n_r (\\bar x_r - \\bar x)^2`.
+        """
+        if not isinstance(self.groups, pd.MultiIndex):
+            raise InputError("collapse() needs statistics grouped by several columns.")
+        codes, pooled = pd.factorize(self.groups.get_level_values(level), sort=True)
+        pooled = pd.Index(pooled, name=self.groups.names[level] if isinstance(level, int) else level)
+
+        def add(values):
+            out = np.zeros((len(pooled),) + values.shape[1:], dtype=values.dtype)
+            np.add.at(out, codes, values)
+            return out
+
+        n_r = self.n_cells.astype(np.float64)[:, None]
+        n = add(self.n_cells).astype(np.float64)[:, None]
+        mean = add(n_r * self.mean) / n
+        m2 = add(self.m2) + add(n_r * (self.mean - mean[codes]) ** 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(n > 1, m2 / (n - 1), np.nan)
+        params = dict(self.params)
+        params["groupby"] = pooled.name
+        return GroupStatistics(pooled, self.genes, add(self.n_cells), add(self.sum), mean, var,
+                               add(self.n_nonzero), add(self.library_size), params)
+
     def to_anndata(self):
         """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""
         import anndata as ad
@@ -365,7 +393,7 @@ def group_statistics(
         "storage": source.kind,
         "n_cells_total": int(len(obs)),
     }
-    return GroupStatistics(pd.Index(groups), pd.Index(var_names).astype(str), n_cells, sums, mean, var,
+    return GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var,
                            nnz, library, params)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .._io import sha256_file
 from ..errors import InputError
+from .simulate import simulate
 
 __all__ = ["papalexi2021", "papalexi2021_path", "simulate"]
 
@@ -65,13 +66,3 @@ def papalexi2021(*, backed: bool = False, verify: bool = False):
     if verify and sha256_file(path) != _PAPALEXI_SHA256:
         raise InputError(f"The bundled file {path} is corrupted (checksum mismatch); reinstall shrinkpert.")
     return ad.read_h5ad(path, backed="r" if backed else None)
-
-
-def simulate(*args, **kwargs):
-    """Seeded negative-binomial Perturb-seq with known truth; see :mod:`shrinkpert.data.simulate`."""
-    from .simulate import simulate as _simulate
-
-    return _simulate(*args, **kwargs)
-
-
-simulate.__doc__ = simulate.__doc__

@@ -32,7 +32,7 @@ def _require_column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:
     return obs[key]
 
 
-def group_codes(obs: pd.DataFrame, groupby: str | Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+def group_codes(obs: pd.DataFrame, groupby: str | pd.Series | Sequence[str | pd.Series]) -> tuple[np.ndarray, pd.Index]:
     """Integer code per cell for the groups of one or several ``obs`` columns.
 
     Parameters
@@ -40,25 +40,41 @@ def group_codes(obs: pd.DataFrame, groupby: str | Sequence[str]) -> tuple[np.nda
     obs
         Cell annotations.
     groupby
-        A column name or a list of names (groups are then their observed combinations).
+        A column name, a :class:`pandas.Series` of labels aligned to ``obs`` (its name names the
+        level; missing labels silently mean "not in any group"), or a list of these (groups are
+        then their observed combinations).
 
     Returns
     -------
     codes : ndarray of int64, shape (n_cells,)
-        Group of each cell, ``-1`` for cells with a missing label (dropped with a warning).
+        Group of each cell, ``-1`` for cells with a missing label (dropped, with a warning when
+        the label comes from an ``obs`` column).
     groups : pandas.Index or pandas.MultiIndex
         Observed groups, sorted; ``groups[codes[i]]`` is cell ``i``'s label.
     """
-    keys = [groupby] if isinstance(groupby, str) else list(groupby)
-    if not keys:
+    items = [groupby] if isinstance(groupby, (str, pd.Series)) else list(groupby)
+    if not items:
         raise InputError("groupby is empty; pass an obs column name such as 'perturbation'.")
-    for key in keys:
-        _require_column(obs, key, "groupby column")
-    frame = obs[keys]
+    columns, from_obs = {}, []
+    for k, item in enumerate(items):
+        if isinstance(item, pd.Series):
+            if len(item) != len(obs) or not item.index.equals(obs.index):
+                raise InputError("A groupby Series must be indexed like obs (one label per cell, same order).")
+            name = item.name if item.name is not None else f"group_{k}"
+            columns[name] = item.to_numpy()
+        else:
+            columns[item] = _require_column(obs, item, "groupby column").to_numpy()
+            from_obs.append(item)
+    keys = list(columns)
+    frame = pd.DataFrame(columns, index=obs.index)
+    for key in from_obs:
+        if isinstance(obs[key].dtype, pd.CategoricalDtype):
+            frame[key] = obs[key]
     missing = frame.isna().any(axis=1).to_numpy()
-    if missing.any():
+    unlabelled = frame[from_obs].isna().any(axis=1).to_numpy() if from_obs else missing & False
+    if unlabelled.any():
         warnings.warn(
-            f"{int(missing.sum())} cells have no label in {keys!r} and are left out of every group.",
+            f"{int(unlabelled.sum())} cells have no label in {from_obs!r} and are left out of every group.",
             ShrinkpertWarning,
             stacklevel=3,
         )

@@ -266,7 +266,7 @@ def _raise_on_flags(flags: np.ndarray, label: str, counts_required: bool, normal
 
 def group_statistics(
     adata: Any,
-    groupby: str | Sequence[str],
+    groupby: str | pd.Series | Sequence[str | pd.Series],
     *,
     layer: str | None = None,
     normalize: str | None = None,
@@ -288,7 +288,8 @@ def group_statistics(
     adata
         AnnData (in memory or backed) or path to an ``.h5ad`` file.
     groupby
-        ``obs`` column(s) defining the groups (e.g. ``"perturbation"``).
+        ``obs`` column(s) defining the groups (e.g. ``"perturbation"``), or label Series aligned
+        to ``obs`` (cells with a missing label belong to no group).
     layer
         Layer to read instead of ``X``.
     normalize
@@ -384,7 +385,7 @@ def group_statistics(
         var = np.where(n > 1, np.maximum(m2, 0.0) / (n - 1), np.nan)
     library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
     params = {
-        "groupby": groupby if isinstance(groupby, str) else tuple(groupby),
+        "groupby": tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name,
         "layer": layer,
         "normalize": normalize,
         "target_sum": float(target_sum),

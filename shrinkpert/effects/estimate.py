@@ -446,7 +446,7 @@ def estimate_effects(
     >>> adata = adata[adata.obs["perturbation"] != "unassigned"]
     >>> eff = sp.estimate_effects(adata, control="non-targeting")
     >>> eff.effect.shape
-    (26, 299)
+    (25, 299)
     """
     if scale not in SCALES:
         raise InputError(f"scale={scale!r} is not one of {SCALES!r}.")

@@ -134,6 +134,19 @@ class GroupStatistics:
             params=params,
         )
 
+    def select(self, level: str | int, value: Any) -> GroupStatistics:
+        """The groups whose ``level`` equals ``value``, indexed by the remaining level(s)."""
+        if not isinstance(self.groups, pd.MultiIndex):
+            raise InputError("select() needs statistics grouped by several columns.")
+        rows = np.flatnonzero(self.groups.get_level_values(level) == value)
+        if len(rows) == 0:
+            raise InputError(f"No group has {level!r} == {value!r}.")
+        groups = self.groups[rows].droplevel(level)
+        params = dict(self.params)
+        params["groupby"] = tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name
+        return GroupStatistics(groups, self.genes, self.n_cells[rows], self.sum[rows], self.mean[rows],
+                               self.var[rows], self.n_nonzero[rows], self.library_size[rows], params)
+
     def collapse(self, level: str | int) -> GroupStatistics:
         """Pool the groups of a MultiIndex over every level but ``level`` (Chan's update).
 
@@ -340,7 +353,7 @@ def group_statistics(
     >>> adata = sp.datasets.papalexi2021()
     >>> stats = sp.group_statistics(adata, "perturbation", normalize="log1p")
     >>> stats.mean.shape
-    (28, 299)
+    (27, 299)
     """
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")

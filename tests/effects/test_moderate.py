@@ -21,7 +21,7 @@ from shrinkpert.effects.moderate import (
     squeeze_var,
     trigamma_inverse,
 )
-from shrinkpert.effects import moderate
+from shrinkpert.effects import _fdist
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "limma"
@@ -248,11 +248,11 @@ def test_bspline_basis_equals_scipy_design_matrix():
     rng = np.random.default_rng(1)
     knots = np.r_[[0.0] * 4, 0.3, 0.7, [1.0] * 4]
     x = np.r_[rng.uniform(0, 1, 200), 0.0, 1.0, 0.3]
-    ours = moderate._bspline_basis(x, knots, 3)
+    ours = _fdist._bspline_basis(x, knots, 3)
     ref = interpolate.BSpline.design_matrix(x, knots, 3).toarray()
     assert np.allclose(ours, ref, rtol=0, atol=1e-14)  # same polynomials, rounding only
     # second derivatives against scipy's derivative of each basis function
-    d2 = moderate._bspline_basis(x, knots, 3, deriv=2)
+    d2 = _fdist._bspline_basis(x, knots, 3, deriv=2)
     for j in range(d2.shape[1]):
         coef = np.zeros(d2.shape[1])
         coef[j] = 1.0
@@ -272,11 +272,11 @@ def test_natural_spline_basis_is_natural():
         coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
         assert np.allclose(basis @ coef, y, atol=1e-10)
     # linear beyond the boundary knots: equal steps give equal differences
-    spline = moderate._make_natural_spline(x, 4)
+    spline = _fdist._make_natural_spline(x, 4)
     out = spline(np.array([x.max() + 1, x.max() + 2, x.max() + 3]))
     assert np.allclose(np.diff(out, 2, axis=0), 0, atol=1e-10)
     # second derivative zero at both boundary knots
-    d2 = moderate._bspline_basis(np.array([x.min(), x.max()]), spline.all_knots, 3, deriv=2) @ spline.projection
+    d2 = _fdist._bspline_basis(np.array([x.min(), x.max()]), spline.all_knots, 3, deriv=2) @ spline.projection
     assert np.allclose(d2, 0, atol=1e-8)
     # a cubic is not natural at the ends, so it is not reproduced
     y = (x - 7) ** 3
@@ -293,7 +293,7 @@ def test_natural_spline_basis_rejects_bad_input():
 
 def test_brent_root_agrees_with_scipy():
     f = lambda u: math.log(u) + u - 2.0  # noqa: E731 - a one-line test function
-    ours = moderate._brent_root(f, 0.1, 5.0, f(0.1), f(5.0), 1e-12)
+    ours = _fdist._brent_root(f, 0.1, 5.0, f(0.1), f(5.0), 1e-12)
     ref = optimize.brentq(f, 0.1, 5.0, xtol=1e-14)
     assert ours == pytest.approx(ref, abs=1e-12)
 

@@ -47,10 +47,36 @@ def _transform(x, scale, mode):
     return v
 
 
+TABLE_SIZE = 64
+
+
+@kernel
+def _transform_cached(x, scale, mode, table):
+    """``_transform`` with a per-row memo for small integer counts (bit-identical results).
+
+    Within a row ``scale`` is fixed, so ``log1p(k * scale)`` for a count ``k`` is computed once
+    per row; ``table`` holds NaN for entries not computed yet and is reset for every row.
+    """
+    if mode == 0:
+        return x * 1.0
+    if x < TABLE_SIZE and x == np.floor(x):
+        k = int(x)
+        v = table[k]
+        if v != v:
+            v = _transform(x, scale, mode)
+            table[k] = v
+        return v
+    return _transform(x, scale, mode)
+
+
 @kernel(parallel=True)
-def accumulate_csr(data, indices, indptr, codes, lib, use_lib, shift, mode, target_sum,
+def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mode, target_sum,
                    check_counts, s1, s2, nnz, totals, flags):
-    """Accumulate one CSR row block into per-thread partials ``s1, s2, nnz`` (T × G × P)."""
+    """Accumulate one CSR row block into per-thread partials ``s1, s2, nnz`` (T × G × P).
+
+    Rows are visited in ``order`` (rows sorted by group), so consecutive rows of a thread
+    update the same accumulator row while it is still in cache.
+    """
     n_rows = indptr.shape[0] - 1
     n_threads = s1.shape[0]
     step = (n_rows + n_threads - 1) // n_threads
@@ -59,7 +85,9 @@ def accumulate_csr(data, indices, indptr, codes, lib, use_lib, shift, mode, targ
         n_neg = 0
         n_frac = 0
         n_empty = 0
-        for i in range(t * step, min(n_rows, (t + 1) * step)):
+        table = np.empty(TABLE_SIZE, dtype=np.float64)
+        for r in range(t * step, min(n_rows, (t + 1) * step)):
+            i = order[r]
             start, stop = indptr[i], indptr[i + 1]
             total = 0.0
             for k in range(start, stop):
@@ -81,12 +109,13 @@ def accumulate_csr(data, indices, indptr, codes, lib, use_lib, shift, mode, targ
             if g < 0:
                 continue
             scale = _row_scale(total, mode, target_sum)
+            table[:] = np.nan
             for k in range(start, stop):
                 x = data[k]
                 if x == 0 or not np.isfinite(x):
                     continue
                 j = indices[k]
-                d = _transform(x, scale, mode) - shift[j]
+                d = _transform_cached(x, scale, mode, table) - shift[j]
                 s1[t, g, j] += d
                 s2[t, g, j] += d * d
                 nnz[t, g, j] += 1

@@ -227,12 +227,13 @@ class _RowAccumulator:
     def __init__(self, n_threads: int, n_groups: int, n_genes: int):
         self.s1 = np.zeros((n_threads, n_groups, n_genes))
         self.s2 = np.zeros((n_threads, n_groups, n_genes))
-        self.nnz = np.zeros((n_threads, n_groups, n_genes), dtype=np.int64)
+        self.nnz = np.zeros((n_threads, n_groups, n_genes), dtype=np.int32)  # per thread < 2**31 cells
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
     def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
         if sp.issparse(values):
-            K.accumulate_csr(values.data, values.indices, values.indptr, codes, lib, use_lib, shift,
+            order = np.argsort(codes, kind="stable")
+            K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
                              mode, target_sum, check_counts, self.s1, self.s2, self.nnz, totals, self.flags)
         else:
             K.accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
@@ -453,7 +454,7 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
             bar.update(rows.stop - rows.start)
     s1 = acc.s1.sum(axis=0)
     s2 = acc.s2.sum(axis=0)
-    nnz = acc.nnz.sum(axis=0)
+    nnz = acc.nnz.sum(axis=0, dtype=np.int64)
     n = n_cells[:, None].astype(np.float64)
     zeros = n - nnz
     # add the implicit zeros, each contributing (0 - K) and K**2

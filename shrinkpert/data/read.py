@@ -32,7 +32,7 @@ from ..errors import InputError, MissingKeyError
 
 __all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "read_annotations"]
 
-_TARGET_BLOCK_BYTES = 64 * 2**20
+_TARGET_BLOCK_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class MatrixSource:
         return int(self._indptr[-1])
 
     def auto_chunk_size(self) -> int:
-        """Rows (or genes) per block so that a block holds about 64 MB of stored values."""
+        """Rows (or genes) per block so that a block holds about 32 MB of stored values."""
         major = self.shape[0] if self.by_rows else self.shape[1]
         item = self.dtype.itemsize + (0 if self.kind in ("dense", "h5dense") else 4)
         per_line = max(self.nnz / max(major, 1), 1.0) * item

@@ -220,28 +220,33 @@ def _effects_from_stats(
         raise InputError(f"No perturbation has at least min_cells={min_cells} cells.")
     perts = pd.Index(labels[rows], name="perturbation")
 
-    n_p = stats.n_cells[rows].astype(np.float64)[:, None]
     n_c = float(stats.n_cells[c])
-    mean_p, mean_c = stats.mean[rows], stats.mean[c][None, :]
-    var_p, var_c = stats.var[rows].copy(), stats.var[c][None, :].copy()
     delta, delta_rule = _detection_limit(stats, c, scale)
-    # zero-variance policy: a group whose cells all share one value gets the variance it would
-    # have if one more cell differed by the detection limit delta: delta**2 / (n + 1)
-    zero_p, zero_c = var_p == 0, var_c == 0
-    var_p = np.where(zero_p, delta**2 / (n_p + 1), var_p)
-    var_c = np.where(zero_c, delta**2 / (n_c + 1), var_c)
-
     eps = None
     if scale == "log2fc":
         eps = delta / n_c if pseudocount is None else float(pseudocount)
         if not eps > 0:
             raise InputError(f"pseudocount must be positive, got {pseudocount!r}.")
-    effect = _effect(mean_p, mean_c, scale, eps)
-    a, b = _variance_term(mean_p, var_p, n_p, scale, eps), _variance_term(mean_c, var_c, n_c, scale, eps)
-    se2 = a + b
-    std_error = np.sqrt(se2)
-    df = se2**2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
-    effect = np.broadcast_to(effect, std_error.shape).copy()
+    # zero-variance policy: a group whose cells all share one value gets the variance it would
+    # have if one more cell differed by the detection limit delta: delta**2 / (n + 1)
+    mean_c = stats.mean[c]
+    zero_c = stats.var[c] == 0
+    b = _variance_term(mean_c, np.where(zero_c, delta**2 / (n_c + 1), stats.var[c]), n_c, scale, eps)
+    shape = (len(rows), len(stats.genes))
+    effect, std_error, df = np.empty(shape), np.empty(shape), np.empty(shape)
+    n_floored = int(zero_c.sum()) * len(rows)
+    for lo in range(0, len(rows), 128):  # a few perturbations at a time: bounded temporaries
+        part = slice(lo, lo + 128)
+        r = rows[part]
+        n_p = stats.n_cells[r].astype(np.float64)[:, None]
+        zero_p = stats.var[r] == 0
+        n_floored += int(zero_p.sum())
+        var_p = np.where(zero_p, delta**2 / (n_p + 1), stats.var[r])
+        a = _variance_term(stats.mean[r], var_p, n_p, scale, eps)
+        effect[part] = _effect(stats.mean[r], mean_c, scale, eps)
+        se2 = a + b
+        std_error[part] = np.sqrt(se2)
+        df[part] = se2**2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
 
     names, tindex = target_indices(perts, stats.genes, targets)
     params = dict(extra_params)
@@ -254,7 +259,7 @@ def _effects_from_stats(
         detection_limit=delta,
         detection_limit_rule=delta_rule,
         pseudocount=eps,
-        n_zero_variance_floored=int(zero_p.sum() + zero_c.sum() * len(rows)),
+        n_zero_variance_floored=n_floored,
     )
     return EffectSizes(
         perturbations=perts,
@@ -262,12 +267,12 @@ def _effects_from_stats(
         effect=effect,
         std_error=std_error,
         df=df,
-        mean=mean_p,
+        mean=stats.mean[rows],
         var=stats.var[rows],
         n_cells=stats.n_cells[rows],
         control=control,
         control_n_cells=int(n_c),
-        control_mean=stats.mean[c],
+        control_mean=mean_c,
         control_var=stats.var[c],
         target=names,
         target_index=tindex,

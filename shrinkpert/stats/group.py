@@ -318,7 +318,7 @@ def group_statistics(
     check_counts
         Require non-negative integers. Default: ``True`` when ``normalize`` is set.
     chunk_size
-        Rows per block (genes per block for CSC storage); default ≈ 64 MB blocks.
+        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks.
     n_threads
         Numba threads (default: all). Results do not depend on it beyond floating-point
         summation order (exact for integer data).
@@ -396,7 +396,9 @@ def group_statistics(
     n = n_cells[:, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / n
-        var = np.where(n > 1, np.maximum(m2, 0.0) / (n - 1), np.nan)
+        var = np.maximum(m2, 0.0, out=m2)
+        var /= n - 1
+        var[n_cells <= 1] = np.nan
     library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
     params = {
         "groupby": tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name,
@@ -452,21 +454,28 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
             acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
                     counts_required, totals[rows])
             bar.update(rows.stop - rows.start)
-    s1 = acc.s1.sum(axis=0)
-    s2 = acc.s2.sum(axis=0)
     nnz = acc.nnz.sum(axis=0, dtype=np.int64)
-    n = n_cells[:, None].astype(np.float64)
-    zeros = n - nnz
-    # add the implicit zeros, each contributing (0 - K) and K**2
-    s1_all = s1 - zeros * shift
-    s2_all = s2 + zeros * shift**2
-    sums = s1 + nnz * shift
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m2 = np.where(n > 0, s2_all - s1_all**2 / n, 0.0)
+    s1, s2 = acc.s1[0], acc.s2[0]
+    for t in range(1, acc.s1.shape[0]):
+        s1 += acc.s1[t]
+        s2 += acc.s2[t]
+    # finalise in place, a few groups at a time (bounded temporaries): add the implicit zeros,
+    # each contributing (0 - K) to S1 and K**2 to S2, then M2 = S2 - S1**2 / n
+    for lo in range(0, n_groups, 64):
+        rows = slice(lo, lo + 64)
+        n = n_cells[rows, None].astype(np.float64)
+        zeros = n - nnz[rows]
+        s1_all = s1[rows] - zeros * shift
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s2[rows] = np.where(n > 0, s2[rows] + zeros * shift**2 - s1_all**2 / n, 0.0)
+        s1[rows] += nnz[rows] * shift
     # a gene never detected in a group is exactly constant: no rounding residue from the shift
-    sums[nnz == 0] = 0.0
-    m2[nnz == 0] = 0.0
-    return sums, m2, nnz, acc.flags
+    undetected = nnz == 0
+    s1[undetected] = 0.0
+    s2[undetected] = 0.0
+    sums, m2, flags = s1.copy(), s2.copy(), acc.flags
+    del acc, s1, s2  # release the per-thread partials
+    return sums, m2, nnz, flags
 
 
 def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,

@@ -1,9 +1,10 @@
 """Numba kernels for per-group sufficient statistics (one pass over the stored values).
 
 Row-block kernels (dense, CSR) accumulate, per thread ``t``, group ``g`` and gene ``j``, over
-the *non-zero* values ``v`` of the (optionally normalised) matrix:
+the *non-zero* values ``v`` of the (optionally normalised) matrix, into one interleaved array
+``acc[t, g, j] = (S1, S2, count)`` (one cache line per update instead of three):
 
-    s1[t, g, j] += v - K_j,   s2[t, g, j] += (v - K_j)**2,   nnz[t, g, j] += 1
+    S1 += v - K_j,   S2 += (v - K_j)**2,   count += 1
 
 with a per-gene shift ``K_j`` (0 for raw integer counts, so sums stay exact; otherwise a pilot
 mean, which keeps ``s2 - s1**2 / n`` free of cancellation). Zeros are added back when the
@@ -71,14 +72,14 @@ def _transform_cached(x, scale, mode, table):
 
 @kernel(parallel=True)
 def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mode, target_sum,
-                   check_counts, s1, s2, nnz, totals, flags):
-    """Accumulate one CSR row block into per-thread partials ``s1, s2, nnz`` (T × G × P).
+                   check_counts, acc, totals, flags):
+    """Accumulate one CSR row block into per-thread partials ``acc`` (T × G × P × 3).
 
     Rows are visited in ``order`` (rows sorted by group), so consecutive rows of a thread
     update the same accumulator row while it is still in cache.
     """
     n_rows = indptr.shape[0] - 1
-    n_threads = s1.shape[0]
+    n_threads = acc.shape[0]
     step = (n_rows + n_threads - 1) // n_threads
     for t in prange(n_threads):
         n_bad = 0
@@ -116,9 +117,9 @@ def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mod
                     continue
                 j = indices[k]
                 d = _transform_cached(x, scale, mode, table) - shift[j]
-                s1[t, g, j] += d
-                s2[t, g, j] += d * d
-                nnz[t, g, j] += 1
+                acc[t, g, j, 0] += d
+                acc[t, g, j, 1] += d * d
+                acc[t, g, j, 2] += 1.0
         flags[t, NONFINITE] += n_bad
         flags[t, NEGATIVE] += n_neg
         flags[t, NONINTEGER] += n_frac
@@ -127,10 +128,10 @@ def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mod
 
 @kernel(parallel=True)
 def accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
-                     s1, s2, nnz, totals, flags):
+                     acc, totals, flags):
     """Accumulate one dense row block (C order) into per-thread partials."""
     n_rows, n_genes = values.shape
-    n_threads = s1.shape[0]
+    n_threads = acc.shape[0]
     step = (n_rows + n_threads - 1) // n_threads
     for t in prange(n_threads):
         n_bad = 0
@@ -163,9 +164,9 @@ def accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check
                 if x == 0 or not np.isfinite(x):
                     continue
                 d = _transform(x, scale, mode) - shift[j]
-                s1[t, g, j] += d
-                s2[t, g, j] += d * d
-                nnz[t, g, j] += 1
+                acc[t, g, j, 0] += d
+                acc[t, g, j, 1] += d * d
+                acc[t, g, j, 2] += 1.0
         flags[t, NONFINITE] += n_bad
         flags[t, NEGATIVE] += n_neg
         flags[t, NONINTEGER] += n_frac

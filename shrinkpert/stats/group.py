@@ -222,22 +222,20 @@ class GroupStatistics:
 
 
 class _RowAccumulator:
-    """Per-thread partial sums for row-block sources."""
+    """Per-thread partial sums for row-block sources: ``acc[t, g, j] = (S1, S2, count)``."""
 
     def __init__(self, n_threads: int, n_groups: int, n_genes: int):
-        self.s1 = np.zeros((n_threads, n_groups, n_genes))
-        self.s2 = np.zeros((n_threads, n_groups, n_genes))
-        self.nnz = np.zeros((n_threads, n_groups, n_genes), dtype=np.int32)  # per thread < 2**31 cells
+        self.acc = np.zeros((n_threads, n_groups, n_genes, 3))
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
     def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
         if sp.issparse(values):
             order = np.argsort(codes, kind="stable")
             K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
-                             mode, target_sum, check_counts, self.s1, self.s2, self.nnz, totals, self.flags)
+                             mode, target_sum, check_counts, self.acc, totals, self.flags)
         else:
             K.accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
-                               self.s1, self.s2, self.nnz, totals, self.flags)
+                               self.acc, totals, self.flags)
 
 
 def _library_sizes(library_size, obs: pd.DataFrame, n_rows: int) -> np.ndarray | None:
@@ -436,7 +434,7 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
     with thread_limit(1):
         acc.add(block.values, codes, sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
                 False, np.zeros(rows))
-    return acc.s1[0, 0] / max(rows, 1)
+    return acc.acc[0, 0, :, 0] / max(rows, 1)
 
 
 def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
@@ -454,11 +452,11 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
             acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
                     counts_required, totals[rows])
             bar.update(rows.stop - rows.start)
-    nnz = acc.nnz.sum(axis=0, dtype=np.int64)
-    s1, s2 = acc.s1[0], acc.s2[0]
-    for t in range(1, acc.s1.shape[0]):
-        s1 += acc.s1[t]
-        s2 += acc.s2[t]
+    total = acc.acc[0]
+    for t in range(1, acc.acc.shape[0]):
+        total += acc.acc[t]
+    s1, s2 = total[..., 0], total[..., 1]
+    nnz = total[..., 2].astype(np.int64)  # counts are exact integers in float64
     # finalise in place, a few groups at a time (bounded temporaries): add the implicit zeros,
     # each contributing (0 - K) to S1 and K**2 to S2, then M2 = S2 - S1**2 / n
     for lo in range(0, n_groups, 64):
@@ -474,7 +472,7 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
     s1[undetected] = 0.0
     s2[undetected] = 0.0
     sums, m2, flags = s1.copy(), s2.copy(), acc.flags
-    del acc, s1, s2  # release the per-thread partials
+    del acc, total, s1, s2  # release the per-thread partials
     return sums, m2, nnz, flags
 
 

@@ -485,6 +485,7 @@ def estimate_effects(
             chunk_size=chunk_size,
             n_threads=n_threads,
             progress=progress,
+            _annotations=(obs, var_names),  # already read: do not parse obs of a file twice
         )
         if perturbations is None:
             perturbations = list(design.perturbations)

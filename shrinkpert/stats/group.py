@@ -288,6 +288,7 @@ def group_statistics(
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
+    _annotations: tuple[pd.DataFrame, pd.Index] | None = None,
 ) -> GroupStatistics:
     """Per-group count, sum, mean, variance and detection of every gene in one pass.
 
@@ -358,7 +359,7 @@ def group_statistics(
         raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
-    obs, var_names = read_annotations(adata)
+    obs, var_names = _annotations if _annotations is not None else read_annotations(adata)
     if obs.index.has_duplicates:
         dup = obs.index[obs.index.duplicated()][:5].tolist()
         raise InputError(f"Cell names are duplicated (e.g. {dup!r}); make them unique with adata.obs_names_make_unique().")

@@ -10,7 +10,7 @@ from scipy import stats as ss
 
 from shrinkpert import ShrinkpertWarning, estimate_effects, group_statistics
 from shrinkpert.errors import InputError, MissingKeyError
-from tests.reference import transform
+from tests.twins import transform
 
 
 def _dense_log(adata):

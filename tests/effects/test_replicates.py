@@ -10,7 +10,7 @@ from scipy import stats as ss
 
 from shrinkpert import ShrinkpertWarning, estimate_effects
 from shrinkpert.effects.moderate import squeeze_var
-from tests.reference import transform
+from tests.twins import transform
 
 
 def _guide_heterogeneity(seed: int, guide_sd: float = 0.3, n_genes: int = 300):

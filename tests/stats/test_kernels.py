@@ -9,7 +9,7 @@ import pytest
 
 from shrinkpert import ShrinkpertWarning, group_statistics
 from tests.conftest import as_layout, make_counts
-from tests.reference import group_stats, transform
+from tests.twins import group_stats, transform
 
 LAYOUTS = ["dense", "csr", "csc", "backed_csr", "backed_csc"]
 DTYPES = [np.int32, np.int64, np.float32, np.float64]

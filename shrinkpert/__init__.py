@@ -9,19 +9,27 @@ Data flow (the sub-package order is the flow)::
        ▼
     EffectSizes (perturbation × gene vs control)      shrinkpert.effects
        ▼
-    shrinkage, references, weights, metrics ...       (later stages)
+    squeeze_var / ash / shrink_effects                shrinkpert.effects
+       ▼
+    PopulationReference, GeneWeights, deltas          shrinkpert.reference, shrinkpert.weights
+       ▼
+    metric registry                                   shrinkpert.metrics
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import metrics
 from .data import datasets
 from .data.design import PerturbationDesign, encode_design
 from .effects.estimate import EffectSizes, estimate_effects
 
+from .effects.moderate import moderated_t, squeeze_var
 from .errors import ShrinkpertError, ShrinkpertWarning
+from .reference.population import PopulationReference, build_population_reference
 from .stats.group import GroupStatistics, group_statistics
+from .weights import GeneWeights, gene_weights
 
 __all__ = [
     "__version__",
@@ -32,6 +40,13 @@ __all__ = [
     "group_statistics",
     "EffectSizes",
     "estimate_effects",
+    "squeeze_var",
+    "moderated_t",
+    "PopulationReference",
+    "build_population_reference",
+    "GeneWeights",
+    "gene_weights",
+    "metrics",
     "ShrinkpertError",
     "ShrinkpertWarning",
 ]

@@ -11,6 +11,9 @@ MODULES = [
     "shrinkpert.stats.group",
     "shrinkpert.effects.estimate",
     "shrinkpert.effects.moderate",
+    "shrinkpert.reference.population",
+    "shrinkpert.weights.core",
+    "shrinkpert.weights.deltas",
 ]
 
 

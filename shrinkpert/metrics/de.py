@@ -1,0 +1,630 @@
+"""Differential-expression (DE) metrics: do predicted DE calls recover the true ones?
+
+Each side (truth, prediction) is a :class:`DECalls`: a log fold change and a significance value
+``q`` per (perturbation, gene), where smaller ``q`` means more significant and a gene is called
+DE when ``q < alpha``. ``q`` can come from anywhere:
+
+* a test: BH-adjusted p-values (:meth:`DECalls.from_effects` runs Welch t-tests on
+  :class:`~shrinkpert.EffectSizes` and adjusts per perturbation; cell-eval uses Mann-Whitney FDRs);
+* shrinkage: the local false sign rate ``lfsr`` of shrunken effects
+  (:meth:`DECalls.from_shrunk`), which is also an error rate, so ``lfsr < alpha`` is a DE call;
+* a long table (:meth:`DECalls.from_frame`, e.g. cell-eval/pdex CSVs).
+
+The metrics never mix conventions: the caller decides how each side's calls were made and
+``alpha`` applies to both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import GeneMismatchError, InputError, MissingKeyError
+from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
+
+__all__ = [
+    "DECalls",
+    "overlap_at_n",
+    "precision_at_n",
+    "de_recall",
+    "de_direction_match",
+    "de_spearman_lfc",
+    "pr_auc",
+    "roc_auc",
+]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class DECalls:
+    """DE results of one side: log fold changes and significance values, gene by gene.
+
+    Parameters
+    ----------
+    lfc : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Effect size used to order DE genes (log fold change, shrunken posterior mean, ...).
+    q : array-like, same shape as ``lfc``
+        Significance in [0, 1], smaller = more significant: adjusted p-value, q-value or lfsr.
+    perturbations, genes : sequence of str, optional
+        Row and column labels; when both sides carry them, the metrics check they agree.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, ``q`` outside [0, 1], shapes that differ or labels of the wrong length.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls
+    >>> calls = DECalls(lfc=[1.5, -0.2, 0.0], q=[0.001, 0.3, 0.9])
+    >>> calls.significant(0.05).tolist()
+    [True, False, False]
+    """
+
+    lfc: np.ndarray
+    q: np.ndarray
+    perturbations: pd.Index | None = None
+    genes: pd.Index | None = None
+
+    def __post_init__(self) -> None:
+        lfc, vec_l = _as_matrix(self.lfc, "lfc")
+        q, vec_q = _as_matrix(self.q, "q")
+        if lfc.shape != q.shape or vec_l != vec_q:
+            raise InputError(f"lfc has shape {np.shape(self.lfc)} but q has {np.shape(self.q)}; they must match.")
+        if ((q < 0) | (q > 1)).any():
+            raise InputError("q must lie in [0, 1] (an adjusted p-value, q-value or lfsr); got values outside.")
+        shape = np.shape(self.lfc)
+        object.__setattr__(self, "lfc", _readonly(lfc.reshape(shape)))
+        object.__setattr__(self, "q", _readonly(q.reshape(shape)))
+        for name, n in (("perturbations", lfc.shape[0] if not vec_l else None), ("genes", lfc.shape[1])):
+            labels = getattr(self, name)
+            if labels is None:
+                continue
+            labels = pd.Index(labels).astype(str)
+            if n is None:
+                raise InputError(f"{name} given for a single perturbation (vector input); pass 2-D arrays.")
+            if len(labels) != n:
+                raise InputError(f"{name} has {len(labels)} labels but the arrays have {n}.")
+            object.__setattr__(self, name, labels)
+
+    def significant(self, alpha: float = 0.05) -> np.ndarray:
+        """Boolean DE calls ``q < alpha`` (same shape as ``q``)."""
+        return self.q < _check_alpha(alpha)
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        perturbations: Sequence[str] | None = None,
+        genes: Sequence[str] | None = None,
+        perturbation_col: str = "target",
+        gene_col: str = "feature",
+        lfc_col: str = "log2_fold_change",
+        q_col: str = "fdr",
+    ) -> DECalls:
+        """Calls from a long table, one row per (perturbation, gene) (cell-eval/pdex layout).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame (or anything with ``to_pandas()``, e.g. a polars frame)
+            Long table of DE results.
+        perturbations, genes : sequence of str, optional
+            Row and column order of the result (default: sorted labels found in ``frame``).
+        perturbation_col, gene_col, lfc_col, q_col : str
+            Column names (defaults: cell-eval's).
+
+        Returns
+        -------
+        DECalls
+            Matrices of shape (n_perturbations, n_genes) with the labels attached.
+
+        Raises
+        ------
+        MissingKeyError
+            A column is absent, or a (perturbation, gene) pair is missing from ``frame``.
+        InputError
+            Duplicate (perturbation, gene) rows.
+        """
+        if hasattr(frame, "to_pandas") and not isinstance(frame, pd.DataFrame):
+            frame = frame.to_pandas()
+        for col in (perturbation_col, gene_col, lfc_col, q_col):
+            if col not in frame.columns:
+                raise MissingKeyError(
+                    f"Column {col!r} is not in the DE table (columns: {list(frame.columns)[:20]}); "
+                    "pass perturbation_col=, gene_col=, lfc_col=, q_col= to name yours."
+                )
+        keys = frame[[perturbation_col, gene_col]].astype(str)
+        if keys.duplicated().any():
+            dup = keys[keys.duplicated()].iloc[0].tolist()
+            raise InputError(f"The DE table has duplicate rows for (perturbation, gene) = {dup}.")
+        found_perts = sorted(keys[perturbation_col].unique())
+        perts = pd.Index(found_perts if perturbations is None else perturbations).astype(str)
+        gene_index = pd.Index(sorted(keys[gene_col].unique()) if genes is None else genes).astype(str)
+        rows = perts.get_indexer(keys[perturbation_col])
+        cols = gene_index.get_indexer(keys[gene_col])
+        keep = (rows >= 0) & (cols >= 0)
+        lfc = np.full((len(perts), len(gene_index)), np.nan)
+        q = np.full_like(lfc, np.nan)
+        lfc[rows[keep], cols[keep]] = frame[lfc_col].to_numpy(dtype=np.float64)[keep]
+        q[rows[keep], cols[keep]] = frame[q_col].to_numpy(dtype=np.float64)[keep]
+        missing = np.isnan(lfc) & np.isnan(q)
+        if missing.any():
+            r, c = np.argwhere(missing)[0]
+            raise MissingKeyError(
+                f"The DE table has no row for {int(missing.sum())} (perturbation, gene) pairs, e.g. "
+                f"({perts[r]!r}, {gene_index[c]!r}); every gene of every perturbation is needed "
+                "(an untested gene has no call: add it with q=1 if that is what you mean)."
+            )
+        return cls(lfc=lfc, q=q, perturbations=perts, genes=gene_index)
+
+    @classmethod
+    def from_shrunk(cls, shrunk: Any) -> DECalls:
+        """Calls from shrunken effects: ``lfc`` = posterior mean, ``q`` = local false sign rate.
+
+        Parameters
+        ----------
+        shrunk : object with ``posterior_mean`` and ``lfsr``
+            E.g. the result of adaptive shrinkage (per perturbation or for one vector).
+
+        Returns
+        -------
+        DECalls
+        """
+        for attr in ("posterior_mean", "lfsr"):
+            if not hasattr(shrunk, attr):
+                raise InputError(f"{type(shrunk).__name__} has no attribute {attr!r}; pass shrunken effects.")
+        return cls(
+            lfc=np.asarray(shrunk.posterior_mean),
+            q=np.asarray(shrunk.lfsr),
+            perturbations=getattr(shrunk, "perturbations", None) if np.ndim(shrunk.lfsr) == 2 else None,
+            genes=getattr(shrunk, "genes", None) if np.ndim(shrunk.lfsr) == 2 else None,
+        )
+
+    @classmethod
+    def from_effects(cls, effects: Any) -> DECalls:
+        r"""Calls from a Welch t-test on effect sizes, Benjamini–Hochberg within each perturbation.
+
+        Parameters
+        ----------
+        effects : EffectSizes
+            Any object with ``effect``, ``std_error``, ``df`` (perturbations × genes).
+
+        Returns
+        -------
+        DECalls
+            ``lfc`` = effect; ``q`` = BH-adjusted :math:`2\,T_\nu(-|\hat\beta/\mathrm{SE}|)` per row.
+
+        Notes
+        -----
+        Uses the effect's own scale (log1p difference or log2 fold change) as ``lfc``.
+        """
+        z = np.asarray(effects.effect, dtype=np.float64) / np.asarray(effects.std_error, dtype=np.float64)
+        p = 2.0 * stats.t.sf(np.abs(z), np.asarray(effects.df, dtype=np.float64))
+        if not np.isfinite(p).all():
+            raise InputError("Some effects have non-finite t statistics (zero or NaN standard errors).")
+        q = stats.false_discovery_control(p, axis=-1, method="bh")
+        return cls(
+            lfc=np.asarray(effects.effect),
+            q=q,
+            perturbations=getattr(effects, "perturbations", None),
+            genes=getattr(effects, "genes", None),
+        )
+
+
+def _check_alpha(alpha: float) -> float:
+    a = float(alpha)
+    if not 0.0 < a <= 1.0:
+        raise InputError(f"alpha must be in (0, 1]; got {alpha!r}.")
+    return a
+
+
+def _as_calls(x: Any, name: str) -> DECalls:
+    if isinstance(x, DECalls):
+        return x
+    if isinstance(x, tuple) and len(x) == 2:
+        return DECalls(lfc=x[0], q=x[1])
+    raise InputError(f"{name} must be a DECalls (or a tuple (lfc, q)); got {type(x).__name__}.")
+
+
+def _pair(pred: Any, truth: Any) -> tuple[DECalls, DECalls, bool]:
+    p, t = _as_calls(pred, "pred"), _as_calls(truth, "truth")
+    if p.q.shape != t.q.shape:
+        if p.q.shape[-1] != t.q.shape[-1]:
+            raise GeneMismatchError(
+                f"pred has {p.q.shape[-1]} genes but truth has {t.q.shape[-1]}; align both to the same genes."
+            )
+        raise InputError(f"pred has shape {p.q.shape} but truth has {t.q.shape}; rows must be the same perturbations.")
+    for attr, err in (("genes", GeneMismatchError), ("perturbations", InputError)):
+        a, b = getattr(p, attr), getattr(t, attr)
+        if a is not None and b is not None and not a.equals(b):
+            raise err(f"pred and truth carry different {attr}; reorder one side to match the other.")
+    return p, t, p.q.ndim == 1
+
+
+def _mat(a: np.ndarray) -> np.ndarray:
+    return a.reshape(1, -1) if a.ndim == 1 else a
+
+
+def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    """Position of each gene in its row's list of significant genes sorted by |lfc| (descending).
+
+    Non-significant genes come after all significant ones; exact ties keep gene order.
+    """
+    key = np.where(sig, -np.abs(lfc), np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    pos = np.empty_like(order)
+    np.put_along_axis(pos, order, np.arange(order.shape[1])[None, :].repeat(order.shape[0], 0), axis=1)
+    return pos
+
+
+def _k(n: int | None, count: np.ndarray) -> np.ndarray:
+    if n is None:
+        return count
+    if int(n) != n or n < 1:
+        raise InputError(f"n must be a positive integer or None (= number of true DE genes); got {n!r}.")
+    return np.minimum(int(n), count)
+
+
+def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05) -> float | np.ndarray:
+    r"""Share of the top true DE genes that are also among the top predicted DE genes.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls, same perturbations and genes.
+    n : int, optional
+        List length; ``None`` (cell-eval's ``overlap_at_N``) uses the number of true DE genes.
+    alpha : float, default 0.05
+        A gene is DE when ``q < alpha``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better; NaN for a perturbation without true DE genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs or ``n``.
+
+    Notes
+    -----
+    With :math:`T` and :math:`\hat T` the true and predicted DE genes, each sorted by
+    :math:`|\mathrm{lfc}|` (descending; exact ties in gene order), and
+    :math:`k = \min(n, |T|)`,
+
+    .. math:: \mathrm{overlap@}n = \frac{|\mathrm{top}_k(T) \cap \mathrm{top}_k(\hat T)|}{k} .
+
+    Same as cell-eval's ``overlap_at_*`` (the VCC's DES for ``n=None``), except that a
+    perturbation with no true DE genes is undefined (NaN) instead of 0.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, overlap_at_n
+    >>> truth = DECalls(lfc=[2.0, 1.0, 0.1, 0.0], q=[0.001, 0.01, 0.5, 0.9])
+    >>> pred = DECalls(lfc=[1.5, 0.0, 1.0, 0.0], q=[0.001, 0.6, 0.02, 0.9])
+    >>> overlap_at_n(pred, truth)
+    0.5
+    """
+    a = _check_alpha(alpha)
+    p, t, vector = _pair(pred, truth)
+    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    n_t = sig_t.sum(axis=1)
+    k = _k(n, n_t)
+    top_t = sig_t & (_top_positions(_mat(t.lfc), sig_t) < k[:, None])
+    top_p = sig_p & (_top_positions(_mat(p.lfc), sig_p) < k[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (top_t & top_p).sum(axis=1) / k
+    out = np.where(k == 0, np.nan, out)
+    return _finish(out, vector)
+
+
+def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05) -> float | np.ndarray:
+    r"""Share of the top predicted DE genes that are truly DE (precision of the predicted list).
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls, same perturbations and genes.
+    n : int, optional
+        List length; ``None`` uses the number of predicted DE genes.
+    alpha : float, default 0.05
+        A gene is DE when ``q < alpha``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better; NaN for a perturbation without predicted DE genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs or ``n``.
+
+    Notes
+    -----
+    With :math:`k = \min(n, |\hat T|)`,
+
+    .. math:: \mathrm{precision@}n = \frac{|\mathrm{top}_k(\hat T) \cap T|}{k} .
+
+    Deliberate difference from cell-eval's ``precision_at_*``: cell-eval also truncates the
+    *true* list to its top :math:`k`, so a correctly predicted DE gene ranked below :math:`k` in
+    the truth counts as a false positive; here every true DE gene counts.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, precision_at_n
+    >>> truth = DECalls(lfc=[2.0, 1.0, 0.1, 0.0], q=[0.001, 0.01, 0.5, 0.9])
+    >>> pred = DECalls(lfc=[1.5, 0.0, 1.0, 0.0], q=[0.001, 0.6, 0.02, 0.9])
+    >>> precision_at_n(pred, truth)
+    0.5
+    """
+    a = _check_alpha(alpha)
+    p, t, vector = _pair(pred, truth)
+    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    k = _k(n, sig_p.sum(axis=1))
+    top_p = sig_p & (_top_positions(_mat(p.lfc), sig_p) < k[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (top_p & sig_t).sum(axis=1) / k
+    out = np.where(k == 0, np.nan, out)
+    return _finish(out, vector)
+
+
+def de_recall(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np.ndarray:
+    r"""Share of the true DE genes that are also called DE in the prediction.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls.
+    alpha : float, default 0.05
+        A gene is DE when ``q < alpha``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better; NaN without true DE genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs.
+
+    Notes
+    -----
+    .. math:: \mathrm{recall} = |T \cap \hat T| / |T|
+
+    cell-eval's ``de_sig_genes_recall``.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, de_recall
+    >>> de_recall(DECalls([1.0, 1.0], [0.01, 0.5]), DECalls([1.0, 1.0], [0.01, 0.01]))
+    0.5
+    """
+    a = _check_alpha(alpha)
+    p, t, vector = _pair(pred, truth)
+    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    n_t = sig_t.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (sig_t & sig_p).sum(axis=1) / n_t
+    out = np.where(n_t == 0, np.nan, out)
+    return _finish(out, vector)
+
+
+def de_direction_match(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np.ndarray:
+    r"""Share of the true DE genes whose predicted change has the true sign.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls (the prediction's ``q`` is not used).
+    alpha : float, default 0.05
+        A gene is truly DE when its true ``q < alpha``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better; NaN without true DE genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs.
+
+    Notes
+    -----
+    .. math:: \frac{1}{|T|}\sum_{g \in T}\mathbb 1[\operatorname{sign}\hat\ell_g =
+              \operatorname{sign}\ell_g]
+
+    (a predicted change of exactly 0 matches only a true change of 0). cell-eval's
+    ``de_direction_match``.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, de_direction_match
+    >>> de_direction_match(DECalls([1.0, 1.0], [0.5, 0.5]), DECalls([2.0, -1.0], [0.01, 0.01]))
+    0.5
+    """
+    a = _check_alpha(alpha)
+    p, t, vector = _pair(pred, truth)
+    sig_t = _mat(t.q) < a
+    n_t = sig_t.sum(axis=1)
+    same = np.sign(_mat(p.lfc)) == np.sign(_mat(t.lfc))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (same & sig_t).sum(axis=1) / n_t
+    out = np.where(n_t == 0, np.nan, out)
+    return _finish(out, vector)
+
+
+def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np.ndarray:
+    r"""Spearman correlation of predicted and true log fold changes over the true DE genes.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls (the prediction's ``q`` is not used).
+    alpha : float, default 0.05
+        A gene is truly DE when its true ``q < alpha``.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [-1, 1], higher is better; NaN with fewer than 2 true DE genes or constant changes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs.
+
+    Notes
+    -----
+    Spearman's :math:`\rho` (average ranks for ties) over the true DE genes :math:`T`,
+
+    .. math:: \rho = \operatorname{corr}\big(\operatorname{rank}(\hat\ell_g),
+              \operatorname{rank}(\ell_g)\big)_{g \in T} ,
+
+    cell-eval's ``de_spearman_lfc_sig`` (which scores a gene absent from the prediction as 0;
+    here every gene must be present).
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, de_spearman_lfc
+    >>> de_spearman_lfc(DECalls([1.0, 2.0, 9.0], [1, 1, 1]), DECalls([0.5, 0.7, 3.0], [0.01, 0.01, 0.01]))
+    1.0
+    """
+    a = _check_alpha(alpha)
+    p, t, vector = _pair(pred, truth)
+    w = (_mat(t.q) < a).astype(np.float64)
+    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), _weighted_midranks(_mat(t.lfc), w), w)
+    return _finish(rho, vector)
+
+
+def _labels_scores(pred: Any, truth: Any, alpha: float, q_floor: float):
+    a = _check_alpha(alpha)
+    floor = float(q_floor)
+    if not 0.0 <= floor < 1.0:
+        raise InputError(f"q_floor must be in [0, 1); got {q_floor!r}.")
+    p, t, vector = _pair(pred, truth)
+    labels = _mat(t.q) < a
+    scores = -np.maximum(_mat(p.q), floor)  # higher = more significant
+    return labels, scores, vector
+
+
+def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """Average precision with tied scores forming one threshold (scikit-learn's definition)."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tp = np.cumsum(y)[ends]
+    fp = ends + 1 - tp
+    precision = tp / (tp + fp)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+    r"""Average precision of the predicted significance for recovering the true DE genes.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls (the ``lfc`` are not used).
+    alpha : float, default 0.05
+        Labels: a gene is truly DE when its true ``q < alpha``.
+    q_floor : float, default 0
+        Predicted ``q`` below this are tied at it before ranking. cell-eval uses ``1e-10``
+        (it scores :math:`-\log_{10}\max(q, 10^{-10})`); 0 keeps the full ranking.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better (chance = share of true DE genes); NaN if the truth has no DE
+        gene or only DE genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs, ``alpha`` or ``q_floor``.
+
+    Notes
+    -----
+    Genes are ranked by predicted :math:`q` (ascending); with precision :math:`P_k` and recall
+    :math:`R_k` at the :math:`k`-th distinct threshold,
+
+    .. math:: \mathrm{AP} = \sum_k (R_k - R_{k-1})\,P_k ,
+
+    scikit-learn's ``average_precision_score``, which cell-eval uses since its PR #210.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, pr_auc
+    >>> pr_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
+    0.75
+    """
+    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
+    out = np.full(labels.shape[0], np.nan)
+    for r in range(labels.shape[0]):
+        n_pos = labels[r].sum()
+        if 0 < n_pos < labels.shape[1]:
+            out[r] = _average_precision(labels[r].astype(np.float64), scores[r])
+    return _finish(out, vector)
+
+
+def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+    r"""Area under the ROC curve of the predicted significance for the true DE genes.
+
+    Parameters
+    ----------
+    pred, truth : DECalls or tuple (lfc, q)
+        Predicted and true DE calls (the ``lfc`` are not used).
+    alpha : float, default 0.05
+        Labels: a gene is truly DE when its true ``q < alpha``.
+    q_floor : float, default 0
+        Predicted ``q`` below this are tied at it (cell-eval: ``1e-10``).
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better, 0.5 at chance; NaN if the truth has no DE gene or only DE
+        genes.
+
+    Raises
+    ------
+    InputError
+        Bad inputs, ``alpha`` or ``q_floor``.
+
+    Notes
+    -----
+    The Mann–Whitney form, ties counting one half:
+
+    .. math:: \mathrm{AUC} = \frac{1}{|T|\,|T^c|}\sum_{g\in T}\sum_{h \notin T}
+              \big(\mathbb 1[\hat q_g < \hat q_h] + \tfrac12\mathbb 1[\hat q_g = \hat q_h]\big),
+
+    equal to scikit-learn's trapezoidal ``roc_auc_score`` used by cell-eval.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import DECalls, roc_auc
+    >>> roc_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
+    0.5
+    """
+    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
+    ranks = stats.rankdata(scores, axis=1)
+    n_pos = labels.sum(axis=1).astype(np.float64)
+    n_neg = labels.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    auc = np.where((n_pos == 0) | (n_neg == 0), np.nan, auc)
+    return _finish(auc, vector)

@@ -1,0 +1,573 @@
+"""Expression-level metrics: error and agreement between predicted and true profiles.
+
+Every function takes the prediction first and the truth second, as plain arrays:
+
+* one perturbation: two vectors of shape ``(n_genes,)`` -> a Python ``float``;
+* many perturbations: two matrices of shape ``(n_perturbations, n_genes)`` -> a float64 array of
+  shape ``(n_perturbations,)``, one value per row.
+
+``weights`` (non-negative, shape ``(n_genes,)`` shared by all rows, or one row per perturbation)
+turn each metric into its weighted form; weights are normalised per row, so only their ratios
+matter, uniform weights give exactly the unweighted value and a weight of 0 drops the gene.
+
+NaN policy (the same in every metric module): a non-finite input value raises
+:class:`~shrinkpert.errors.InputError` (nothing is imputed or dropped silently); a value that is
+mathematically undefined (a constant vector in a correlation, a zero vector in a cosine, a constant
+truth in R², a row whose weights are all 0) is returned as NaN, never as 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import GeneMismatchError, InputError
+
+__all__ = [
+    "mse",
+    "mae",
+    "rmse",
+    "mse_delta",
+    "mae_delta",
+    "pearson_delta",
+    "r2_delta",
+    "cosine_delta",
+    "spearman_delta",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# shared input checks (also used by rank.py and de.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_matrix(x: Any, name: str, *, allow_vector: bool = True) -> tuple[np.ndarray, bool]:
+    """``x`` as a C-contiguous float64 matrix (rows = perturbations) and whether it was a vector."""
+    if sp.issparse(x):
+        raise InputError(
+            f"{name} is a sparse matrix; metrics take dense per-perturbation profiles. "
+            f"Pass {name}.toarray() (pseudobulk means are small)."
+        )
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric (array of floats); could not convert it: {exc}") from exc
+    if a.ndim == 1 and allow_vector:
+        vector = True
+        a = a.reshape(1, -1)
+    elif a.ndim == 2:
+        vector = False
+    else:
+        shapes = "(n_genes,) or (n_perturbations, n_genes)" if allow_vector else "(n_perturbations, n_genes)"
+        raise InputError(f"{name} has shape {a.shape}; expected {shapes}.")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{name} has shape {a.shape}; it needs at least one perturbation and one gene.")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        r, g = np.argwhere(bad)[0]
+        where = f"gene {g}" if vector else f"row {r}, gene {g}"
+        raise InputError(
+            f"{name} has {int(bad.sum())} non-finite value(s) (first at {where}). Metrics never "
+            "guess missing values: drop those genes, or fill them explicitly before scoring."
+        )
+    return np.ascontiguousarray(a), vector
+
+
+def _check_pair(pred: Any, true: Any, names: tuple[str, str], *, allow_vector: bool = True):
+    """Validate a prediction/truth pair of equal shape; returns (pred, true, was_vector)."""
+    p, pv = _as_matrix(pred, names[0], allow_vector=allow_vector)
+    t, tv = _as_matrix(true, names[1], allow_vector=allow_vector)
+    if pv != tv:
+        raise InputError(
+            f"{names[0]} and {names[1]} must both be vectors (one perturbation) or both matrices; "
+            f"got shapes {np.shape(pred)} and {np.shape(true)}."
+        )
+    if p.shape[1] != t.shape[1]:
+        raise GeneMismatchError(
+            f"{names[0]} has {p.shape[1]} genes but {names[1]} has {t.shape[1]}; align both to the "
+            "same genes in the same order."
+        )
+    if p.shape[0] != t.shape[0]:
+        raise InputError(
+            f"{names[0]} has {p.shape[0]} perturbations (rows) but {names[1]} has {t.shape[0]}; "
+            "rows must be the same perturbations in the same order."
+        )
+    return p, t, pv
+
+
+def _as_weights(weights: Any, shape: tuple[int, int], name: str = "weights") -> np.ndarray | None:
+    """Non-negative finite weights broadcast to ``shape`` (read-only view), or None."""
+    if weights is None:
+        return None
+    if sp.issparse(weights):
+        raise InputError(f"{name} is a sparse matrix; pass {name}.toarray().")
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric; could not convert it: {exc}") from exc
+    n_p, n_g = shape
+    if w.ndim == 1 and w.shape[0] == n_g:
+        w = w.reshape(1, n_g)
+    elif not (w.ndim == 2 and w.shape[1] == n_g and w.shape[0] in (1, n_p)):
+        raise InputError(
+            f"{name} has shape {w.shape}; expected ({n_g},) (one weight per gene) or "
+            f"({n_p}, {n_g}) (one row per perturbation)."
+        )
+    if not np.isfinite(w).all():
+        raise InputError(f"{name} contains NaN or inf; weights must be finite and non-negative.")
+    if (w < 0).any():
+        raise InputError(f"{name} contains negative values; weights must be non-negative (0 drops a gene).")
+    return np.broadcast_to(w, shape)
+
+
+def _finish(values: np.ndarray, vector: bool) -> float | np.ndarray:
+    """A float for one perturbation, else a fresh float64 array (one value per row)."""
+    out = np.asarray(values, dtype=np.float64)
+    return float(out[0]) if vector else out.copy()
+
+
+def _wmean(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Row-wise (weighted) mean; NaN for a row whose weights sum to 0."""
+    if w is None:
+        return x.mean(axis=1)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("ij,ij->i", w, x) / total
+
+
+def _is_constant(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Rows whose values (over genes with positive weight) are all equal."""
+    if w is None:
+        return (x == x[:, :1]).all(axis=1)
+    used = w > 0
+    hi = np.where(used, x, -np.inf).max(axis=1)
+    lo = np.where(used, x, np.inf).min(axis=1)
+    return ~(hi > lo)
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Row-wise (weighted) Pearson correlation; NaN where either row is constant."""
+    xc = x - _wmean(x, w)[:, None]
+    yc = y - _wmean(y, w)[:, None]
+    cov = _wmean(xc * yc, w)
+    vx = _wmean(xc * xc, w)
+    vy = _wmean(yc * yc, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(vx * vy)
+    r = np.clip(r, -1.0, 1.0)
+    r[_is_constant(x, w) | _is_constant(y, w)] = np.nan
+    return r
+
+
+def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Row-wise weighted mid-ranks: weight strictly below plus half the weight of the tie group.
+
+    With unit weights this is the average rank minus 1/2, so a Pearson correlation of these ranks
+    is exactly Spearman's rho; a gene of weight 0 does not move any other gene's rank.
+    """
+    n_p, n_g = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    xs = np.take_along_axis(x, order, axis=1)
+    ws = np.ones_like(xs) if w is None else np.take_along_axis(np.asarray(w), order, axis=1)
+    start = np.ones((n_p, n_g), dtype=bool)
+    start[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    last = np.ones((n_p, n_g), dtype=bool)
+    last[:, :-1] = start[:, 1:]
+    gid = np.cumsum(start.ravel()) - 1  # tie groups, numbered across all rows
+    group_weight = np.bincount(gid, weights=ws.ravel())
+    cum = np.cumsum(ws, axis=1).ravel()
+    cum_at_end = np.empty(group_weight.shape[0])
+    cum_at_end[gid[last.ravel()]] = cum[last.ravel()]
+    ranks_sorted = (cum_at_end - group_weight / 2.0)[gid].reshape(n_p, n_g)
+    ranks = np.empty_like(ranks_sorted)
+    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
+    return ranks
+
+
+# --------------------------------------------------------------------------------------------
+# error metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _mse(pred, true, weights, names) -> float | np.ndarray:
+    p, t, vector = _check_pair(pred, true, names)
+    w = _as_weights(weights, p.shape)
+    return _finish(_wmean((p - t) ** 2, w), vector)
+
+
+def _mae(pred, true, weights, names) -> float | np.ndarray:
+    p, t, vector = _check_pair(pred, true, names)
+    w = _as_weights(weights, p.shape)
+    return _finish(_wmean(np.abs(p - t), w), vector)
+
+
+def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Mean squared error between predicted and true mean profiles (weighted or not).
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true pseudobulk means (e.g. mean log1p-normalised expression), genes in the
+        same order.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights (e.g. DEG weights); normalised to sum to 1 per perturbation.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        Lower is better; 0 for a perfect prediction.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+    GeneMismatchError
+        ``pred`` and ``true`` have different numbers of genes.
+
+    Notes
+    -----
+    With :math:`\tilde w_g = w_g / \sum_h w_h` (:math:`w_g = 1` when unweighted),
+
+    .. math:: \mathrm{MSE} = \sum_g \tilde w_g\,(\hat y_g - y_g)^2 ,
+
+    the weighted MSE of Mejia et al. (2025) when :math:`w` are their DEG weights; equal to
+    cell-eval's ``mse`` and scikit-learn's ``mean_squared_error`` without weights. NaN for a
+    perturbation whose weights are all 0.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import mse
+    >>> mse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])
+    1.3333333333333333
+    >>> mse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0], weights=[1, 1, 0])
+    0.0
+    """
+    return _mse(pred, true, weights, ("pred", "true"))
+
+
+def mae(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Mean absolute error between predicted and true mean profiles (weighted or not).
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true pseudobulk means, genes in the same order.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights, normalised to sum to 1 per perturbation.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        Lower is better; 0 for a perfect prediction.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: \mathrm{MAE} = \sum_g \tilde w_g\,|\hat y_g - y_g| ,\qquad
+              \tilde w_g = w_g / \textstyle\sum_h w_h .
+
+    cell-eval's ``mae`` (the VCC's MAE component) without weights; with weights summing to
+    :math:`G` it is the Kaggle Myllia WMAE.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import mae
+    >>> mae([0.0, 1.0], [1.0, 1.0])
+    0.5
+    """
+    return _mae(pred, true, weights, ("pred", "true"))
+
+
+def rmse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Root mean squared error between predicted and true mean profiles (weighted or not).
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true pseudobulk means, genes in the same order.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights, normalised to sum to 1 per perturbation.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        Lower is better; 0 for a perfect prediction.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: \mathrm{RMSE} = \Big(\sum_g \tilde w_g\,(\hat y_g - y_g)^2\Big)^{1/2}
+
+    PerturBench's headline error on averaged expression.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import rmse
+    >>> rmse([0.0, 0.0], [3.0, -3.0])
+    3.0
+    """
+    value = _mse(pred, true, weights, ("pred", "true"))
+    return float(np.sqrt(value)) if isinstance(value, float) else np.sqrt(value)
+
+
+def mse_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Mean squared error between predicted and true effects (deltas from a reference).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile (control or perturbed mean).
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights, normalised to sum to 1 per perturbation.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        Lower is better; 0 for a perfect prediction.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: \mathrm{MSE}_\Delta = \sum_g \tilde w_g\,(\hat\Delta_g - \Delta_g)^2
+
+    When both deltas use the same reference this equals :func:`mse` of the means; cell-eval's
+    ``mse_delta`` subtracts each side's own control.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import mse_delta
+    >>> mse_delta([0.5, -0.5], [1.0, -1.0])
+    0.25
+    """
+    return _mse(pred_delta, true_delta, weights, ("pred_delta", "true_delta"))
+
+
+def mae_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Mean absolute error between predicted and true effects (deltas from a reference).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights, normalised to sum to 1 per perturbation.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        Lower is better; 0 for a perfect prediction.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: \mathrm{MAE}_\Delta = \sum_g \tilde w_g\,|\hat\Delta_g - \Delta_g|
+
+    With Myllia's limma weights (summing to :math:`G`) this is the competition's
+    :math:`\mathrm{WMAE} = \frac1G\sum_g w_g|\Delta_g - \hat\Delta_g|`.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import mae_delta
+    >>> mae_delta([0.5, -0.5], [1.0, -1.0])
+    0.5
+    """
+    return _mae(pred_delta, true_delta, weights, ("pred_delta", "true_delta"))
+
+
+# --------------------------------------------------------------------------------------------
+# agreement metrics
+# --------------------------------------------------------------------------------------------
+
+
+def pearson_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Pearson correlation between predicted and true effects (weighted or not).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile (control, perturbed centroid, ...).
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights (weighted means, covariance and variances).
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [-1, 1], higher is better; NaN where either delta is constant over the weighted genes.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    With :math:`\tilde w` the normalised weights and weighted means :math:`\bar a = \sum_g \tilde
+    w_g a_g`,
+
+    .. math:: r_w = \frac{\sum_g \tilde w_g(\hat\Delta_g-\bar{\hat\Delta})(\Delta_g-\bar\Delta)}
+              {\sqrt{\sum_g \tilde w_g(\hat\Delta_g-\bar{\hat\Delta})^2\,
+              \sum_g \tilde w_g(\Delta_g-\bar\Delta)^2}} .
+
+    Unweighted, this is cell-eval's ``pearson_delta`` (``scipy.stats.pearsonr``) on the deltas it
+    is given. The reference is the caller's choice: cell-eval subtracts each side's own control,
+    Systema the mean of perturbation centroids.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import pearson_delta
+    >>> round(pearson_delta([1.0, 2.0, 3.0], [2.0, 4.0, 6.5]), 4)
+    0.9979
+    """
+    p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
+    w = _as_weights(weights, p.shape)
+    return _finish(_pearson_rows(p, t, w), vector)
+
+
+def r2_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Coefficient of determination of the true effects by the predicted ones (weighted or not).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile. The truth is the response.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights (scikit-learn's ``sample_weight``).
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        At most 1 (best), unbounded below; NaN where the true delta is constant.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: R^2_w = 1 - \frac{\sum_g w_g(\Delta_g - \hat\Delta_g)^2}
+              {\sum_g w_g(\Delta_g - \bar\Delta_w)^2},\qquad
+              \bar\Delta_w = \frac{\sum_g w_g \Delta_g}{\sum_g w_g}
+
+    scikit-learn's ``r2_score(true_delta, pred_delta, sample_weight=w)``, the weighted
+    :math:`R^2_w(\Delta)` of Mejia et al. Deliberate difference: scikit-learn returns 1 or 0 for a
+    constant truth (``force_finite``); here the value is undefined and NaN.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import r2_delta
+    >>> r2_delta([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    1.0
+    """
+    p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
+    w = _as_weights(weights, p.shape)
+    ss_res = _wmean((t - p) ** 2, w)
+    ss_tot = _wmean((t - _wmean(t, w)[:, None]) ** 2, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = 1.0 - ss_res / ss_tot
+    r2[_is_constant(t, w)] = np.nan
+    return _finish(r2, vector)
+
+
+def cosine_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Cosine similarity between predicted and true effects (weighted or not).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [-1, 1], higher is better; NaN where either delta is 0 on every weighted gene.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    .. math:: \cos_w = \frac{\sum_g w_g\hat\Delta_g\Delta_g}
+              {\sqrt{\sum_g w_g\hat\Delta_g^2}\sqrt{\sum_g w_g\Delta_g^2}}
+
+    Unlike Pearson, deltas are not centred, so a shared shift counts. PerturBench uses it on
+    log fold changes.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import cosine_delta
+    >>> cosine_delta([1.0, 0.0], [2.0, 0.0])
+    1.0
+    """
+    p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
+    w = _as_weights(weights, p.shape)
+    pt, pp, tt = _wmean(p * t, w), _wmean(p * p, w), _wmean(t * t, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.clip(pt / np.sqrt(pp * tt), -1.0, 1.0)
+    c[(pp == 0) | (tt == 0)] = np.nan
+    return _finish(c, vector)
+
+
+def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+    r"""Spearman rank correlation between predicted and true effects (weighted or not).
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_genes,) or (n_perturbations, n_genes)
+        Predicted and true changes from a reference profile.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights.
+
+    Returns
+    -------
+    float or ndarray of shape (n_perturbations,)
+        In [-1, 1], higher is better; NaN where either delta is constant over the weighted genes.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, bad shapes or negative weights.
+
+    Notes
+    -----
+    Each delta is replaced by its weighted mid-rank (the weighted empirical distribution function
+    at the value, ties sharing their weight),
+
+    .. math:: R_g = \sum_{h:\,a_h < a_g} \tilde w_h + \tfrac12 \sum_{h:\,a_h = a_g} \tilde w_h ,
+
+    and the result is the weighted Pearson correlation (:func:`pearson_delta`) of the ranks. With
+    equal weights this is exactly ``scipy.stats.spearmanr`` (average ranks for ties); a gene of
+    weight 0 changes no other gene's rank, so it is the same as dropping it.
+
+    Examples
+    --------
+    >>> from shrinkpert.metrics import spearman_delta
+    >>> spearman_delta([1.0, 2.0, 3.0], [10.0, 20.0, 300.0])
+    1.0
+    """
+    p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
+    w = _as_weights(weights, p.shape)
+    rho = _pearson_rows(_weighted_midranks(p, w), _weighted_midranks(t, w), w)
+    return _finish(rho, vector)

@@ -1,0 +1,369 @@
+"""Rank and retrieval metrics: is each prediction closer to its own truth than to the others'?
+
+All functions take two matrices of shape ``(n_perturbations, n_genes)``: predicted and true
+profiles (or deltas), row ``p`` of both being the same perturbation. Each builds the
+perturbation × perturbation distance matrix (cost ``P² × G``, computed exactly from differences by
+a Numba kernel, so ties are real ties) and returns one value per perturbation.
+
+Per-perturbation ``weights`` (and ``target_index``, which gives the perturbation's own target gene
+weight 0) apply to every comparison made on behalf of that perturbation: when ranking for
+perturbation ``p``, all distances use the weights of row ``p``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from . import _distance_kernels as _k
+from .expression import _as_weights, _check_pair
+
+__all__ = [
+    "discrimination_score",
+    "perturbench_rank",
+    "perturbench_rank_transposed",
+    "centroid_accuracy",
+    "normed_retrieval",
+]
+
+_KINDS = {"l1": _k.L1, "l2": _k.L2, "cosine": _k.COSINE, "pearson": _k.PEARSON}
+
+
+def _anchor_weights(weights: Any, target_index: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Per-anchor weights: (1, G) when shared and no target is excluded, else (P, G)."""
+    n_p, n_g = shape
+    w = _as_weights(weights, shape)
+    if target_index is None:
+        return np.ones((1, n_g)) if w is None else np.ascontiguousarray(w[:1] if (w == w[:1]).all() else w)
+    t = np.asarray(target_index)
+    if t.shape != (n_p,) or not np.issubdtype(t.dtype, np.integer):
+        raise InputError(
+            f"target_index must be {n_p} integers (the target gene's column for each perturbation, "
+            f"-1 when not measured); got shape {t.shape} and dtype {t.dtype}."
+        )
+    if ((t < -1) | (t >= n_g)).any():
+        raise InputError(f"target_index values must lie in [-1, {n_g - 1}]; got {t[(t < -1) | (t >= n_g)][:5]}.")
+    out = np.ones(shape) if w is None else np.array(w, dtype=np.float64)
+    rows = np.flatnonzero(t >= 0)
+    out[rows, t[rows]] = 0.0
+    return out
+
+
+def _distances(queries: np.ndarray, candidates: np.ndarray, w: np.ndarray, metric: str) -> np.ndarray:
+    if metric not in _KINDS:
+        raise InputError(f"metric={metric!r} is not supported; use one of {sorted(_KINDS)}.")
+    out = np.empty((queries.shape[0], candidates.shape[0]))
+    _k.pairwise_distances(queries, candidates, w, _KINDS[metric], out)
+    return out
+
+
+def _prepare(pred, true, weights, target_index, names=("pred", "true")):
+    p, t, _ = _check_pair(pred, true, names, allow_vector=False)
+    if p.shape[0] < 2:
+        raise InputError(
+            f"Rank metrics compare each perturbation with the others; {names[0]} has only "
+            f"{p.shape[0]} row. Pass at least 2 perturbations."
+        )
+    w = _anchor_weights(weights, target_index, p.shape)
+    dead = (w.sum(axis=1) == 0) if w.shape[0] > 1 else np.repeat(w.sum() == 0, p.shape[0])
+    return p, t, w, dead
+
+
+def _position(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Mid-rank of the diagonal within each row (0 = strictly closest), NaN if a row has NaN."""
+    own = np.diag(d)[:, None]
+    less = (d < own).sum(axis=1)
+    ties = (d == own).sum(axis=1) - 1
+    pos = less + ties / 2.0
+    pos = pos.astype(np.float64)
+    pos[np.isnan(d).any(axis=1) | dead] = np.nan
+    return pos
+
+
+def _farther_fraction(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Fraction of the other candidates strictly farther than the own one, NaN if undefined."""
+    own = np.diag(d)[:, None]
+    frac = (d > own).sum(axis=1) / (d.shape[0] - 1.0)
+    frac[np.isnan(d).any(axis=1) | dead] = np.nan
+    return frac
+
+
+def discrimination_score(
+    pred_delta: Any,
+    true_delta: Any,
+    *,
+    metric: str = "l1",
+    weights: Any = None,
+    target_index: Any = None,
+) -> np.ndarray:
+    r"""cell-eval's perturbation discrimination score (PDS): 1 − normalised rank of the true match.
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_perturbations, n_genes)
+        Predicted and true effects (signed deltas from a reference), same perturbations and genes
+        in the same order. At least 2 perturbations.
+    metric : {"l1", "l2", "cosine", "pearson"}, default "l1"
+        Distance: Manhattan, Euclidean, 1 − cosine similarity or 1 − Pearson correlation.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights; row ``p`` weighs the distances from prediction ``p``.
+    target_index : array-like of int of shape (n_perturbations,), optional
+        Column of each perturbation's target gene (-1 if not measured); the target is left out of
+        that perturbation's distances (weight 0), as cell-eval does by gene-name matching.
+
+    Returns
+    -------
+    ndarray of shape (n_perturbations,)
+        In [1/P, 1], higher is better; 1 = the prediction is closer to its own truth than to any
+        other, about 0.5 at chance. NaN where a needed distance is undefined (zero vector under
+        ``cosine``, constant vector under ``pearson``) or all weights are 0.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, fewer than 2 perturbations, bad ``target_index`` or unknown ``metric``.
+
+    Notes
+    -----
+    With :math:`d_{pj} = d_{w_p}(\hat\Delta_p, \Delta_j)`,
+
+    .. math:: \mathrm{PDS}_p = 1 - \frac{\#\{j: d_{pj} < d_{pp}\}
+              + \tfrac12\#\{j\ne p: d_{pj} = d_{pp}\}}{P} .
+
+    Identical to cell-eval ≥ 0.8 (signed deltas since its issue #189) when there are no ties;
+    cell-eval breaks exact ties by ``numpy.argsort`` order, here they count one half (the expected
+    rank under random tie-breaking). Equals ``1 − perturbench_rank_transposed``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.metrics import discrimination_score
+    >>> truth = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> discrimination_score(truth + 0.1, truth).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    p, t, w, dead = _prepare(pred_delta, true_delta, weights, target_index, ("pred_delta", "true_delta"))
+    d = _distances(p, t, w, metric)
+    return 1.0 - _position(d, dead) / p.shape[0]
+
+
+def perturbench_rank(
+    pred: Any,
+    true: Any,
+    *,
+    metric: str = "cosine",
+    weights: Any = None,
+    target_index: Any = None,
+) -> np.ndarray:
+    r"""PerturBench's rank metric: where does the own prediction rank among all predictions?
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_perturbations, n_genes)
+        Predicted and true profiles or effects (PerturBench: cosine on log fold changes, RMSE on
+        averaged expression). At least 2 perturbations.
+    metric : {"cosine", "l2", "l1", "pearson"}, default "cosine"
+        Distance. Ranks by ``"l2"`` equal ranks by RMSE or MSE; ``"l1"`` those by MAE.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights; row ``p`` weighs the distances to true profile ``p``.
+    target_index : array-like of int of shape (n_perturbations,), optional
+        Target gene column per perturbation (-1 if not measured), left out of its distances.
+
+    Returns
+    -------
+    ndarray of shape (n_perturbations,)
+        In [0, 1), lower is better: 0 = no other prediction is closer to the true profile of ``p``
+        than prediction ``p``; about 0.5 for a prediction that ignores the perturbation (mode
+        collapse).
+
+    Raises
+    ------
+    InputError
+        Non-finite values, fewer than 2 perturbations, bad ``target_index`` or unknown ``metric``.
+
+    Notes
+    -----
+    For each true profile :math:`y_p`, the predictions are ranked by distance to it:
+
+    .. math:: \mathrm{rank}_p = \frac{\#\{i: d(\hat y_i, y_p) < d(\hat y_p, y_p)\}
+              + \tfrac12\#\{i \ne p: d(\hat y_i, y_p) = d(\hat y_p, y_p)\}}{P} .
+
+    PerturBench (Wu et al. 2024, eq. 2; ``rank_helper``) shuffles before sorting, so ties are
+    broken at random; here they count one half, the expected value of that shuffle, which makes
+    the result deterministic. A collapsed model predicting one profile for every perturbation
+    gets exactly :math:`(P-1)/(2P)`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.metrics import perturbench_rank
+    >>> truth = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> perturbench_rank(truth, truth).tolist()
+    [0.0, 0.0, 0.0]
+    >>> collapsed = np.tile(truth.mean(axis=0), (3, 1))
+    >>> perturbench_rank(collapsed, truth, metric="l2").tolist()
+    [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
+    """
+    p, t, w, dead = _prepare(pred, true, weights, target_index)
+    d = _distances(t, p, w, metric)
+    return _position(d, dead) / p.shape[0]
+
+
+def perturbench_rank_transposed(
+    pred: Any,
+    true: Any,
+    *,
+    metric: str = "cosine",
+    weights: Any = None,
+    target_index: Any = None,
+) -> np.ndarray:
+    r"""PerturBench's transposed rank: where does the own truth rank among all true profiles?
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_perturbations, n_genes)
+        Predicted and true profiles or effects. At least 2 perturbations.
+    metric : {"cosine", "l2", "l1", "pearson"}, default "cosine"
+        Distance.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights; row ``p`` weighs the distances from prediction ``p``.
+    target_index : array-like of int of shape (n_perturbations,), optional
+        Target gene column per perturbation (-1 if not measured), left out of its distances.
+
+    Returns
+    -------
+    ndarray of shape (n_perturbations,)
+        In [0, 1), lower is better; about 0.5 at chance.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, fewer than 2 perturbations, bad ``target_index`` or unknown ``metric``.
+
+    Notes
+    -----
+    .. math:: \mathrm{rank}^{T}_p = \frac{\#\{j: d(\hat y_p, y_j) < d(\hat y_p, y_p)\}
+              + \tfrac12\#\{j \ne p: d(\hat y_p, y_j) = d(\hat y_p, y_p)\}}{P}
+
+    (PerturBench eq. 3). The candidates are the true profiles passed in, i.e. the evaluated
+    perturbations only; adding training perturbations would leak (PerturBench issue #8). Equal to
+    ``1 − discrimination_score`` with the same distance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.metrics import perturbench_rank_transposed
+    >>> truth = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> perturbench_rank_transposed(truth, truth).tolist()
+    [0.0, 0.0, 0.0]
+    """
+    p, t, w, dead = _prepare(pred, true, weights, target_index)
+    d = _distances(p, t, w, metric)
+    return _position(d, dead) / p.shape[0]
+
+
+def centroid_accuracy(
+    pred: Any,
+    true: Any,
+    *,
+    weights: Any = None,
+    target_index: Any = None,
+) -> np.ndarray:
+    r"""Systema's centroid accuracy (= Mejia et al.'s normalised inverse rank, NIR).
+
+    Parameters
+    ----------
+    pred, true : array-like of shape (n_perturbations, n_genes)
+        Predicted and true post-perturbation profiles (pseudobulk means). At least 2
+        perturbations. Euclidean distances do not depend on a reference subtracted from both.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights; row ``p`` weighs the distances from prediction ``p``.
+    target_index : array-like of int of shape (n_perturbations,), optional
+        Target gene column per perturbation (-1 if not measured), left out of its distances.
+
+    Returns
+    -------
+    ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better: the fraction of the other true centroids that are strictly
+        farther from prediction ``p`` than its own true centroid; about 0.5 at chance.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, fewer than 2 perturbations or bad ``target_index``.
+
+    Notes
+    -----
+    With Euclidean :math:`d_{pj} = \lVert \hat y_p - y_j \rVert_{w_p}`,
+
+    .. math:: \mathrm{CA}_p = \frac{1}{P-1}\sum_{j \ne p} \mathbb 1[d_{pj} > d_{pp}] .
+
+    Ties count as failures, as in both sources (Systema's centroid accuracy; cellsimbench's
+    ``nir`` uses ``correct < other``). Registered as ``centroid_accuracy`` with the alias
+    ``normalized_inverse_rank``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.metrics import centroid_accuracy
+    >>> truth = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> centroid_accuracy(truth, truth).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    p, t, w, dead = _prepare(pred, true, weights, target_index)
+    return _farther_fraction(_distances(p, t, w, "l2"), dead)
+
+
+def normed_retrieval(
+    pred_delta: Any,
+    true_delta: Any,
+    *,
+    weights: Any = None,
+    target_index: Any = None,
+) -> np.ndarray:
+    r"""TxPert-style normalised retrieval: how many true effects are less correlated than the own?
+
+    Parameters
+    ----------
+    pred_delta, true_delta : array-like of shape (n_perturbations, n_genes)
+        Predicted and true effects (TxPert: deltas from the batch-matched control). At least 2
+        perturbations.
+    weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
+        Non-negative gene weights (weighted Pearson); row ``p`` for prediction ``p``.
+    target_index : array-like of int of shape (n_perturbations,), optional
+        Target gene column per perturbation (-1 if not measured), left out of its correlations.
+
+    Returns
+    -------
+    ndarray of shape (n_perturbations,)
+        In [0, 1], higher is better; about 0.5 at chance. NaN where a delta is constant.
+
+    Raises
+    ------
+    InputError
+        Non-finite values, fewer than 2 perturbations or bad ``target_index``.
+
+    Notes
+    -----
+    With :math:`r_{pj}` the (weighted) Pearson correlation of :math:`\hat\Delta_p` and
+    :math:`\Delta_j`,
+
+    .. math:: \mathrm{NR}_p = \frac{1}{P-1}\sum_{j\ne p}\mathbb 1[r_{pj} < r_{pp}] .
+
+    Deliberate difference: TxPert's ``normed_retrieval`` divides the same count by :math:`P`
+    (so a perfect prediction scores :math:`(P-1)/P`) and breaks ties by perturbation name;
+    multiply by :math:`(P-1)/P` to convert. The candidates are the perturbations passed in
+    (TxPert uses every perturbation of the dataset).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.metrics import normed_retrieval
+    >>> truth = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.2], [1.0, 1.0, 0.0]])
+    >>> normed_retrieval(truth, truth).tolist()
+    [1.0, 1.0, 1.0]
+    """
+    p, t, w, dead = _prepare(pred_delta, true_delta, weights, target_index, ("pred_delta", "true_delta"))
+    return _farther_fraction(_distances(p, t, w, "pearson"), dead)

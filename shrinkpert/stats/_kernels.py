@@ -1,6 +1,6 @@
 """Numba kernels for per-group sufficient statistics (one pass over the stored values).
 
-Row-block kernels (dense, CSR) accumulate, per thread ``t``, group ``g`` and gene ``j``, over
+The row-block kernel (CSR; dense blocks are converted to CSR first) accumulates, per thread ``t``, group ``g`` and gene ``j``, over
 the *non-zero* values ``v`` of the (optionally normalised) matrix, into one interleaved array
 ``acc[t, g, j] = (S1, S2, count)`` (one cache line per update instead of three):
 
@@ -117,53 +117,6 @@ def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mod
                     continue
                 j = indices[k]
                 d = _transform_cached(x, scale, mode, table) - shift[j]
-                acc[t, g, j, 0] += d
-                acc[t, g, j, 1] += d * d
-                acc[t, g, j, 2] += 1.0
-        flags[t, NONFINITE] += n_bad
-        flags[t, NEGATIVE] += n_neg
-        flags[t, NONINTEGER] += n_frac
-        flags[t, ZERO_TOTAL] += n_empty
-
-
-@kernel(parallel=True)
-def accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
-                     acc, totals, flags):
-    """Accumulate one dense row block (C order) into per-thread partials."""
-    n_rows, n_genes = values.shape
-    n_threads = acc.shape[0]
-    step = (n_rows + n_threads - 1) // n_threads
-    for t in prange(n_threads):
-        n_bad = 0
-        n_neg = 0
-        n_frac = 0
-        n_empty = 0
-        for i in range(t * step, min(n_rows, (t + 1) * step)):
-            total = 0.0
-            for j in range(n_genes):
-                x = values[i, j]
-                if np.isfinite(x):
-                    total += x
-                    if x < 0:
-                        n_neg += 1
-                    if check_counts and x != np.floor(x):
-                        n_frac += 1
-                else:
-                    n_bad += 1
-            if use_lib:
-                total = lib[i]
-            totals[i] = total
-            if total == 0.0:
-                n_empty += 1
-            g = codes[i]
-            if g < 0:
-                continue
-            scale = _row_scale(total, mode, target_sum)
-            for j in range(n_genes):
-                x = values[i, j]
-                if x == 0 or not np.isfinite(x):
-                    continue
-                d = _transform(x, scale, mode) - shift[j]
                 acc[t, g, j, 0] += d
                 acc[t, g, j, 1] += d * d
                 acc[t, g, j, 2] += 1.0

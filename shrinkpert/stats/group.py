@@ -229,13 +229,11 @@ class _RowAccumulator:
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
     def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
-        if sp.issparse(values):
-            order = np.argsort(codes, kind="stable")
-            K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
-                             mode, target_sum, check_counts, self.acc, totals, self.flags)
-        else:
-            K.accumulate_dense(values, codes, lib, use_lib, shift, mode, target_sum, check_counts,
-                               self.acc, totals, self.flags)
+        if not sp.issparse(values):
+            values = sp.csr_matrix(values)  # one block only; zeros are implicit in the statistics anyway
+        order = np.argsort(codes, kind="stable")
+        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
+                         mode, target_sum, check_counts, self.acc, totals, self.flags)
 
 
 def _library_sizes(library_size, obs: pd.DataFrame, n_rows: int) -> np.ndarray | None:

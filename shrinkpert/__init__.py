@@ -25,7 +25,11 @@ from .data import datasets
 from .data.design import PerturbationDesign, encode_design
 from .effects.estimate import EffectSizes, estimate_effects
 
+from .effects.ash import AshResult, ash
+from .effects.impact import impact_correlation, transcriptome_impact
 from .effects.moderate import moderated_t, squeeze_var
+from .effects.replicability import replicability
+from .effects.shrink import ShrunkEffects, shrink_effects
 from .errors import ShrinkpertError, ShrinkpertWarning
 from .reference.population import PopulationReference, build_population_reference
 from .stats.group import GroupStatistics, group_statistics
@@ -41,6 +45,13 @@ __all__ = [
     "EffectSizes",
     "estimate_effects",
     "squeeze_var",
+    "ash",
+    "AshResult",
+    "shrink_effects",
+    "ShrunkEffects",
+    "transcriptome_impact",
+    "impact_correlation",
+    "replicability",
     "moderated_t",
     "PopulationReference",
     "build_population_reference",

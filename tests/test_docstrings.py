@@ -11,6 +11,7 @@ MODULES = [
     "shrinkpert.stats.group",
     "shrinkpert.effects.estimate",
     "shrinkpert.effects.moderate",
+    "shrinkpert.effects.shrink",
     "shrinkpert.reference.population",
     "shrinkpert.weights.core",
     "shrinkpert.weights.deltas",

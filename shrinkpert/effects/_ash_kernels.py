@@ -49,6 +49,8 @@ _LOG_TINY = math.log(_TINY)
 # 16-point Gauss-Legendre rule for short intervals (exact to rounding for the smooth densities here)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 _NARROW = 0.1  # intervals shorter than this (in standard units) use the quadrature rule
+_HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
+_HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
 
 
 # --------------------------------------------------------------------------- normal distribution
@@ -528,10 +530,10 @@ def log_lik_matrix(x, s, kind, loc, sd, a, b, df, out):
 
 
 @kernel
-def _grad_rows(L, x, eps, idx, m, want_hess, r0, r1, g, H, buf):
-    """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally) the Hessian block
-    H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle); return -Σ log u_j, with
-    u_j = Σ_k L_jk x_k + eps."""
+def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
+    """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
+    ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
+    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps."""
     K = L.shape[1]
     obj = 0.0
     for j in range(r0, r1):
@@ -542,7 +544,7 @@ def _grad_rows(L, x, eps, idx, m, want_hess, r0, r1, g, H, buf):
         q = 1.0 / u
         for k in range(K):
             g[k] -= q * L[j, k]
-        if want_hess:
+        if want_hess and j % hstride == 0:
             q2 = q * q
             for i in range(m):
                 buf[i] = L[j, idx[i]]
@@ -554,7 +556,7 @@ def _grad_rows(L, x, eps, idx, m, want_hess, r0, r1, g, H, buf):
 
 
 @kernel(parallel=True)
-def _grad_pass_par(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op):
+def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
     for c in prange(nchunks):
@@ -562,12 +564,12 @@ def _grad_pass_par(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op):
         if want_hess:
             Hp[c, :m, :m] = 0.0
         buf = np.empty(m)
-        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, c * chunk, min(n, (c + 1) * chunk),
+        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
 
 @kernel
-def _grad_pass_ser(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op):
+def _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
     buf = np.empty(m)
@@ -575,7 +577,7 @@ def _grad_pass_ser(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op):
         gp[c, :] = 0.0
         if want_hess:
             Hp[c, :m, :m] = 0.0
-        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, c * chunk, min(n, (c + 1) * chunk),
+        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
 
@@ -583,12 +585,19 @@ def _grad_pass_ser(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op):
 def objective_pass(L, pen, x, eps, idx, m, want_hess, parallel, chunk, gp, Hp, op, g, H):
     """Normalised penalised objective f(x) = -(Σ_j log u_j + Σ_k c_k log(x_k + eps)) / W,
     its gradient ``g`` (length K) and, if ``want_hess``, the Hessian block on ``idx[:m]``
-    (``H[:m, :m]``, symmetric). W = n + Σ_k c_k. Returns f(x)."""
+    (``H[:m, :m]``, symmetric). W = n + Σ_k c_k. Returns f(x).
+
+    A large block (m > 8) is estimated from every s-th observation (s = n // 2048, scaled by
+    s): it only shapes the search direction, and the blocks are small near the optimum.
+    """
     n, K = L.shape
+    hstride = 1
+    if m > _HESS_EXACT_M:
+        hstride = max(1, n // _HESS_ROWS)
     if parallel:
-        _grad_pass_par(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op)
+        _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op)
     else:
-        _grad_pass_ser(L, x, eps, idx, m, want_hess, chunk, gp, Hp, op)
+        _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op)
     W = n * 1.0
     for k in range(K):
         W += pen[k]
@@ -614,6 +623,10 @@ def objective_pass(L, pen, x, eps, idx, m, want_hess, parallel, chunk, gp, Hp, o
     for k in range(K):
         g[k] /= W
     if want_hess:
+        if hstride > 1:
+            for i in range(m):
+                for l in range(i + 1):
+                    H[i, l] *= hstride
         for i in range(m):
             k = idx[i]
             if pen[k] != 0.0:
@@ -990,7 +1003,10 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
             # Armijo, and no collapse of the gradient: a full step can zero every component
             # that supports some observation, after which the quadratic model of -log only
             # doubles that observation's density per iteration
-            if objt + sxt <= phi + 0.01 * alpha * dd and _fw_gap(gt, xt) <= max(10.0 * gap, 1.0):
+            # (the Armijo test allows rounding noise of f: near the optimum a Newton step can gain
+            # less than one ulp of f while still reducing the gradient residual)
+            if (objt + sxt <= phi + 0.01 * alpha * dd + 4e-16 * abs(phi)
+                    and _fw_gap(gt, xt) <= max(10.0 * gap, 1.0)):
                 accepted = True
                 break
             alpha *= 0.75
@@ -1027,14 +1043,33 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
 
 
 @kernel
-def loglik_rows(L, rowmax, pi):
-    """Σ_j log(Σ_k π_k L_jk) + rowmax_j (the unpenalised log likelihood)."""
+def _loglik_rows(L, rowmax, pi, r0, r1):
     tot = 0.0
-    for j in range(L.shape[0]):
+    for j in range(r0, r1):
         u = 0.0
         for k in range(L.shape[1]):
             u += pi[k] * L[j, k]
         tot += math.log(u) + rowmax[j]
+    return tot
+
+
+@kernel
+def loglik_rows(L, rowmax, pi):
+    """Σ_j log(Σ_k π_k L_jk) + rowmax_j (the unpenalised log likelihood), serially."""
+    return _loglik_rows(L, rowmax, pi, 0, L.shape[0])
+
+
+@kernel(parallel=True)
+def loglik_par(L, rowmax, pi, chunk):
+    """:func:`loglik_rows` by chunks of rows in parallel, reduced in chunk order."""
+    n = L.shape[0]
+    nchunks = max(1, (n + chunk - 1) // chunk)
+    parts = np.empty(nchunks)
+    for c in prange(nchunks):
+        parts[c] = _loglik_rows(L, rowmax, pi, c * chunk, min(n, (c + 1) * chunk))
+    tot = 0.0
+    for c in range(nchunks):
+        tot += parts[c]
     return tot
 
 
@@ -1043,12 +1078,13 @@ def loglik_rows(L, rowmax, pi):
 
 @kernel
 def _posterior_rows(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, r0, r1,
-                    pm, psd, lfdr, negp, lw):
+                    pm, psd, lfdr, negp, lfsr, pos, lw):
     """Posterior summaries for rows r0..r1 under the (pruned) mixture on columns ``keep``.
 
     Responsibilities w_jk ∝ π_k L_jk (recomputed in log space if the scaled row underflows);
     PM = Σ w m, PSD = sqrt(max(0, Σ w (v + m²) - PM²)), lfdr = Σ w over point masses at 0,
-    negp = Σ w P(β <= 0 | k) - lfdr (ashr's NegativeProb).
+    negp = Σ w P(β <= 0 | k) - lfdr (ashr's NegativeProb), lfsr (:func:`lfsr_from`) and
+    pos = max(0, 1 - negp - lfdr) (PositiveProb).
     """
     nk = keep.shape[0]
     for j in range(r0, r1):
@@ -1093,17 +1129,20 @@ def _posterior_rows(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, r0, r1,
         psd[j] = math.sqrt(var) if var > 0.0 else 0.0
         lfdr[j] = z
         negp[j] = ng - z
+        lfsr[j] = lfsr_from(ng - z, z)
+        pv = 1.0 - (ng - z) - z
+        pos[j] = pv if pv > 0.0 else 0.0
 
 
 @kernel(parallel=True)
-def posterior_par(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, chunk, pm, psd, lfdr, negp):
+def posterior_par(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, chunk, pm, psd, lfdr, negp, lfsr, pos):
     """Posterior summaries, chunks of rows in parallel (see :func:`_posterior_rows`)."""
     n = x.shape[0]
     nchunks = (n + chunk - 1) // chunk
     for c in prange(nchunks):
         lw = np.empty(keep.shape[0])
         _posterior_rows(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df,
-                        c * chunk, min(n, (c + 1) * chunk), pm, psd, lfdr, negp, lw)
+                        c * chunk, min(n, (c + 1) * chunk), pm, psd, lfdr, negp, lfsr, pos, lw)
 
 
 @kernel
@@ -1186,6 +1225,16 @@ def running_mean_sorted(v, out):
     for i in range(order.shape[0]):
         acc += v[order[i]]
         out[order[i]] = acc / (i + 1)
+
+
+@kernel(parallel=True)
+def running_means_pair(v1, v2, out1, out2):
+    """:func:`running_mean_sorted` of two vectors at once (q-values and s-values)."""
+    for i in prange(2):
+        if i == 0:
+            running_mean_sorted(v1, out1)
+        else:
+            running_mean_sorted(v2, out2)
 
 
 # --------------------------------------------------------------------------- many problems at once
@@ -1289,9 +1338,11 @@ def ash_batch(X, S, kind, loc, sd, a, b, ncomp, pen, zero, fixed_pi, use_fixed, 
         opsd = np.empty(ni)
         olfdr = np.empty(ni)
         onp = np.empty(ni)
+        olfsr = np.empty(ni)
+        opos = np.empty(ni)
         lw = np.empty(nk)
         _posterior_rows(xi, si, L, keep, pk, kind, lc, sdc, ac, bc, zc, df, 0, ni,
-                        opm, opsd, olfdr, onp, lw)
+                        opm, opsd, olfdr, onp, olfsr, opos, lw)
         # prior as posterior for excluded entries
         lk = np.empty(nk)
         sdk = np.empty(nk)
@@ -1318,7 +1369,7 @@ def ash_batch(X, S, kind, loc, sd, a, b, ncomp, pen, zero, fixed_pi, use_fixed, 
             pm[p, j] = opm[t]
             psd[p, j] = opsd[t]
             lfdr[p, j] = olfdr[t]
-            lfsr[p, j] = lfsr_from(onp[t], olfdr[t])
+            lfsr[p, j] = olfsr[t]
             if want_extra:
                 negp[p, j] = onp[t]
         if want_extra:

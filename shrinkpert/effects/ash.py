@@ -38,9 +38,18 @@ _SUBSAMPLE_SIZE = 50_000
 
 
 def _frozen(a: Any) -> np.ndarray:
+    """A read-only float64 array: ``a`` itself if it already is a read-only float64 array that owns
+    its memory (what :func:`ash` passes), else a read-only copy (the caller's array is untouched)."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.owndata and not a.flags.writeable:
+        return a
     out = np.array(a, dtype=np.float64, copy=True)
     out.setflags(write=False)
     return out
+
+
+def _seal(*arrays: np.ndarray) -> None:
+    for arr in arrays:
+        arr.setflags(write=False)
 
 
 # =========================================================================== the prior
@@ -514,7 +523,7 @@ def _fit(x, s, g: MixturePrior, lam, *, fixed: bool, optimizer: str, tol: float,
                           False, _CHUNK)
                 n_em = 0
             n_iter, converged = _k.mixsqp(L, pen, pi, _SQP_EPS, tol, max_iter, n_em, parallel, _CHUNK)
-    loglik = float(_k.loglik_rows(L, rowmax, pi))
+    loglik = float(_k.loglik_par(L, rowmax, pi, _CHUNK))
     prior = MixturePrior(g.kind, pi, g.loc, g.sd, g.a, g.b)
     return _Fit(prior, lam, L, rowmax, loglik, loglik + _penalty(lam, pi), int(n_iter), bool(converged))
 
@@ -818,18 +827,25 @@ def ash(
         post = _posterior(x, s, fit, pi_threshold, dfv)
 
     n = x_all.shape[0]
-    gp = fit.prior.prune(pi_threshold)
-    gmean, gsd, gneg, gzero = _k.prior_summary(gp.pi, _KINDS[gp.kind], gp.loc, gp.sd, gp.a, gp.b, gp.is_null)
-    out = {name: np.full(n, val) for name, val in
-           (("pm", gmean), ("psd", gsd), ("lfdr", gzero), ("negp", gneg))}
-    for name in out:
-        out[name][incl] = post[name]
-    lfsr = _lfsr_vec(out["negp"], out["lfdr"])
+    if excluded.any():  # the prior as posterior (see Notes)
+        gp = fit.prior.prune(pi_threshold)
+        gm, gsd, gneg, gzero = _k.prior_summary(gp.pi, _KINDS[gp.kind], gp.loc, gp.sd, gp.a, gp.b, gp.is_null)
+        prior_values = {"pm": gm, "psd": gsd, "lfdr": gzero, "negp": gneg, "lfsr": _k.lfsr_from(gneg, gzero),
+                        "pos": max(1.0 - gneg - gzero, 0.0)}
+        out = {}
+        for name, val in prior_values.items():
+            out[name] = np.empty(n)
+            out[name][excluded] = val
+            out[name][incl] = post[name]
+    else:
+        out = post
+    lfsr, positive = out["lfsr"], out["pos"]
     qvalue = np.empty(n)
     svalue = np.empty(n)
-    _k.running_mean_sorted(out["lfdr"], qvalue)
-    _k.running_mean_sorted(lfsr, svalue)
-    positive = np.maximum(1.0 - out["negp"] - out["lfdr"], 0.0)
+    _k.running_means_pair(out["lfdr"], lfsr, qvalue, svalue)
+    x_copy = np.array(x_all, copy=True)
+    s_copy = np.array(s_all, copy=True)
+    _seal(x_copy, s_copy, out["pm"], out["psd"], lfsr, out["lfdr"], qvalue, svalue, out["negp"], positive)
     if dfv < np.inf:
         from scipy import stats
 
@@ -854,8 +870,8 @@ def ash(
         "dirichlet": tuple(float(v) for v in fit.lam),
     }
     return AshResult(
-        betahat=x_all,
-        sebetahat=s_all,
+        betahat=x_copy,
+        sebetahat=s_copy,
         posterior_mean=out["pm"],
         posterior_sd=out["psd"],
         lfsr=lfsr,
@@ -876,12 +892,6 @@ def ash(
     )
 
 
-def _lfsr_vec(negp: np.ndarray, lfdr: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`_ash_kernels.lfsr_from`."""
-    v = np.where(negp > 0.5 * (1.0 - lfdr), 1.0 - negp, negp + lfdr)
-    return np.maximum(v, 0.0)
-
-
 def _posterior(x, s, fit: _Fit, pi_threshold: float, dfv: float) -> dict[str, np.ndarray]:
     keep = np.flatnonzero(fit.prior.pi > pi_threshold).astype(np.int64)
     if keep.size == 0:
@@ -889,9 +899,9 @@ def _posterior(x, s, fit: _Fit, pi_threshold: float, dfv: float) -> dict[str, np
     pk = fit.prior.pi[keep] / fit.prior.pi[keep].sum()
     g = fit.prior
     n = x.shape[0]
-    out = {name: np.empty(n) for name in ("pm", "psd", "lfdr", "negp")}
+    out = {name: np.empty(n) for name in ("pm", "psd", "lfdr", "negp", "lfsr", "pos")}
     _k.posterior_par(x, s, fit.L, keep, pk, _KINDS[g.kind], g.loc, g.sd, g.a, g.b, g.is_null, dfv,
-                     _CHUNK, out["pm"], out["psd"], out["lfdr"], out["negp"])
+                     _CHUNK, out["pm"], out["psd"], out["lfdr"], out["negp"], out["lfsr"], out["pos"])
     return out
 
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``shrinkpert stats | effects | demo``.
+"""Command-line interface: ``shrinkpert stats | effects | evaluate | demo``.
 
 Each subcommand calls one public function with the API's defaults (from ``_vocab``), writes
 its outputs atomically into ``--out DIR`` (refusing a non-empty folder without ``--force``)
@@ -69,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_effect_options(p)
 
+    p = sub.add_parser("evaluate", help="score predicted cells against true cells: metrics, baselines, calibration")
+    _add_common(p, needs_input=False)
+    p.add_argument("--pred", required=True, help="predicted cells (.h5ad, read in blocks)")
+    p.add_argument("--truth", required=True, help="true cells (.h5ad, read in blocks)")
+    p.add_argument("--perturbation-key", default=PERTURBATION_KEY, help="obs column of perturbation labels")
+    p.add_argument("--control", default=CONTROL, help="control label")
+    p.add_argument("--scale", default="auto", choices=["auto", "log1p", "counts"], help="scale of both inputs")
+    p.add_argument("--layer", default=None, help="layer to read instead of X (both inputs)")
+    p.add_argument("--target-sum", type=float, default=TARGET_SUM, help="counts per cell after normalisation")
+    p.add_argument("--metrics", nargs="*", default=None, help="metric names (default: all of means, deltas, DE)")
+    p.add_argument("--references", nargs="*", default=["control", "perturbed_centroid"], help="delta references")
+    p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
+    p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over perturbations")
+    p.add_argument("--seed", type=int, default=0, help="seed of the half split, random baselines and bootstrap")
+
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
     return parser
@@ -109,6 +125,22 @@ def _run_effects(source, args, out: Path) -> pd.DataFrame:
     return summary
 
 
+def _run_demo(source, args, out: Path) -> pd.DataFrame:
+    """Effects, then shrinkage: the main job on the bundled data."""
+    from .effects.estimate import estimate_effects
+    from .effects.shrink import shrink_effects
+
+    keep = _labels_to_keep(source, args.perturbation_key, args.control, args.exclude)
+    effects = estimate_effects(source, perturbations=keep, progress=args.progress)
+    shrunk = shrink_effects(effects)
+    table = effects.summary()[["n_cells", "target", "target_effect", "target_z"]].join(shrunk.summary())
+    _write_h5ad(effects.to_anndata(), out / "effects.h5ad")
+    _write_h5ad(shrunk.to_anndata(), out / "shrunk.h5ad")
+    _write_csv(shrunk.to_frame(), out / "effects.csv", index=False)
+    _write_csv(table, out / "summary.csv")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -125,14 +157,28 @@ def main(argv: list[str] | None = None) -> int:
             _write_csv(table, out / "summary.csv")
         elif args.command == "effects":
             table = _run_effects(args.input, args, out)
+        elif args.command == "evaluate":
+            from .metrics.evaluate import evaluate
+
+            result = evaluate(args.pred, args.truth, perturbation_key=args.perturbation_key, control=args.control,
+                              scale=args.scale, layer=args.layer, target_sum=args.target_sum,
+                              metrics="default" if args.metrics is None else args.metrics,
+                              references=args.references,
+                              baselines="default" if args.baselines is None else args.baselines,
+                              calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
+                              progress=args.progress)
+            _write_csv(result.to_frame(), out / "metrics.csv", index=False)
+            table = result.summary()
+            _write_csv(table, out / "summary.csv")
         else:  # demo
             from .data.datasets import papalexi2021_path
 
             ns = argparse.Namespace(perturbation_key=PERTURBATION_KEY, control=CONTROL, scale="log1p",
                                     layer=None, target_sum=TARGET_SUM, min_cells=MIN_CELLS,
                                     exclude=["unassigned"], tidy=True, progress=args.progress)
-            table = _run_effects(papalexi2021_path(), ns, out)
-            print("Papalexi et al. 2021 THP-1 ECCITE-seq (bundled): effects vs non-targeting, log1p scale")
+            table = _run_demo(papalexi2021_path(), ns, out)
+            print("Papalexi et al. 2021 THP-1 ECCITE-seq (bundled): effects vs non-targeting (log1p scale),"
+                  " shrunk with ash (normal mixture, one prior per perturbation)")
         with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
             print(table.round(4).to_string())
         print(f"\nwrote {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))} to {out}")

@@ -23,6 +23,9 @@ def test_demo_writes_outputs_and_summary(tmp_path, capsys):
     assert summary.loc["JAK2", "target_effect"] < -2
     effects = ad.read_h5ad(out / "effects.h5ad")
     assert effects.shape == (25, 299)
+    shrunk = ad.read_h5ad(out / "shrunk.h5ad")
+    assert set(shrunk.layers) >= {"effect", "posterior_mean", "lfsr"}
+    assert summary.loc["IFNGR1", "n_lfsr_below_0.05"] > summary.loc["CD86", "n_lfsr_below_0.05"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from .data import datasets
+from . import datasets
 from .data.design import PerturbationDesign, encode_design
 from .effects.estimate import EffectSizes, estimate_effects
 

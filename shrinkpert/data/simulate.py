@@ -663,3 +663,9 @@ def _write_h5ad(tmp: Path, adata, rows, bar) -> None:
             n_counts[row : row + n_rows] = part.n_counts
             row, nnz = row + n_rows, nnz + n_new
             bar.update(n_rows)
+        if nnz < 2**31 and indices.dtype == np.int32:
+            # scipy needs indices and indptr of one dtype (peers such as scanpy fail otherwise):
+            # the row pointers are small, so rewrite them as int32 once the size is known
+            pointers = indptr[...].astype(np.int32)
+            del group["indptr"]
+            group.create_dataset("indptr", data=pointers)

@@ -350,3 +350,11 @@ def test_progress_bar_runs(capsys):
 def test_bad_arguments_name_the_parameter_and_range(kwargs, message):
     with pytest.raises(InputError, match=message):
         simulate(**kwargs)
+
+
+def test_disk_index_dtypes_agree_for_peers(tmp_path):
+    """scipy sparse tools (used by scanpy) need indices and indptr of the same dtype."""
+    path = tmp_path / "dtypes.h5ad"
+    simulate(n_cells=500, n_genes=100, n_perturbations=5, seed=1, path=path).file.close()
+    with h5py.File(path, "r") as fh:
+        assert fh["X/indices"].dtype == fh["X/indptr"].dtype == np.int32

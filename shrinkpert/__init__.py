@@ -30,6 +30,7 @@ from .effects.impact import impact_correlation, transcriptome_impact
 from .effects.moderate import moderated_t, squeeze_var
 from .effects.replicability import replicability
 from .effects.shrink import ShrunkEffects, shrink_effects
+from .metrics.evaluate import MetricTable, evaluate
 from .errors import ShrinkpertError, ShrinkpertWarning
 from .reference.population import PopulationReference, build_population_reference
 from .stats.group import GroupStatistics, group_statistics
@@ -58,6 +59,8 @@ __all__ = [
     "GeneWeights",
     "gene_weights",
     "metrics",
+    "evaluate",
+    "MetricTable",
     "ShrinkpertError",
     "ShrinkpertWarning",
 ]

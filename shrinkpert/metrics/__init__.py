@@ -51,8 +51,11 @@ from .rank import (
     perturbench_rank_transposed,
 )
 from .registry import KINDS, METRICS, NEEDS, MetricRegistry, MetricSpec
+from .evaluate import MetricTable, evaluate
 
 __all__ = [
+    "evaluate",
+    "MetricTable",
     # registry
     "METRICS",
     "MetricSpec",

@@ -1,0 +1,290 @@
+"""One streaming pass over the true cells: full and split-half pseudobulks (private).
+
+Every baseline works from a :class:`TruthSummary`: per perturbation the mean, variance (ddof=1)
+and cell count of all its cells and of two disjoint, seeded halves, plus the observed control.
+It is built with one call of :func:`~shrinkpert.stats.group.group_statistics` grouped by
+(perturbation, half), so the cells × genes matrix is never densified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
+from ..errors import InputError, MissingKeyError
+
+__all__ = ["TruthSummary", "summarize_truth", "detect_scale", "SCALES"]
+
+#: Accepted values of ``scale``.
+SCALES = ("auto", "log1p", "counts")
+
+
+def _readonly(values: Any) -> np.ndarray:
+    out = np.array(values, dtype=np.float64)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class TruthSummary:
+    """Pseudobulk statistics of the true cells, whole and in two disjoint halves.
+
+    All means are on the evaluation scale (natural log1p of counts per ``target_sum``, either
+    computed on the fly from counts or as stored).
+
+    Attributes
+    ----------
+    perturbations : pandas.Index
+        Perturbations (control excluded), sorted.
+    genes : pandas.Index
+    control : str
+    mean, var : ndarray, shape (n_perturbations, n_genes)
+        :math:`\\bar x_{pg}` and the ddof=1 variance over all cells of perturbation :math:`p`.
+    n_cells : ndarray of int64, shape (n_perturbations,)
+    half_a_mean, half_a_var, half_b_mean, half_b_var : ndarray, shape (n_perturbations, n_genes)
+        The same over the two halves; half A holds :math:`\\lfloor n_p/2 \\rfloor` cells drawn
+        without replacement with ``seed``, half B the rest.
+    half_a_n, half_b_n : ndarray of int64, shape (n_perturbations,)
+    control_mean, control_var : ndarray, shape (n_genes,)
+        The observed control (all control cells).
+    control_n : int
+    scale : {"log1p", "counts"}
+        Scale of the stored values (``"counts"``: log1p-normalised while reading).
+    params : mapping
+        ``perturbation_key``, ``layer``, ``target_sum``, ``seed``, ``source``.
+    """
+
+    perturbations: pd.Index
+    genes: pd.Index
+    control: str
+    mean: np.ndarray
+    var: np.ndarray
+    n_cells: np.ndarray
+    half_a_mean: np.ndarray
+    half_a_var: np.ndarray
+    half_a_n: np.ndarray
+    half_b_mean: np.ndarray
+    half_b_var: np.ndarray
+    half_b_n: np.ndarray
+    control_mean: np.ndarray
+    control_var: np.ndarray
+    control_n: int
+    scale: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "var", "half_a_mean", "half_a_var", "half_b_mean", "half_b_var",
+                     "control_mean", "control_var"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+        for name in ("n_cells", "half_a_n", "half_b_n"):
+            arr = np.array(getattr(self, name), dtype=np.int64)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "perturbations", pd.Index(self.perturbations, name="perturbation"))
+        object.__setattr__(self, "genes", pd.Index(self.genes, name="gene"))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+def detect_scale(source: Any, *, layer: str | None = None, max_rows: int = 4096) -> str:
+    """Decide whether stored values are raw counts or log1p-normalised, or refuse.
+
+    Reads the first block of the matrix (at most ``max_rows`` rows, or one gene block for
+    column storage). Rules:
+
+    * any negative value: :class:`InputError` (neither counts nor log1p);
+    * all values integers and some positive: ``"counts"``;
+    * some value non-integer and the maximum below 15 (log1p of a count per 10⁴ is ≤ 9.3 for
+      libraries below 10⁸): ``"log1p"`` (cell-eval's ``guess_is_lognorm`` rule);
+    * otherwise (all zero, or fractional values ≥ 15 such as CPM or ``normalize_total`` without
+      log): :class:`InputError` — pass ``scale=`` explicitly.
+
+    Returns
+    -------
+    {"log1p", "counts"}
+    """
+    from ..data.read import open_matrix
+
+    with open_matrix(source, layer=layer) as matrix:
+        block = next(iter(matrix.blocks(chunk_size=min(max_rows, max(1, matrix.shape[0])))), None)
+        values = np.asarray(getattr(block.values, "data", block.values)) if block is not None else np.empty(0)
+        values = np.asarray(values, dtype=np.float64).ravel()
+        label = matrix.label
+    if values.size and not np.all(np.isfinite(values)):
+        raise InputError(f"{label}: the matrix holds NaN or inf values; clean them before evaluating.")
+    if values.size and values.min() < 0:
+        raise InputError(
+            f"{label}: the matrix has negative values (min {values.min():.3g}); it is neither raw counts nor "
+            "log1p-normalised. Pass counts or log1p(normalize_total) values."
+        )
+    positive = values[values > 0]
+    if positive.size == 0:
+        raise InputError(f"{label}: the first block is all zero, so the scale cannot be detected; pass scale=.")
+    integer = bool(np.all(positive == np.round(positive)))
+    if integer:
+        return "counts"
+    if positive.max() < 15:
+        return "log1p"
+    raise InputError(
+        f"{label}: values are fractional with maximum {positive.max():.3g} >= 15, which is neither raw counts nor "
+        "natural log1p of counts per 1e4; the scale is ambiguous. Pass scale='log1p' or scale='counts' explicitly "
+        "(after converting the data)."
+    )
+
+
+def _labels(source: Any, perturbation_key: str) -> pd.Series:
+    from ..data.read import read_annotations
+
+    obs, _ = read_annotations(source)
+    if perturbation_key not in obs.columns:
+        raise MissingKeyError(
+            f"obs has no column {perturbation_key!r} (columns: {list(obs.columns)[:12]}); "
+            "pass perturbation_key=<column with the perturbation labels>."
+        )
+    labels = obs[perturbation_key]
+    return pd.Series(labels.astype(object).where(labels.notna(), None), index=obs.index).map(
+        lambda x: None if x is None else str(x)
+    )
+
+
+def summarize_truth(
+    truth: Any,
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control: str = CONTROL,
+    scale: str = "auto",
+    layer: str | None = None,
+    target_sum: float = TARGET_SUM,
+    perturbations: Any = None,
+    seed: int | np.random.Generator = 0,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> TruthSummary:
+    """Full and split-half pseudobulks of the true cells in one streaming pass.
+
+    Parameters
+    ----------
+    truth
+        Cells: AnnData (in memory or backed) or ``.h5ad`` path; read, never modified.
+    perturbation_key, control
+        ``obs`` column of perturbation labels and the control label.
+    scale
+        ``"auto"`` (:func:`detect_scale`), ``"log1p"`` (values are natural log1p of counts per
+        ``target_sum``; used as stored) or ``"counts"`` (log1p-normalised while reading).
+    layer, target_sum, chunk_size, n_threads, progress
+        As in :func:`shrinkpert.group_statistics`.
+    perturbations
+        Perturbations to keep (default every label except the control); cells of other labels
+        are ignored.
+    seed
+        Seed of the half split (int or ``numpy.random.Generator``).
+
+    Returns
+    -------
+    TruthSummary
+
+    Raises
+    ------
+    MissingKeyError
+        The column, the control or a requested perturbation is absent.
+    InputError
+        A perturbation has fewer than 2 cells (it cannot be split), or the scale is ambiguous.
+    """
+    from ..stats.group import group_statistics
+
+    if scale not in SCALES:
+        raise InputError(f"scale must be one of {SCALES}, got {scale!r}.")
+    resolved = detect_scale(truth, layer=layer) if scale == "auto" else scale
+    labels = _labels(truth, perturbation_key)
+    present = pd.Index(sorted(set(labels.dropna())))
+    if control not in present:
+        raise MissingKeyError(
+            f"The control label {control!r} is not in obs[{perturbation_key!r}] (labels e.g. {present[:8].tolist()}); "
+            "pass control=<the label of control cells>."
+        )
+    if perturbations is None:
+        keep = present[present != control]
+    else:
+        if isinstance(perturbations, str):
+            raise InputError(f"perturbations={perturbations!r} is a single string; pass a list of labels.")
+        keep = pd.Index(sorted({str(p) for p in perturbations}))
+        missing = keep.difference(present)
+        if len(missing):
+            raise MissingKeyError(f"perturbations {missing[:10].tolist()} are not in obs[{perturbation_key!r}].")
+        keep = keep[keep != control]
+    if len(keep) == 0:
+        raise InputError("No perturbation besides the control; nothing to evaluate.")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    values = labels.to_numpy(dtype=object)
+    half = np.full(len(values), None, dtype=object)
+    counts = labels.value_counts()
+    small = [p for p in keep if counts.get(p, 0) < 2]
+    if small:
+        raise InputError(
+            f"perturbations {small[:10]} have fewer than 2 cells and cannot be split into halves; "
+            "leave them out with perturbations=."
+        )
+    for p in keep:  # sorted: the split depends only on the seed and the labels
+        rows = np.flatnonzero(values == p)
+        order = rng.permutation(len(rows))
+        n_a = len(rows) // 2
+        half[rows[order[:n_a]]] = "A"
+        half[rows[order[n_a:]]] = "B"
+    half[values == control] = "A"
+    group_labels = pd.Series(
+        [None if h is None else f"{v}" for v, h in zip(values, half)], index=labels.index, name=perturbation_key
+    )
+    half_labels = pd.Series(half, index=labels.index, name="half")
+    stats = group_statistics(
+        truth,
+        [group_labels, half_labels],
+        layer=layer,
+        normalize=None if resolved == "log1p" else "log1p",
+        target_sum=target_sum,
+        chunk_size=chunk_size,
+        n_threads=n_threads,
+        progress=progress,
+    )
+    a = stats.select("half", "A")
+    b = stats.select("half", "B")
+    full = stats.collapse(perturbation_key)
+
+    def rows(s, what):
+        idx = pd.Index(s.groups.astype(str)).get_indexer(keep)
+        if (idx < 0).any():
+            raise InputError(f"{what}: perturbations {keep[idx < 0][:5].tolist()} have no cells.")
+        return idx
+
+    ia, ib, ifull = rows(a, "half A"), rows(b, "half B"), rows(full, "truth")
+    ic = pd.Index(full.groups.astype(str)).get_loc(control)
+    return TruthSummary(
+        perturbations=keep,
+        genes=pd.Index(stats.genes.astype(str)),
+        control=control,
+        mean=full.mean[ifull],
+        var=full.var[ifull],
+        n_cells=full.n_cells[ifull],
+        half_a_mean=a.mean[ia],
+        half_a_var=a.var[ia],
+        half_a_n=a.n_cells[ia],
+        half_b_mean=b.mean[ib],
+        half_b_var=b.var[ib],
+        half_b_n=b.n_cells[ib],
+        control_mean=full.mean[ic],
+        control_var=full.var[ic],
+        control_n=int(full.n_cells[ic]),
+        scale=resolved,
+        params={
+            "perturbation_key": perturbation_key,
+            "layer": layer,
+            "target_sum": target_sum,
+            "seed": seed if isinstance(seed, int) else "Generator",
+            "source": stats.params.get("source"),
+        },
+    )

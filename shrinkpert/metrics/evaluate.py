@@ -1,0 +1,461 @@
+r"""``evaluate(pred, truth)``: every metric × weighting × reference, with baselines and calibration.
+
+Pipeline (two streaming passes, one over each file; cells × genes are never densified):
+
+1. **Validation.** Same genes (a :class:`~shrinkpert.errors.GeneMismatchError` lists the genes
+   missing on either side; a different order is fine and is aligned), same perturbations
+   (control excluded), same scale: with ``scale="auto"`` both sides go through
+   :func:`~shrinkpert.baselines.detect_scale`, which raises when the scale is ambiguous, and the
+   two must agree.
+2. **Pseudobulks.** Truth: :func:`~shrinkpert.baselines.summarize_truth` (all cells and two
+   seeded disjoint halves). Prediction: :func:`~shrinkpert.group_statistics` by perturbation.
+   Counts are log1p-normalised per ``target_sum`` while reading; log1p values are used as stored.
+3. **The control is the observed control.** Deltas of *both* sides subtract the true control
+   mean :math:`\bar x_c` (or the true perturbed centroid); control cells in ``pred`` are ignored,
+   so a submission cannot move its scores by editing its controls (cell-eval #183/#196).
+4. **Metrics** from :data:`~shrinkpert.metrics.METRICS`: ``needs="means"`` metrics get the means
+   (reference ``"none"``), ``needs="deltas"`` metrics get :math:`\bar x_p - r` for each
+   reference :math:`r`, ``needs="de"`` metrics get :class:`DECalls` from a Welch t-test of each
+   side's perturbation against the observed control (BH within perturbation; ``lfc`` = difference
+   of log1p means). A pseudobulk baseline has no cells, so its DE test uses the true perturbation's
+   variance and cell count. Rank metrics exclude each perturbation's target gene when the label (or
+   ``targets``) names a measured gene. Distribution metrics (``needs="cells"``) are not run.
+5. **Baselines** (:mod:`shrinkpert.baselines`) are scored the same way; duplicates against half A.
+6. **Calibration** (:mod:`shrinkpert.calibration`): per metric, the model's values between the
+   negative control and the positive control (``"technical_duplicate"``), with seeded bootstrap
+   intervals over perturbations. Default negative (``negative="auto"``): the ``"control"``
+   baseline for deltas against the perturbed centroid (as Mejia et al.: the leave-one-out mean
+   is exactly anti-correlated with the truth there), ``"mean_all"`` (one profile for every
+   perturbation: exact chance level) for rank metrics, where the leave-one-out mean falls below
+   chance, and the leave-one-out ``"mean"`` otherwise.
+
+Flags in :meth:`MetricTable.summary` (semicolon-separated):
+
+* ``adversarial_beats_negative:<names>`` — an adversarial baseline (scaled mean, noise-inflated
+  mean, shuffled labels) has a better mean than the negative control: the metric rewards a
+  distortion that carries no information;
+* ``adversarial_wins:<names>`` — it is even better than the positive control;
+* ``positive_not_better`` — BDS < 0.5: the positive control does not beat the negative one on most
+  perturbations (the metric cannot separate signal from no signal here);
+* ``few_perturbations`` — fewer than 10 perturbations with finite values (Mejia et al. drop these).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
+from ..errors import GeneMismatchError, InputError, MissingKeyError
+from .de import DECalls
+from .registry import METRICS, MetricSpec
+
+__all__ = ["evaluate", "MetricTable", "DEFAULT_REFERENCES"]
+
+#: References of delta metrics computed by default.
+DEFAULT_REFERENCES: tuple[str, ...] = ("control", "perturbed_centroid")
+_REFERENCES = ("control", "perturbed_centroid")
+MODEL = "model"
+
+
+@dataclass(frozen=True)
+class MetricTable:
+    """Result of :func:`evaluate`: per-perturbation values and summaries.
+
+    Attributes
+    ----------
+    values : pandas.DataFrame
+        Long table (see :meth:`to_frame`); read it through :meth:`to_frame`, which returns a copy.
+    summary_table : pandas.DataFrame
+        One row per (metric, weighting, reference) (see :meth:`summary`).
+    perturbations, genes : pandas.Index
+    params : mapping
+        Every option of the call, the detected scale, what was ignored (``pred`` control cells)
+        and the baselines' roles.
+    """
+
+    values: pd.DataFrame
+    summary_table: pd.DataFrame
+    perturbations: pd.Index
+    genes: pd.Index
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", self.values.copy())
+        object.__setattr__(self, "summary_table", self.summary_table.copy())
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy long table, one row per (perturbation, metric, weighting, reference).
+
+        Columns: ``perturbation, metric, weighting`` (``"uniform"`` = unweighted),
+        ``reference`` (``"control"``, ``"perturbed_centroid"``, or ``"none"`` for metrics of
+        means and DE calls), ``value`` (the model), one ``baseline_<name>`` column per baseline,
+        then ``calibrated`` (:math:`(s_p-n_p)/(q_p-n_p)`) and ``drf`` of the positive over the
+        negative control (these two only when calibrated). Intervals are over perturbations and
+        live in :meth:`summary`.
+        """
+        return self.values.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """One row per (metric, weighting, reference), sorted by that index.
+
+        Columns: ``mean`` and ``median`` of the model's values (NaN values left out; ``n_valid``
+        counts the rest), ``calibrated`` (ratio of means between negative and positive control),
+        ``ci_low``/``ci_high`` (its bootstrap interval), ``drf`` (mean DRF), ``bds``, ``flags``,
+        then ``greater_is_better``, ``negative``, ``positive``, ``n_valid`` and the mean of each
+        baseline (``baseline_<name>``).
+        """
+        return self.summary_table.copy()
+
+
+def _resolve_metrics(metrics: Any) -> list[MetricSpec]:
+    if isinstance(metrics, str) and metrics == "default":
+        return [s for s in METRICS.values() if s.needs in ("means", "deltas", "de")]
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    specs = []
+    for name in names:
+        if name not in METRICS:
+            raise MissingKeyError(f"metrics: unknown metric {name!r}; choose from {list(METRICS)} or 'default'.")
+        spec = METRICS[name]
+        if spec.needs == "cells":
+            raise NotImplementedError(
+                f"metrics: {spec.name!r} compares cell distributions, which evaluate() does not run yet (baselines are "
+                f"pseudobulk profiles); call shrinkpert.metrics.{spec.func.__name__}() on the cells of each perturbation."
+            )
+        specs.append(spec)
+    if not specs:
+        raise InputError("metrics is empty; pass 'default' or a list of metric names.")
+    return specs
+
+
+def _check_pair(pred: Any, truth: Any, perturbation_key: str, control: str) -> tuple[pd.Index, pd.Index, int]:
+    from ..data.read import read_annotations
+
+    sides = {}
+    for name, obj in (("pred", pred), ("truth", truth)):
+        obs, var_names = read_annotations(obj)
+        if perturbation_key not in obs.columns:
+            raise MissingKeyError(f"{name}: obs has no column {perturbation_key!r}; pass perturbation_key=<column>.")
+        labels = obs[perturbation_key].dropna().astype(str)
+        genes = pd.Index(pd.Index(var_names).astype(str))
+        if genes.has_duplicates:
+            raise InputError(f"{name}: duplicate gene names {genes[genes.duplicated()][:5].tolist()}; make them unique.")
+        sides[name] = (labels, genes)
+    (pl, pg), (tl, tg) = sides["pred"], sides["truth"]
+    if not pg.equals(tg):
+        missing, extra = tg.difference(pg), pg.difference(tg)
+        if len(missing) or len(extra):
+            raise GeneMismatchError(
+                f"pred and truth have different genes: {len(missing)} truth genes missing from pred "
+                f"(e.g. {missing[:10].tolist()}), {len(extra)} pred genes not in truth (e.g. {extra[:10].tolist()}). "
+                "Subset both to the same genes (order may differ)."
+            )
+    p_perts = pd.Index(sorted(set(pl) - {control}))
+    t_perts = pd.Index(sorted(set(tl) - {control}))
+    if not p_perts.equals(t_perts):
+        raise InputError(
+            f"pred and truth have different perturbations: missing from pred {t_perts.difference(p_perts)[:10].tolist()}, "
+            f"not in truth {p_perts.difference(t_perts)[:10].tolist()}. Predict exactly the true perturbations."
+        )
+    return t_perts, tg, int((pl == control).sum())
+
+
+def _weightings(weights: Any, perturbations: pd.Index, genes: pd.Index) -> dict[str, np.ndarray | None]:
+    from ..weights.core import GeneWeights
+
+    out: dict[str, np.ndarray | None] = {"uniform": None}
+    if weights is None:
+        return out
+    items = weights.items() if isinstance(weights, Mapping) else [(getattr(weights, "method", "weights"), weights)]
+    for name, w in items:
+        if name == "uniform":
+            raise InputError("weights: the name 'uniform' is reserved for unweighted metrics; rename that weighting.")
+        if isinstance(w, GeneWeights):
+            rows = w.perturbations.astype(str).get_indexer(perturbations)
+            cols = w.genes.astype(str).get_indexer(genes)
+            if (rows < 0).any():
+                raise MissingKeyError(f"weights {name!r} lack perturbations {perturbations[rows < 0][:10].tolist()}.")
+            if (cols < 0).any():
+                raise GeneMismatchError(f"weights {name!r} lack genes {genes[cols < 0][:10].tolist()}.")
+            out[str(name)] = np.asarray(w.values)[np.ix_(rows, cols)]
+        else:
+            arr = np.asarray(w, dtype=np.float64)
+            if arr.shape not in ((len(genes),), (len(perturbations), len(genes))):
+                raise InputError(f"weights {name!r} have shape {arr.shape}; expected ({len(genes)},) or "
+                                 f"({len(perturbations)}, {len(genes)}) in the truth's perturbation and gene order.")
+            if not np.all(np.isfinite(arr)) or (arr < 0).any():
+                raise InputError(f"weights {name!r} must be finite and non-negative.")
+            out[str(name)] = np.broadcast_to(arr, (len(perturbations), len(genes))).copy()
+    return out
+
+
+def _target_index(perturbations: pd.Index, genes: pd.Index, targets: Mapping[str, str] | None) -> np.ndarray:
+    targets = dict(targets) if targets is not None else {}
+    names = [targets.get(p, p) for p in perturbations]
+    return np.array([genes.get_loc(g) if g in genes else -1 for g in names], dtype=np.int64)
+
+
+def _negative_for(spec: MetricSpec, reference: str) -> str:
+    """The default negative control: see the module docstring."""
+    if reference == "perturbed_centroid":
+        return "control"
+    return "mean_all" if spec.kind == "rank" else "mean"
+
+
+def _de_calls(mean, var, n, summary, perturbations, genes) -> DECalls:
+    from ..baselines._stats import bh_rows, welch_p
+
+    p = welch_p(mean, var, n[:, None], summary.control_mean[None, :], summary.control_var[None, :], summary.control_n)
+    return DECalls(lfc=mean - summary.control_mean[None, :], q=bh_rows(p), perturbations=perturbations, genes=genes)
+
+
+def evaluate(
+    pred: Any,
+    truth: Any,
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control: str = CONTROL,
+    scale: str = "auto",
+    layer: str | None = None,
+    target_sum: float = TARGET_SUM,
+    metrics: str | Sequence[str] = "default",
+    weights: Any = None,
+    references: Sequence[str] = DEFAULT_REFERENCES,
+    baselines: str | Sequence[str] = "default",
+    negative: str = "auto",
+    positive: str = "technical_duplicate",
+    calibrate: bool = True,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    targets: Mapping[str, str] | None = None,
+    alpha: float = 0.05,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> MetricTable:
+    r"""Score predicted cells against true cells with every metric, baseline and calibration.
+
+    Parameters
+    ----------
+    pred, truth
+        Cell-level AnnData (in memory or backed) or ``.h5ad`` paths with the same genes and the
+        same perturbations in ``obs[perturbation_key]``; read in blocks, never modified.
+        ``pred`` needs no control cells (any it has are ignored).
+    perturbation_key, control
+        Label column and control label.
+    scale
+        ``"auto"`` (detect each side; raise when ambiguous or when they disagree), ``"log1p"``
+        (natural log1p of counts per ``target_sum``, used as stored) or ``"counts"``
+        (log1p-normalised while reading). Applies to both sides.
+    layer, target_sum
+        Layer to read instead of ``X`` (both sides) and the normalisation total.
+    metrics
+        ``"default"`` (every registered metric of means, deltas and DE calls) or names from
+        :data:`~shrinkpert.metrics.METRICS`.
+    weights
+        ``None`` (unweighted only), a :class:`~shrinkpert.GeneWeights` (named by its method) or
+        a mapping name → :class:`GeneWeights` / array ``(n_genes,)`` or
+        ``(n_perturbations, n_genes)`` (truth order). Weighted metrics are computed once per
+        weighting besides ``"uniform"``; unweighted metrics only under ``"uniform"``.
+    references
+        Delta references: ``"control"`` (:math:`\bar x_p - \bar x_c`) and/or
+        ``"perturbed_centroid"`` (:math:`\bar x_p - \frac1P\sum_q \bar x_q`, the true
+        perturbations' centroid, Systema). Both sides use the same, observed reference.
+    baselines
+        ``"default"`` (:data:`~shrinkpert.baselines.BASELINES`), a list of names (adding
+        ``"linear"``/``"additive"``), or ``[]``/``None`` (no baselines; then no calibration).
+    negative, positive
+        Baselines used as negative/positive controls. ``negative="auto"``: ``"control"`` for
+        deltas against the perturbed centroid, ``"mean_all"`` for rank metrics, else ``"mean"``.
+    calibrate
+        Compute calibrated scores, DRF, BDS and bootstrap intervals.
+    n_boot, level, seed
+        Bootstrap replicates and coverage; ``seed`` also fixes the half split and the random
+        baselines (the same seed gives the same table).
+    targets
+        Perturbation → target gene (default: the label when it is a measured gene); the target
+        is excluded from rank metrics' distances and used by the linear baseline.
+    alpha
+        Significance level of DE calls.
+    chunk_size, n_threads, progress
+        As in :func:`shrinkpert.group_statistics`.
+
+    Returns
+    -------
+    MetricTable
+
+    Raises
+    ------
+    GeneMismatchError
+        Different gene sets (the message lists them).
+    InputError
+        Different perturbations, ambiguous or disagreeing scales, bad weights or options.
+    MissingKeyError
+        Unknown metric, column, control label or baseline role.
+    NotImplementedError
+        A distribution metric, or ``"additive"`` on data without combinations.
+
+    Examples
+    --------
+    >>> import shrinkpert as sp
+    >>> from shrinkpert.metrics.evaluate import evaluate
+    >>> truth = sp.datasets.papalexi2021()
+    >>> truth = truth[truth.obs["perturbation"] != "unassigned"].copy()
+    >>> table = evaluate(truth, truth, metrics=["mse", "pearson_delta"], n_boot=100)
+    >>> row = table.summary().loc[("pearson_delta", "uniform", "control")]
+    >>> round(float(row["mean"]), 9), row["negative"], row["positive"]
+    (1.0, 'mean', 'technical_duplicate')
+    """
+    from ..baselines import ADVERSARIAL, detect_scale, make_baselines, summarize_truth
+    from ..calibration import calibrate as calibrate_metric
+    from ..stats.group import group_statistics
+
+    specs = _resolve_metrics(metrics)
+    refs = [references] if isinstance(references, str) else list(references)
+    bad = [r for r in refs if r not in _REFERENCES]
+    if bad or not refs:
+        raise InputError(f"references must be a non-empty list from {_REFERENCES}, got {references!r}.")
+    perturbations, genes, pred_control_cells = _check_pair(pred, truth, perturbation_key, control)
+
+    if scale == "auto":
+        s_truth, s_pred = detect_scale(truth, layer=layer), detect_scale(pred, layer=layer)
+        if s_truth != s_pred:
+            raise InputError(
+                f"pred looks like {s_pred} but truth like {s_truth}; put both on one scale (counts, or natural log1p "
+                "of counts per target_sum) or pass scale= explicitly."
+            )
+        resolved = s_truth
+    elif scale in ("log1p", "counts"):
+        resolved = scale
+    else:
+        raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {scale!r}.")
+
+    summary = summarize_truth(truth, perturbation_key=perturbation_key, control=control, scale=resolved, layer=layer,
+                              target_sum=target_sum, seed=seed, chunk_size=chunk_size, n_threads=n_threads,
+                              progress=progress)
+    pstats = group_statistics(pred, perturbation_key, layer=layer, normalize=None if resolved == "log1p" else "log1p",
+                              target_sum=target_sum, chunk_size=chunk_size, n_threads=n_threads, progress=progress)
+    prow = pd.Index(pstats.groups.astype(str)).get_indexer(perturbations)
+    pcol = pd.Index(pstats.genes.astype(str)).get_indexer(genes)
+    pred_mean = np.asarray(pstats.mean)[np.ix_(prow, pcol)]
+    pred_var = np.asarray(pstats.var)[np.ix_(prow, pcol)]
+    pred_n = np.asarray(pstats.n_cells)[prow]
+
+    no_baselines = baselines is None or (not isinstance(baselines, str) and len(baselines) == 0)
+    base = {} if no_baselines else make_baselines(summary, baselines, seed=seed, targets=targets)
+    # name -> (pred means, pred var, pred n, true means, true var, true n)
+    full = (summary.mean, summary.var, summary.n_cells)
+    half = (summary.half_a_mean, summary.half_a_var, summary.half_a_n)
+    sides = {MODEL: (pred_mean, pred_var, pred_n, *full)}
+    for name, b in base.items():
+        if b.truth == "half_a":
+            sides[name] = (b.mean, summary.half_b_var, summary.half_b_n, *half)
+        else:
+            sides[name] = (b.mean, summary.var, summary.n_cells, *full)
+    if calibrate and base:
+        roles = {positive} | ({"mean", "mean_all", "control"} if negative == "auto" else {negative})
+        absent = sorted(r for r in roles if r not in base)
+        if absent:
+            raise MissingKeyError(f"calibration needs the baselines {absent}; add them to baselines= or pass "
+                                  "calibrate=False.")
+
+    weightings = _weightings(weights, perturbations, genes)
+    tindex = _target_index(perturbations, genes, targets)
+    centroid = summary.mean.mean(axis=0)
+    reference_vectors = {"control": summary.control_mean, "perturbed_centroid": centroid}
+
+    records: list[pd.DataFrame] = []
+    summaries: list[dict[str, Any]] = []
+    de_cache: dict[str, tuple[DECalls, DECalls]] = {}
+    for spec in specs:
+        takes_target = "target_index" in inspect.signature(spec.func).parameters
+        spec_refs = refs if spec.needs == "deltas" else ["none"]
+        spec_weights = weightings if spec.weighted else {"uniform": None}
+        for ref in spec_refs:
+            for wname, w in spec_weights.items():
+                vals: dict[str, np.ndarray] = {}
+                for name, (pm, pv, pn, tm, tv, tn) in sides.items():
+                    kwargs: dict[str, Any] = {}
+                    if w is not None:
+                        kwargs["weights"] = w
+                    if takes_target:
+                        kwargs["target_index"] = tindex
+                    if spec.needs == "means":
+                        a, b = pm, tm
+                    elif spec.needs == "deltas":
+                        r = reference_vectors[ref][None, :]
+                        a, b = pm - r, tm - r
+                    else:  # de
+                        if name not in de_cache:
+                            de_cache[name] = (_de_calls(pm, pv, pn, summary, perturbations, genes),
+                                              _de_calls(tm, tv, tn, summary, perturbations, genes))
+                        a, b = de_cache[name]
+                        kwargs["alpha"] = alpha
+                    vals[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
+                neg_name = _negative_for(spec, ref) if negative == "auto" else negative
+                frame = pd.DataFrame({
+                    "perturbation": perturbations.astype(str),
+                    "metric": spec.name,
+                    "weighting": wname,
+                    "reference": ref,
+                    "value": vals[MODEL],
+                })
+                for name in base:
+                    frame[f"baseline_{name}"] = vals[name]
+                row: dict[str, Any] = {
+                    "metric": spec.name, "weighting": wname, "reference": ref,
+                    "mean": float(np.nanmean(vals[MODEL])) if np.isfinite(vals[MODEL]).any() else float("nan"),
+                    "median": float(np.nanmedian(vals[MODEL])) if np.isfinite(vals[MODEL]).any() else float("nan"),
+                }
+                flags: list[str] = []
+                if calibrate and base:
+                    cal = calibrate_metric(vals[MODEL], vals[neg_name], vals[positive],
+                                           greater_is_better=spec.greater_is_better, best=spec.best,
+                                           perturbations=perturbations, n_boot=n_boot, level=level, seed=seed,
+                                           negative_name=neg_name, positive_name=positive)
+                    frame["calibrated"] = cal.calibrated_per_perturbation
+                    frame["drf"] = cal.drf_per_perturbation
+                    row.update(calibrated=cal.calibrated, ci_low=cal.ci_low, ci_high=cal.ci_high, drf=cal.drf,
+                               bds=cal.bds)
+                    means = {n: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for n, v in vals.items()}
+                    adv = [a for a in ADVERSARIAL if a in base]
+                    beats_neg = [a for a in adv if spec.is_better(means[a], means[neg_name])]
+                    wins = [a for a in adv if spec.is_better(means[a], means[positive])]
+                    if beats_neg:
+                        flags.append("adversarial_beats_negative:" + ",".join(beats_neg))
+                    if wins:
+                        flags.append("adversarial_wins:" + ",".join(wins))
+                    if np.isfinite(cal.bds) and cal.bds < 0.5:
+                        flags.append("positive_not_better")
+                    if cal.n_valid < 10:
+                        flags.append("few_perturbations")
+                else:
+                    row.update(calibrated=np.nan, ci_low=np.nan, ci_high=np.nan, drf=np.nan, bds=np.nan)
+                row["flags"] = ";".join(flags)
+                row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
+                           positive=positive if base else "", n_valid=int(np.isfinite(vals[MODEL]).sum()))
+                for name in base:
+                    v = vals[name]
+                    row[f"baseline_{name}"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                records.append(frame)
+                summaries.append(row)
+
+    values = pd.concat(records, ignore_index=True)
+    summary_table = pd.DataFrame(summaries).set_index(["metric", "weighting", "reference"]).sort_index()
+    params = {
+        "perturbation_key": perturbation_key, "control": control, "scale": summary.scale, "layer": layer,
+        "target_sum": target_sum, "metrics": [s.name for s in specs], "weightings": list(weightings),
+        "references": refs, "baselines": {n: b.params.get("kind") for n, b in base.items()},
+        "negative": negative, "positive": positive, "calibrate": calibrate, "n_boot": n_boot, "level": level,
+        "seed": seed, "alpha": alpha, "pred_control_cells_ignored": pred_control_cells,
+        "duplicates_scored_against": "half_a", "de_test": "Welch t-test vs observed control, BH per perturbation",
+    }
+    return MetricTable(values, summary_table, perturbations, genes, params)

@@ -1,0 +1,195 @@
+"""Baselines on real data (Papalexi 2021, assigned cells), each checked against an independent computation."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from shrinkpert.baselines import (
+    ADVERSARIAL,
+    BASELINES,
+    additive_baseline,
+    control_baseline,
+    detect_scale,
+    inflated_mean,
+    interpolated_duplicate,
+    linear_baseline,
+    make_baselines,
+    mean_baseline,
+    scaled_mean,
+    shuffled_labels,
+    summarize_truth,
+    technical_duplicate,
+)
+from shrinkpert.errors import InputError, MissingKeyError
+from shrinkpert.stats.group import group_statistics
+
+
+@pytest.fixture(scope="module")
+def summary(papalexi):
+    return summarize_truth(papalexi, seed=7)
+
+
+@pytest.fixture(scope="module")
+def direct(papalexi):
+    """Per-perturbation log1p means from an ordinary group_statistics call (no halves)."""
+    stats = group_statistics(papalexi, "perturbation", normalize="log1p")
+    return pd.DataFrame(np.asarray(stats.mean), index=stats.groups.astype(str), columns=stats.genes.astype(str))
+
+
+def test_summary_matches_direct_pseudobulk(summary, direct):
+    assert summary.scale == "counts"
+    np.testing.assert_allclose(summary.mean, direct.loc[summary.perturbations].to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(summary.control_mean, direct.loc["non-targeting"].to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_halves_are_disjoint_and_pool_to_the_whole(summary):
+    n = summary.n_cells
+    assert np.array_equal(summary.half_a_n + summary.half_b_n, n)
+    assert np.array_equal(summary.half_a_n, n // 2)
+    pooled = (summary.half_a_mean * summary.half_a_n[:, None] + summary.half_b_mean * summary.half_b_n[:, None])
+    np.testing.assert_allclose(pooled / n[:, None], summary.mean, rtol=0, atol=1e-12)
+    assert not np.allclose(summary.half_a_mean, summary.half_b_mean)
+
+
+def test_split_is_deterministic_for_a_seed(papalexi, summary):
+    again = summarize_truth(papalexi, seed=7)
+    other = summarize_truth(papalexi, seed=8)
+    assert np.array_equal(again.half_a_mean, summary.half_a_mean)
+    assert not np.array_equal(other.half_a_mean, summary.half_a_mean)
+
+
+def test_inputs_are_not_modified(papalexi):
+    before_obs = papalexi.obs.copy()
+    before_x = papalexi.X.copy()
+    summarize_truth(papalexi, seed=1)
+    pd.testing.assert_frame_equal(papalexi.obs, before_obs)
+    assert (papalexi.X != before_x).nnz == 0
+
+
+def test_control_and_mean_baselines(summary, direct):
+    pert = direct.loc[summary.perturbations].to_numpy()
+    ctrl = control_baseline(summary)
+    assert np.array_equal(ctrl.mean, np.tile(summary.control_mean, (len(summary.perturbations), 1)))
+    mean = mean_baseline(summary)
+    for i in (0, 5, len(pert) - 1):
+        others = np.delete(pert, i, axis=0).mean(axis=0)
+        np.testing.assert_allclose(mean.mean[i], others, rtol=0, atol=1e-12)
+
+
+def test_cell_weighted_mean_is_the_mean_of_the_other_cells(papalexi, summary):
+    p = "IRF1"
+    keep = ~papalexi.obs["perturbation"].isin([p, "non-targeting"])
+    label = pd.Series(np.where(keep, "rest", None), index=papalexi.obs_names, dtype=object)
+    stats = group_statistics(papalexi, label, normalize="log1p")
+    i = summary.perturbations.get_loc(p)
+    np.testing.assert_allclose(mean_baseline(summary, weighting="cells").mean[i], np.asarray(stats.mean)[0],
+                               rtol=0, atol=1e-10)
+
+
+def test_duplicates_are_scored_against_half_a(summary):
+    dup = technical_duplicate(summary)
+    assert dup.truth == "half_a"
+    assert np.array_equal(dup.mean, summary.half_b_mean)
+    interp = interpolated_duplicate(summary)
+    low = np.minimum(summary.half_b_mean, mean_baseline(summary).mean)
+    high = np.maximum(summary.half_b_mean, mean_baseline(summary).mean)
+    assert np.all(interp.mean >= low - 1e-12) and np.all(interp.mean <= high + 1e-12)
+    # interpolating towards the mean at non-DE genes removes noise: closer to the held-out half
+    err = lambda m: np.mean((m - summary.half_a_mean) ** 2)  # noqa: E731
+    assert err(interp.mean) < err(dup.mean)
+
+
+def test_additive_needs_combinations(summary):
+    with pytest.raises(NotImplementedError, match="no combinations"):
+        additive_baseline(summary)
+
+
+def test_additive_on_combinations():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["non-targeting", "A", "B", "A+B"], 40)
+    X = sp.csr_matrix(rng.poisson(5.0, size=(len(labels), 12)).astype(np.float32))
+    adata = ad.AnnData(X=X, obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(len(labels))]),
+                       var=pd.DataFrame(index=[f"g{j}" for j in range(12)]))
+    s = summarize_truth(adata, seed=0)
+    pred = additive_baseline(s)
+    row = dict(zip(s.perturbations, s.mean))
+    expected = s.control_mean + (row["A"] - s.control_mean) + (row["B"] - s.control_mean)
+    np.testing.assert_allclose(pred.mean[s.perturbations.get_loc("A+B")], expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(pred.mean[s.perturbations.get_loc("A")], s.control_mean)
+    with pytest.raises(MissingKeyError, match="needs single perturbations"):
+        additive_baseline(summarize_truth(adata[adata.obs["perturbation"] != "B"].copy(), seed=0))
+
+
+def test_linear_falls_back_to_the_mean_without_a_measured_target(summary):
+    pred = linear_baseline(summary)
+    mean = mean_baseline(summary).mean
+    measured = [p in set(summary.genes) for p in summary.perturbations]
+    assert pred.params["n_targets_measured"] == sum(measured) > 0
+    for i, m in enumerate(measured):
+        if not m:
+            np.testing.assert_allclose(pred.mean[i], mean[i], rtol=0, atol=1e-10)
+    assert not np.allclose(pred.mean[np.array(measured)], mean[np.array(measured)])
+    with pytest.raises(InputError, match="no perturbation's target gene is measured"):
+        linear_baseline(summary, targets={p: "not-a-gene" for p in summary.perturbations})
+
+
+def test_adversarial_baselines(summary):
+    assert np.allclose(scaled_mean(summary, factor=1.0).mean, mean_baseline(summary).mean, rtol=0, atol=1e-12)
+    up = scaled_mean(summary, factor=2.0)
+    np.testing.assert_allclose(up.mean - summary.control_mean, 2 * (mean_baseline(summary).mean - summary.control_mean))
+    shuf = shuffled_labels(summary, seed=4)
+    perm = np.asarray(shuf.params["permutation"])
+    assert sorted(perm.tolist()) == list(range(len(perm))) and np.all(perm != np.arange(len(perm)))
+    assert np.array_equal(shuf.mean, summary.mean[perm])
+    assert np.array_equal(inflated_mean(summary, seed=2).mean, inflated_mean(summary, seed=2).mean)
+    assert not np.array_equal(inflated_mean(summary, seed=2).mean, inflated_mean(summary, seed=3).mean)
+
+
+def test_make_baselines(summary):
+    built = make_baselines(summary)
+    assert list(built) == list(BASELINES)
+    assert set(ADVERSARIAL) <= set(built)
+    assert all(b.mean.shape == summary.mean.shape and not b.mean.flags.writeable for b in built.values())
+    frame = built["control"].to_frame()
+    assert list(frame.columns) == ["perturbation", "gene", "mean"] and len(frame) == summary.mean.size
+    assert built["mean"].to_anndata().shape == summary.mean.shape
+    with pytest.raises(InputError, match="unknown baselines"):
+        make_baselines(summary, ["median"])
+
+
+def test_detect_scale(papalexi):
+    assert detect_scale(papalexi) == "counts"
+    logged = papalexi.copy()
+    logged.X = sp.csr_matrix(np.log1p(logged.X.toarray() / logged.X.sum(axis=1).A * 1e4))
+    assert detect_scale(logged) == "log1p"
+    cpm = papalexi.copy()
+    cpm.X = sp.csr_matrix(cpm.X.toarray() / cpm.X.sum(axis=1).A * 1e6)
+    with pytest.raises(InputError, match="ambiguous"):
+        detect_scale(cpm)
+    neg = papalexi[:50].copy()
+    neg.X = sp.csr_matrix(-neg.X.toarray())
+    with pytest.raises(InputError, match="negative values"):
+        detect_scale(neg)
+
+
+def test_summarize_errors(papalexi):
+    with pytest.raises(MissingKeyError, match="control label"):
+        summarize_truth(papalexi, control="NT")
+    with pytest.raises(InputError, match="scale must be one of"):
+        summarize_truth(papalexi, scale="log2")
+    with pytest.raises(MissingKeyError, match="not in obs"):
+        summarize_truth(papalexi, perturbations=["IRF1", "NOPE"])
+
+
+def test_mean_all_and_the_leave_one_out_anticorrelation(summary):
+    all_ = mean_baseline(summary, leave_one_out=False)
+    assert all_.name == "mean_all"
+    np.testing.assert_allclose(all_.mean, np.tile(summary.mean.mean(axis=0), (len(summary.perturbations), 1)))
+    centroid = summary.mean.mean(axis=0)
+    loo = mean_baseline(summary).mean - centroid
+    truth = summary.mean - centroid
+    np.testing.assert_allclose(loo, -truth / (len(summary.perturbations) - 1), rtol=0, atol=1e-12)

@@ -12,6 +12,7 @@ MODULES = [
     "shrinkpert.effects.estimate",
     "shrinkpert.effects.moderate",
     "shrinkpert.effects.shrink",
+    "shrinkpert.metrics.evaluate",
     "shrinkpert.reference.population",
     "shrinkpert.weights.core",
     "shrinkpert.weights.deltas",

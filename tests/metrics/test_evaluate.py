@@ -174,15 +174,6 @@ def test_validation_errors(noisy, papalexi):
         evaluate(noisy, papalexi, metrics=QUICK, scale="log2")
 
 
-def test_docstring_example_runs():
-    import doctest
-
-    import shrinkpert.metrics.evaluate as module
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_opt_in_baselines(noisy, papalexi):
     table = evaluate(noisy, papalexi, metrics=["centroid_accuracy"], n_boot=20,
                      baselines=["control", "mean", "mean_all", "technical_duplicate", "linear"])

@@ -51,6 +51,7 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 _NARROW = 0.1  # intervals shorter than this (in standard units) use the quadrature rule
 _HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
 _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
+_ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 
 
 # --------------------------------------------------------------------------- normal distribution
@@ -545,7 +546,7 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
         for k in range(K):
             g[k] -= q * L[j, k]
         if want_hess and j % hstride == 0:
-            q2 = q * q
+            q2 = q * q if u > 1e-150 else 1e300  # no overflow for absurdly small densities
             for i in range(m):
                 buf[i] = L[j, idx[i]]
             for i in range(m):
@@ -582,17 +583,17 @@ def _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
 
 
 @kernel
-def objective_pass(L, pen, x, eps, idx, m, want_hess, parallel, chunk, gp, Hp, op, g, H):
+def objective_pass(L, pen, x, eps, idx, m, want_hess, approx_hess, parallel, chunk, gp, Hp, op, g, H):
     """Normalised penalised objective f(x) = -(Σ_j log u_j + Σ_k c_k log(x_k + eps)) / W,
     its gradient ``g`` (length K) and, if ``want_hess``, the Hessian block on ``idx[:m]``
     (``H[:m, :m]``, symmetric). W = n + Σ_k c_k. Returns f(x).
 
-    A large block (m > 8) is estimated from every s-th observation (s = n // 2048, scaled by
-    s): it only shapes the search direction, and the blocks are small near the optimum.
+    With ``approx_hess``, a large block (m > 8) is estimated from every s-th observation
+    (s = n // 2048, scaled by s): it only shapes the search direction.
     """
     n, K = L.shape
     hstride = 1
-    if m > _HESS_EXACT_M:
+    if approx_hess and m > _HESS_EXACT_M:
         hstride = max(1, n // _HESS_ROWS)
     if parallel:
         _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op)
@@ -647,6 +648,8 @@ def _fw_gap(g, x):
         sx += x[k]
     gmin = _INF
     for k in range(g.shape[0]):
+        if np.isnan(g[k]):  # an observation without density: as far from optimal as it gets
+            return _INF
         if g[k] < gmin:
             gmin = g[k]
     return -(1.0 + sx * gmin)
@@ -771,7 +774,7 @@ def qp_active_set(H, c, y, m, tol, max_iter):
 def _em_step(L, pen, x, parallel, chunk, gp, Hp, op, g, H, idx, xnew):
     """One EM step x_k <- (x_k Σ_j L_jk/u_j + c_k) / W. Returns (f(x), FW gap at x)."""
     n, K = L.shape
-    obj = objective_pass(L, pen, x, 0.0, idx, 0, False, parallel, chunk, gp, Hp, op, g, H)
+    obj = objective_pass(L, pen, x, 0.0, idx, 0, False, False, parallel, chunk, gp, Hp, op, g, H)
     gap = _fw_gap(g, x)
     # g_k = -(Σ_j L_jk/u_j + c_k/x_k)/W  =>  x_k (-g_k) = (x_k Σ_j L_jk/u_j + c_k)/W
     tot = 0.0
@@ -880,14 +883,20 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
     Minimises f(x) + Σ_k x_k over x >= 0, whose solution lies on the simplex, where f is the
     normalised penalised negative log likelihood of :func:`objective_pass`. After ``n_em`` EM
     steps (a sparse start, e.g. the solution for a subsample, is used as is unless it leaves
-    observations without support), each iteration forms the gradient g and the Hessian H (restricted to the support of
-    x plus the coordinates whose gradient asks to enter), solves the QP
-    min_y ½ (y - x)ᵀH(y - x) + (g + 1)ᵀ(y - x), y >= 0 by an active-set method and backtracks
-    along y - x (Armijo constant 0.01, factor 0.75; a step is also refused if it multiplies
-    the Frank–Wolfe gap by more than 10, which keeps every observation's mixture density away
-    from 0). Stops when the Frank–Wolfe gap
-    -(1 + Σx min_k g_k) <= tol. ``x`` is the start (length K) and receives the solution,
-    clipped at 0 and normalised. Returns (n_sqp_iterations, converged).
+    observations without support), each iteration
+
+    1. forms the gradient g and the Hessian H on the working set: the support of x plus the
+       coordinates whose gradient asks to enter (H from every s-th observation while the set
+       has more than 8 members and no step has needed backtracking yet);
+    2. solves the QP min_y ½ (y - x)ᵀH(y - x) + (g + 1)ᵀ(y - x), y >= 0 over the working set
+       (other coordinates fixed) by an active-set method;
+    3. backtracks along y - x (Armijo constant 0.01, factor 0.75, rounding noise of f
+       tolerated); a step is also refused if it multiplies the Frank–Wolfe gap by more than
+       10, which keeps every observation's mixture density away from 0;
+    4. sets weights below 1e-10 to 0 (unless that strands an observation).
+
+    Stops when the Frank–Wolfe gap -(1 + Σx min_k g_k) <= tol. ``x`` is the start (length K)
+    and receives the solution, clipped at 0 and normalised. Returns (n_iterations, converged).
     """
     n, K = L.shape
     nchunks = max(1, (n + chunk - 1) // chunk)
@@ -901,6 +910,8 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
     idx = np.arange(K)
     idxt = np.empty(K, dtype=np.int64)
     xt = np.empty(K)
+    xs = np.empty(K)
+    gz = np.empty(K)
     p = np.zeros(K)
     Hs = np.empty((K, K))
     cs = np.empty(K)
@@ -915,12 +926,13 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         _em_step(L, pen, x, parallel, chunk, gp, Hp, op, g, H, idx, xt)
         for k in range(K):
             x[k] = xt[k]
+    approx = True  # subsampled Hessian blocks until the first step that needs backtracking
     m = 0
     for k in range(K):
         if x[k] > 0.0:
             idx[m] = k
             m += 1
-    obj = objective_pass(L, pen, x, eps, idx, m, True, parallel, chunk, gp, Hp, op, g, H)
+    obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
     if m < K and _fw_gap(g, x) > 1.0:
         # a sparse start that leaves some observations without support: restart from the
         # start mixed with the uniform weights, after two EM steps
@@ -933,7 +945,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         m = K
         for k in range(K):
             idx[k] = k
-        obj = objective_pass(L, pen, x, eps, idx, m, True, parallel, chunk, gp, Hp, op, g, H)
+        obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
     have_hess = True
     converged = False
     it = 0
@@ -961,7 +973,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
                 if x[k] > 0.0 or 1.0 + sx * g[k] < 0.0:
                     idx[m] = k
                     m += 1
-            obj = objective_pass(L, pen, x, eps, idx, m, True, parallel, chunk, gp, Hp, op, g, H)
+            obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
             have_hess = True
         # QP in the step y = x + p over the working set
         for i in range(m):
@@ -998,7 +1010,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
                     if xt[k] > 0.0 or 1.0 + sx * g[k] < 0.0:
                         idxt[mt] = k
                         mt += 1
-            objt = objective_pass(L, pen, xt, eps, idxt, mt, want, parallel, chunk,
+            objt = objective_pass(L, pen, xt, eps, idxt, mt, want, approx, parallel, chunk,
                                   gp, Hp, op, gt, Ht)
             # Armijo, and no collapse of the gradient: a full step can zero every component
             # that supports some observation, after which the quadratic model of -log only
@@ -1010,6 +1022,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
                 accepted = True
                 break
             alpha *= 0.75
+            approx = False
             if alpha < 1e-10:
                 break
         if not accepted:
@@ -1018,6 +1031,24 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
             x[k] = xt[k]
             g[k] = gt[k]
         obj = objt
+        # drop weights that are numerically zero (mixsqp's zero threshold): otherwise steps
+        # shorter than 1 leave every coordinate positive and the working set never shrinks
+        zeroed = False
+        for k in range(K):
+            xs[k] = x[k]
+            if x[k] < _ZERO_WEIGHT and pen[k] == 0.0 and x[k] > 0.0:
+                x[k] = 0.0
+                zeroed = True
+        if zeroed:  # g and H refer to the point before zeroing
+            objz = objective_pass(L, pen, x, eps, idx, 0, False, approx, parallel, chunk, gp, Hp, op, gz, H)
+            if np.isfinite(objz) and _fw_gap(gz, x) <= max(10.0 * _fw_gap(g, xs), 1e-6):
+                obj = objz
+                for k in range(K):
+                    g[k] = gz[k]
+                want = False
+            else:  # some observation relied on a dropped weight: keep them
+                for k in range(K):
+                    x[k] = xs[k]
         if want:
             m = mt
             for i in range(m):
@@ -1070,6 +1101,17 @@ def loglik_par(L, rowmax, pi, chunk):
     tot = 0.0
     for c in range(nchunks):
         tot += parts[c]
+    return tot
+
+
+@kernel
+def loglik_chunked(L, rowmax, pi, chunk):
+    """:func:`loglik_par` serially (same chunks, same result)."""
+    n = L.shape[0]
+    nchunks = max(1, (n + chunk - 1) // chunk)
+    tot = 0.0
+    for c in range(nchunks):
+        tot += _loglik_rows(L, rowmax, pi, c * chunk, min(n, (c + 1) * chunk))
     return tot
 
 
@@ -1132,6 +1174,20 @@ def _posterior_rows(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, r0, r1,
         lfsr[j] = lfsr_from(ng - z, z)
         pv = 1.0 - (ng - z) - z
         pos[j] = pv if pv > 0.0 else 0.0
+
+
+@kernel
+def posterior_ser(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, pm, psd, lfdr, negp, lfsr, pos):
+    """Posterior summaries of all rows, serially (see :func:`_posterior_rows`)."""
+    lw = np.empty(keep.shape[0])
+    _posterior_rows(x, s, L, keep, pi, kind, loc, sd, a, b, zero, df, 0, x.shape[0],
+                    pm, psd, lfdr, negp, lfsr, pos, lw)
+
+
+@kernel
+def lik_matrix_ser(x, s, kind, loc, sd, a, b, df, L, rowmax):
+    """Likelihood matrix, serially (see :func:`_lik_rows`)."""
+    _lik_rows(x, s, kind, loc, sd, a, b, df, 0, x.shape[0], L, rowmax)
 
 
 @kernel(parallel=True)
@@ -1241,13 +1297,14 @@ def running_means_pair(v1, v2, out1, out2):
 
 
 @kernel(parallel=True)
-def ash_batch(X, S, kind, loc, sd, a, b, ncomp, pen, zero, fixed_pi, use_fixed, df, optimizer,
+def ash_batch(X, S, kind, loc, sd, a, b, ncomp, pen, zero, fixed_pi, use_fixed, dfs, optimizer,
               eps, tol, max_iter, n_em, pi_thresh, chunk, want_extra,
               pm, psd, lfsr, lfdr, negp, qval, sval, pi_out, loglik, penloglik, n_iter, conv,
               n_used):
     """Fit and summarise P independent problems (rows of X, S); ``prange`` over problems.
 
     Row p uses components ``[:ncomp[p]]`` of ``loc[p], sd[p], a[p], b[p]`` (padded to K_max),
+    the error model ``dfs[p]`` (inf: normal),
     Dirichlet penalty ``pen[p]`` (λ - 1) and, if ``use_fixed``, the fixed weights
     ``fixed_pi[p]``. Entries with non-finite x or s, or s <= 0 or s = inf, are excluded from the
     fit and receive the prior as posterior. ``negp``, ``qval`` and ``sval`` are written only
@@ -1292,6 +1349,7 @@ def ash_batch(X, S, kind, loc, sd, a, b, ncomp, pen, zero, fixed_pi, use_fixed, 
         pc = pen[p, :K].copy()
         L = np.empty((ni, K))
         rmax = np.empty(ni)
+        df = dfs[p]
         _lik_rows(xi, si, kind, lc, sdc, ac, bc, df, 0, ni, L, rmax)
         w = np.empty(K)
         if use_fixed:

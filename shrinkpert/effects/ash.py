@@ -31,7 +31,8 @@ PRIORS = ("nullbiased", "uniform")
 OPTIMIZERS = ("mixsqp", "em")
 _KINDS = {"normal": _k.NORMAL, "uniform": _k.UNIFORM, "truncnormal": _k.TRUNCNORM}
 _CHUNK = 8192  # rows per work unit; fixed so results do not depend on the thread count
-_SQP_EPS = 1e-10  # added to every mixture density inside the mix-SQP objective (see ash Notes)
+_PARALLEL_FROM = 4 * _CHUNK  # smaller problems run on one thread (same chunks, same results)
+_SQP_EPS = 0.0  # constant added to every mixture density in the mix-SQP objective (mixsqp's eps)
 _N_EM_WARMUP = 2
 _SUBSAMPLE_FROM = 200_000  # mix-SQP on more observations than this starts from a subsample's solution
 _SUBSAMPLE_SIZE = 50_000
@@ -502,8 +503,11 @@ def _fit(x, s, g: MixturePrior, lam, *, fixed: bool, optimizer: str, tol: float,
     kind = _KINDS[g.kind]
     L = np.empty((n, kc))
     rowmax = np.empty(n)
-    _k.lik_matrix_par(x, s, kind, g.loc, g.sd, g.a, g.b, dfv, _CHUNK, L, rowmax)
-    parallel = n > 2 * _CHUNK
+    parallel = n >= _PARALLEL_FROM
+    if parallel:
+        _k.lik_matrix_par(x, s, kind, g.loc, g.sd, g.a, g.b, dfv, _CHUNK, L, rowmax)
+    else:
+        _k.lik_matrix_ser(x, s, kind, g.loc, g.sd, g.a, g.b, dfv, L, rowmax)
     pen = lam - 1.0
     if fixed:
         pi = np.array(g.pi, dtype=np.float64)
@@ -523,7 +527,7 @@ def _fit(x, s, g: MixturePrior, lam, *, fixed: bool, optimizer: str, tol: float,
                           False, _CHUNK)
                 n_em = 0
             n_iter, converged = _k.mixsqp(L, pen, pi, _SQP_EPS, tol, max_iter, n_em, parallel, _CHUNK)
-    loglik = float(_k.loglik_par(L, rowmax, pi, _CHUNK))
+    loglik = float((_k.loglik_par if parallel else _k.loglik_chunked)(L, rowmax, pi, _CHUNK))
     prior = MixturePrior(g.kind, pi, g.loc, g.sd, g.a, g.b)
     return _Fit(prior, lam, L, rowmax, loglik, loglik + _penalty(lam, pi), int(n_iter), bool(converged))
 
@@ -716,12 +720,16 @@ def ash(
 
     **Objective.** Maximise :math:`\sum_j \log \sum_k \pi_k L_{jk} + \sum_k (\lambda_k - 1)\log\pi_k`
     over the simplex. Rows of L are divided by their maxima. Mix-SQP works on
-    :math:`f(\pi) = -W^{-1}[\sum_j \log(\sum_k \pi_k L_{jk} + \epsilon) + \sum_k (\lambda_k - 1)
-    \log(\pi_k + \epsilon)]`, :math:`W = n + \sum_k(\lambda_k - 1)`, :math:`\epsilon = 10^{-10}`
-    (ashr's mixsqp call uses :math:`10^{-6}`), minimising :math:`f(\pi) + \sum_k \pi_k` over
-    :math:`\pi \ge 0`; EM iterates :math:`\pi_k \leftarrow (\sum_j \gamma_{jk} + \lambda_k - 1)/W`.
+    :math:`f(\pi) = -W^{-1}[\sum_j \log \sum_k \pi_k L_{jk} + \sum_k (\lambda_k - 1)
+    \log \pi_k]`, :math:`W = n + \sum_k(\lambda_k - 1)`, minimising :math:`f(\pi) + \sum_k \pi_k`
+    over :math:`\pi \ge 0` (ashr's mixsqp call adds :math:`\epsilon = 10^{-6}` to every
+    density, which moves the optimum where rare outliers rely on small weights); EM iterates :math:`\pi_k \leftarrow (\sum_j \gamma_{jk} + \lambda_k - 1)/W`.
     Both stop when the Frank–Wolfe gap :math:`-(1 + \min_k \partial_k f)` is <= ``tol``, which
     bounds the distance to the optimal penalised log likelihood by :math:`W \cdot` ``tol``.
+    Mix-SQP starts with two EM steps; Hessian blocks over more than 8 components are estimated
+    from about 2,048 evenly spaced observations, and with more than 200,000 observations the
+    start is the solution for every (n // 50,000)-th observation. These choices change the path,
+    not the optimum: the stopping rule is always evaluated on all observations.
     ``loglik`` is :math:`\sum_j \log \sum_k \hat\pi_k L_{jk}` (unscaled); ``penloglik`` adds
     the penalty; ``logLR`` subtracts :math:`\sum_j \log p(\hat\beta_j \mid \beta_j = 0)`.
 
@@ -752,8 +760,8 @@ def ash(
     twice in lfsr; here NegativeProb = P_ĝ(β < 0), so NegativeProb + PositiveProb + lfdr = 1
     and lfsr = min(P(β <= 0), P(β >= 0)) under ĝ, as for every other row.
 
-    Other differences from ashr (all below ashr's own optimiser noise): the objective ε
-    (1e-10 vs 1e-6), no low-rank approximation of L, exact truncated-normal moments (ashr
+    Other differences from ashr (all below ashr's own optimiser noise): no ε in the objective,
+    no low-rank approximation of L, exact truncated-normal moments (ashr
     falls back to bounds when its formulas lose precision), and log-densities of uniform
     components that stay finite where ashr's ``log(1 - exp(...))`` gives −inf (rows with
     :math:`\hat\beta - b \gg s`; those components have negligible weight). A half-normal
@@ -820,6 +828,9 @@ def ash(
             mode_value = float(mode)
         g, lam, fixed = build(mode_value)
         fit = _fit(x, s, g, lam, fixed=fixed, **fit_kwargs)
+        logger.debug("ash: %d observations (%d excluded), %d components, %s: %d iterations, converged=%s",
+                      x.shape[0], int(excluded.sum()), fit.prior.n_components, optimizer, fit.n_iter,
+                      fit.converged)
         if not fit.converged:
             warnings.warn(f"ash: the {optimizer} optimiser stopped after {fit.n_iter} iterations without "
                           f"reaching tol={tol}; results may be unreliable (raise max_iter).",
@@ -842,7 +853,11 @@ def ash(
     lfsr, positive = out["lfsr"], out["pos"]
     qvalue = np.empty(n)
     svalue = np.empty(n)
-    _k.running_means_pair(out["lfdr"], lfsr, qvalue, svalue)
+    if n >= _PARALLEL_FROM:
+        _k.running_means_pair(out["lfdr"], lfsr, qvalue, svalue)
+    else:
+        _k.running_mean_sorted(out["lfdr"], qvalue)
+        _k.running_mean_sorted(lfsr, svalue)
     x_copy = np.array(x_all, copy=True)
     s_copy = np.array(s_all, copy=True)
     _seal(x_copy, s_copy, out["pm"], out["psd"], lfsr, out["lfdr"], qvalue, svalue, out["negp"], positive)
@@ -900,8 +915,12 @@ def _posterior(x, s, fit: _Fit, pi_threshold: float, dfv: float) -> dict[str, np
     g = fit.prior
     n = x.shape[0]
     out = {name: np.empty(n) for name in ("pm", "psd", "lfdr", "negp", "lfsr", "pos")}
-    _k.posterior_par(x, s, fit.L, keep, pk, _KINDS[g.kind], g.loc, g.sd, g.a, g.b, g.is_null, dfv,
-                     _CHUNK, out["pm"], out["psd"], out["lfdr"], out["negp"], out["lfsr"], out["pos"])
+    args = (x, s, fit.L, keep, pk, _KINDS[g.kind], g.loc, g.sd, g.a, g.b, g.is_null, dfv)
+    outs = (out["pm"], out["psd"], out["lfdr"], out["negp"], out["lfsr"], out["pos"])
+    if n >= _PARALLEL_FROM:
+        _k.posterior_par(*args, _CHUNK, *outs)
+    else:
+        _k.posterior_ser(*args, *outs)
     return out
 
 
@@ -951,7 +970,7 @@ def _ash_batch(
     mode: float | np.ndarray = 0.0,
     grid_mult: float = math.sqrt(2.0),
     grange: tuple[float, float] | None = None,
-    df: float | None = None,
+    df: float | np.ndarray | None = None,
     optimizer: str = "mixsqp",
     fixed_prior: MixturePrior | None = None,
     pi_threshold: float = 1e-10,
@@ -967,8 +986,8 @@ def _ash_batch(
     (same kernels; the optimiser runs serially inside each row, rows run in parallel). Entries
     with NaN betahat/sebetahat or sebetahat in {0, inf} are excluded and get the row's prior as
     posterior; a row without usable entries gives NaN. ``extra`` also returns NegativeProb,
-    q-values and s-values. ``mode`` may be a scalar or one value per row ("estimate" is not
-    supported here).
+    q-values and s-values. ``mode`` and ``df`` may be a scalar or one value per row ("estimate"
+    is not supported here).
     """
     X = np.ascontiguousarray(betahat, dtype=np.float64)
     S = np.ascontiguousarray(sebetahat, dtype=np.float64)
@@ -978,10 +997,14 @@ def _ash_batch(
         raise InputError("betahat contains ±inf; set those entries to NaN to exclude them.")
     if np.any(S < 0):
         raise InputError("sebetahat contains negative values; standard errors must be >= 0.")
-    dfv = _check_options(mixture, prior, optimizer, grid_mult, null_weight, df, fixed_prior)
+    P, G = X.shape
+    if df is None or np.ndim(df) == 0:
+        dfs = np.full(P, _check_options(mixture, prior, optimizer, grid_mult, null_weight, df, fixed_prior))
+    else:
+        dfs = np.array([_check_options(mixture, prior, optimizer, grid_mult, null_weight, d, fixed_prior)
+                        for d in np.broadcast_to(np.asarray(df, dtype=np.float64), (P,))])
     if grange is not None and mixture in ("normal", "halfnormal"):
         raise InputError("grange only applies to uniform-type mixtures.")
-    P, G = X.shape
     modes = np.broadcast_to(np.asarray(mode, dtype=np.float64), (P,)).copy()
     incl = np.isfinite(X) & np.isfinite(S) & (S > 0)
     comps: list[tuple[MixturePrior, np.ndarray]] = []
@@ -1017,7 +1040,7 @@ def _ash_batch(
     iters = max_iter * 10 if optimizer == "em" else max_iter
     with thread_limit(n_threads):
         _k.ash_batch(X, S, _KINDS[kind], pad["loc"], pad["sd"], pad["a"], pad["b"], ncomp, pad["pen"], zero,
-                     pad["fixed"], fixed_prior is not None, dfv, opt, _SQP_EPS, tol, iters, _N_EM_WARMUP,
+                     pad["fixed"], fixed_prior is not None, dfs, opt, _SQP_EPS, tol, iters, _N_EM_WARMUP,
                      pi_threshold, _CHUNK, extra, out["pm"], out["psd"], out["lfsr"], out["lfdr"],
                      ext["negp"], ext["qval"], ext["sval"], pi, loglik, penloglik, n_iter, conv, n_used)
     for p in range(P):  # the kernel writes pi only for the first ncomp[p] slots

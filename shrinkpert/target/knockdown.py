@@ -1,0 +1,870 @@
+r"""Knockdown of each perturbation's target gene, per perturbation, per guide and per cell.
+
+:func:`knockdown` reads the matrix once (block by block, never densified) and keeps, for every
+perturbed cell, the count of its own target gene and, for every control cell, the counts of all
+measured target genes. Everything else is computed from those few numbers.
+
+The module also holds the pieces :mod:`shrinkpert.target.escape` shares: the design of the
+target-gene problem (:func:`_resolve`), the extraction pass (:func:`_scan`), the zero-inflated
+negative-binomial fit of control counts (:func:`_fit_zinb`) and its log-likelihood.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.special import gammaln, ndtr
+
+from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
+from ..data.design import encode_design
+from ..data.read import open_matrix, read_annotations
+from ..errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
+
+__all__ = ["Knockdown", "KnockdownTable", "CellKnockdown", "knockdown"]
+
+log = logging.getLogger("shrinkpert")
+
+FLAGS = ("ok", "not_measured", "low_expression", "few_cells")
+_LN2 = math.log(2.0)
+_DENSE_MAP_LIMIT = 1 << 25  # (groups x genes) slots of the dense lookup used by _scan
+_BLOCK_VALUES = 1 << 20  # stored values per block read by _scan
+
+
+def _frozen(values: Any, dtype: Any = np.float64) -> np.ndarray:
+    out = np.array(values, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+# =========================================================================== design
+
+
+class _Design(NamedTuple):
+    """Integer-coded design of a target-gene analysis."""
+
+    obs_names: pd.Index
+    genes: pd.Index
+    perturbations: pd.Index  # classified/measured perturbations (control excluded)
+    control: str
+    codes: np.ndarray  # per cell: perturbation code, n_perturbations for control, -1 otherwise
+    target: pd.Index  # target gene name per perturbation
+    target_index: np.ndarray  # column of the target in genes, -1 if not measured
+    guides: pd.Index | None  # guide labels (targeting guides only), None without guide_key
+    guide_codes: np.ndarray | None  # per cell: index into guides, -1 for controls and others
+    guide_perturbation: np.ndarray | None  # per guide: perturbation code
+
+
+def _resolve(
+    adata: Any,
+    *,
+    perturbation_key: str,
+    control: str,
+    guide_key: str | None,
+    target_key: str | None,
+    targets: Mapping[str, str] | None,
+    perturbations: Sequence[str] | None,
+) -> tuple[_Design, pd.DataFrame]:
+    """Encode cells, perturbations, targets and guides; validate names (no data read)."""
+    obs, var_names = read_annotations(adata)
+    if obs.index.has_duplicates:
+        dup = obs.index[obs.index.duplicated()][:5].tolist()
+        raise InputError(f"Cell names are duplicated (e.g. {dup!r}); make them unique with adata.obs_names_make_unique().")
+    genes = pd.Index(var_names).astype(str)
+    if genes.has_duplicates:
+        dup = genes[genes.duplicated()][:5].tolist()
+        raise InputError(f"Gene names are duplicated (e.g. {dup!r}); make them unique with adata.var_names_make_unique().")
+    if target_key is not None and targets is not None:
+        raise InputError("Pass either target_key= (an obs column) or targets= (a mapping), not both.")
+    design = encode_design(obs, genes, perturbation_key=perturbation_key, control=control,
+                           target_key=target_key, perturbations=perturbations)
+    target, tindex = design.target, design.target_index
+    if targets is not None:
+        unknown = sorted(set(map(str, targets)) - set(design.perturbations))
+        if unknown:
+            raise MissingKeyError(
+                f"targets= names perturbations {unknown[:10]!r} that have no cells in "
+                f"obs[{perturbation_key!r}]; remove them or fix the labels."
+            )
+        target = pd.Index([str(targets.get(p, p)) for p in design.perturbations], name="target")
+        tindex = genes.get_indexer(target).astype(np.int64)
+    guides = guide_codes = guide_pert = None
+    if guide_key is not None:
+        if guide_key not in obs.columns:
+            raise MissingKeyError(
+                f"obs has no column {guide_key!r} (guide labels). Columns present: "
+                f"{list(obs.columns)[:20]!r}. Pass guide_key=<column> or guide_key=None."
+            )
+        raw = obs[guide_key].astype("string").to_numpy(dtype=object, na_value=None)
+        perturbed = design.codes[(design.codes >= 0) & (design.codes < len(design.perturbations))]
+        sel = (design.codes >= 0) & (design.codes < len(design.perturbations))
+        pairs = pd.DataFrame({"guide": raw[sel], "p": perturbed}).dropna()
+        owners = pairs.groupby("guide")["p"].nunique()
+        shared = owners[owners > 1]
+        if len(shared):
+            raise InputError(
+                f"Guides {list(shared.index[:10])!r} in obs[{guide_key!r}] occur in several "
+                f"perturbations of obs[{perturbation_key!r}]; each guide must belong to one perturbation."
+            )
+        first = pairs.drop_duplicates("guide").set_index("guide")["p"]
+        order = np.lexsort((first.index.to_numpy(dtype=str), first.to_numpy()))
+        guides = pd.Index(first.index.to_numpy(dtype=str)[order], name="guide")
+        guide_pert = first.to_numpy(dtype=np.int64)[order]
+        lookup = {g: k for k, g in enumerate(guides)}
+        guide_codes = np.full(len(obs), -1, dtype=np.int64)
+        idx = np.flatnonzero(sel)
+        guide_codes[idx] = [lookup.get(g, -1) if g is not None else -1 for g in raw[idx]]
+    return _Design(pd.Index(obs.index).astype(str), genes, design.perturbations, control, design.codes,
+                   target, tindex, guides, guide_codes, guide_pert), obs
+
+
+def _library_column(obs: pd.DataFrame, library_size: str | np.ndarray | None) -> np.ndarray | None:
+    if library_size is None:
+        return None
+    if isinstance(library_size, str):
+        if library_size not in obs.columns:
+            raise MissingKeyError(
+                f"library_size={library_size!r} is not an obs column; pass a column name, an array "
+                "of per-cell totals, or None to use the row totals."
+            )
+        lib = obs[library_size].to_numpy(dtype=np.float64)
+    else:
+        lib = np.asarray(library_size, dtype=np.float64)
+    if lib.shape != (len(obs),):
+        raise InputError(f"library_size has shape {lib.shape}; expected one value per cell ({len(obs)},).")
+    if not np.all(np.isfinite(lib)) or (lib < 0).any():
+        raise InputError("library_size has negative or non-finite values; pass non-negative totals per cell.")
+    return lib
+
+
+# =========================================================================== the extraction pass
+
+
+class _Scan(NamedTuple):
+    """What one pass over the matrix returned."""
+
+    totals: np.ndarray  # per-cell row totals (float64)
+    rows: np.ndarray  # extracted entries: cell index
+    cols: np.ndarray  # gene index
+    values: np.ndarray  # raw value (float64)
+    group_sums: np.ndarray | None  # (n_groups, n_genes) sums of raw values, when asked
+    group_sq: np.ndarray | None  # (n_groups, n_genes) sums of squared raw values, when asked
+
+
+def _block_rows(source, chunk_size: int | None) -> int:
+    """Rows (or genes, for column storage) per block: ``chunk_size`` or ~2**20 stored values."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    major = source.shape[0] if source.by_rows else source.shape[1]
+    per_line = max(source.nnz / max(major, 1), 1.0)
+    return int(max(1, min(major, _BLOCK_VALUES // per_line)))
+
+
+def _scan(
+    adata: Any,
+    layer: str | None,
+    *,
+    row_codes: np.ndarray,
+    pairs: np.ndarray,
+    n_genes: int,
+    group_codes: np.ndarray | None = None,
+    n_groups: int = 0,
+    chunk_size: int | None = None,
+) -> _Scan:
+    """One pass: row totals, the wanted entries and (optionally) raw group sums and squares.
+
+    Parameters
+    ----------
+    row_codes
+        Per cell, the code under which its wanted genes are listed in ``pairs`` (-1: extract
+        nothing from this cell).
+    pairs
+        Sorted unique int64 keys ``code * n_genes + gene`` of the wanted (code, gene) entries.
+    group_codes, n_groups
+        When given, also sum every gene and its square over the cells of each group (-1: no group).
+    chunk_size
+        Rows per block (genes for column storage); default about 2**20 stored values, so the
+        working memory stays a few tens of MB whatever the matrix size.
+
+    Raises
+    ------
+    InputError
+        Shape mismatch or NaN/inf values.
+    CountsError
+        Negative or non-integer values.
+    """
+    from ._escape_kernels import scan_block
+
+    row_codes = np.ascontiguousarray(row_codes, dtype=np.int64)
+    n_codes = int(row_codes.max()) + 1 if row_codes.size and row_codes.max() >= 0 else 0
+    use_map = 0 < n_codes * n_genes <= _DENSE_MAP_LIMIT
+    slot_map = np.zeros((n_codes if use_map else 0, n_genes if use_map else 0), dtype=np.bool_)
+    keys = np.ascontiguousarray(pairs, dtype=np.int64)
+    if use_map and len(keys):
+        slot_map[keys // n_genes, keys % n_genes] = True
+    accumulate = group_codes is not None
+    groups = np.ascontiguousarray(group_codes if accumulate else np.full(len(row_codes), -1), dtype=np.int64)
+    sums = np.zeros((n_groups if accumulate else 0, n_genes))
+    squares = np.zeros_like(sums)
+    flags = np.zeros(2, dtype=np.int64)
+    out_rows, out_cols, out_vals = [], [], []
+    with open_matrix(adata, layer) as source:
+        n_cells = source.shape[0]
+        if source.shape[1] != n_genes or row_codes.shape != (n_cells,):
+            raise InputError(f"{source.label} has shape {source.shape}, which does not match obs × var.")
+        totals = np.zeros(n_cells)
+        for block in source.blocks(_block_rows(source, chunk_size)):
+            values = block.values
+            csr = values.tocsr() if sp.issparse(values) else sp.csr_matrix(np.asarray(values))
+            size = csr.nnz
+            rows_b = np.empty(size, dtype=np.int64)
+            cols_b = np.empty(size, dtype=np.int64)
+            vals_b = np.empty(size, dtype=np.float64)
+            n_out = scan_block(csr.data, csr.indices, csr.indptr, block.rows.start, block.cols.start, row_codes,
+                               groups, use_map, slot_map, keys, n_genes, totals, sums, squares, rows_b, cols_b,
+                               vals_b, flags)
+            if flags[0]:
+                raise InputError(f"{source.label} contains NaN or infinite values; remove or impute them first.")
+            if flags[1]:
+                raise CountsError(
+                    f"{source.label} must hold raw counts (non-negative integers) for target-gene metrics. "
+                    "Pass the raw-count layer with layer=..."
+                )
+            if n_out:
+                out_rows.append(rows_b[:n_out].copy())
+                out_cols.append(cols_b[:n_out].copy())
+                out_vals.append(vals_b[:n_out].copy())
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(0, dtype=dt))
+    return _Scan(totals, cat(out_rows, np.int64), cat(out_cols, np.int64), cat(out_vals, np.float64),
+                 sums if accumulate else None, squares if accumulate else None)
+
+
+# =========================================================================== count model
+
+
+def _zinb_logpmf(x: np.ndarray, mean: np.ndarray, theta: np.ndarray, pi0: np.ndarray) -> np.ndarray:
+    r"""Log pmf of the zero-inflated negative binomial (broadcasting).
+
+    :math:`P(0) = \pi_0 + (1-\pi_0)(\theta/(\theta+m))^\theta`; for :math:`x > 0`,
+    :math:`(1-\pi_0)\,\Gamma(x+\theta)/(\Gamma(\theta)\,x!)\,(\theta/(\theta+m))^\theta (m/(\theta+m))^x`.
+    """
+    x, mean = np.asarray(x, dtype=np.float64), np.asarray(mean, dtype=np.float64)
+    log_q = theta * (np.log(theta) - np.log(theta + mean))  # log P_NB(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_nb = (gammaln(x + theta) - gammaln(theta) - gammaln(x + 1) + log_q
+                  + np.where(x > 0, x * (np.log(mean) - np.log(theta + mean)), 0.0))
+        zero = np.log(pi0 + (1 - pi0) * np.exp(log_q))
+        return np.where(x == 0, zero, np.log1p(-pi0) + log_nb)
+
+
+def _nb_em(x, lib, zero, mu, theta, pi0, *, zero_inflated: bool, n_iter: int):
+    """EM / Newton iterations of the (zero-inflated) NB fit, vectorised over genes (columns)."""
+    from scipy.special import digamma, polygamma
+
+    log_mu, log_th = np.log(mu), np.log(theta)
+    # non-zero entries all have weight 1 (only zeros can be structural): the digamma terms
+    # need each distinct (gene, count) pair once, with its multiplicity
+    nz_row, nz_col = np.nonzero(~zero)
+    span = int(x.max()) + 1 if x.size else 1
+    pairs, mult = np.unique(nz_col.astype(np.int64) * span + x[nz_row, nz_col].astype(np.int64), return_counts=True)
+    u_col, u_x = pairs // span, (pairs % span).astype(np.float64)
+    for _ in range(n_iter):
+        mu, th = np.exp(log_mu), np.exp(log_th)
+        m = mu * lib
+        log_frac = np.log(th) - np.log(th + m)
+        q = np.exp(th * log_frac)
+        if zero_inflated:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z = np.where(zero, pi0 / (pi0 + (1 - pi0) * q), 0.0)
+            z = np.nan_to_num(z)
+            pi0 = np.clip(z.mean(0), 0.0, 0.99)
+        else:
+            z = np.zeros_like(x)
+        w = 1 - z
+        # Newton step in log(mu) (exact second derivative)
+        g_mu = (w * (x - m) * th / (th + m)).sum(0)
+        h_mu = -(w * m * th * (th + x) / (th + m) ** 2).sum(0)
+        step_mu = np.clip(np.where(h_mu < 0, -g_mu / np.minimum(h_mu, -1e-300), 0.0), -2, 2)
+        # Newton step in log(theta); the digamma terms vanish at x = 0, so they are summed over
+        # the non-zero entries only
+        th_u = th[u_col]
+        dig = np.bincount(u_col, weights=mult * (digamma(u_x + th_u) - digamma(th_u)), minlength=x.shape[1])
+        tri = np.bincount(u_col, weights=mult * (polygamma(1, u_x + th_u) - polygamma(1, th_u)),
+                          minlength=x.shape[1])
+        g_th = dig + (w * (log_frac + 1 - (x + th) / (th + m))).sum(0)
+        h_th = tri + (w * (1 / th - 2 / (th + m) + (x + th) / (th + m) ** 2)).sum(0)
+        big_g, big_h = th * g_th, th**2 * h_th + th * g_th
+        step_th = np.clip(np.where(big_h < 0, -big_g / np.minimum(big_h, -1e-300), np.sign(big_g) * 0.5), -2, 2)
+        log_mu = log_mu + step_mu
+        new_th = np.clip(log_th + step_th, math.log(1e-3), math.log(1e6))
+        moved = max(np.abs(step_mu).max(initial=0), np.abs(new_th - log_th).max(initial=0))
+        log_th = new_th
+        if moved < 1e-7:
+            break
+    mu, th = np.exp(log_mu), np.exp(log_th)
+    loglik = _zinb_logpmf(x, mu * lib, th, pi0).sum(0)
+    return mu, th, pi0, loglik
+
+
+def _fit_zinb(counts: np.ndarray, lib: np.ndarray, *, n_iter: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Maximum-likelihood (zero-inflated) negative binomial per gene, library-size offsets.
+
+    Model: :math:`x_{ij} \sim \pi_{0j}\,\delta_0 + (1-\pi_{0j})\,\mathrm{NB}(\mu_j l_i, \theta_j)`
+    (:math:`\mathrm{Var} = m + m^2/\theta`, :math:`\theta \in [10^{-3}, 10^6]`), by EM over the
+    structural zeros with exact Newton steps for :math:`\log\mu` and :math:`\log\theta`,
+    vectorised over genes. Zero inflation is fitted where the NB fit leaves more zeros than
+    expected (by two Poisson standard deviations) and kept only when it raises the log
+    likelihood by more than :math:`\chi^2_{1,0.95}/2` (sparse genes cannot tell zero inflation
+    from over-dispersion). Returns ``(mu, theta, pi0)``; a gene never detected gets
+    ``mu = 0, theta = inf, pi0 = 0`` (the caller flags it).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    lib = np.asarray(lib, dtype=np.float64)
+    n, t = counts.shape
+    mu_out, theta_out, pi0_out = np.zeros(t), np.full(t, np.inf), np.zeros(t)
+    seen = counts.sum(0) > 0
+    if not seen.any() or n < 2:
+        return mu_out, theta_out, pi0_out
+    x = counts[:, seen]
+    zero = x == 0
+    lcol = lib[:, None]
+    rate = x.sum(0) / max(lib.sum(), 1e-300)
+    m = rate * lcol
+    excess = ((x - m) ** 2 - m).sum(0) / np.maximum((m**2).sum(0), 1e-300)
+    theta0 = 1.0 / np.clip(excess, 1e-3, 1e3)
+    nb = _nb_em(x, lcol, zero, rate, theta0, np.zeros(x.shape[1]), zero_inflated=False, n_iter=n_iter)
+    mu_out[seen], theta_out[seen] = nb[0], nb[1]
+    # zero inflation is only worth fitting where the NB fit leaves excess zeros
+    m = nb[0] * lcol
+    expected_zeros = np.exp(nb[1] * (np.log(nb[1]) - np.log(nb[1] + m))).sum(0)
+    excess = zero.sum(0) - expected_zeros > 2 * np.sqrt(np.maximum(expected_zeros, 1.0))
+    if excess.any():
+        cols = np.flatnonzero(excess)
+        zi = _nb_em(x[:, cols], lcol, zero[:, cols], nb[0][cols], nb[1][cols], np.full(len(cols), 0.05),
+                    zero_inflated=True, n_iter=n_iter)
+        use_zi = zi[3] - nb[3][cols] > 3.841458820694124 / 2
+        idx = np.flatnonzero(seen)[cols[use_zi]]
+        mu_out[idx], theta_out[idx], pi0_out[idx] = zi[0][use_zi], zi[1][use_zi], zi[2][use_zi]
+    return mu_out, theta_out, pi0_out
+
+
+# =========================================================================== shrinkage helper
+
+
+def _shrink_vector(effect: np.ndarray, se: np.ndarray, *, mixture: str = "halfuniform") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptive shrinkage of one vector (posterior mean, sd, lfsr); NaN where the input is NaN.
+
+    With fewer than 5 finite values ash cannot learn a prior: the raw values are returned with
+    ``lfsr = Φ(-|z|)``.
+    """
+    from ..effects.ash import ash
+
+    effect, se = np.asarray(effect, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    pm, psd, lfsr = np.full(effect.shape, np.nan), np.full(effect.shape, np.nan), np.full(effect.shape, np.nan)
+    ok = np.isfinite(effect) & np.isfinite(se) & (se > 0)
+    if ok.sum() >= 5:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShrinkpertWarning)
+            fit = ash(effect[ok], se[ok], mixture=mixture)
+        pm[ok], psd[ok], lfsr[ok] = fit.posterior_mean, fit.posterior_sd, fit.lfsr
+    elif ok.any():
+        pm[ok], psd[ok] = effect[ok], se[ok]
+        lfsr[ok] = ndtr(-np.abs(effect[ok] / se[ok]))
+    return pm, psd, lfsr
+
+
+# =========================================================================== results
+
+
+@dataclass(frozen=True)
+class KnockdownTable:
+    r"""Knockdown of the target gene in groups of cells (perturbations or guides) vs control.
+
+    With :math:`\bar y_k` the mean normalised target expression :math:`x\,s/L` in group
+    :math:`k` and :math:`\bar y_c` in control cells:
+    ``ratio`` :math:`= \bar y_k / \bar y_c`,
+    ``log2fc`` :math:`= \log_2((\bar y_k + \varepsilon)/(\bar y_c + \varepsilon))` and
+    ``std_error`` its delta-method standard error (exactly as
+    :func:`~shrinkpert.estimate_effects` with ``scale="log2fc"``); ``posterior_mean``,
+    ``posterior_sd`` and ``lfsr`` come from adaptive shrinkage (ash, half-uniform mixture) of
+    ``log2fc`` across the groups of the table whose target is measured, and
+    ``shrunk_ratio`` :math:`= 2^{\text{posterior mean}}`.
+
+    Attributes
+    ----------
+    level : {"perturbation", "guide"}
+    groups : pandas.Index
+        Perturbation or guide labels.
+    perturbation : pandas.Index
+        Perturbation of each group.
+    target : pandas.Index
+        Target gene of each group.
+    target_index : ndarray of int64
+        Column of the target in ``var_names`` (-1: not measured).
+    n_cells : ndarray of int64
+    mean, control_mean : ndarray of float64
+        :math:`\bar y_k` and :math:`\bar y_c` (normalised counts per ``target_sum``).
+    ratio, log2fc, std_error, posterior_mean, posterior_sd, lfsr, shrunk_ratio : ndarray of float64
+        NaN when the target is not measured.
+    flag : ndarray of str
+        ``"ok"``, ``"not_measured"``, ``"low_expression"`` (control mean count below
+        ``min_control_mean`` or ``std_error`` above ``max_std_error``) or ``"few_cells"``
+        (fewer than ``min_cells`` cells).
+    """
+
+    level: str
+    groups: pd.Index
+    perturbation: pd.Index
+    target: pd.Index
+    target_index: np.ndarray
+    n_cells: np.ndarray
+    mean: np.ndarray
+    control_mean: np.ndarray
+    ratio: np.ndarray
+    log2fc: np.ndarray
+    std_error: np.ndarray
+    posterior_mean: np.ndarray
+    posterior_sd: np.ndarray
+    lfsr: np.ndarray
+    shrunk_ratio: np.ndarray
+    flag: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "control_mean", "ratio", "log2fc", "std_error", "posterior_mean",
+                     "posterior_sd", "lfsr", "shrunk_ratio"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "target_index", _frozen(self.target_index, np.int64))
+        object.__setattr__(self, "n_cells", _frozen(self.n_cells, np.int64))
+        object.__setattr__(self, "flag", _frozen(self.flag, str))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per group, indexed by the group label."""
+        frame = pd.DataFrame(
+            {
+                "perturbation": self.perturbation.to_numpy(dtype=str),
+                "target": self.target.to_numpy(dtype=str),
+                "n_cells": self.n_cells,
+                "mean": self.mean,
+                "control_mean": self.control_mean,
+                "ratio": self.ratio,
+                "log2fc": self.log2fc,
+                "std_error": self.std_error,
+                "ci_low": self.log2fc - 1.959963984540054 * self.std_error,
+                "ci_high": self.log2fc + 1.959963984540054 * self.std_error,
+                "posterior_mean": self.posterior_mean,
+                "posterior_sd": self.posterior_sd,
+                "lfsr": self.lfsr,
+                "shrunk_ratio": self.shrunk_ratio,
+                "flag": self.flag,
+            },
+            index=pd.Index(self.groups.to_numpy(dtype=str), name=self.level),
+        )
+        return frame
+
+
+@dataclass(frozen=True)
+class CellKnockdown:
+    r"""Per-cell target expression relative to control (aligned to ``obs_names``).
+
+    For a perturbed cell :math:`i` with target count :math:`x_i` and library size :math:`L_i`,
+    ``expected`` :math:`e_i = \bar y_c L_i / s` is its expected count under control expression,
+    ``ratio`` :math:`= x_i / e_i`, and the empirical-Bayes estimate of its relative expression
+    :math:`\rho_i` under :math:`x_i \sim \mathrm{Poisson}(\rho_i e_i)`,
+    :math:`\rho_i \sim \mathrm{Gamma}(\theta_k, \theta_k/\bar\rho_k)` (the cell's guide, or
+    perturbation, ratio :math:`\bar\rho_k` and cell-to-cell shape :math:`\theta_k` from moments) is
+
+    .. math:: \mathrm{E}[\rho_i \mid x_i] = \frac{\theta_k + x_i}{\theta_k/\bar\rho_k + e_i}, \qquad
+              \mathrm{sd}[\rho_i \mid x_i] = \frac{\sqrt{\theta_k + x_i}}{\theta_k/\bar\rho_k + e_i}.
+
+    Control cells, cells of unmeasured targets and cells of no perturbation hold NaN.
+    """
+
+    obs_names: pd.Index
+    perturbation: np.ndarray
+    observed: np.ndarray
+    expected: np.ndarray
+    ratio: np.ndarray
+    posterior_mean: np.ndarray
+    posterior_sd: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "perturbation", _frozen(self.perturbation, object))
+        for name in ("observed", "expected", "ratio", "posterior_mean", "posterior_sd"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per cell with a measured target (controls and others dropped)."""
+        keep = np.isfinite(self.observed)
+        return pd.DataFrame(
+            {
+                "perturbation": self.perturbation[keep],
+                "observed": self.observed[keep],
+                "expected": self.expected[keep],
+                "ratio": self.ratio[keep],
+                "posterior_mean": self.posterior_mean[keep],
+                "posterior_sd": self.posterior_sd[keep],
+            },
+            index=pd.Index(self.obs_names[keep], name="cell"),
+        )
+
+
+@dataclass(frozen=True)
+class Knockdown:
+    """Result of :func:`knockdown`: tables per perturbation and guide, values per cell.
+
+    Attributes
+    ----------
+    by_perturbation : KnockdownTable
+    by_guide : KnockdownTable or None
+        None without ``guide_key``.
+    by_cell : CellKnockdown
+    params : mapping
+        The call's options (keys, thresholds, ``target_sum``, detection limit).
+    """
+
+    by_perturbation: KnockdownTable
+    by_guide: KnockdownTable | None
+    by_cell: CellKnockdown
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def to_frame(self, level: str = "perturbation") -> pd.DataFrame:
+        """Tidy table at ``level`` = ``"perturbation"``, ``"guide"`` or ``"cell"``."""
+        if level == "perturbation":
+            return self.by_perturbation.to_frame()
+        if level == "guide":
+            if self.by_guide is None:
+                raise InputError("No guide-level table: call knockdown(..., guide_key=<obs column>).")
+            return self.by_guide.to_frame()
+        if level == "cell":
+            return self.by_cell.to_frame()
+        raise InputError(f"level={level!r} is not one of 'perturbation', 'guide', 'cell'.")
+
+    def summary(self) -> pd.DataFrame:
+        """Counts of perturbations per flag and the median ratio of the judged ones."""
+        table = self.by_perturbation.to_frame()
+        ok = table["flag"] == "ok"
+        return pd.DataFrame(
+            {
+                "n_perturbations": [len(table)],
+                "n_ok": [int(ok.sum())],
+                "n_not_measured": [int((table["flag"] == "not_measured").sum())],
+                "n_low_expression": [int((table["flag"] == "low_expression").sum())],
+                "median_ratio_ok": [float(table.loc[ok, "ratio"].median()) if ok.any() else np.nan],
+                "n_significant_lfsr_0.05": [int((ok & (table["lfsr"] < 0.05)).sum())],
+            }
+        )
+
+
+# =========================================================================== computation
+
+
+class _TargetData(NamedTuple):
+    """Per-cell target counts and library sizes, control counts of every measured target."""
+
+    totals: np.ndarray  # per-cell library size (column or row totals)
+    own: np.ndarray  # per cell: count of its own target (NaN: control, unmeasured, no perturbation)
+    control_rows: np.ndarray  # indices of control cells
+    control_counts: sp.csc_matrix  # (n_control, n_targets) counts of the measured targets
+    target_genes: np.ndarray  # gene index of each column of control_counts
+
+
+def _read_targets(adata, design: _Design, layer, library, chunk_size) -> _TargetData:
+    """One pass: own-target count of each perturbed cell, all target counts of control cells."""
+    n_genes = len(design.genes)
+    n_p = len(design.perturbations)
+    measured = np.unique(design.target_index[design.target_index >= 0])
+    # code per cell: perturbation code (own target only) or n_p (control: every measured target)
+    row_codes = np.where((design.codes >= 0) & (design.codes <= n_p), design.codes, -1)
+    keys = [np.flatnonzero(design.target_index >= 0) * n_genes + design.target_index[design.target_index >= 0],
+            n_p * n_genes + measured]
+    pairs = np.unique(np.concatenate(keys).astype(np.int64))
+    scan = _scan(adata, layer, row_codes=row_codes, pairs=pairs, n_genes=n_genes, chunk_size=chunk_size)
+    totals = scan.totals if library is None else library
+    n_cells = len(design.codes)
+    codes = design.codes
+    own = np.full(n_cells, np.nan)
+    perturbed = (codes >= 0) & (codes < n_p)
+    has_target = np.zeros(n_cells, dtype=bool)
+    has_target[perturbed] = design.target_index[codes[perturbed]] >= 0
+    own[has_target] = 0.0
+    control_rows = np.flatnonzero(codes == n_p)
+    col_of_gene = np.full(n_genes, -1)
+    col_of_gene[measured] = np.arange(len(measured))
+    pos_in_control = np.full(n_cells, -1)
+    pos_in_control[control_rows] = np.arange(len(control_rows))
+    r, c, v = scan.rows, scan.cols, scan.values
+    is_ctrl = codes[r] == n_p
+    control_counts = sp.csc_matrix((v[is_ctrl], (pos_in_control[r[is_ctrl]], col_of_gene[c[is_ctrl]])),
+                                   shape=(len(control_rows), len(measured)))
+    own_hit = ~is_ctrl
+    own[r[own_hit]] = v[own_hit]
+    return _TargetData(np.asarray(totals, dtype=np.float64), own, control_rows, control_counts, measured)
+
+
+def _normalised_stats(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: cells, mean and variance (ddof=1, NaN for < 2 cells) of ``values``."""
+    n = np.bincount(groups, minlength=n_groups).astype(np.int64)
+    s = np.bincount(groups, weights=values, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+        dev = values - mean[groups]
+        m2 = np.bincount(groups, weights=dev**2, minlength=n_groups)
+        var = np.where(n > 1, m2 / (n - 1), np.nan)
+    return n, mean, var
+
+
+def _log2_ratio(mean_k, var_k, n_k, mean_c, var_c, n_c, delta):
+    """log2 ratio and SE as :func:`estimate_effects` (``scale="log2fc"``), zero-variance policy included."""
+    eps = delta / n_c
+    var_k = np.where(var_k == 0, delta**2 / (n_k + 1), var_k)
+    var_c = np.where(var_c == 0, delta**2 / (n_c + 1), var_c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        effect = np.log2((mean_k + eps) / (mean_c + eps))
+        a = var_k / n_k / (mean_k + eps) ** 2 / _LN2**2
+        b = var_c / n_c / (mean_c + eps) ** 2 / _LN2**2
+    return effect, np.sqrt(a + b)
+
+
+def _table(level, groups, owner, design, n, mean, var, ctrl_mean, ctrl_var, n_c, ctrl_raw_mean, delta,
+           min_control_mean, max_std_error) -> KnockdownTable:
+    tindex = design.target_index[owner]
+    measured = tindex >= 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(measured, mean / ctrl_mean, np.nan)
+    log2fc, se = _log2_ratio(mean, var, n, ctrl_mean, ctrl_var, n_c, delta)
+    log2fc = np.where(measured, log2fc, np.nan)
+    se = np.where(measured & (n > 1), se, np.nan)
+    flag = np.where(measured, "ok", "not_measured").astype(object)
+    low = measured & ((ctrl_raw_mean < min_control_mean) | ~(se <= max_std_error))
+    flag[low] = "low_expression"
+    flag[measured & ~np.isfinite(mean)] = "few_cells"
+    pm, psd, lfsr = _shrink_vector(log2fc, se)
+    return KnockdownTable(
+        level=level,
+        groups=pd.Index(groups, name=level),
+        perturbation=pd.Index(design.perturbations[owner], name="perturbation"),
+        target=pd.Index(design.target[owner], name="target"),
+        target_index=tindex,
+        n_cells=n,
+        mean=np.where(measured, mean, np.nan),
+        control_mean=np.where(measured, ctrl_mean, np.nan),
+        ratio=ratio,
+        log2fc=log2fc,
+        std_error=se,
+        posterior_mean=pm,
+        posterior_sd=psd,
+        lfsr=lfsr,
+        shrunk_ratio=np.exp2(pm),
+        flag=flag.astype(str),
+    )
+
+
+def _cell_posterior(observed, expected, group, rho):
+    """Gamma-Poisson posterior mean and sd of each cell's relative expression (see CellKnockdown)."""
+    n_groups = len(rho)
+    pm = np.full(observed.shape, np.nan)
+    psd = np.full(observed.shape, np.nan)
+    ok = np.isfinite(observed) & np.isfinite(expected) & (group >= 0)
+    ok[ok] = np.isfinite(rho[group[ok]])
+    if not ok.any():
+        return pm, psd
+    g, x, e = group[ok], observed[ok], expected[ok]
+    r = rho[g]
+    # cell-to-cell shape of rho within a group, by moments: Var x = r e + (r e)^2 / shape
+    sum_e2 = np.bincount(g, weights=(r * e) ** 2, minlength=n_groups)
+    excess = np.bincount(g, weights=(x - r * e) ** 2 - r * e, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape = np.where(excess > 0, sum_e2 / excess, 1e6)
+    shape = np.clip(np.nan_to_num(shape, nan=1e6), 1e-2, 1e6)[g]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = shape / r
+        pm[ok] = np.where(r > 0, (shape + x) / (rate + e), 0.0)
+        psd[ok] = np.where(r > 0, np.sqrt(shape + x) / (rate + e), 0.0)
+    return pm, psd
+
+
+def knockdown(
+    adata: Any,
+    *,
+    perturbation_key: str = PERTURBATION_KEY,
+    control: str = CONTROL,
+    guide_key: str | None = None,
+    layer: str | None = None,
+    library_size: str | np.ndarray | None = None,
+    target_key: str | None = None,
+    targets: Mapping[str, str] | None = None,
+    perturbations: Sequence[str] | None = None,
+    target_sum: float = TARGET_SUM,
+    min_cells: int = MIN_CELLS,
+    min_control_mean: float = 0.1,
+    max_std_error: float = 1.0,
+    chunk_size: int | None = None,
+) -> Knockdown:
+    r"""Knockdown of each perturbation's target gene, per perturbation, per guide and per cell.
+
+    Parameters
+    ----------
+    adata
+        AnnData (in memory or backed) or path to an ``.h5ad`` file holding raw counts.
+    perturbation_key
+        ``obs`` column with each cell's perturbation.
+    control
+        Label of the control cells.
+    guide_key
+        Optional ``obs`` column with each cell's guide; adds the per-guide table.
+    layer
+        Layer with raw counts (default ``X``).
+    library_size
+        ``obs`` column or array of per-cell library sizes (default: row totals), e.g. the
+        whole-transcriptome UMI count when only a gene panel is stored.
+    target_key, targets
+        Target gene of each perturbation when labels are not gene names: an ``obs`` column or a
+        mapping perturbation -> gene. A perturbation whose target is not in ``var_names`` (or
+        not a gene at all) is reported with ``flag="not_measured"``.
+    perturbations
+        Perturbations to report (default: every label except ``control``).
+    target_sum
+        :math:`s`, counts per cell after normalisation.
+    min_cells
+        Groups (perturbations or guides) with fewer cells get NaN statistics.
+    min_control_mean
+        A target whose mean raw count in control cells is below this is flagged
+        ``"low_expression"`` (too lowly expressed to judge a knockdown).
+    max_std_error
+        A group whose ``log2fc`` standard error exceeds this is flagged ``"low_expression"`` too.
+    chunk_size
+        Rows per block when reading (default ≈ 64 MB blocks).
+
+    Returns
+    -------
+    Knockdown
+
+    Raises
+    ------
+    MissingKeyError
+        A named ``obs`` column or the control label is absent.
+    CountsError
+        The matrix does not hold raw counts.
+    InputError
+        Bad thresholds, duplicated names, or a guide shared by two perturbations.
+
+    Notes
+    -----
+    One pass over the matrix keeps each perturbed cell's own target count and every control
+    cell's counts of all measured targets (memory :math:`O(n_{\text{cells}} + n_c T)`).
+    With :math:`y_i = x_i s / L_i`, group means and variances give ``log2fc`` and its delta-method
+    standard error with the pseudocount :math:`\varepsilon = \delta / n_c`,
+    :math:`\delta = s / \bar L_c` and the zero-variance rule of
+    :func:`~shrinkpert.estimate_effects`; the ``log2fc`` values are then shrunk across the
+    table's groups by adaptive shrinkage. Per-cell estimates are described in
+    :class:`CellKnockdown`.
+
+    Examples
+    --------
+    >>> import shrinkpert as sp
+    >>> from shrinkpert.target import knockdown
+    >>> adata = sp.datasets.papalexi2021()
+    >>> kd = knockdown(adata[adata.obs["perturbation"] != "unassigned"])
+    >>> table = kd.to_frame()
+    >>> round(float(table.loc["STAT1", "ratio"]), 2)
+    0.2
+    """
+    if not (np.isfinite(target_sum) and target_sum > 0):
+        raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
+    if not (np.isfinite(min_control_mean) and min_control_mean >= 0):
+        raise InputError(f"min_control_mean must be a non-negative number, got {min_control_mean!r}.")
+    if not (max_std_error > 0):
+        raise InputError(f"max_std_error must be positive, got {max_std_error!r}.")
+    if int(min_cells) < 2:
+        raise InputError(f"min_cells must be at least 2 (a variance needs two cells), got {min_cells!r}.")
+    design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
+                           target_key=target_key, targets=targets, perturbations=perturbations)
+    library = _library_column(obs, library_size)
+    data = _read_targets(adata, design, layer, library, chunk_size)
+    n_p = len(design.perturbations)
+    n_c = len(data.control_rows)
+    if n_c < 2:
+        raise InputError(f"The control {control!r} has {n_c} cells; at least 2 are needed.")
+    totals = data.totals
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(totals > 0, target_sum / totals, 0.0)
+    lib_c = totals[data.control_rows]
+    delta = target_sum / max(lib_c.mean(), 1e-300)
+
+    # control statistics of every measured target, on the normalised scale and on raw counts
+    y_c = sp.diags(scale[data.control_rows]) @ data.control_counts
+    c_mean = np.asarray(y_c.mean(axis=0)).ravel()
+    c_var = (np.asarray(y_c.multiply(y_c).sum(axis=0)).ravel() - n_c * c_mean**2) / (n_c - 1)
+    c_var = np.maximum(c_var, 0.0)
+    c_raw = np.asarray(data.control_counts.mean(axis=0)).ravel()
+    column = np.full(len(design.genes), -1, dtype=np.int64)
+    column[data.target_genes] = np.arange(len(data.target_genes))
+
+    def control_of(owner):
+        k = np.where(design.target_index[owner] >= 0, column[design.target_index[owner]], -1)
+        out = []
+        for arr in (c_mean, c_var, c_raw):
+            vals = np.full(len(k), np.nan)
+            vals[k >= 0] = arr[k[k >= 0]]
+            out.append(vals)
+        return out
+
+    y_own = data.own * scale
+    perturbed = np.isfinite(y_own)
+    codes = design.codes
+
+    def group_table(level, labels, owner, cell_group):
+        n_groups = len(labels)
+        sel = perturbed & (cell_group >= 0)
+        n, mean, var = _normalised_stats(y_own[sel], cell_group[sel], n_groups)
+        n_all = np.bincount(cell_group[cell_group >= 0], minlength=n_groups).astype(np.int64)
+        small = n_all < min_cells
+        mean = np.where(small, np.nan, mean)
+        var = np.where(small, np.nan, var)
+        cm, cv, craw = control_of(owner)
+        return _table(level, labels, owner, design, n_all, mean, var, cm, cv, n_c, craw, delta,
+                      min_control_mean, max_std_error)
+
+    pert_group = np.where((codes >= 0) & (codes < n_p), codes, -1)
+    by_pert = group_table("perturbation", design.perturbations.to_numpy(dtype=str), np.arange(n_p), pert_group)
+    by_guide = None
+    if design.guides is not None:
+        by_guide = group_table("guide", design.guides.to_numpy(dtype=str), design.guide_perturbation,
+                               design.guide_codes)
+
+    # per cell: expected count under control expression, raw ratio, Gamma-Poisson posterior
+    cm_p = control_of(np.arange(n_p))[0]
+    owner = np.where(perturbed, codes, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.where(perturbed & (totals > 0), cm_p[owner] * totals / target_sum, np.nan)
+        ratio = data.own / expected
+    table, group_of_cell = (by_guide, design.guide_codes) if by_guide is not None else (by_pert, pert_group)
+    pm, psd = _cell_posterior(data.own, expected, group_of_cell, np.asarray(table.ratio))
+    labels = np.full(len(codes), "", dtype=object)
+    labels[perturbed] = design.perturbations.to_numpy(dtype=str)[codes[perturbed]]
+    cells = CellKnockdown(design.obs_names, labels, data.own, expected, ratio, pm, psd)
+    params = {
+        "perturbation_key": perturbation_key,
+        "control": control,
+        "guide_key": guide_key,
+        "layer": layer,
+        "library_size": library_size if isinstance(library_size, str) else (None if library_size is None else "array"),
+        "target_sum": float(target_sum),
+        "min_cells": int(min_cells),
+        "min_control_mean": float(min_control_mean),
+        "max_std_error": float(max_std_error),
+        "detection_limit": float(delta),
+        "control_n_cells": int(n_c),
+    }
+    return Knockdown(by_pert, by_guide, cells, params)

@@ -1,0 +1,23 @@
+"""The examples in the target-gene docstrings run and print what they claim."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "shrinkpert.target.knockdown",
+    "shrinkpert.target.escape",
+    "shrinkpert.target.dosage",
+    "shrinkpert.target.prediction",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0

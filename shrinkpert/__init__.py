@@ -21,7 +21,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from . import datasets
+from . import datasets, target
 from .data.design import PerturbationDesign, encode_design
 from .effects.estimate import EffectSizes, estimate_effects
 
@@ -39,6 +39,7 @@ from .weights import GeneWeights, gene_weights
 __all__ = [
     "__version__",
     "datasets",
+    "target",
     "PerturbationDesign",
     "encode_design",
     "GroupStatistics",

@@ -135,6 +135,8 @@ def shrink_effects(
     null_weight: float = 10.0,
     grid_mult: float = float(np.sqrt(2.0)),
     optimizer: str = "mixsqp",
+    tol: float = 1e-8,
+    max_iter: int = 1000,
     n_threads: int | None = None,
 ) -> ShrunkEffects:
     """Adaptive shrinkage (ash) of an :class:`EffectSizes`, all perturbations in one parallel kernel.
@@ -169,6 +171,9 @@ def shrink_effects(
         :func:`squeeze_var` (with the effects' Welch df) and use the moderated ones.
     pointmass, prior, null_weight, grid_mult, optimizer
         As in :func:`ash`.
+    tol, max_iter
+        Convergence tolerance and iteration cap of the mixture-weight optimiser (ashr's defaults;
+        a looser ``tol`` such as 1e-5 is much faster on rows with many exactly-zero effects).
     n_threads
         Numba threads.
 
@@ -201,14 +206,14 @@ def shrink_effects(
     else:
         Xb, Sb = X.reshape(1, -1), se.reshape(1, -1)
     fit = _ash_batch(Xb, Sb, mixture=mixture, pointmass=pointmass, prior=prior, null_weight=null_weight,
-                     grid_mult=grid_mult, optimizer=optimizer, n_threads=n_threads)
+                     grid_mult=grid_mult, optimizer=optimizer, tol=tol, max_iter=max_iter, n_threads=n_threads)
 
     def back(a):
         return a.T if by == "gene" else a.reshape(X.shape)
 
     params = {"mixture": mixture, "by": by, "moderate": bool(moderate), "pointmass": bool(pointmass),
               "prior": prior, "null_weight": float(null_weight), "grid_mult": float(grid_mult),
-              "optimizer": optimizer, "scale": getattr(effects, "scale", None),
+              "optimizer": optimizer, "tol": float(tol), "max_iter": int(max_iter), "scale": getattr(effects, "scale", None),
               "n_not_converged": int((~fit.converged).sum())}
     return ShrunkEffects(
         perturbations=effects.perturbations,

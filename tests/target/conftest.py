@@ -20,9 +20,8 @@ def screen():
 def screen_with_nulls(screen):
     """``screen`` plus two null pseudo-perturbations made of control cells.
 
-    ``NT_split``: half of the controls (no target); ``GENE00002``-named fake perturbation is not
-    possible without changing the data, so ``FAKE_TARGET`` uses a measured gene name through
-    ``targets=`` in the tests.
+    ``NT_split`` (a third of the controls, no target) and ``FAKE_TARGET`` (another third; the
+    tests give it a measured target gene through ``targets=``).
     """
     adata = screen.copy()
     labels = adata.obs["perturbation"].astype(str).to_numpy().copy()

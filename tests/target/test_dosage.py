@@ -109,3 +109,17 @@ def test_errors(screen):
         dose_response(screen, guide_key="guide", dose="x", response="y")
     with pytest.raises(InputError, match="finite"):
         isotonic_fit([0.0, np.nan], [1.0, 2.0])
+
+
+def test_inputs_not_modified(screen):
+    import copy
+
+    adata = screen.copy()
+    before = copy.deepcopy(adata)
+    dose_response(adata, guide_key="guide")
+    assert (adata.X != before.X).nnz == 0
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    table = pd.DataFrame({"p": ["A", "A", "A"], "d": [0.1, 0.5, 0.9], "r": [1.0, 2.0, 3.0]})
+    snapshot = table.copy()
+    dose_response(table, perturbation_key="p", dose="d", response="r")
+    pd.testing.assert_frame_equal(table, snapshot)

@@ -211,3 +211,13 @@ def test_escape_aware_effects_errors(screen, result):
         escape_aware_effects(screen, result, weighting="fuzzy")
     with pytest.raises(InputError, match="do not match"):
         escape_aware_effects(screen[::-1].copy(), result)
+
+
+def test_escape_aware_effects_leave_inputs_unchanged(screen, result):
+    adata = screen.copy()
+    before = copy.deepcopy(adata)
+    p_before = result.p_perturbed.copy()
+    escape_aware_effects(adata, result, weighting="soft")
+    assert (adata.X != before.X).nnz == 0
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    np.testing.assert_array_equal(result.p_perturbed, p_before)

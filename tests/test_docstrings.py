@@ -12,6 +12,7 @@ MODULES = [
     "shrinkpert.effects.estimate",
     "shrinkpert.effects.moderate",
     "shrinkpert.effects.shrink",
+    "shrinkpert.effects.ash",
     "shrinkpert.metrics.evaluate",
     "shrinkpert.target.knockdown",
     "shrinkpert.target.escape",

@@ -1231,31 +1231,34 @@ def lfsr_from(negp, lfdr):
 
 @kernel
 def _radix_argsort(v, order):
-    """Stable argsort of finite v >= 0 (LSD radix sort, 16-bit digits, on the IEEE bit
-    patterns, which order like the values for non-negative doubles)."""
+    """Stable argsort of finite v >= 0: LSD radix sort with 8-bit digits on the IEEE bit patterns
+    (which order like the values for non-negative doubles), carrying the keys along."""
     n = v.shape[0]
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
         keys[i] = np.float64(v[i] + 0.0).view(np.uint64)  # + 0.0 maps -0.0 to +0.0
         order[i] = i
     buf = np.empty(n, dtype=np.int64)
-    cnt = np.empty(65537, dtype=np.int64)
+    kbuf = np.empty(n, dtype=np.uint64)
+    cnt = np.empty(257, dtype=np.int64)
     in_order = True  # which of (order, buf) holds the current permutation
-    for shift in range(0, 64, 16):
+    for shift in range(0, 64, 8):
         src = order if in_order else buf
         dst = buf if in_order else order
         cnt[:] = 0
         sh = np.uint64(shift)
         for i in range(n):
-            cnt[((keys[src[i]] >> sh) & np.uint64(0xFFFF)) + 1] += 1
+            cnt[((keys[i] >> sh) & np.uint64(0xFF)) + 1] += 1
         if cnt.max() == n:  # every key has this digit: nothing to do
             continue
-        for d in range(1, 65537):
+        for d in range(1, 257):
             cnt[d] += cnt[d - 1]
         for i in range(n):
-            d = (keys[src[i]] >> sh) & np.uint64(0xFFFF)
+            d = (keys[i] >> sh) & np.uint64(0xFF)
             dst[cnt[d]] = src[i]
+            kbuf[cnt[d]] = keys[i]
             cnt[d] += 1
+        keys, kbuf = kbuf, keys
         in_order = not in_order
     if not in_order:
         for i in range(n):

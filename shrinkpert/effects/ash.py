@@ -34,7 +34,7 @@ _CHUNK = 8192  # rows per work unit; fixed so results do not depend on the threa
 _PARALLEL_FROM = 4 * _CHUNK  # smaller problems run on one thread (same chunks, same results)
 _SQP_EPS = 0.0  # constant added to every mixture density in the mix-SQP objective (mixsqp's eps)
 _N_EM_WARMUP = 2
-_SUBSAMPLE_FROM = 200_000  # mix-SQP on more observations than this starts from a subsample's solution
+_SUBSAMPLE_FROM = 100_000  # mix-SQP on at least this many observations starts from a subsample's solution
 _SUBSAMPLE_SIZE = 50_000
 
 
@@ -727,7 +727,7 @@ def ash(
     Both stop when the Frank–Wolfe gap :math:`-(1 + \min_k \partial_k f)` is <= ``tol``, which
     bounds the distance to the optimal penalised log likelihood by :math:`W \cdot` ``tol``.
     Mix-SQP starts with two EM steps; Hessian blocks over more than 8 components are estimated
-    from about 2,048 evenly spaced observations, and with more than 200,000 observations the
+    from about 2,048 evenly spaced observations, and with 100,000 observations or more the
     start is the solution for every (n // 50,000)-th observation. These choices change the path,
     not the optimum: the stopping rule is always evaluated on all observations.
     ``loglik`` is :math:`\sum_j \log \sum_k \hat\pi_k L_{jk}` (unscaled); ``penloglik`` adds

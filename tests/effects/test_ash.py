@@ -812,7 +812,7 @@ def test_serial_and_parallel_paths_agree_exactly(monkeypatch):
 
 
 def test_large_input_warm_start_reaches_the_optimum():
-    """Above 200,000 observations mix-SQP starts from the solution for a 50,000-row subsample."""
+    """From 100,000 observations on, mix-SQP starts from the solution for a 50,000-row subsample."""
     rng = np.random.default_rng(9)
     n = 250_000
     s = rng.uniform(0.2, 1, n)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, SCALES, TARGET_SUM
+from .._frames import long_frame
 from ..data.design import encode_design, target_indices
 from ..data.read import read_annotations
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
@@ -83,20 +84,13 @@ class EffectSizes:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per (perturbation, gene)."""
-        n_p, n_g = self.effect.shape
-        return pd.DataFrame(
-            {
-                "perturbation": np.repeat(self.perturbations.to_numpy(), n_g),
-                "gene": np.tile(self.genes.to_numpy(), n_p),
-                "effect": self.effect.ravel(),
-                "std_error": self.std_error.ravel(),
-                "df": self.df.ravel(),
-                "mean": self.mean.ravel(),
-                "control_mean": np.tile(self.control_mean, n_p),
-                "n_cells": np.repeat(self.n_cells, n_g),
-                "is_target": (np.arange(n_g)[None, :] == self.target_index[:, None]).ravel(),
-            }
-        )
+        is_target = np.arange(len(self.genes))[None, :] == self.target_index[:, None]
+        n_cells = np.broadcast_to(self.n_cells[:, None], self.effect.shape)
+        control_mean = np.broadcast_to(self.control_mean, self.effect.shape)
+        return long_frame(self.perturbations, self.genes, {
+            "effect": self.effect, "std_error": self.std_error, "df": self.df, "mean": self.mean,
+            "control_mean": control_mean, "n_cells": n_cells, "is_target": is_target,
+        })
 
     def to_anndata(self):
         """Perturbations × genes AnnData with layers ``effect, std_error, df, mean, var``."""

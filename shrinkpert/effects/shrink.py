@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._frames import long_frame
 from ..errors import InputError, ShrinkpertWarning
 from ..stats.group import _freeze
 from .ash import MixturePrior, _ash_batch
@@ -73,16 +74,9 @@ class ShrunkEffects:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per (perturbation, gene), raw and shrunken values side by side."""
-        n_p, n_g = self.effect.shape
-        return pd.DataFrame({
-            "perturbation": np.repeat(self.perturbations.to_numpy(), n_g),
-            "gene": np.tile(self.genes.to_numpy(), n_p),
-            "effect": self.effect.ravel(),
-            "std_error": self.std_error.ravel(),
-            "posterior_mean": self.posterior_mean.ravel(),
-            "posterior_sd": self.posterior_sd.ravel(),
-            "lfsr": self.lfsr.ravel(),
-            "lfdr": self.lfdr.ravel(),
+        return long_frame(self.perturbations, self.genes, {
+            name: getattr(self, name)
+            for name in ("effect", "std_error", "posterior_mean", "posterior_sd", "lfsr", "lfdr")
         })
 
     def to_anndata(self):

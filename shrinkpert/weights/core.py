@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._frames import long_frame
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from ..data.design import target_indices
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
@@ -72,12 +73,7 @@ class GeneWeights:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per (perturbation, gene) with ``weight``."""
-        n_p, n_g = self.values.shape
-        return pd.DataFrame({
-            "perturbation": np.repeat(self.perturbations.to_numpy(), n_g),
-            "gene": np.tile(self.genes.to_numpy(), n_p),
-            "weight": self.values.ravel(),
-        })
+        return long_frame(self.perturbations, self.genes, {"weight": self.values})
 
     def to_anndata(self):
         """Perturbations × genes AnnData with ``X`` = weights."""

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._frames import long_frame
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..reference.population import PopulationReference
@@ -186,13 +187,8 @@ class Deltas:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per (perturbation, gene) with ``delta``."""
-        n_p, n_g = self.values.shape
-        return pd.DataFrame({
-            "perturbation": np.repeat(self.perturbations.to_numpy(), n_g),
-            "gene": np.tile(self.genes.to_numpy(), n_p),
-            "delta": self.values.ravel(),
-            "reference": self.reference.kind,
-        })
+        return long_frame(self.perturbations, self.genes,
+                          {"delta": self.values, "reference": self.reference.kind})
 
     def to_anndata(self):
         """Perturbations × genes AnnData with ``X`` = delta and the reference in ``var``."""

@@ -33,6 +33,7 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int | np.random.Generator = 0,
     indices: np.ndarray | None = None,
+    vectorized: bool = False,
 ) -> tuple[float, float]:
     r"""Percentile bootstrap interval of ``statistic(*arrays)`` resampling perturbations.
 
@@ -51,6 +52,9 @@ def bootstrap_ci(
         Replicates, coverage and seed (int or ``numpy.random.Generator``).
     indices
         Precomputed :func:`resample_indices` (so several statistics share the same draws).
+    vectorized
+        ``statistic`` reduces the last axis, so it is called once on the stacked resamples
+        (arrays of shape ``(n_boot, n)``) and returns one value per replicate.
 
     Returns
     -------
@@ -63,7 +67,10 @@ def bootstrap_ci(
     if any(len(a) != n for a in arrays):
         raise InputError("bootstrap arrays must have the same number of perturbations.")
     idx = resample_indices(n, n_boot, seed) if indices is None else indices
-    reps = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
+    if vectorized:
+        reps = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64).reshape(len(idx))
+    else:
+        reps = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return float("nan"), float("nan")

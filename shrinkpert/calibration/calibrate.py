@@ -76,12 +76,12 @@ def dynamic_range_fraction(negative: Any, positive: Any, *, greater_is_better: b
     return np.clip(drf, -1.0, 1.0)
 
 
-def _bds(n: np.ndarray, q: np.ndarray, greater_is_better: bool) -> float:
+def _bds(n: np.ndarray, q: np.ndarray, greater_is_better: bool) -> float | np.ndarray:
+    """BDS along the last axis (a float for 1-D input, one value per row for bootstrap stacks)."""
     ok = np.isfinite(n) & np.isfinite(q)
-    if not ok.any():
-        return float("nan")
-    better = q[ok] > n[ok] if greater_is_better else q[ok] < n[ok]
-    return float(better.mean())
+    with np.errstate(invalid="ignore"):
+        better = (q > n) if greater_is_better else (q < n)
+    return _masked_mean(better.astype(np.float64), ok)
 
 
 def bound_discrimination_score(negative: Any, positive: Any, *, greater_is_better: bool) -> float:
@@ -97,17 +97,27 @@ def calibrated_score(value: Any, negative: Any, positive: Any) -> np.ndarray:
         return np.where(q != n, (s - n) / (q - n), np.nan)
 
 
-def _ratio_of_means(s: np.ndarray, n: np.ndarray, q: np.ndarray) -> float:
+def _masked_mean(x: np.ndarray, ok: np.ndarray) -> float | np.ndarray:
+    """Mean of ``x`` where ``ok`` along the last axis; NaN where nothing is ok."""
+    count = ok.sum(axis=-1)
+    total = np.where(ok, x, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def _ratio_of_means(s: np.ndarray, n: np.ndarray, q: np.ndarray) -> float | np.ndarray:
+    """:math:`(\bar s - \bar n)/(\bar q - \bar n)` over perturbations where all three are finite."""
     ok = np.isfinite(s) & np.isfinite(n) & np.isfinite(q)
-    if not ok.any():
-        return float("nan")
-    num, den = s[ok].mean() - n[ok].mean(), q[ok].mean() - n[ok].mean()
-    return float(num / den) if den != 0 else float("nan")
+    num = np.asarray(_masked_mean(s, ok) - _masked_mean(n, ok))
+    den = np.asarray(_masked_mean(q, ok) - _masked_mean(n, ok))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
-def _finite_mean(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
+def _finite_mean(x: np.ndarray) -> float | np.ndarray:
+    return _masked_mean(x, np.isfinite(x))
 
 
 @dataclass(frozen=True)
@@ -219,9 +229,10 @@ def calibrate(
     per = calibrated_score(s, n, q)
     ok = np.isfinite(s) & np.isfinite(n) & np.isfinite(q)
     idx = resample_indices(len(s), n_boot, seed)
-    ci = bootstrap_ci(_ratio_of_means, [s, n, q], level=level, indices=idx)
-    drf_ci = bootstrap_ci(_finite_mean, [drf], level=level, indices=idx)
-    bds_ci = bootstrap_ci(lambda a, b: _bds(a, b, greater_is_better), [n, q], level=level, indices=idx)
+    ci = bootstrap_ci(_ratio_of_means, [s, n, q], level=level, indices=idx, vectorized=True)
+    drf_ci = bootstrap_ci(_finite_mean, [drf], level=level, indices=idx, vectorized=True)
+    bds_ci = bootstrap_ci(lambda a, b: _bds(a, b, greater_is_better), [n, q], level=level, indices=idx,
+                          vectorized=True)
     finite_drf = drf[np.isfinite(drf)]
     return Calibration(
         perturbations=labels, value=s, negative=n, positive=q,

@@ -2,8 +2,12 @@
 
 Distances are computed from the differences themselves (no ``|a|² + |b|² - 2ab`` shortcut), so
 identical rows give bit-identical distances (ties stay ties) and a perfect prediction is at
-distance exactly 0. The cost is ``n_queries × n_candidates × n_genes``; rows of the output are
-independent, so ``prange`` runs over queries.
+distance exactly 0. The cost is ``n_queries × n_candidates × n_genes``.
+
+Speed without ``fastmath``: each pair's sum runs over genes in order (one dependency chain), so
+four candidates are summed side by side (four independent chains, each in the same order as a
+single-pair loop, so the result does not depend on the blocking), and a block of queries shares
+each group of candidate rows while it is in cache. Blocks of queries run in parallel.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from .._numba import kernel
 __all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances"]
 
 L1, L2, COSINE, PEARSON = 0, 1, 2, 3
+_QUERY_BLOCK = 16
 
 
 @kernel
@@ -33,83 +38,140 @@ def _varies(x: np.ndarray, w: np.ndarray) -> bool:
     return False
 
 
+@kernel
+def _from_sums(kind: int, s: float, qq: float, t: float, u: float, sw: float, sx: float) -> float:
+    """Distance of one pair from its sums over genes.
+
+    ``s`` = Σw|d| (``L1``), Σw d² (``L2``), Σw q c (``COSINE``) or Σw x c with the query centred,
+    x = q - m_q (``PEARSON``); ``qq`` = Σw q² (Σw x² for ``PEARSON``); ``t`` = Σw c², ``u`` = Σw c;
+    ``sw`` = Σw and ``sx`` = Σw x (zero up to rounding) of the query.
+    """
+    if kind == 0:
+        return s
+    if kind == 1:
+        return np.sqrt(s)
+    if kind == 2:
+        cc = t
+    else:  # centre the candidate: Σw x (c - m_c) and Σw (c - m_c)² with m_c = u / sw
+        mc = u / sw
+        s = s - mc * sx
+        cc = t - mc * u
+    r = s / np.sqrt(qq * cc)
+    if r > 1.0:
+        r = 1.0
+    elif r < -1.0:
+        r = -1.0
+    return 1.0 - r
+
+
+@kernel
+def _four(kind: int, x: np.ndarray, wi: np.ndarray, c: np.ndarray, j: int, qq: float, sw: float, sx: float,
+          out: np.ndarray) -> None:
+    """Distances from query ``x`` (centred for ``PEARSON``) to candidates ``j..j+3``.
+
+    Four independent chains, each summed over genes in order, as a one-candidate loop would.
+    """
+    c0, c1, c2, c3 = c[j], c[j + 1], c[j + 2], c[j + 3]
+    s0 = s1 = s2 = s3 = 0.0
+    t0 = t1 = t2 = t3 = 0.0
+    u0 = u1 = u2 = u3 = 0.0
+    for g in range(x.shape[0]):
+        xg = x[g]
+        wg = wi[g]
+        if kind == 0:
+            s0 += wg * abs(xg - c0[g])
+            s1 += wg * abs(xg - c1[g])
+            s2 += wg * abs(xg - c2[g])
+            s3 += wg * abs(xg - c3[g])
+        elif kind == 1:
+            d0, d1, d2, d3 = xg - c0[g], xg - c1[g], xg - c2[g], xg - c3[g]
+            s0 += wg * d0 * d0
+            s1 += wg * d1 * d1
+            s2 += wg * d2 * d2
+            s3 += wg * d3 * d3
+        else:
+            y0, y1, y2, y3 = wg * c0[g], wg * c1[g], wg * c2[g], wg * c3[g]
+            s0 += xg * y0
+            s1 += xg * y1
+            s2 += xg * y2
+            s3 += xg * y3
+            t0 += y0 * c0[g]
+            t1 += y1 * c1[g]
+            t2 += y2 * c2[g]
+            t3 += y3 * c3[g]
+            if kind == 3:
+                u0 += y0
+                u1 += y1
+                u2 += y2
+                u3 += y3
+    out[j] = _from_sums(kind, s0, qq, t0, u0, sw, sx)
+    out[j + 1] = _from_sums(kind, s1, qq, t1, u1, sw, sx)
+    out[j + 2] = _from_sums(kind, s2, qq, t2, u2, sw, sx)
+    out[j + 3] = _from_sums(kind, s3, qq, t3, u3, sw, sx)
+
+
 @kernel(parallel=True)
 def pairwise_distances(q: np.ndarray, c: np.ndarray, w: np.ndarray, kind: int, out: np.ndarray) -> None:
-    """``out[i, j]`` = weighted distance between query row ``q[i]`` and candidate row ``c[j]``.
+    r"""``out[i, j]`` = weighted distance between query row ``q[i]`` and candidate row ``c[j]``.
 
     ``w`` has one row (shared) or one row per query (the query's own gene weights). ``kind``:
     ``L1`` = sum w|q-c|; ``L2`` = sqrt(sum w (q-c)^2); ``COSINE`` = 1 - weighted cosine;
-    ``PEARSON`` = 1 - weighted Pearson correlation (NaN if either row is constant). Undefined
-    values (zero vectors) are NaN.
+    ``PEARSON`` = 1 - weighted Pearson correlation (NaN if either row is constant on the genes
+    of positive weight). Undefined values (zero vectors) are NaN.
+
+    ``PEARSON`` centres the query exactly and the candidate through its sums,
+    :math:`\sum w x(c-m_c) = \sum w x c - m_c\sum w x` and
+    :math:`\sum w (c-m_c)^2 = \sum w c^2 - m_c \sum w c`, so each pair takes one pass.
     """
     n_q, n_g = q.shape
     n_c = c.shape[0]
     shared = w.shape[0] == 1
-    for i in prange(n_q):
-        wi = w[0] if shared else w[i]
-        qi = q[i]
-        if kind == 0:
-            for j in range(n_c):
-                cj = c[j]
-                s = 0.0
-                for g in range(n_g):
-                    s += wi[g] * abs(qi[g] - cj[g])
-                out[i, j] = s
-        elif kind == 1:
-            for j in range(n_c):
-                cj = c[j]
-                s = 0.0
-                for g in range(n_g):
-                    d = qi[g] - cj[g]
-                    s += wi[g] * d * d
-                out[i, j] = np.sqrt(s)
-        elif kind == 2:
-            sqq = 0.0
-            for g in range(n_g):
-                sqq += wi[g] * qi[g] * qi[g]
-            for j in range(n_c):
-                cj = c[j]
-                sqc = 0.0
-                scc = 0.0
-                for g in range(n_g):
-                    sqc += wi[g] * qi[g] * cj[g]
-                    scc += wi[g] * cj[g] * cj[g]
-                cos = sqc / np.sqrt(sqq * scc)
-                if cos > 1.0:
-                    cos = 1.0
-                elif cos < -1.0:
-                    cos = -1.0
-                out[i, j] = 1.0 - cos
-        else:
-            sw = 0.0
+    n_blocks = (n_q + _QUERY_BLOCK - 1) // _QUERY_BLOCK
+    for b in prange(n_blocks):
+        lo = b * _QUERY_BLOCK
+        hi = min(n_q, lo + _QUERY_BLOCK)
+        x = np.empty((hi - lo, n_g))  # the block's queries, centred for PEARSON
+        sw = np.zeros(hi - lo)
+        sx = np.zeros(hi - lo)
+        qq = np.zeros(hi - lo)
+        ok = np.ones(hi - lo, dtype=np.bool_)
+        for i in range(lo, hi):
+            wi = w[0] if shared else w[i]
+            k = i - lo
             mq = 0.0
-            for g in range(n_g):
-                sw += wi[g]
-                mq += wi[g] * qi[g]
-            mq /= sw
-            sqq = 0.0
-            for g in range(n_g):
-                d = qi[g] - mq
-                sqq += wi[g] * d * d
-            q_varies = _varies(qi, wi)
-            for j in range(n_c):
-                cj = c[j]
-                if not (q_varies and _varies(cj, wi)):
-                    out[i, j] = np.nan
-                    continue
-                mc = 0.0
+            if kind == 3:
                 for g in range(n_g):
-                    mc += wi[g] * cj[g]
-                mc /= sw
-                sqc = 0.0
-                scc = 0.0
+                    sw[k] += wi[g]
+                    mq += wi[g] * q[i, g]
+                mq /= sw[k]
+                ok[k] = _varies(q[i], wi)
+            for g in range(n_g):
+                x[k, g] = q[i, g] - mq
+                qq[k] += wi[g] * x[k, g] * x[k, g]
+                sx[k] += wi[g] * x[k, g]
+        for j in range(0, n_c - n_c % 4, 4):
+            for i in range(lo, hi):
+                _four(kind, x[i - lo], w[0] if shared else w[i], c, j, qq[i - lo], sw[i - lo], sx[i - lo], out[i])
+        for j in range(n_c - n_c % 4, n_c):  # the last 0-3 candidates, one chain each
+            for i in range(lo, hi):
+                wi = w[0] if shared else w[i]
+                k = i - lo
+                s = t = u = 0.0
                 for g in range(n_g):
-                    dc = cj[g] - mc
-                    sqc += wi[g] * (qi[g] - mq) * dc
-                    scc += wi[g] * dc * dc
-                r = sqc / np.sqrt(sqq * scc)
-                if r > 1.0:
-                    r = 1.0
-                elif r < -1.0:
-                    r = -1.0
-                out[i, j] = 1.0 - r
+                    if kind == 0:
+                        s += wi[g] * abs(x[k, g] - c[j, g])
+                    elif kind == 1:
+                        d = x[k, g] - c[j, g]
+                        s += wi[g] * d * d
+                    else:
+                        y = wi[g] * c[j, g]
+                        s += x[k, g] * y
+                        t += y * c[j, g]
+                        u += y
+                out[i, j] = _from_sums(kind, s, qq[k], t, u, sw[k], sx[k])
+        if kind == 3:
+            for i in range(lo, hi):
+                wi = w[0] if shared else w[i]
+                for j in range(n_c):
+                    if not (ok[i - lo] and _varies(c[j], wi)):
+                        out[i, j] = np.nan

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import GeneMismatchError, InputError, MissingKeyError
+from ._memo import memo
 from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
 
 __all__ = [
@@ -268,6 +269,11 @@ def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
     return pos
 
 
+def _ranked(given: Any, calls: DECalls, sig: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`_top_positions` of ``calls``, shared between metrics for the same ``given`` object."""
+    return memo(("top_positions", alpha), (given,), lambda: _top_positions(_mat(calls.lfc), sig))
+
+
 def _k(n: int | None, count: np.ndarray) -> np.ndarray:
     if n is None:
         return count
@@ -322,8 +328,8 @@ def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 
     sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
     n_t = sig_t.sum(axis=1)
     k = _k(n, n_t)
-    top_t = sig_t & (_top_positions(_mat(t.lfc), sig_t) < k[:, None])
-    top_p = sig_p & (_top_positions(_mat(p.lfc), sig_p) < k[:, None])
+    top_t = sig_t & (_ranked(truth, t, sig_t, a) < k[:, None])
+    top_p = sig_p & (_ranked(pred, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (top_t & top_p).sum(axis=1) / k
     out = np.where(k == 0, np.nan, out)
@@ -374,7 +380,7 @@ def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float 
     p, t, vector = _pair(pred, truth)
     sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
     k = _k(n, sig_p.sum(axis=1))
-    top_p = sig_p & (_top_positions(_mat(p.lfc), sig_p) < k[:, None])
+    top_p = sig_p & (_ranked(pred, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (top_p & sig_t).sum(axis=1) / k
     out = np.where(k == 0, np.nan, out)
@@ -506,8 +512,9 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    w = (_mat(t.q) < a).astype(np.float64)
-    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), _weighted_midranks(_mat(t.lfc), w), w)
+    w = memo(("de_mask", a), (truth,), lambda: (_mat(t.q) < a).astype(np.float64))
+    rt = memo(("de_midranks", a), (truth,), lambda: _weighted_midranks(_mat(t.lfc), w))
+    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
     return _finish(rho, vector)
 
 

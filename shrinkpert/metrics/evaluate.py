@@ -53,6 +53,7 @@ import pandas as pd
 
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from ..errors import GeneMismatchError, InputError, MissingKeyError
+from ._memo import release, shared_intermediates
 from .de import DECalls
 from .registry import METRICS, MetricSpec
 
@@ -202,6 +203,13 @@ def _target_index(perturbations: pd.Index, genes: pd.Index, targets: Mapping[str
     return np.array([genes.get_loc(g) if g in genes else -1 for g in names], dtype=np.int64)
 
 
+def _frozen(values: np.ndarray) -> np.ndarray:
+    """A read-only copy (metrics share intermediates only between read-only inputs)."""
+    out = np.array(values)
+    out.setflags(write=False)
+    return out
+
+
 def _negative_for(spec: MetricSpec, reference: str) -> str:
     """The default negative control: see the module docstring."""
     if reference == "perturbed_centroid":
@@ -214,6 +222,54 @@ def _de_calls(mean, var, n, summary, perturbations, genes) -> DECalls:
 
     p = welch_p(mean, var, n[:, None], summary.control_mean[None, :], summary.control_var[None, :], summary.control_n)
     return DECalls(lfc=mean - summary.control_mean[None, :], q=bh_rows(p), perturbations=perturbations, genes=genes)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], perturbations: pd.Index,
+              base: list[str], neg_name: str, positive: str,
+              bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Long-table rows and the summary row of one (metric, reference, weighting)."""
+    from ..baselines import ADVERSARIAL
+    from ..calibration import calibrate as calibrate_metric
+
+    model = vals[MODEL]
+    frame = pd.DataFrame({"perturbation": perturbations.astype(str), "metric": spec.name, "weighting": wname,
+                          "reference": ref, "value": model})
+    for name in base:
+        frame[f"baseline_{name}"] = vals[name]
+    row: dict[str, Any] = {"metric": spec.name, "weighting": wname, "reference": ref, "mean": _finite_mean(model),
+                           "median": float(np.nanmedian(model)) if np.isfinite(model).any() else float("nan")}
+    flags: list[str] = []
+    if bootstrap is not None and base:
+        cal = calibrate_metric(model, vals[neg_name], vals[positive], greater_is_better=spec.greater_is_better,
+                               best=spec.best, perturbations=perturbations, negative_name=neg_name,
+                               positive_name=positive, **bootstrap)
+        frame["calibrated"] = cal.calibrated_per_perturbation
+        frame["drf"] = cal.drf_per_perturbation
+        row.update(calibrated=cal.calibrated, ci_low=cal.ci_low, ci_high=cal.ci_high, drf=cal.drf, bds=cal.bds)
+        means = {n: _finite_mean(v) for n, v in vals.items()}
+        adv = [a for a in ADVERSARIAL if a in base]
+        beats_neg = [a for a in adv if spec.is_better(means[a], means[neg_name])]
+        wins = [a for a in adv if spec.is_better(means[a], means[positive])]
+        if beats_neg:
+            flags.append("adversarial_beats_negative:" + ",".join(beats_neg))
+        if wins:
+            flags.append("adversarial_wins:" + ",".join(wins))
+        if np.isfinite(cal.bds) and cal.bds < 0.5:
+            flags.append("positive_not_better")
+        if cal.n_valid < 10:
+            flags.append("few_perturbations")
+    else:
+        row.update(calibrated=np.nan, ci_low=np.nan, ci_high=np.nan, drf=np.nan, bds=np.nan)
+    row["flags"] = ";".join(flags)
+    row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
+               positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))
+    for name in base:
+        row[f"baseline_{name}"] = _finite_mean(vals[name])
+    return frame, row
 
 
 def evaluate(
@@ -314,8 +370,7 @@ def evaluate(
     >>> round(float(row["mean"]), 9), row["negative"], row["positive"]
     (1.0, 'mean', 'technical_duplicate')
     """
-    from ..baselines import ADVERSARIAL, detect_scale, make_baselines, summarize_truth
-    from ..calibration import calibrate as calibrate_metric
+    from ..baselines import detect_scale, make_baselines, summarize_truth
     from ..stats.group import group_statistics
 
     specs = _resolve_metrics(metrics)
@@ -351,15 +406,16 @@ def evaluate(
 
     no_baselines = baselines is None or (not isinstance(baselines, str) and len(baselines) == 0)
     base = {} if no_baselines else make_baselines(summary, baselines, seed=seed, targets=targets)
-    # name -> (pred means, pred var, pred n, true means, true var, true n)
-    full = (summary.mean, summary.var, summary.n_cells)
-    half = (summary.half_a_mean, summary.half_a_var, summary.half_a_n)
-    sides = {MODEL: (pred_mean, pred_var, pred_n, *full)}
+    # name -> (pred means, pred var, pred n, which truth); arrays read-only so that metrics can share
+    # intermediates computed from the same objects (shared_intermediates)
+    truths = {"full": (summary.mean, summary.var, summary.n_cells),
+              "half_a": (summary.half_a_mean, summary.half_a_var, summary.half_a_n)}
+    sides = {MODEL: (_frozen(pred_mean), pred_var, pred_n, "full")}
     for name, b in base.items():
         if b.truth == "half_a":
-            sides[name] = (b.mean, summary.half_b_var, summary.half_b_n, *half)
+            sides[name] = (_frozen(b.mean), summary.half_b_var, summary.half_b_n, "half_a")
         else:
-            sides[name] = (b.mean, summary.var, summary.n_cells, *full)
+            sides[name] = (_frozen(b.mean), summary.var, summary.n_cells, "full")
     if calibrate and base:
         roles = {positive} | ({"mean", "mean_all", "control"} if negative == "auto" else {negative})
         absent = sorted(r for r in roles if r not in base)
@@ -367,86 +423,55 @@ def evaluate(
             raise MissingKeyError(f"calibration needs the baselines {absent}; add them to baselines= or pass "
                                   "calibrate=False.")
 
-    weightings = _weightings(weights, perturbations, genes)
-    tindex = _target_index(perturbations, genes, targets)
+    weightings = {k: None if w is None else _frozen(w) for k, w in _weightings(weights, perturbations, genes).items()}
+    tindex = _frozen(_target_index(perturbations, genes, targets))
     centroid = summary.mean.mean(axis=0)
     reference_vectors = {"control": summary.control_mean, "perturbed_centroid": centroid}
+    # one row of the output per (metric, reference, weighting)
+    jobs = [(spec, ref, wname, w) for spec in specs for ref in (refs if spec.needs == "deltas" else ["none"])
+            for wname, w in (weightings if spec.weighted else {"uniform": None}).items()]
+    results: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(j[0].name, j[1], j[2]): {} for j in jobs}
+    used = {side[3] for side in sides.values()}
+    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used}
+    truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
+                    for which in used for ref in refs}
+    # side by side, so that each side's intermediates (deltas, DE calls, ranks, distance matrices) are
+    # shared by its metrics and freed before the next side; the truth's are shared by all sides
+    with shared_intermediates():
+        for name, (pm, pv, pn, which) in sides.items():
+            tm = truths[which][0]
+            pred_deltas = {ref: _frozen(pm - reference_vectors[ref][None, :]) for ref in refs}
+            pred_de = None
+            for spec, ref, wname, w in jobs:
+                out = results[(spec.name, ref, wname)]
+                if spec.reference_free and ref not in ("none", refs[0]):
+                    out[name] = results[(spec.name, refs[0], wname)][name]
+                    continue
+                kwargs: dict[str, Any] = {}
+                if w is not None:
+                    kwargs["weights"] = w
+                if "target_index" in inspect.signature(spec.func).parameters:
+                    kwargs["target_index"] = tindex
+                if spec.needs == "means" or spec.reference_free:
+                    a, b = pm, tm
+                elif spec.needs == "deltas":
+                    a, b = pred_deltas[ref], truth_deltas[(which, ref)]
+                else:  # de
+                    if pred_de is None:
+                        pred_de = _de_calls(pm, pv, pn, summary, perturbations, genes)
+                    a, b = pred_de, truth_de[which]
+                    kwargs["alpha"] = alpha
+                out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
+            release(pm, pred_de, *pred_deltas.values())
 
     records: list[pd.DataFrame] = []
     summaries: list[dict[str, Any]] = []
-    de_cache: dict[str, tuple[DECalls, DECalls]] = {}
-    for spec in specs:
-        takes_target = "target_index" in inspect.signature(spec.func).parameters
-        spec_refs = refs if spec.needs == "deltas" else ["none"]
-        spec_weights = weightings if spec.weighted else {"uniform": None}
-        for ref in spec_refs:
-            for wname, w in spec_weights.items():
-                vals: dict[str, np.ndarray] = {}
-                for name, (pm, pv, pn, tm, tv, tn) in sides.items():
-                    kwargs: dict[str, Any] = {}
-                    if w is not None:
-                        kwargs["weights"] = w
-                    if takes_target:
-                        kwargs["target_index"] = tindex
-                    if spec.needs == "means":
-                        a, b = pm, tm
-                    elif spec.needs == "deltas":
-                        r = reference_vectors[ref][None, :]
-                        a, b = pm - r, tm - r
-                    else:  # de
-                        if name not in de_cache:
-                            de_cache[name] = (_de_calls(pm, pv, pn, summary, perturbations, genes),
-                                              _de_calls(tm, tv, tn, summary, perturbations, genes))
-                        a, b = de_cache[name]
-                        kwargs["alpha"] = alpha
-                    vals[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
-                neg_name = _negative_for(spec, ref) if negative == "auto" else negative
-                frame = pd.DataFrame({
-                    "perturbation": perturbations.astype(str),
-                    "metric": spec.name,
-                    "weighting": wname,
-                    "reference": ref,
-                    "value": vals[MODEL],
-                })
-                for name in base:
-                    frame[f"baseline_{name}"] = vals[name]
-                row: dict[str, Any] = {
-                    "metric": spec.name, "weighting": wname, "reference": ref,
-                    "mean": float(np.nanmean(vals[MODEL])) if np.isfinite(vals[MODEL]).any() else float("nan"),
-                    "median": float(np.nanmedian(vals[MODEL])) if np.isfinite(vals[MODEL]).any() else float("nan"),
-                }
-                flags: list[str] = []
-                if calibrate and base:
-                    cal = calibrate_metric(vals[MODEL], vals[neg_name], vals[positive],
-                                           greater_is_better=spec.greater_is_better, best=spec.best,
-                                           perturbations=perturbations, n_boot=n_boot, level=level, seed=seed,
-                                           negative_name=neg_name, positive_name=positive)
-                    frame["calibrated"] = cal.calibrated_per_perturbation
-                    frame["drf"] = cal.drf_per_perturbation
-                    row.update(calibrated=cal.calibrated, ci_low=cal.ci_low, ci_high=cal.ci_high, drf=cal.drf,
-                               bds=cal.bds)
-                    means = {n: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for n, v in vals.items()}
-                    adv = [a for a in ADVERSARIAL if a in base]
-                    beats_neg = [a for a in adv if spec.is_better(means[a], means[neg_name])]
-                    wins = [a for a in adv if spec.is_better(means[a], means[positive])]
-                    if beats_neg:
-                        flags.append("adversarial_beats_negative:" + ",".join(beats_neg))
-                    if wins:
-                        flags.append("adversarial_wins:" + ",".join(wins))
-                    if np.isfinite(cal.bds) and cal.bds < 0.5:
-                        flags.append("positive_not_better")
-                    if cal.n_valid < 10:
-                        flags.append("few_perturbations")
-                else:
-                    row.update(calibrated=np.nan, ci_low=np.nan, ci_high=np.nan, drf=np.nan, bds=np.nan)
-                row["flags"] = ";".join(flags)
-                row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
-                           positive=positive if base else "", n_valid=int(np.isfinite(vals[MODEL]).sum()))
-                for name in base:
-                    v = vals[name]
-                    row[f"baseline_{name}"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                records.append(frame)
-                summaries.append(row)
+    for spec, ref, wname, _ in jobs:
+        neg_name = _negative_for(spec, ref) if negative == "auto" else negative
+        frame, row = _tabulate(spec, ref, wname, results[(spec.name, ref, wname)], perturbations, list(base),
+                               neg_name, positive, dict(n_boot=n_boot, level=level, seed=seed) if calibrate else None)
+        records.append(frame)
+        summaries.append(row)
 
     values = pd.concat(records, ignore_index=True)
     summary_table = pd.DataFrame(summaries).set_index(["metric", "weighting", "reference"]).sort_index()

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GeneMismatchError, InputError
+from ._memo import memo
 
 __all__ = [
     "mse",
@@ -168,7 +169,7 @@ def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     is exactly Spearman's rho; a gene of weight 0 does not move any other gene's rank.
     """
     n_p, n_g = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
+    order = np.argsort(x, axis=1)  # tie groups are found by value, so any sort order gives the same ranks
     xs = np.take_along_axis(x, order, axis=1)
     ws = np.ones_like(xs) if w is None else np.take_along_axis(np.asarray(w), order, axis=1)
     start = np.ones((n_p, n_g), dtype=bool)
@@ -569,5 +570,6 @@ def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> 
     """
     p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
     w = _as_weights(weights, p.shape)
-    rho = _pearson_rows(_weighted_midranks(p, w), _weighted_midranks(t, w), w)
-    return _finish(rho, vector)
+    rp = memo("midranks", (pred_delta, weights), lambda: _weighted_midranks(p, w))
+    rt = memo("midranks", (true_delta, weights), lambda: _weighted_midranks(t, w))
+    return _finish(_pearson_rows(rp, rt, w), vector)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import _distance_kernels as _k
+from ._memo import memo
 from .expression import _as_weights, _check_pair
 
 __all__ = [
@@ -69,6 +70,23 @@ def _prepare(pred, true, weights, target_index, names=("pred", "true")):
     w = _anchor_weights(weights, target_index, p.shape)
     dead = (w.sum(axis=1) == 0) if w.shape[0] > 1 else np.repeat(w.sum() == 0, p.shape[0])
     return p, t, w, dead
+
+
+def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true")):
+    """Distance matrix with one row per anchor (prediction or true profile) and the dead rows.
+
+    ``anchor="pred"``: ``d[p, j] = d_{w_p}(pred_p, true_j)``; ``anchor="true"``:
+    ``d[p, i] = d_{w_p}(true_p, pred_i)``. Shared between metrics inside
+    :func:`~shrinkpert.metrics._memo.shared_intermediates`.
+    """
+
+    def compute():
+        p, t, w, dead = _prepare(pred, true, weights, target_index, names)
+        d = _distances(p, t, w, metric) if anchor == "pred" else _distances(t, p, w, metric)
+        d.setflags(write=False)
+        return d, dead
+
+    return memo(("distances", metric, anchor), (pred, true, weights, target_index), compute)
 
 
 def _position(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
@@ -144,9 +162,8 @@ def discrimination_score(
     >>> discrimination_score(truth + 0.1, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    p, t, w, dead = _prepare(pred_delta, true_delta, weights, target_index, ("pred_delta", "true_delta"))
-    d = _distances(p, t, w, metric)
-    return 1.0 - _position(d, dead) / p.shape[0]
+    d, dead = _anchored(pred_delta, true_delta, weights, target_index, metric, names=("pred_delta", "true_delta"))
+    return 1.0 - _position(d, dead) / d.shape[0]
 
 
 def perturbench_rank(
@@ -206,9 +223,8 @@ def perturbench_rank(
     >>> perturbench_rank(collapsed, truth, metric="l2").tolist()
     [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    p, t, w, dead = _prepare(pred, true, weights, target_index)
-    d = _distances(t, p, w, metric)
-    return _position(d, dead) / p.shape[0]
+    d, dead = _anchored(pred, true, weights, target_index, metric, anchor="true")
+    return _position(d, dead) / d.shape[0]
 
 
 def perturbench_rank_transposed(
@@ -259,9 +275,8 @@ def perturbench_rank_transposed(
     >>> perturbench_rank_transposed(truth, truth).tolist()
     [0.0, 0.0, 0.0]
     """
-    p, t, w, dead = _prepare(pred, true, weights, target_index)
-    d = _distances(p, t, w, metric)
-    return _position(d, dead) / p.shape[0]
+    d, dead = _anchored(pred, true, weights, target_index, metric)
+    return _position(d, dead) / d.shape[0]
 
 
 def centroid_accuracy(
@@ -312,8 +327,7 @@ def centroid_accuracy(
     >>> centroid_accuracy(truth, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    p, t, w, dead = _prepare(pred, true, weights, target_index)
-    return _farther_fraction(_distances(p, t, w, "l2"), dead)
+    return _farther_fraction(*_anchored(pred, true, weights, target_index, "l2"))
 
 
 def normed_retrieval(
@@ -365,5 +379,5 @@ def normed_retrieval(
     >>> normed_retrieval(truth, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    p, t, w, dead = _prepare(pred_delta, true_delta, weights, target_index, ("pred_delta", "true_delta"))
-    return _farther_fraction(_distances(p, t, w, "pearson"), dead)
+    return _farther_fraction(*_anchored(pred_delta, true_delta, weights, target_index, "pearson",
+                                        names=("pred_delta", "true_delta")))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -60,6 +60,10 @@ class MetricSpec:
         Whose definition this follows, and any deliberate difference.
     aliases : tuple of str
         Other names the registry accepts for this metric.
+    reference_free : bool
+        The value does not depend on a reference vector subtracted from both sides (e.g. MSE of
+        deltas, L1/L2 distances between deltas): :func:`~shrinkpert.metrics.evaluate` computes it
+        once on the means and reports it under every reference.
     """
 
     name: str
@@ -74,6 +78,7 @@ class MetricSpec:
     description: str = ""
     origin: str = ""
     aliases: tuple[str, ...] = ()
+    reference_free: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -300,7 +305,9 @@ def _specs() -> tuple[MetricSpec, ...]:
         "Székely-Rizzo energy distance; differs from scPerturb/pertpy/cell-eval E-distances")
     add("mmd", distribution.mmd, False, 0.0, "distribution", "cells", False, "never",
         "Squared MMD, Gaussian kernel, median-heuristic bandwidth (V-statistic)", "Gretton et al. 2012")
-    return tuple(out)
+    # (p - r) - (t - r) = p - t: these do not depend on the reference
+    free = {"mse_delta", "mae_delta", "discrimination_score_l1", "discrimination_score_l2"}
+    return tuple(replace(s, reference_free=True) if s.name in free else s for s in out)
 
 
 #: The registry of every metric shipped with shrinkpert (read-only).

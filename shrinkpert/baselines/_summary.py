@@ -162,6 +162,7 @@ def summarize_truth(
     target_sum: float = TARGET_SUM,
     perturbations: Any = None,
     seed: int | np.random.Generator = 0,
+    exclude: np.ndarray | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -184,6 +185,9 @@ def summarize_truth(
         are ignored.
     seed
         Seed of the half split (int or ``numpy.random.Generator``).
+    exclude
+        Boolean per cell (``obs`` order): cells to leave out, e.g. escaping cells
+        (``p_perturbed`` below a threshold), so that the truth is built from perturbed cells only.
 
     Returns
     -------
@@ -202,6 +206,12 @@ def summarize_truth(
         raise InputError(f"scale must be one of {SCALES}, got {scale!r}.")
     resolved = detect_scale(truth, layer=layer) if scale == "auto" else scale
     labels = _labels(truth, perturbation_key)
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.dtype != bool or exclude.shape != (len(labels),):
+            raise InputError(f"exclude must be a boolean array with one entry per cell ({len(labels)}); "
+                             f"got dtype {exclude.dtype} and shape {exclude.shape}.")
+        labels = labels.where(~exclude, None)
     present = pd.Index(sorted(set(labels.dropna())))
     if control not in present:
         raise MissingKeyError(

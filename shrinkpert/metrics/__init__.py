@@ -50,6 +50,14 @@ from .rank import (
     perturbench_rank,
     perturbench_rank_transposed,
 )
+from ..target.prediction import (
+    dose_order_score,
+    penetrance_error,
+    target_change_error,
+    target_rank_error,
+    target_rank_score,
+    target_sign_score,
+)
 from .registry import KINDS, METRICS, NEEDS, MetricRegistry, MetricSpec
 from .evaluate import MetricTable, evaluate
 
@@ -90,6 +98,13 @@ __all__ = [
     # distribution
     "energy_distance",
     "mmd",
+    # target gene (defined in shrinkpert.target.prediction)
+    "target_change_error",
+    "target_sign_score",
+    "target_rank_score",
+    "target_rank_error",
+    "penetrance_error",
+    "dose_order_score",
     # composite
     "VCC_METRICS",
     "vcc_components",

@@ -116,9 +116,12 @@ class MetricTable:
         return self.summary_table.copy()
 
 
-def _resolve_metrics(metrics: Any) -> list[MetricSpec]:
+def _resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, dose: bool) -> list[MetricSpec]:
+    """The specs to compute; ``"default"`` is every metric the given inputs allow (see evaluate)."""
     if isinstance(metrics, str) and metrics == "default":
-        return [s for s in METRICS.values() if s.needs in ("means", "deltas", "de")]
+        return [s for s in METRICS.values()
+                if (s.needs in ("means", "deltas", "de") and (s.kind != "target" or targets_measured))
+                or (s.needs == "penetrance" and penetrance) or (s.needs == "dose" and dose)]
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     specs = []
     for name in names:
@@ -130,6 +133,12 @@ def _resolve_metrics(metrics: Any) -> list[MetricSpec]:
                 f"metrics: {spec.name!r} compares cell distributions, which evaluate() does not run yet (baselines are "
                 f"pseudobulk profiles); call shrinkpert.metrics.{spec.func.__name__}() on the cells of each perturbation."
             )
+        if spec.needs == "penetrance" and not penetrance:
+            raise InputError(f"metrics: {spec.name!r} needs the penetrance of both sides; pass escape= (classify_escape "
+                             "of the true cells) and pred_escape= (of the predicted cells with the real controls).")
+        if spec.needs == "dose" and not dose:
+            raise InputError(f"metrics: {spec.name!r} compares guides; pass guide_key= (an obs column of both pred and "
+                             "truth).")
         specs.append(spec)
     if not specs:
         raise InputError("metrics is empty; pass 'default' or a list of metric names.")
@@ -228,6 +237,80 @@ def _finite_mean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
+def _spec_references(spec: MetricSpec, refs: list[str]) -> list[str]:
+    """References a metric is computed under: ``"none"`` unless it takes deltas."""
+    if spec.needs != "deltas":
+        return ["none"]
+    return [r for r in refs if spec.references is None or r in spec.references]
+
+
+def _escape_exclusions(truth: Any, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
+    """Cells left out of the truth: escapers when ``truth_cells="perturbed"``."""
+    from ..data.read import read_annotations
+    from ..target import EscapeResult
+
+    if truth_cells == "weighted":
+        raise NotImplementedError("truth_cells='weighted' is not implemented in evaluate(); use 'perturbed', or "
+                                  "shrinkpert.target.escape_aware_effects(weighting='soft') for effect sizes.")
+    if truth_cells not in ("all", "perturbed"):
+        raise InputError(f"truth_cells must be 'all', 'perturbed' or 'weighted', got {truth_cells!r}.")
+    if escape is not None and not isinstance(escape, EscapeResult):
+        raise InputError(f"escape must be the EscapeResult of classify_escape(truth), got {type(escape).__name__}.")
+    if truth_cells == "all":
+        return None
+    if escape is None:
+        raise InputError("truth_cells='perturbed' needs escape=classify_escape(<true cells, raw counts>).")
+    if not 0 < threshold < 1:
+        raise InputError(f"escape_threshold must lie in (0, 1), got {threshold!r}.")
+    obs, _ = read_annotations(truth)
+    if not pd.Index(obs.index).astype(str).equals(escape.obs_names):
+        raise InputError("escape was computed on other cells than truth (names or order differ); run "
+                         "classify_escape on the same data.")
+    table = escape.penetrance
+    judged = table.index[table["evidence"] != "none"].astype(str)
+    p = escape.p_perturbed
+    out = np.isin(escape.perturbation, judged) & np.isfinite(p) & (p < threshold)
+    for pert in judged:  # never empty a perturbation: keep all its cells if fewer than 2 would remain
+        cells = escape.perturbation == pert
+        if (cells & ~out).sum() < 2:
+            out[cells] = False
+    return out
+
+
+def _penetrances(result: Any, perturbations: pd.Index, name: str) -> np.ndarray:
+    from ..target import EscapeResult
+
+    if not isinstance(result, EscapeResult):
+        raise InputError(f"{name} must be the EscapeResult of shrinkpert.target.classify_escape, got "
+                         f"{type(result).__name__}.")
+    return result.penetrance["penetrance"].reindex(perturbations).to_numpy(dtype=np.float64)
+
+
+def _guide_responses(source: Any, perturbation_key: str, guide_key: str, perturbations: pd.Index, genes: pd.Index,
+                     tindex: np.ndarray, control_mean: np.ndarray, scale: str, layer: str | None,
+                     target_sum: float, chunk_size: int | None, n_threads: int | None) -> pd.Series:
+    """Root-mean-square change from the observed control per (perturbation, guide), target left out."""
+    from ..data.read import read_annotations
+    from ..stats.group import group_statistics
+
+    obs, _ = read_annotations(source)
+    if guide_key not in obs.columns:
+        raise MissingKeyError(f"obs has no column {guide_key!r} (guide_key) in both pred and truth.")
+    stats = group_statistics(source, [perturbation_key, guide_key], layer=layer,
+                             normalize=None if scale == "log1p" else "log1p", target_sum=target_sum,
+                             chunk_size=chunk_size, n_threads=n_threads)
+    perts = pd.Index(stats.groups.get_level_values(0).astype(str))
+    rows = np.flatnonzero(perts.isin(perturbations))
+    cols = pd.Index(stats.genes.astype(str)).get_indexer(genes)
+    delta = np.asarray(stats.mean)[np.ix_(rows, cols)] - control_mean[None, :]
+    target = tindex[perturbations.get_indexer(perts[rows])]
+    keep = np.ones(delta.shape, dtype=bool)
+    keep[np.flatnonzero(target >= 0), target[target >= 0]] = False
+    response = np.sqrt(np.where(keep, delta**2, 0.0).sum(axis=1) / keep.sum(axis=1))
+    index = pd.MultiIndex.from_arrays([perts[rows], stats.groups.get_level_values(1)[rows].astype(str)])
+    return pd.Series(response, index=index)
+
+
 def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], perturbations: pd.Index,
               base: list[str], neg_name: str, positive: str,
               bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -293,6 +376,11 @@ def evaluate(
     seed: int = 0,
     targets: Mapping[str, str] | None = None,
     alpha: float = 0.05,
+    truth_cells: str = "all",
+    escape: Any = None,
+    pred_escape: Any = None,
+    escape_threshold: float = 0.5,
+    guide_key: str | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -314,8 +402,10 @@ def evaluate(
     layer, target_sum
         Layer to read instead of ``X`` (both sides) and the normalisation total.
     metrics
-        ``"default"`` (every registered metric of means, deltas and DE calls) or names from
-        :data:`~shrinkpert.metrics.METRICS`.
+        ``"default"`` or names from :data:`~shrinkpert.metrics.METRICS`. The default is every
+        registered metric of means, deltas and DE calls; the target-gene metrics when some
+        perturbation's target is a measured gene; ``penetrance_error`` when ``escape`` and
+        ``pred_escape`` are given; ``dose_order_score`` when ``guide_key`` is given.
     weights
         ``None`` (unweighted only), a :class:`~shrinkpert.GeneWeights` (named by its method) or
         a mapping name → :class:`GeneWeights` / array ``(n_genes,)`` or
@@ -341,6 +431,26 @@ def evaluate(
         is excluded from rank metrics' distances and used by the linear baseline.
     alpha
         Significance level of DE calls.
+    truth_cells
+        Which true cells define the truth: ``"all"`` (every cell with the label) or
+        ``"perturbed"`` (escape-aware: leave out cells with ``p_perturbed < escape_threshold``
+        in ``escape``; controls, unclassified cells and every cell of a perturbation without
+        evidence of an effect — penetrance 0, evidence ``"none"`` — are kept, as are all cells of a
+        perturbation that would keep fewer than 2). ``"weighted"`` (cells weighted
+        by ``p_perturbed``) is available for effect sizes
+        (:func:`~shrinkpert.target.escape_aware_effects`) but not here yet.
+    escape, pred_escape, escape_threshold
+        :class:`~shrinkpert.target.EscapeResult` of :func:`~shrinkpert.target.classify_escape`
+        run on the true cells (raw counts) and on the predicted cells together with the real
+        control cells. ``escape`` is needed by ``truth_cells="perturbed"``; both by
+        ``penetrance_error`` (:math:`|\hat\pi_p - \pi_p|`).
+    guide_key
+        ``obs`` column of guides in both ``pred`` and ``truth``; enables ``dose_order_score``:
+        per guide the downstream response
+        :math:`\sqrt{\tfrac{1}{G-1}\sum_{g \ne t}(\bar x_{\text{guide},g}-\bar x_{c,g})^2}`
+        (target gene left out), and per perturbation the Spearman correlation of predicted and
+        true responses across its guides (NaN with fewer than 3 guides). One extra streaming pass
+        over each side.
     chunk_size, n_threads, progress
         As in :func:`shrinkpert.group_statistics`.
 
@@ -357,7 +467,8 @@ def evaluate(
     MissingKeyError
         Unknown metric, column, control label or baseline role.
     NotImplementedError
-        A distribution metric, or ``"additive"`` on data without combinations.
+        A distribution metric, ``truth_cells="weighted"``, or ``"additive"`` on data without
+        combinations.
 
     Examples
     --------
@@ -373,12 +484,15 @@ def evaluate(
     from ..baselines import detect_scale, make_baselines, summarize_truth
     from ..stats.group import group_statistics
 
-    specs = _resolve_metrics(metrics)
     refs = [references] if isinstance(references, str) else list(references)
     bad = [r for r in refs if r not in _REFERENCES]
     if bad or not refs:
         raise InputError(f"references must be a non-empty list from {_REFERENCES}, got {references!r}.")
     perturbations, genes, pred_control_cells = _check_pair(pred, truth, perturbation_key, control)
+    tindex = _frozen(_target_index(perturbations, genes, targets))
+    specs = _resolve_metrics(metrics, targets_measured=bool((tindex >= 0).any()),
+                             penetrance=escape is not None and pred_escape is not None, dose=guide_key is not None)
+    exclude = _escape_exclusions(truth, escape, truth_cells, escape_threshold)
 
     if scale == "auto":
         s_truth, s_pred = detect_scale(truth, layer=layer), detect_scale(pred, layer=layer)
@@ -394,8 +508,8 @@ def evaluate(
         raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {scale!r}.")
 
     summary = summarize_truth(truth, perturbation_key=perturbation_key, control=control, scale=resolved, layer=layer,
-                              target_sum=target_sum, seed=seed, chunk_size=chunk_size, n_threads=n_threads,
-                              progress=progress)
+                              target_sum=target_sum, seed=seed, exclude=exclude, chunk_size=chunk_size,
+                              n_threads=n_threads, progress=progress)
     pstats = group_statistics(pred, perturbation_key, layer=layer, normalize=None if resolved == "log1p" else "log1p",
                               target_sum=target_sum, chunk_size=chunk_size, n_threads=n_threads, progress=progress)
     prow = pd.Index(pstats.groups.astype(str)).get_indexer(perturbations)
@@ -424,15 +538,15 @@ def evaluate(
                                   "calibrate=False.")
 
     weightings = {k: None if w is None else _frozen(w) for k, w in _weightings(weights, perturbations, genes).items()}
-    tindex = _frozen(_target_index(perturbations, genes, targets))
     centroid = summary.mean.mean(axis=0)
     reference_vectors = {"control": summary.control_mean, "perturbed_centroid": centroid}
     # one row of the output per (metric, reference, weighting)
-    jobs = [(spec, ref, wname, w) for spec in specs for ref in (refs if spec.needs == "deltas" else ["none"])
+    jobs = [(spec, ref, wname, w) for spec in specs for ref in _spec_references(spec, refs)
             for wname, w in (weightings if spec.weighted else {"uniform": None}).items()]
     results: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(j[0].name, j[1], j[2]): {} for j in jobs}
     used = {side[3] for side in sides.values()}
-    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used}
+    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used
+                if any(spec.needs == "de" for spec in specs)}
     truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
                     for which in used for ref in refs}
     # side by side, so that each side's intermediates (deltas, DE calls, ranks, distance matrices) are
@@ -444,6 +558,9 @@ def evaluate(
             pred_de = None
             for spec, ref, wname, w in jobs:
                 out = results[(spec.name, ref, wname)]
+                if spec.needs in ("penetrance", "dose"):  # per cell or per guide: the model only
+                    out[name] = np.full(len(perturbations), np.nan)
+                    continue
                 if spec.reference_free and ref not in ("none", refs[0]):
                     out[name] = results[(spec.name, refs[0], wname)][name]
                     continue
@@ -464,6 +581,21 @@ def evaluate(
                 out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
             release(pm, pred_de, *pred_deltas.values())
 
+    for spec, ref, wname, _ in jobs:
+        if spec.needs == "penetrance":
+            p = _penetrances(pred_escape, perturbations, "pred_escape")
+            t = _penetrances(escape, perturbations, "escape")
+            ok = np.isfinite(p) & np.isfinite(t)
+            results[(spec.name, ref, wname)][MODEL] = np.where(ok, spec(np.where(ok, p, 0), np.where(ok, t, 0)), np.nan)
+        elif spec.needs == "dose":
+            responses = [_guide_responses(side, perturbation_key, guide_key, perturbations, genes, tindex,
+                                          summary.control_mean, resolved, layer, target_sum, chunk_size, n_threads)
+                         for side in (pred, truth)]
+            both = responses[0].index.intersection(responses[1].index)
+            score = spec(responses[0][both].to_numpy(), responses[1][both].to_numpy(),
+                         groups=both.get_level_values(0))
+            results[(spec.name, ref, wname)][MODEL] = score.reindex(perturbations).to_numpy(dtype=np.float64)
+
     records: list[pd.DataFrame] = []
     summaries: list[dict[str, Any]] = []
     for spec, ref, wname, _ in jobs:
@@ -482,5 +614,8 @@ def evaluate(
         "negative": negative, "positive": positive, "calibrate": calibrate, "n_boot": n_boot, "level": level,
         "seed": seed, "alpha": alpha, "pred_control_cells_ignored": pred_control_cells,
         "duplicates_scored_against": "half_a", "de_test": "Welch t-test vs observed control, BH per perturbation",
+        "truth_cells": truth_cells, "escape_threshold": escape_threshold if truth_cells == "perturbed" else None,
+        "truth_cells_excluded": int(exclude.sum()) if exclude is not None else 0, "guide_key": guide_key,
+        "targets_measured": int((tindex >= 0).sum()),
     }
     return MetricTable(values, summary_table, perturbations, genes, params)

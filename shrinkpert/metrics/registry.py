@@ -18,16 +18,20 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InputError, MissingKeyError
+from ..target import prediction
 from . import de, distribution, expression, rank
 
 __all__ = ["KINDS", "NEEDS", "MetricSpec", "MetricRegistry", "METRICS"]
 
 #: Metric families.
-KINDS = ("expression", "rank", "de", "distribution")
+KINDS = ("expression", "rank", "de", "distribution", "target")
 
 #: What a metric is computed from: pseudobulk ``means`` (profiles), ``deltas`` (effects from a
-#: reference), ``de`` (:class:`~shrinkpert.metrics.DECalls` of both sides) or ``cells``.
-NEEDS = ("means", "deltas", "de", "cells")
+#: reference), ``de`` (:class:`~shrinkpert.metrics.DECalls` of both sides), ``cells``,
+#: ``penetrance`` (one fraction of perturbed cells per perturbation, from
+#: :func:`~shrinkpert.target.classify_escape` on each side) or ``dose`` (one downstream response
+#: per guide).
+NEEDS = ("means", "deltas", "de", "cells", "penetrance", "dose")
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,9 +48,9 @@ class MetricSpec:
         Direction.
     best : float
         The value of a perfect prediction.
-    kind : {"expression", "rank", "de", "distribution"}
+    kind : {"expression", "rank", "de", "distribution", "target"}
         Family.
-    needs : {"means", "deltas", "de", "cells"}
+    needs : {"means", "deltas", "de", "cells", "penetrance", "dose"}
         Input type of ``pred`` and ``truth``.
     weighted : bool
         Whether ``func`` accepts gene ``weights``.
@@ -64,6 +68,9 @@ class MetricSpec:
         The value does not depend on a reference vector subtracted from both sides (e.g. MSE of
         deltas, L1/L2 distances between deltas): :func:`~shrinkpert.metrics.evaluate` computes it
         once on the means and reports it under every reference.
+    references : tuple of str, optional
+        The delta references the metric is defined for (``None``: any). Target-gene changes are
+        changes from the control, so those metrics take ``("control",)``.
     """
 
     name: str
@@ -79,6 +86,7 @@ class MetricSpec:
     origin: str = ""
     aliases: tuple[str, ...] = ()
     reference_free: bool = False
+    references: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -89,6 +97,8 @@ class MetricSpec:
             raise InputError(f"MetricSpec {self.name!r}: func must be callable.")
         object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        if self.references is not None:
+            object.__setattr__(self, "references", tuple(self.references))
         object.__setattr__(self, "best", float(self.best))
 
     def __call__(self, pred: Any, truth: Any, **kwargs: Any) -> Any:
@@ -305,6 +315,27 @@ def _specs() -> tuple[MetricSpec, ...]:
         "Székely-Rizzo energy distance; differs from scPerturb/pertpy/cell-eval E-distances")
     add("mmd", distribution.mmd, False, 0.0, "distribution", "cells", False, "never",
         "Squared MMD, Gaussian kernel, median-heuristic bandwidth (V-statistic)", "Gretton et al. 2012")
+    # target gene (shrinkpert.target.prediction): changes from the control only
+    control_only = {"references": ("control",)}
+    target_rows = (
+        ("target_change_error", prediction.target_change_error, False, 0.0,
+         "Absolute error of the predicted change of the perturbation's own target gene"),
+        ("target_sign_score", prediction.target_sign_score, True, 1.0,
+         "1 if the predicted target change has the true sign (NaN when the true change is 0)"),
+        ("target_rank_error", prediction.target_rank_error, False, 0.0,
+         "|predicted - true| standing of the target among all changes (target_rank_score of each side)"),
+    )
+    for name, func, greater, best, what in target_rows:
+        add(name, func, greater, best, "target", "deltas", False, "target not measured", what,
+            "shrinkpert (no peer scores the target gene)")
+        out[-1] = replace(out[-1], **control_only)
+    add("penetrance_error", prediction.penetrance_error, False, 0.0, "target", "penetrance", False,
+        "no penetrance for the perturbation", "|predicted - observed| fraction of perturbed cells",
+        "shrinkpert; penetrance from classify_escape on each side")
+    add("dose_order_score", prediction.dose_order_score, True, 1.0, "target", "dose", False,
+        "fewer than 3 guides or a constant response",
+        "Spearman of predicted vs observed downstream response across a perturbation's guides",
+        "shrinkpert")
     # (p - r) - (t - r) = p - t: these do not depend on the reference
     free = {"mse_delta", "mae_delta", "discrimination_score_l1", "discrimination_score_l2"}
     return tuple(replace(s, reference_free=True) if s.name in free else s for s in out)

@@ -13,6 +13,8 @@ function                    direction             best     what
                                                            true sign, else 0
 ``target_rank_score``       higher is better      1        :math:`1 - (r-1)/(G-1)`, :math:`r` the rank
                                                            of the target among predicted changes
+``target_rank_error``       lower is better       0        :math:`|S(\hat\beta) - S(\beta)|`, ``S`` the
+                                                           rank score of prediction and truth
 ``penetrance_error``        lower is better       0        :math:`|\hat\pi_p - \pi_p|`
 ``dose_order_score``        higher is better      1        Spearman of predicted vs observed dose
                                                            responses across a perturbation's guides
@@ -37,6 +39,7 @@ __all__ = [
     "target_change_error",
     "target_sign_score",
     "target_rank_score",
+    "target_rank_error",
     "penetrance_error",
     "dose_order_score",
 ]
@@ -83,55 +86,67 @@ def _target_values(m: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def target_change_error(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
-    r"""Absolute error of the predicted change of each perturbation's target gene.
-
-    :math:`|\hat\beta_{p t_p} - \beta_{p t_p}|` on the scale of the inputs (e.g. log1p
-    deltas or log2 fold changes); NaN where the target is not measured.
-
+_SHARED = """
     Parameters
     ----------
     pred, truth : array-like of shape (n_perturbations, n_genes) or (n_genes,)
-        Predicted and true changes (deltas vs control).
+        Predicted and true changes from the control (e.g. log1p deltas or log2 fold changes),
+        genes in the same order.
     target_index : array-like of int, shape (n_perturbations,)
-        Column of each target (-1: not measured).
+        Column of each perturbation's target gene (-1: not measured).
 
     Returns
     -------
     float or ndarray of shape (n_perturbations,)
+        One value per perturbation (a float for vector input); NaN where the target is not
+        measured{extra}.
 
     Raises
     ------
     InputError
         Shapes differ, values are not finite, or ``target_index`` is invalid.
+"""
 
-    Examples
-    --------
-    >>> target_change_error([[-1.0, 0.2], [0.1, -0.5]], [[-2.0, 0.0], [0.0, -0.5]], target_index=[0, 1])
-    array([1., 0.])
-    """
+
+def target_change_error(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
     p, t, idx, vector = _pair(pred, truth, target_index)
     return _out(np.abs(_target_values(p, idx) - _target_values(t, idx)), vector)
 
 
-def target_sign_score(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
-    """1 when the predicted target change has the sign of the true one, else 0.
+target_change_error.__doc__ = r"""Absolute error of the predicted change of each perturbation's target gene.
 
-    NaN where the target is not measured or its true change is exactly 0. A predicted change of
-    exactly 0 counts as a wrong sign. Parameters, returns and errors as
-    :func:`target_change_error`.
+    .. math:: e_p = |\hat\beta_{p t_p} - \beta_{p t_p}|
 
+    on the scale of the inputs; lower is better, 0 is perfect.
+""" + _SHARED.format(extra="") + """
     Examples
     --------
-    >>> target_sign_score([[-1.0, 0.2], [0.1, 0.5]], [[-2.0, 0.0], [0.0, -0.5]], target_index=[0, 1])
+    >>> target_change_error([[-1.0, 0.2], [0.1, -0.5]], [[-2.0, 0.0], [0.0, -0.5]], target_index=[0, 1])
     array([1., 0.])
-    """
+"""
+
+
+def target_sign_score(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
     p, t, idx, vector = _pair(pred, truth, target_index)
     tp, tt = _target_values(p, idx), _target_values(t, idx)
     with np.errstate(invalid="ignore"):
         score = np.where(np.sign(tp) == np.sign(tt), 1.0, 0.0)
     score[~np.isfinite(tt) | (tt == 0)] = np.nan
     return _out(score, vector)
+
+
+target_sign_score.__doc__ = r"""1 when the predicted target change has the sign of the true one, else 0.
+
+    .. math:: s_p = \mathbb 1[\operatorname{sign}\hat\beta_{p t_p} = \operatorname{sign}\beta_{p t_p}]
+
+    Higher is better; the mean over perturbations is the sign accuracy. A predicted change of
+    exactly 0 counts as a wrong sign.
+""" + _SHARED.format(extra=" or its true change is exactly 0") + """
+    Examples
+    --------
+    >>> target_sign_score([[-1.0, 0.2], [0.1, 0.5]], [[-2.0, 0.0], [0.0, -0.5]], target_index=[0, 1])
+    array([1., 0.])
+"""
 
 
 def target_rank_score(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
@@ -161,10 +176,34 @@ def target_rank_score(pred: Any, truth: Any, *, target_index: Any) -> float | np
     return _out(out, vector)
 
 
+def target_rank_error(pred: Any, truth: Any, *, target_index: Any) -> float | np.ndarray:
+    diff = np.abs(np.asarray(target_rank_score(pred, truth, target_index=target_index))
+                  - np.asarray(target_rank_score(truth, truth, target_index=target_index)))
+    return float(diff) if diff.ndim == 0 else diff
+
+
+target_rank_error.__doc__ = r"""Difference between the target's predicted and true standing among all changes.
+
+    .. math:: e_p = |S(\hat\beta_p) - S(\beta_p)|
+
+    with :math:`S` the :func:`target_rank_score` (both in the direction of the true target
+    change). 0 when the model ranks the target exactly where the data do, whether or not the
+    target is the strongest change. This is the registered metric (a perfect prediction scores
+    0); :func:`target_rank_score` describes one side alone.
+""" + _SHARED.format(extra=" or there is one gene") + """
+    Examples
+    --------
+    >>> target_rank_error([[-1.0, -0.2, 0.3]], [[-0.1, -2.0, 0.0]], target_index=[0])
+    array([0.5])
+"""
+
+
 def penetrance_error(pred: Any, truth: Any) -> float | np.ndarray:
     r"""Absolute error of predicted penetrance (fraction of perturbed cells) per perturbation.
 
-    :math:`|\hat\pi_p - \pi_p|`. With per-cell predictions, obtain :math:`\hat\pi_p` by running
+    .. math:: e_p = |\hat\pi_p - \pi_p|
+
+    With per-cell predictions, obtain :math:`\hat\pi_p` by running
     :func:`~shrinkpert.target.classify_escape` on the predicted cells (with the real control
     cells) and :math:`\pi_p` from the real cells.
 
@@ -199,7 +238,12 @@ def penetrance_error(pred: Any, truth: Any) -> float | np.ndarray:
 
 
 def dose_order_score(pred: Any, truth: Any, *, groups: Any) -> pd.Series:
-    """Spearman correlation of predicted and observed responses across each perturbation's guides.
+    r"""Spearman correlation of predicted and observed responses across each perturbation's guides.
+
+    .. math:: \rho_p = \operatorname{corr}\big(\operatorname{rank}(\hat r_k),
+              \operatorname{rank}(r_k)\big)_{k \in \text{guides of } p}
+
+    Higher is better; 1 when the model orders the guides of a perturbation as the data do.
 
     Parameters
     ----------

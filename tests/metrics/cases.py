@@ -50,9 +50,50 @@ def cells(rng: np.random.Generator, n_cells: int = 60, n_genes: int = 8):
     return truth, good, bad
 
 
+#: Target gene column of each perturbation in :func:`target_profiles`.
+TARGETS = (np.arange(N_PERT) * 3) % N_GENES
+
+
+def target_profiles(rng: np.random.Generator):
+    """Deltas where each perturbation knocks down its target (``TARGETS``) plus other effects.
+
+    The good prediction keeps every knockdown; the bad one misses half of them (sign flipped)
+    and adds noise everywhere.
+    """
+    effect = rng.normal(0.0, 0.5, size=(N_PERT, N_GENES)) * (rng.random((N_PERT, N_GENES)) < 0.4)
+    rows = np.flatnonzero(TARGETS >= 0)
+    effect[rows, TARGETS[rows]] = -rng.uniform(1.0, 2.5, size=rows.size)
+    good = effect + rng.normal(0.0, 0.05, size=effect.shape)
+    bad = effect + rng.normal(0.0, 1.0, size=effect.shape)
+    bad[rows[::2], TARGETS[rows[::2]]] *= -1.0
+    return effect, good, bad
+
+
+def penetrances(rng: np.random.Generator):
+    """Per-perturbation penetrances in [0, 1] and good/bad predictions of them."""
+    truth = rng.uniform(0.2, 0.9, size=N_PERT)
+    return truth, np.clip(truth + rng.normal(0.0, 0.02, N_PERT), 0, 1), rng.uniform(0.0, 1.0, N_PERT)
+
+
+#: Perturbation of each guide in :func:`doses` (4 guides each).
+GUIDE_GROUPS = np.repeat([f"P{k:02d}" for k in range(N_PERT)], 4)
+
+
+def doses(rng: np.random.Generator):
+    """Per-guide responses; the good prediction keeps each perturbation's guide order."""
+    truth = rng.uniform(0.0, 1.0, size=GUIDE_GROUPS.size)
+    return truth, 0.5 * truth + 0.01 * rng.random(truth.size), rng.uniform(0.0, 1.0, size=truth.size)
+
+
 def inputs(needs: str, seed: int = 0):
-    """``(truth, good, bad)`` for a metric that needs ``needs``."""
+    """``(truth, good, bad)`` for a metric that needs ``needs`` (``"target"``: target-gene deltas)."""
     rng = np.random.default_rng(seed)
+    if needs == "target":
+        return target_profiles(rng)
+    if needs == "penetrance":
+        return penetrances(rng)
+    if needs == "dose":
+        return doses(rng)
     if needs in ("means", "deltas"):
         return profiles(rng)
     if needs == "de":

@@ -24,10 +24,22 @@ from tests.metrics import cases
 
 NAMES = list(METRICS)
 WEIGHTED = [n for n in NAMES if METRICS[n].weighted]
-PER_PERTURBATION = [n for n in NAMES if METRICS[n].kind != "distribution"]
+# metrics of gene profiles (not of per-perturbation penetrances or per-guide responses)
+GENE_LEVEL = [n for n in NAMES if METRICS[n].needs not in ("penetrance", "dose")]
+PER_PERTURBATION = [n for n in GENE_LEVEL if METRICS[n].kind != "distribution"]
+
+
+def _kind(spec: MetricSpec) -> str:
+    """Which seeded inputs of ``cases`` a metric takes."""
+    return "target" if spec.kind == "target" and spec.needs == "deltas" else spec.needs
 
 
 def _score(spec: MetricSpec, pred, truth, **kw):
+    if _kind(spec) == "target":
+        kw.setdefault("target_index", cases.TARGETS[: np.atleast_2d(pred).shape[0]])
+    if spec.needs == "dose":
+        kw.setdefault("groups", cases.GUIDE_GROUPS)
+        return spec(pred, truth, **kw).to_numpy()
     return spec(pred, truth, **kw)
 
 
@@ -140,7 +152,7 @@ def test_spec_is_consistent_and_documented(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_perfect_prediction_gets_the_best_value(name):
     spec = METRICS[name]
-    truth, _, _ = cases.inputs(spec.needs)
+    truth, _, _ = cases.inputs(_kind(spec))
     value = _score(spec, truth, truth)
     # exact for errors and distances; correlations/cosines of identical vectors to rounding
     np.testing.assert_allclose(value, spec.best, rtol=0, atol=1e-12)
@@ -149,19 +161,21 @@ def test_perfect_prediction_gets_the_best_value(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_worse_prediction_scores_worse(name):
     spec = METRICS[name]
-    truth, good, bad = cases.inputs(spec.needs)
+    truth, good, bad = cases.inputs(_kind(spec))
     g, b = _summary(_score(spec, good, truth)), _summary(_score(spec, bad, truth))
     assert spec.is_better(g, b), (g, b)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GENE_LEVEL)
 def test_gene_order_does_not_matter(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     n_genes = truth.q.shape[1] if isinstance(truth, DECalls) else truth.shape[1]
     order = np.random.default_rng(1).permutation(n_genes)
     a = _score(spec, good, truth)
-    b = _score(spec, cases.permute_genes(good, order), cases.permute_genes(truth, order))
+    kw = {"target_index": np.where(cases.TARGETS >= 0, np.argsort(order)[cases.TARGETS], -1)} \
+        if _kind(spec) == "target" else {}
+    b = _score(spec, cases.permute_genes(good, order), cases.permute_genes(truth, order), **kw)
     # summation order changes: 1e-12 relative (1e-9 for pairwise-distance statistics)
     np.testing.assert_allclose(b, a, rtol=1e-9 if spec.needs == "cells" else 1e-12, atol=1e-14)
 
@@ -169,17 +183,18 @@ def test_gene_order_does_not_matter(name):
 @pytest.mark.parametrize("name", PER_PERTURBATION)
 def test_perturbation_order_carries_through(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     order = np.random.default_rng(2).permutation(cases.N_PERT)
     a = _score(spec, good, truth)
-    b = _score(spec, cases.permute_rows(good, order), cases.permute_rows(truth, order))
+    kw = {"target_index": cases.TARGETS[order]} if _kind(spec) == "target" else {}
+    b = _score(spec, cases.permute_rows(good, order), cases.permute_rows(truth, order), **kw)
     np.testing.assert_allclose(b, a[order], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GENE_LEVEL)
 def test_output_types(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     value = _score(spec, good, truth)
     if spec.kind == "distribution":
         assert type(value) is float
@@ -195,10 +210,10 @@ def test_output_types(name):
         np.testing.assert_allclose(one, value[0], rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GENE_LEVEL)
 def test_non_finite_input_is_an_error_not_a_guess(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     with pytest.raises(InputError, match="non-finite"):
         _score(spec, cases.with_nan(good), truth)
     with pytest.raises(InputError, match="non-finite"):
@@ -207,11 +222,13 @@ def test_non_finite_input_is_an_error_not_a_guess(name):
 
 def _undefined_case(spec: MetricSpec):
     """Inputs for which the metric is undefined in row 0, per its documented NaN policy."""
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     if spec.weighted:
         w = np.ones((cases.N_PERT, cases.N_GENES))
         w[0] = 0.0
         return good, truth, {"weights": w}
+    if _kind(spec) == "target":
+        return good, truth, {"target_index": np.where(np.arange(cases.N_PERT) == 0, -1, cases.TARGETS)}
     if spec.needs == "de":
         lfc_t, q_t, q_p = np.array(truth.lfc), np.array(truth.q), np.array(good.q)
         if spec.func is sm.precision_at_n:
@@ -222,13 +239,13 @@ def _undefined_case(spec: MetricSpec):
     return None
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GENE_LEVEL)
 def test_undefined_values_are_nan_never_zero(name):
     spec = METRICS[name]
     case = _undefined_case(spec)
     if case is None:
         assert spec.nan_policy == "never"
-        truth, _, _ = cases.inputs(spec.needs)
+        truth, _, _ = cases.inputs(_kind(spec))
         flat = np.ones_like(truth)  # all cells identical: still defined (0), not NaN
         assert _score(spec, flat, flat) == 0.0
         return
@@ -241,7 +258,7 @@ def test_undefined_values_are_nan_never_zero(name):
 @pytest.mark.parametrize("name", WEIGHTED)
 def test_uniform_weights_equal_unweighted(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     plain = _score(spec, good, truth)
     for w in (np.full(cases.N_GENES, 3.7), np.full((cases.N_PERT, cases.N_GENES), 0.25)):
         np.testing.assert_allclose(_score(spec, good, truth, weights=w), plain, rtol=1e-12, atol=1e-14)
@@ -250,7 +267,7 @@ def test_uniform_weights_equal_unweighted(name):
 @pytest.mark.parametrize("name", WEIGHTED)
 def test_zero_weight_equals_dropping_the_gene(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     rng = np.random.default_rng(3)
     w = rng.uniform(0.5, 2.0, size=cases.N_GENES)
     drop = np.array([0, 7, 19])
@@ -265,7 +282,7 @@ def test_zero_weight_equals_dropping_the_gene(name):
 def test_integer_weights_equal_repeated_genes(name):
     """An outside check of the weighted formulas: weight k = the gene counted k times."""
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     w = np.random.default_rng(4).integers(1, 4, size=cases.N_GENES)
     rep = np.repeat(np.arange(cases.N_GENES), w)
     a = _score(spec, good, truth, weights=w)
@@ -273,10 +290,10 @@ def test_integer_weights_equal_repeated_genes(name):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GENE_LEVEL)
 def test_inputs_are_not_modified(name):
     spec = METRICS[name]
-    truth, good, _ = cases.inputs(spec.needs)
+    truth, good, _ = cases.inputs(_kind(spec))
     if isinstance(truth, DECalls):
         before = [np.array(a) for a in (truth.lfc, truth.q, good.lfc, good.q)]
         _score(spec, good, truth)

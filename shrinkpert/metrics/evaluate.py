@@ -19,7 +19,9 @@ Pipeline (two streaming passes, one over each file; cells × genes are never den
    side's perturbation against the observed control (BH within perturbation; ``lfc`` = difference
    of log1p means). A pseudobulk baseline has no cells, so its DE test uses the true perturbation's
    variance and cell count. Rank metrics exclude each perturbation's target gene when the label (or
-   ``targets``) names a measured gene. Distribution metrics (``needs="cells"``) are not run.
+   ``targets``) names a measured gene. Target-gene metrics use deltas from the control only.
+   Distribution metrics (``needs="cells"``, only when named) compare equal-sized seeded samples of
+   cells per perturbation (see ``cells_per_perturbation``).
 5. **Baselines** (:mod:`shrinkpert.baselines`) are scored the same way; duplicates against half A.
 6. **Calibration** (:mod:`shrinkpert.calibration`): per metric, the model's values between the
    negative control and the positive control (``"technical_duplicate"``), with seeded bootstrap
@@ -27,7 +29,8 @@ Pipeline (two streaming passes, one over each file; cells × genes are never den
    baseline for deltas against the perturbed centroid (as Mejia et al.: the leave-one-out mean
    is exactly anti-correlated with the truth there), ``"mean_all"`` (one profile for every
    perturbation: exact chance level) for rank metrics, where the leave-one-out mean falls below
-   chance, and the leave-one-out ``"mean"`` otherwise.
+   chance, ``"control"`` cells for distribution metrics, and the leave-one-out ``"mean"``
+   otherwise.
 
 Flags in :meth:`MetricTable.summary` (semicolon-separated):
 
@@ -128,11 +131,6 @@ def _resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, 
         if name not in METRICS:
             raise MissingKeyError(f"metrics: unknown metric {name!r}; choose from {list(METRICS)} or 'default'.")
         spec = METRICS[name]
-        if spec.needs == "cells":
-            raise NotImplementedError(
-                f"metrics: {spec.name!r} compares cell distributions, which evaluate() does not run yet (baselines are "
-                f"pseudobulk profiles); call shrinkpert.metrics.{spec.func.__name__}() on the cells of each perturbation."
-            )
         if spec.needs == "penetrance" and not penetrance:
             raise InputError(f"metrics: {spec.name!r} needs the penetrance of both sides; pass escape= (classify_escape "
                              "of the true cells) and pred_escape= (of the predicted cells with the real controls).")
@@ -219,8 +217,17 @@ def _frozen(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _labels_of(source: Any, perturbation_key: str) -> pd.Series:
+    from ..data.read import read_annotations
+
+    labels = read_annotations(source)[0][perturbation_key]
+    return labels.astype(object).where(labels.notna(), None).map(lambda x: None if x is None else str(x))
+
+
 def _negative_for(spec: MetricSpec, reference: str) -> str:
     """The default negative control: see the module docstring."""
+    if spec.needs == "cells":
+        return "control"
     if reference == "perturbed_centroid":
         return "control"
     return "mean_all" if spec.kind == "rank" else "mean"
@@ -381,6 +388,7 @@ def evaluate(
     pred_escape: Any = None,
     escape_threshold: float = 0.5,
     guide_key: str | None = None,
+    cells_per_perturbation: int = 100,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -405,7 +413,8 @@ def evaluate(
         ``"default"`` or names from :data:`~shrinkpert.metrics.METRICS`. The default is every
         registered metric of means, deltas and DE calls; the target-gene metrics when some
         perturbation's target is a measured gene; ``penetrance_error`` when ``escape`` and
-        ``pred_escape`` are given; ``dose_order_score`` when ``guide_key`` is given.
+        ``pred_escape`` are given; ``dose_order_score`` when ``guide_key`` is given. The
+        distribution metrics (``energy_distance``, ``mmd``) run only when named.
     weights
         ``None`` (unweighted only), a :class:`~shrinkpert.GeneWeights` (named by its method) or
         a mapping name → :class:`GeneWeights` / array ``(n_genes,)`` or
@@ -451,6 +460,13 @@ def evaluate(
         (target gene left out), and per perturbation the Spearman correlation of predicted and
         true responses across its guides (NaN with fewer than 3 guides). One extra streaming pass
         over each side.
+    cells_per_perturbation
+        Cells drawn (seeded) per perturbation for the distribution metrics: the model's
+        predicted cells, the true cells and, as controls, a disjoint half of the true cells
+        (``technical_duplicate``) and control cells (``control``), all of the same size
+        :math:`m_p = \min(m, \lfloor n_p/2 \rfloor, n^{\text{pred}}_p)` so that the V-statistics
+        are comparable. Only these rows are read (one pass per file); the other baselines,
+        which have no cells, get NaN.
     chunk_size, n_threads, progress
         As in :func:`shrinkpert.group_statistics`.
 
@@ -467,8 +483,7 @@ def evaluate(
     MissingKeyError
         Unknown metric, column, control label or baseline role.
     NotImplementedError
-        A distribution metric, ``truth_cells="weighted"``, or ``"additive"`` on data without
-        combinations.
+        ``truth_cells="weighted"``, or ``"additive"`` on data without combinations.
 
     Examples
     --------
@@ -558,7 +573,7 @@ def evaluate(
             pred_de = None
             for spec, ref, wname, w in jobs:
                 out = results[(spec.name, ref, wname)]
-                if spec.needs in ("penetrance", "dose"):  # per cell or per guide: the model only
+                if spec.needs in ("penetrance", "dose", "cells"):  # from cells or guides, below
                     out[name] = np.full(len(perturbations), np.nan)
                     continue
                 if spec.reference_free and ref not in ("none", refs[0]):
@@ -581,6 +596,18 @@ def evaluate(
                 out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
             release(pm, pred_de, *pred_deltas.values())
 
+    cell_specs = [spec for spec in specs if spec.needs == "cells"]
+    if cell_specs:
+        from ._cells import distribution_values, sample_plan
+
+        plan = sample_plan(_labels_of(truth, perturbation_key), _labels_of(pred, perturbation_key), perturbations,
+                           control, cells_per_perturbation, seed)
+        cell_values = distribution_values(cell_specs, pred, truth, plan, layer=layer, counts=resolved == "counts",
+                                          target_sum=target_sum, chunk_size=chunk_size)
+        for spec in cell_specs:
+            for side, values in cell_values[spec.name].items():
+                if side in sides:
+                    results[(spec.name, "none", "uniform")][side] = values
     for spec, ref, wname, _ in jobs:
         if spec.needs == "penetrance":
             p = _penetrances(pred_escape, perturbations, "pred_escape")

@@ -162,8 +162,8 @@ def test_validation_errors(noisy, papalexi):
         evaluate(fewer, papalexi, metrics=QUICK)
     with pytest.raises(MissingKeyError, match="unknown metric 'nope'"):
         evaluate(noisy, papalexi, metrics=["nope"])
-    with pytest.raises(NotImplementedError, match="compares cell distributions"):
-        evaluate(noisy, papalexi, metrics=["energy_distance"])
+    with pytest.raises(InputError, match="cells_per_perturbation must be"):
+        evaluate(noisy, papalexi, metrics=["energy_distance"], cells_per_perturbation=1)
     with pytest.raises(InputError, match="references must be"):
         evaluate(noisy, papalexi, metrics=QUICK, references=["median"])
     with pytest.raises(InputError, match="weights 'bad' have shape"):

@@ -147,3 +147,65 @@ def test_target_options_are_validated(noisy, papalexi, escapes):
         evaluate(noisy, papalexi, metrics=["mae"], truth_cells="weighted", escape=escapes[0])
     with pytest.raises(InputError, match="other cells"):
         evaluate(noisy, papalexi[::-1].copy(), metrics=["mae"], truth_cells="perturbed", escape=escapes[0])
+
+
+# ------------------------------------------------------------------------------------------
+# distribution metrics (cells) inside evaluate
+# ------------------------------------------------------------------------------------------
+
+
+def test_sample_plan_draws_equal_disjoint_samples_of_the_right_cells(noisy, papalexi):
+    from shrinkpert.metrics._cells import sample_plan
+
+    labels = papalexi.obs["perturbation"].astype(str)
+    perts = pd.Index(sorted(set(labels) - {"non-targeting"}))
+    plan = sample_plan(labels, noisy.obs["perturbation"].astype(str), perts, "non-targeting", 40, seed=3)
+    again = sample_plan(labels, noisy.obs["perturbation"].astype(str), perts, "non-targeting", 40, seed=3)
+    for pert in perts:
+        rows = plan[pert]
+        sizes = {len(v) for v in rows.values()}
+        assert sizes == {min(40, (labels == pert).sum() // 2)}
+        assert not set(rows["truth"]) & set(rows["technical_duplicate"])
+        assert (labels.iloc[rows["truth"]] == pert).all() and (labels.iloc[rows["control"]] == "non-targeting").all()
+        assert all(np.array_equal(rows[k], again[pert][k]) for k in rows)
+
+
+def test_gathered_rows_equal_scanpy_normalised_rows(papalexi, tmp_path):
+    from shrinkpert.metrics._cells import gather_rows
+
+    rows = np.sort(np.random.default_rng(0).choice(papalexi.n_obs, 300, replace=False))
+    x = papalexi.copy()
+    sc.pp.normalize_total(x, target_sum=1e4)
+    sc.pp.log1p(x)
+    expected = x.X[rows].toarray()
+    path = tmp_path / "p.h5ad"
+    papalexi.write_h5ad(path)
+    for source, chunk in ((papalexi, None), (str(path), 997)):
+        got = gather_rows(source, rows, layer=None, counts=True, target_sum=1e4, chunk_size=chunk).toarray()
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # scanpy works in float32
+
+
+def test_distribution_metrics_in_evaluate_compare_the_planned_samples(noisy, papalexi):
+    from shrinkpert.metrics import energy_distance
+    from shrinkpert.metrics._cells import sample_plan
+
+    table = evaluate(noisy, papalexi, metrics=["energy_distance", "mae"], cells_per_perturbation=30, n_boot=50,
+                     seed=5)
+    rows = table.to_frame().query("metric == 'energy_distance'").set_index("perturbation")
+    plan = sample_plan(papalexi.obs["perturbation"].astype(str), noisy.obs["perturbation"].astype(str),
+                       table.perturbations, "non-targeting", 30, seed=5)
+    norm = {}
+    for name, adata in (("pred", noisy), ("truth", papalexi)):
+        x = adata.copy()
+        sc.pp.normalize_total(x, target_sum=1e4)
+        sc.pp.log1p(x)
+        norm[name] = x.X
+    for pert in table.perturbations[:6]:
+        ref = norm["truth"][plan[pert]["truth"]].toarray()
+        model = energy_distance(norm["pred"][plan[pert]["model"]].toarray(), ref, max_cells=None)
+        dup = energy_distance(norm["truth"][plan[pert]["technical_duplicate"]].toarray(), ref, max_cells=None)
+        assert rows.loc[pert, "value"] == pytest.approx(model, rel=1e-5)  # float32 normalisation in scanpy
+        assert rows.loc[pert, "baseline_technical_duplicate"] == pytest.approx(dup, rel=1e-5)
+    assert rows["baseline_mean"].isna().all()  # pseudobulk baselines have no cells
+    summary = table.summary().loc[("energy_distance", "uniform", "none")]
+    assert summary["negative"] == "control" and np.isfinite(summary["calibrated"])

@@ -33,6 +33,7 @@ from ..errors import InputError, MissingKeyError
 __all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "read_annotations"]
 
 _TARGET_BLOCK_BYTES = 32 * 2**20
+_MIN_BLOCK_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,16 @@ class MatrixSource:
         return int(self._indptr[-1])
 
     def auto_chunk_size(self) -> int:
-        """Rows (or genes) per block so that a block holds about 32 MB of stored values."""
+        """Rows (or genes) per block: about 32 MB of stored values, or 1/8 of a smaller matrix.
+
+        Streaming keeps two blocks in memory (one read ahead), so small matrices use small
+        blocks (at least 1 MB) to keep the peak well below the size of the matrix itself.
+        """
         major = self.shape[0] if self.by_rows else self.shape[1]
         item = self.dtype.itemsize + (0 if self.kind in ("dense", "h5dense") else 4)
         per_line = max(self.nnz / max(major, 1), 1.0) * item
-        return int(max(1, min(major, _TARGET_BLOCK_BYTES // per_line)))
+        target = min(_TARGET_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, per_line * major / 8))
+        return int(max(1, min(major, target // per_line)))
 
     def blocks(self, chunk_size: int | None = None) -> Iterator[Block]:
         """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage).

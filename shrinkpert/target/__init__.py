@@ -10,7 +10,8 @@
 """
 
 from .dosage import DoseResponse, dose_response, isotonic_fit
-from .escape import EscapeResult, PenetranceTable, classify_escape, escape_aware_effects
+from .escape import EscapeResult, PenetranceTable, classify_escape
+from .escape_truth import escape_aware_effects
 from .knockdown import CellKnockdown, Knockdown, KnockdownTable, knockdown
 
 __all__ = [

@@ -217,13 +217,6 @@ def _frozen(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _labels_of(source: Any, perturbation_key: str) -> pd.Series:
-    from ..data.read import read_annotations
-
-    labels = read_annotations(source)[0][perturbation_key]
-    return labels.astype(object).where(labels.notna(), None).map(lambda x: None if x is None else str(x))
-
-
 def _negative_for(spec: MetricSpec, reference: str) -> str:
     """The default negative control: see the module docstring."""
     if spec.needs == "cells":
@@ -360,6 +353,52 @@ def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndar
     for name in base:
         row[f"baseline_{name}"] = _finite_mean(vals[name])
     return frame, row
+
+
+def _score_sides(jobs: list, results: dict, sides: Mapping[str, tuple], truths: Mapping[str, tuple], summary: Any,
+                 perturbations: pd.Index, genes: pd.Index, refs: list[str],
+                 reference_vectors: Mapping[str, np.ndarray], tindex: np.ndarray, alpha: float) -> None:
+    """Fill ``results[(metric, reference, weighting)][side]`` for the pseudobulk metrics.
+
+    Side by side (the model, then each baseline), so that a side's intermediates (deltas, DE
+    calls, ranks, distance matrices) are shared by its metrics and freed before the next side; the
+    truth's are shared by all sides. Metrics of cells, penetrance or guides get NaN here and are
+    filled by the caller.
+    """
+    used = {side[3] for side in sides.values()}
+    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used
+                if any(job[0].needs == "de" for job in jobs)}
+    truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
+                    for which in used for ref in refs}
+    with shared_intermediates():
+        for name, (pm, pv, pn, which) in sides.items():
+            tm = truths[which][0]
+            pred_deltas = {ref: _frozen(pm - reference_vectors[ref][None, :]) for ref in refs}
+            pred_de = None
+            for spec, ref, wname, w in jobs:
+                out = results[(spec.name, ref, wname)]
+                if spec.needs in ("penetrance", "dose", "cells"):  # filled by the caller
+                    out[name] = np.full(len(perturbations), np.nan)
+                    continue
+                if spec.reference_free and ref not in ("none", refs[0]):
+                    out[name] = results[(spec.name, refs[0], wname)][name]
+                    continue
+                kwargs: dict[str, Any] = {}
+                if w is not None:
+                    kwargs["weights"] = w
+                if "target_index" in inspect.signature(spec.func).parameters:
+                    kwargs["target_index"] = tindex
+                if spec.needs == "means" or spec.reference_free:
+                    a, b = pm, tm
+                elif spec.needs == "deltas":
+                    a, b = pred_deltas[ref], truth_deltas[(which, ref)]
+                else:  # de
+                    if pred_de is None:
+                        pred_de = _de_calls(pm, pv, pn, summary, perturbations, genes)
+                    a, b = pred_de, truth_de[which]
+                    kwargs["alpha"] = alpha
+                out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
+            release(pm, pred_de, *pred_deltas.values())
 
 
 def evaluate(
@@ -559,48 +598,14 @@ def evaluate(
     jobs = [(spec, ref, wname, w) for spec in specs for ref in _spec_references(spec, refs)
             for wname, w in (weightings if spec.weighted else {"uniform": None}).items()]
     results: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(j[0].name, j[1], j[2]): {} for j in jobs}
-    used = {side[3] for side in sides.values()}
-    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used
-                if any(spec.needs == "de" for spec in specs)}
-    truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
-                    for which in used for ref in refs}
-    # side by side, so that each side's intermediates (deltas, DE calls, ranks, distance matrices) are
-    # shared by its metrics and freed before the next side; the truth's are shared by all sides
-    with shared_intermediates():
-        for name, (pm, pv, pn, which) in sides.items():
-            tm = truths[which][0]
-            pred_deltas = {ref: _frozen(pm - reference_vectors[ref][None, :]) for ref in refs}
-            pred_de = None
-            for spec, ref, wname, w in jobs:
-                out = results[(spec.name, ref, wname)]
-                if spec.needs in ("penetrance", "dose", "cells"):  # from cells or guides, below
-                    out[name] = np.full(len(perturbations), np.nan)
-                    continue
-                if spec.reference_free and ref not in ("none", refs[0]):
-                    out[name] = results[(spec.name, refs[0], wname)][name]
-                    continue
-                kwargs: dict[str, Any] = {}
-                if w is not None:
-                    kwargs["weights"] = w
-                if "target_index" in inspect.signature(spec.func).parameters:
-                    kwargs["target_index"] = tindex
-                if spec.needs == "means" or spec.reference_free:
-                    a, b = pm, tm
-                elif spec.needs == "deltas":
-                    a, b = pred_deltas[ref], truth_deltas[(which, ref)]
-                else:  # de
-                    if pred_de is None:
-                        pred_de = _de_calls(pm, pv, pn, summary, perturbations, genes)
-                    a, b = pred_de, truth_de[which]
-                    kwargs["alpha"] = alpha
-                out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
-            release(pm, pred_de, *pred_deltas.values())
+    _score_sides(jobs, results, sides, truths, summary, perturbations, genes, refs, reference_vectors, tindex, alpha)
 
     cell_specs = [spec for spec in specs if spec.needs == "cells"]
     if cell_specs:
+        from ..baselines._summary import _labels
         from ._cells import distribution_values, sample_plan
 
-        plan = sample_plan(_labels_of(truth, perturbation_key), _labels_of(pred, perturbation_key), perturbations,
+        plan = sample_plan(_labels(truth, perturbation_key), _labels(pred, perturbation_key), perturbations,
                            control, cells_per_perturbation, seed)
         cell_values = distribution_values(cell_specs, pred, truth, plan, layer=layer, counts=resolved == "counts",
                                           target_sum=target_sum, chunk_size=chunk_size)

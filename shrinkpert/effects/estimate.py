@@ -18,6 +18,9 @@ from ..data.read import read_annotations
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
 from ..stats.group import GroupStatistics, _freeze, group_statistics
 
+#: Accepted values of ``variance_floor``.
+VARIANCE_FLOORS = ("control", "none")
+
 __all__ = ["EffectSizes", "estimate_effects"]
 
 _LN2 = np.log(2.0)
@@ -170,6 +173,14 @@ def _detection_limit(stats: GroupStatistics, control_row: int, scale: str) -> tu
     return 1.0, "1 (library sizes unknown: one unit of the input scale)"
 
 
+def _floor_at_control(a: np.ndarray, b: np.ndarray, n_p: np.ndarray, n_c: float) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`a' = \\max(a, b\\,n_c/n_p)`: the perturbed group's per-cell variance term is at least the
+    control's (``variance_floor="control"``); returns ``a'`` and where the floor applied."""
+    floor = b * (n_c / n_p)
+    below = a < floor
+    return np.where(below, floor, a), below
+
+
 def _effects_from_stats(
     stats: GroupStatistics,
     *,
@@ -180,6 +191,7 @@ def _effects_from_stats(
     min_cells: int,
     pseudocount: float | None,
     extra_params: Mapping[str, Any],
+    variance_floor: str = "control",
 ) -> EffectSizes:
     if isinstance(stats.groups, pd.MultiIndex):
         raise InputError("Statistics grouped by several columns: pass replicate_key= or collapse() them first.")
@@ -223,9 +235,13 @@ def _effects_from_stats(
             raise InputError(f"pseudocount must be positive, got {pseudocount!r}.")
     # zero-variance policy: a group whose cells all share one value gets the variance it would
     # have if one more cell differed by the detection limit delta: delta**2 / (n + 1)
+    if variance_floor not in VARIANCE_FLOORS:
+        raise InputError(f"variance_floor={variance_floor!r} is not one of {VARIANCE_FLOORS!r}.")
     mean_c = stats.mean[c]
     zero_c = stats.var[c] == 0
-    b = _variance_term(mean_c, np.where(zero_c, delta**2 / (n_c + 1), stats.var[c]), n_c, scale, eps)
+    var_c = np.where(zero_c, delta**2 / (n_c + 1), stats.var[c])
+    b = _variance_term(mean_c, var_c, n_c, scale, eps)
+    n_floored_control = 0
     shape = (len(rows), len(stats.genes))
     effect, std_error, df = np.empty(shape), np.empty(shape), np.empty(shape)
     n_floored = int(zero_c.sum()) * len(rows)
@@ -237,10 +253,15 @@ def _effects_from_stats(
         n_floored += int(zero_p.sum())
         var_p = np.where(zero_p, delta**2 / (n_p + 1), stats.var[r])
         a = _variance_term(stats.mean[r], var_p, n_p, scale, eps)
+        df_a = np.broadcast_to(n_p - 1, a.shape)
+        if variance_floor == "control":  # per-cell variance never below the control's (on the effect scale)
+            a, below = _floor_at_control(a, b, n_p, n_c)
+            n_floored_control += int(below.sum())
+            df_a = np.where(below, n_c - 1, df_a)
         effect[part] = _effect(stats.mean[r], mean_c, scale, eps)
         se2 = a + b
         std_error[part] = np.sqrt(se2)
-        df[part] = se2**2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
+        df[part] = se2**2 / (a**2 / df_a + b**2 / (n_c - 1))
 
     names, tindex = target_indices(perts, stats.genes, targets)
     params = dict(extra_params)
@@ -254,6 +275,8 @@ def _effects_from_stats(
         detection_limit_rule=delta_rule,
         pseudocount=eps,
         n_zero_variance_floored=n_floored,
+        variance_floor=variance_floor,
+        n_control_variance_floored=n_floored_control,
     )
     return EffectSizes(
         perturbations=perts,
@@ -357,6 +380,7 @@ def estimate_effects(
     pseudocount: float | None = None,
     replicate_key: str | None = None,
     moderate: bool = True,
+    variance_floor: str = "control",
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -401,6 +425,10 @@ def estimate_effects(
         which are not independent within a guide or replicate (see Notes).
     moderate
         Squeeze the between-replicate variances across genes (limma ``squeezeVar``) before use.
+    variance_floor
+        ``"control"`` (default): a perturbed group's variance is never taken below the control's
+        variance of the same gene (see Notes); ``"none"``: plain Welch, as
+        ``scipy.stats.ttest_ind(equal_var=False)``.
     chunk_size, n_threads, progress
         Streaming options, as in :func:`group_statistics`.
 
@@ -420,6 +448,20 @@ def estimate_effects(
     ``log2fc``: :math:`\\hat\\beta = \\log_2\\frac{\\bar x_p + \\varepsilon}{\\bar x_c + \\varepsilon}`;
     by the delta method :math:`a = v_p / (n_p (\\bar x_p + \\varepsilon)^2 \\ln^2 2)` and
     likewise :math:`b`; :math:`\\nu` as above.
+
+    Variance floor (``variance_floor="control"``). Perturbed groups are small and single-cell
+    values are zero-inflated and skewed, so a small :math:`v_p` is often an accident of sampling,
+    and Welch's test is then anti-conservative. On simulated null screens
+    (``validation/null_calibration.py``: no effects, about 20 or 100 cells per perturbation), plain
+    Welch gave up to 1.7 times the nominal rate of :math:`p < 0.05` and up to 14 times that of
+    :math:`p < 0.001` (genes detected in 2–20% of control cells). The floor takes
+    :math:`a' = \\max(a, b\\,n_c/n_p)`, i.e. :math:`v_p' = \\max(v_p, v_c)` on the ``log1p`` scale
+    (on ``log2fc`` it bounds the delta-method term per cell, the squared coefficient of variation,
+    since count variances grow with the mean); where it applies, the term is known as well as the
+    control's and enters :math:`\\nu` with :math:`n_c - 1` degrees of freedom. On the same data the
+    rates of :math:`p < 0.05` and :math:`p < 0.01` stay at or below nominal in every bin and
+    :math:`p < 0.001` reaches at most 1.9 times nominal. The floor only widens standard errors,
+    so it costs power only where a perturbation lowers a gene's variance.
 
     Zero variance. A group whose cells all share one value (typically a gene never detected in
     it) gets the variance it would have if one more cell had differed by the detection limit
@@ -490,7 +532,7 @@ def estimate_effects(
     extra["se_method"] = "welch"
     effects = _effects_from_stats(pooled, control=control, scale=scale, perturbations=perturbations,
                                   targets=target_map, min_cells=int(min_cells), pseudocount=pseudocount,
-                                  extra_params=extra)
+                                  extra_params=extra, variance_floor=variance_floor)
     if not by_replicate:
         return effects
     return _replicate_effects(stats, effects, replicate_key=replicate_key or str(stats.groups.names[1]),

@@ -16,8 +16,9 @@ Pipeline (two streaming passes, one over each file; cells × genes are never den
 4. **Metrics** from :data:`~shrinkpert.metrics.METRICS`: ``needs="means"`` metrics get the means
    (reference ``"none"``), ``needs="deltas"`` metrics get :math:`\bar x_p - r` for each
    reference :math:`r`, ``needs="de"`` metrics get :class:`DECalls` from a Welch t-test of each
-   side's perturbation against the observed control (BH within perturbation; ``lfc`` = difference
-   of log1p means). A pseudobulk baseline has no cells, so its DE test uses the true perturbation's
+   side's perturbation against the observed control, with the perturbation's variance floored at
+   the control's as in :func:`~shrinkpert.estimate_effects` (BH within perturbation; ``lfc`` =
+   difference of log1p means). A pseudobulk baseline has no cells, so its DE test uses the true perturbation's
    variance and cell count. Rank metrics exclude each perturbation's target gene when the label (or
    ``targets``) names a measured gene. Target-gene metrics use deltas from the control only.
    Distribution metrics (``needs="cells"``, only when named) compare equal-sized seeded samples of
@@ -229,7 +230,8 @@ def _negative_for(spec: MetricSpec, reference: str) -> str:
 def _de_calls(mean, var, n, summary, perturbations, genes) -> DECalls:
     from ..baselines._stats import bh_rows, welch_p
 
-    p = welch_p(mean, var, n[:, None], summary.control_mean[None, :], summary.control_var[None, :], summary.control_n)
+    p = welch_p(mean, var, n[:, None], summary.control_mean[None, :], summary.control_var[None, :], summary.control_n,
+                floor_at_b=True)
     return DECalls(lfc=mean - summary.control_mean[None, :], q=bh_rows(p), perturbations=perturbations, genes=genes)
 
 
@@ -645,7 +647,7 @@ def evaluate(
         "references": refs, "baselines": {n: b.params.get("kind") for n, b in base.items()},
         "negative": negative, "positive": positive, "calibrate": calibrate, "n_boot": n_boot, "level": level,
         "seed": seed, "alpha": alpha, "pred_control_cells_ignored": pred_control_cells,
-        "duplicates_scored_against": "half_a", "de_test": "Welch t-test vs observed control, BH per perturbation",
+        "duplicates_scored_against": "half_a", "de_test": "Welch t-test vs observed control (control variance floor), BH per perturbation",
         "truth_cells": truth_cells, "escape_threshold": escape_threshold if truth_cells == "perturbed" else None,
         "truth_cells_excluded": int(exclude.sum()) if exclude is not None else 0, "guide_key": guide_key,
         "targets_measured": int((tindex >= 0).sum()),

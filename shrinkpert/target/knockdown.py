@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
+from ..effects.estimate import _floor_at_control
 from ..errors import InputError
 from ._counts import _Design, _frozen, _library_column, _resolve, _scan, _shrink_vector
 
@@ -277,7 +278,8 @@ def _normalised_stats(values: np.ndarray, groups: np.ndarray, n_groups: int) -> 
 
 
 def _log2_ratio(mean_k, var_k, n_k, mean_c, var_c, n_c, delta):
-    """log2 ratio and SE as :func:`estimate_effects` (``scale="log2fc"``), zero-variance policy included."""
+    """log2 ratio and SE as :func:`estimate_effects` (``scale="log2fc"``, zero-variance policy and
+    control variance floor included)."""
     eps = delta / n_c
     var_k = np.where(var_k == 0, delta**2 / (n_k + 1), var_k)
     var_c = np.where(var_c == 0, delta**2 / (n_c + 1), var_c)
@@ -285,6 +287,7 @@ def _log2_ratio(mean_k, var_k, n_k, mean_c, var_c, n_c, delta):
         effect = np.log2((mean_k + eps) / (mean_c + eps))
         a = var_k / n_k / (mean_k + eps) ** 2 / _LN2**2
         b = var_c / n_c / (mean_c + eps) ** 2 / _LN2**2
+        a, _ = _floor_at_control(a, b, n_k, n_c)
     return effect, np.sqrt(a + b)
 
 

@@ -18,7 +18,7 @@ def _dense_log(adata):
 
 
 def test_log1p_effects_match_scipy_welch_on_real_data(papalexi):
-    effects = estimate_effects(papalexi)
+    effects = estimate_effects(papalexi, variance_floor="none")
     L = _dense_log(papalexi)
     labels = papalexi.obs["perturbation"].to_numpy()
     ctrl = L[labels == "non-targeting"]
@@ -33,7 +33,7 @@ def test_log1p_effects_match_scipy_welch_on_real_data(papalexi):
 
 
 def test_log2fc_matches_delta_method_closed_form(papalexi):
-    effects = estimate_effects(papalexi, scale="log2fc", pseudocount=0.5)
+    effects = estimate_effects(papalexi, scale="log2fc", pseudocount=0.5, variance_floor="none")
     Y = transform(papalexi.X.toarray(), "total")
     labels = papalexi.obs["perturbation"].to_numpy()
     p, c = Y[labels == "STAT1"], Y[labels == "non-targeting"]
@@ -44,6 +44,47 @@ def test_log2fc_matches_delta_method_closed_form(papalexi):
     # summation order differs from NumPy's: 1e-12 relative, 1e-14 absolute for effects near 0
     np.testing.assert_allclose(effects.effect[k], np.log2(mp / mc), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(effects.std_error[k][ok], se[ok], rtol=1e-10)
+
+
+def test_control_variance_floor_is_the_documented_formula(papalexi):
+    effects = estimate_effects(papalexi)  # variance_floor="control"
+    L = _dense_log(papalexi)
+    labels = papalexi.obs["perturbation"].to_numpy()
+    ctrl = L[labels == "non-targeting"]
+    vc, nc = ctrl.var(axis=0, ddof=1), len(ctrl)
+    floored = 0
+    for k, pert in enumerate(effects.perturbations):
+        cells = L[labels == pert]
+        vp, n = cells.var(axis=0, ddof=1), len(cells)
+        ok = (vp > 0) & (vc > 0)
+        below = vp < vc
+        a = np.where(below, vc, vp) / n
+        b = vc / nc
+        df = (a + b) ** 2 / (a**2 / np.where(below, nc - 1, n - 1) + b**2 / (nc - 1))
+        np.testing.assert_allclose(effects.std_error[k][ok], np.sqrt(a + b)[ok], rtol=1e-9)
+        np.testing.assert_allclose(effects.df[k][ok], df[ok], rtol=1e-9)
+        floored += int((below & ok).sum())
+    assert floored > 1000 and effects.params["n_control_variance_floored"] >= floored
+    plain = estimate_effects(papalexi, variance_floor="none")
+    assert (effects.std_error >= plain.std_error - 1e-15).all()  # the floor only widens
+
+
+def test_control_variance_floor_holds_the_nominal_rate_on_null_data():
+    """simulate() with no effects, ~100 cells per perturbation: Welch over-calls moderately sparse genes."""
+    import shrinkpert as sp
+
+    null = sp.datasets.simulate(6000, 400, 40, seed=5, effect_sd=0.0, systematic_shift=0.0,
+                                control_fraction=0.3, batch_sd=0.0)
+    ctrl = null.X[(null.obs["perturbation"] == "non-targeting").to_numpy()]
+    detection = np.asarray((ctrl > 0).mean(axis=0)).ravel()
+    genes = (detection > 0.02) & (detection < 0.2)
+    rates = {}
+    for floor in ("none", "control"):
+        e = estimate_effects(null, variance_floor=floor)
+        p = 2 * ss.t.sf(np.abs(e.z[:, genes]), e.df[:, genes])
+        rates[floor] = float((p < 0.01).mean())
+    assert rates["none"] > 0.02  # Welch: more than twice the nominal 1%
+    assert rates["control"] < 0.012  # the floor: at or below nominal (+ Monte Carlo error)
 
 
 def test_known_biology_stat1_and_jak2_knockdown_is_strong(papalexi):
@@ -61,8 +102,14 @@ def test_zero_variance_policy_gives_finite_documented_se(counts):
     assert (effects.effect[:, 3] == 0).all()  # gene 3 is zero everywhere
     delta = effects.params["detection_limit"]
     n_p, n_c = effects.n_cells.astype(float), effects.control_n_cells
-    expected = delta * np.sqrt(1 / (n_p * (n_p + 1)) + 1 / (n_c * (n_c + 1)))
+    # each group: delta^2/(n+1); a perturbed group larger than the control is floored at the control's
+    v_p = np.maximum(delta**2 / (n_p + 1), delta**2 / (n_c + 1))
+    expected = np.sqrt(v_p / n_p + delta**2 / (n_c * (n_c + 1)))
     np.testing.assert_allclose(effects.std_error[:, 3], expected, rtol=1e-12)
+    with pytest.warns(ShrinkpertWarning, match="library size of 0"):
+        plain = estimate_effects(counts, variance_floor="none")
+    np.testing.assert_allclose(plain.std_error[:, 3], delta * np.sqrt(1 / (n_p * (n_p + 1)) + 1 / (n_c * (n_c + 1))),
+                               rtol=1e-12)
     lib = np.asarray(counts.X[counts.obs["perturbation"] == "non-targeting"].sum(axis=1)).mean()
     np.testing.assert_allclose(delta, np.log1p(1e4 / lib), rtol=1e-12)
 

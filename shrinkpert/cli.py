@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="auto", choices=["auto", "log1p", "counts"], help="scale of both inputs")
     p.add_argument("--layer", default=None, help="layer to read instead of X (both inputs)")
     p.add_argument("--target-sum", type=float, default=TARGET_SUM, help="counts per cell after normalisation")
-    p.add_argument("--metrics", nargs="*", default=None, help="metric names (default: all of means, deltas, DE)")
+    p.add_argument("--metrics", nargs="*", default=None,
+                   help="metric names (default: means, deltas, DE and, when targets are measured genes, target-gene "
+                        "metrics; energy_distance/mmd only when named)")
+    p.add_argument("--guide-key", default=None, help="obs column of guides in both inputs (adds dose_order_score)")
+    p.add_argument("--cells-per-perturbation", type=int, default=100,
+                   help="cells sampled per perturbation for energy_distance/mmd")
     p.add_argument("--references", nargs="*", default=["control", "perturbed_centroid"], help="delta references")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
     p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                               references=args.references,
                               baselines="default" if args.baselines is None else args.baselines,
                               calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
+                              guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                               progress=args.progress)
             _write_csv(result.to_frame(), out / "metrics.csv", index=False)
             table = result.summary()

@@ -16,18 +16,6 @@ QUICK = ["mae", "pearson_delta", "discrimination_score_l1", "overlap_at_N"]
 
 
 @pytest.fixture(scope="module")
-def noisy(papalexi):
-    """A 'model': every cell's counts resampled (Poisson), seeded."""
-    out = papalexi.copy()
-    rng = np.random.default_rng(2026)
-    X = out.X.tocsr().astype(np.float64)
-    X.data = rng.poisson(X.data).astype(np.float64)
-    X.eliminate_zeros()
-    out.X = X
-    return out
-
-
-@pytest.fixture(scope="module")
 def perfect(papalexi):
     return evaluate(papalexi, papalexi, n_boot=30, seed=0)
 

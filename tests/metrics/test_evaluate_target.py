@@ -20,18 +20,6 @@ sc = pytest.importorskip("scanpy", reason="scanpy is a test extra")
 TARGET = ["target_change_error", "target_sign_score", "target_rank_error"]
 
 
-@pytest.fixture(scope="module")
-def noisy(papalexi):
-    """A 'model': every count resampled (Poisson), seeded; controls are real-like too."""
-    out = papalexi.copy()
-    rng = np.random.default_rng(7)
-    X = out.X.tocsr().astype(np.float64)
-    X.data = rng.poisson(X.data).astype(np.float64)
-    X.eliminate_zeros()
-    out.X = X
-    return out
-
-
 def _means(adata, key):
     """Mean log1p(counts per 1e4) per group, by scanpy (independent of group_statistics)."""
     x = adata.copy()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["welch_p", "bh_rows"]
+__all__ = ["welch_p", "welch_se_df", "bh_rows"]
 
 
-def welch_p(mean_a, var_a, n_a, mean_b, var_b, n_b, *, floor_at_b: bool = False) -> np.ndarray:
-    r"""Two-sided Welch t-test p-values from means, ddof=1 variances and counts (broadcasting).
+def welch_se_df(var_a, n_a, var_b, n_b, *, floor_at_b: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    r"""Welch standard error :math:`\sqrt{s_a^2/n_a + s_b^2/n_b}` and Welch–Satterthwaite df.
 
-    :math:`t = (\bar a - \bar b)/\sqrt{s_a^2/n_a + s_b^2/n_b}` with Welch–Satterthwaite degrees of
-    freedom; a gene with zero standard error gets p = 1 (no evidence either way). Undefined
-    variances (groups of one cell) count as 0. ``floor_at_b``: :math:`s_a^2` is never taken below
-    :math:`s_b^2` (then with :math:`n_b - 1` degrees of freedom), the control variance floor of
-    :func:`~shrinkpert.estimate_effects` that keeps small-group tests calibrated.
+    Undefined variances (groups of one cell) count as 0; df is 1 where the SE is 0. ``floor_at_b``:
+    :math:`s_a^2` is never taken below :math:`s_b^2` (then with :math:`n_b - 1` degrees of freedom),
+    the control variance floor of :func:`~shrinkpert.estimate_effects` that keeps small-group tests
+    calibrated.
     """
     n_a = np.asarray(n_a, dtype=np.float64)
     n_b = np.asarray(n_b, dtype=np.float64)
@@ -28,12 +27,21 @@ def welch_p(mean_a, var_a, n_a, mean_b, var_b, n_b, *, floor_at_b: bool = False)
     se2_a = var_a / n_a
     se2_b = var_b / n_b
     se2 = se2_a + se2_b
-    diff = np.asarray(mean_a, dtype=np.float64) - np.asarray(mean_b, dtype=np.float64)
-    positive = se2 > 0
-    safe = np.where(positive, se2, 1.0)
-    t = np.where(positive, diff / np.sqrt(safe), 0.0)
     denom = se2_a**2 / df_a + se2_b**2 / np.maximum(n_b - 1, 1)
-    df = np.where(positive & (denom > 0), safe**2 / np.where(denom > 0, denom, 1.0), 1.0)
+    df = np.where((se2 > 0) & (denom > 0), se2**2 / np.where(denom > 0, denom, 1.0), 1.0)
+    return np.sqrt(se2), df
+
+
+def welch_p(mean_a, var_a, n_a, mean_b, var_b, n_b, *, floor_at_b: bool = False) -> np.ndarray:
+    r"""Two-sided Welch t-test p-values from means, ddof=1 variances and counts (broadcasting).
+
+    :math:`t = (\bar a - \bar b)/\mathrm{SE}` with SE and df from :func:`welch_se_df`; a gene with
+    zero standard error gets p = 1 (no evidence either way).
+    """
+    se, df = welch_se_df(var_a, n_a, var_b, n_b, floor_at_b=floor_at_b)
+    diff = np.asarray(mean_a, dtype=np.float64) - np.asarray(mean_b, dtype=np.float64)
+    positive = se > 0
+    t = np.where(positive, diff / np.where(positive, se, 1.0), 0.0)
     return np.where(positive, 2.0 * _t_sf(np.abs(t), df), 1.0)
 
 

@@ -227,16 +227,24 @@ def _negative_for(spec: MetricSpec, reference: str) -> str:
     return "mean_all" if spec.kind == "rank" else "mean"
 
 
-def _de_calls(mean, var, n, summary, perturbations, genes) -> DECalls:
-    from ..baselines._stats import bh_rows, welch_p
-
-    p = welch_p(mean, var, n[:, None], summary.control_mean[None, :], summary.control_var[None, :], summary.control_n,
-                floor_at_b=True)
-    return DECalls(lfc=mean - summary.control_mean[None, :], q=bh_rows(p), perturbations=perturbations, genes=genes)
+#: How ``evaluate`` calls DE genes: ``"test"`` (Welch t-test, BH) or ``"lfsr"`` (ash).
+DE_CALLS = ("test", "lfsr")
 
 
-def _finite_mean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+def _de_calls(mean, var, n, summary, perturbations, genes, method: str = "test") -> DECalls:
+    """DE calls of one side against the observed control (see ``de_calls`` of :func:`evaluate`)."""
+    from ..baselines._stats import bh_rows, welch_p, welch_se_df
+
+    control_mean, control_var = summary.control_mean[None, :], summary.control_var[None, :]
+    if method == "test":
+        p = welch_p(mean, var, n[:, None], control_mean, control_var, summary.control_n, floor_at_b=True)
+        return DECalls(lfc=mean - control_mean, q=bh_rows(p), perturbations=perturbations, genes=genes)
+    from ..effects.ash import _ash_batch
+
+    se, _ = welch_se_df(var, n[:, None], control_var, summary.control_n, floor_at_b=True)
+    fit = _ash_batch(mean - control_mean, se, tol=1e-5, max_iter=200)
+    return DECalls(lfc=np.nan_to_num(fit.posterior_mean), q=np.clip(np.nan_to_num(fit.lfsr, nan=1.0), 0.0, 1.0),
+                   perturbations=perturbations, genes=genes)
 
 
 def _spec_references(spec: MetricSpec, refs: list[str]) -> list[str]:
@@ -313,6 +321,10 @@ def _guide_responses(source: Any, perturbation_key: str, guide_key: str, perturb
     return pd.Series(response, index=index)
 
 
+def _finite_mean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], perturbations: pd.Index,
               base: list[str], neg_name: str, positive: str,
               bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -359,7 +371,8 @@ def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndar
 
 def _score_sides(jobs: list, results: dict, sides: Mapping[str, tuple], truths: Mapping[str, tuple], summary: Any,
                  perturbations: pd.Index, genes: pd.Index, refs: list[str],
-                 reference_vectors: Mapping[str, np.ndarray], tindex: np.ndarray, alpha: float) -> None:
+                 reference_vectors: Mapping[str, np.ndarray], tindex: np.ndarray, alpha: float,
+                 de_method: str) -> None:
     """Fill ``results[(metric, reference, weighting)][side]`` for the pseudobulk metrics.
 
     Side by side (the model, then each baseline), so that a side's intermediates (deltas, DE
@@ -368,7 +381,7 @@ def _score_sides(jobs: list, results: dict, sides: Mapping[str, tuple], truths: 
     filled by the caller.
     """
     used = {side[3] for side in sides.values()}
-    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes) for which in used
+    truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes, de_method) for which in used
                 if any(job[0].needs == "de" for job in jobs)}
     truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
                     for which in used for ref in refs}
@@ -396,7 +409,7 @@ def _score_sides(jobs: list, results: dict, sides: Mapping[str, tuple], truths: 
                     a, b = pred_deltas[ref], truth_deltas[(which, ref)]
                 else:  # de
                     if pred_de is None:
-                        pred_de = _de_calls(pm, pv, pn, summary, perturbations, genes)
+                        pred_de = _de_calls(pm, pv, pn, summary, perturbations, genes, de_method)
                     a, b = pred_de, truth_de[which]
                     kwargs["alpha"] = alpha
                 out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perturbations))
@@ -424,6 +437,7 @@ def evaluate(
     seed: int = 0,
     targets: Mapping[str, str] | None = None,
     alpha: float = 0.05,
+    de_calls: str = "test",
     truth_cells: str = "all",
     escape: Any = None,
     pred_escape: Any = None,
@@ -481,6 +495,13 @@ def evaluate(
         is excluded from rank metrics' distances and used by the linear baseline.
     alpha
         Significance level of DE calls.
+    de_calls
+        How DE genes are called for the DE metrics, on both sides: ``"test"`` (Welch t-test
+        against the observed control with the control variance floor, Benjamini–Hochberg within
+        each perturbation; ``lfc`` = difference of means) or ``"lfsr"`` (adaptive shrinkage of
+        those effects and standard errors, one normal-mixture prior per perturbation, ashr's
+        defaults with ``tol=1e-5``; ``lfc`` = posterior mean, a gene is DE when its local false
+        sign rate is below ``alpha``).
     truth_cells
         Which true cells define the truth: ``"all"`` (every cell with the label) or
         ``"perturbed"`` (escape-aware: leave out cells with ``p_perturbed < escape_threshold``
@@ -540,6 +561,8 @@ def evaluate(
     from ..baselines import detect_scale, make_baselines, summarize_truth
     from ..stats.group import group_statistics
 
+    if de_calls not in DE_CALLS:
+        raise InputError(f"de_calls must be one of {DE_CALLS}, got {de_calls!r}.")
     refs = [references] if isinstance(references, str) else list(references)
     bad = [r for r in refs if r not in _REFERENCES]
     if bad or not refs:
@@ -600,7 +623,8 @@ def evaluate(
     jobs = [(spec, ref, wname, w) for spec in specs for ref in _spec_references(spec, refs)
             for wname, w in (weightings if spec.weighted else {"uniform": None}).items()]
     results: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(j[0].name, j[1], j[2]): {} for j in jobs}
-    _score_sides(jobs, results, sides, truths, summary, perturbations, genes, refs, reference_vectors, tindex, alpha)
+    _score_sides(jobs, results, sides, truths, summary, perturbations, genes, refs, reference_vectors, tindex, alpha,
+                 de_calls)
 
     cell_specs = [spec for spec in specs if spec.needs == "cells"]
     if cell_specs:
@@ -647,7 +671,8 @@ def evaluate(
         "references": refs, "baselines": {n: b.params.get("kind") for n, b in base.items()},
         "negative": negative, "positive": positive, "calibrate": calibrate, "n_boot": n_boot, "level": level,
         "seed": seed, "alpha": alpha, "pred_control_cells_ignored": pred_control_cells,
-        "duplicates_scored_against": "half_a", "de_test": "Welch t-test vs observed control (control variance floor), BH per perturbation",
+        "duplicates_scored_against": "half_a", "de_calls": de_calls, "de_test": {"test": "Welch t-test vs observed control (control variance floor), BH per "
+                                            "perturbation", "lfsr": "ash lfsr of the same effects and SEs"}[de_calls],
         "truth_cells": truth_cells, "escape_threshold": escape_threshold if truth_cells == "perturbed" else None,
         "truth_cells_excluded": int(exclude.sum()) if exclude is not None else 0, "guide_key": guide_key,
         "targets_measured": int((tindex >= 0).sum()),

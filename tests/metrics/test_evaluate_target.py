@@ -197,3 +197,43 @@ def test_distribution_metrics_in_evaluate_compare_the_planned_samples(noisy, pap
     assert rows["baseline_mean"].isna().all()  # pseudobulk baselines have no cells
     summary = table.summary().loc[("energy_distance", "uniform", "none")]
     assert summary["negative"] == "control" and np.isfinite(summary["calibrated"])
+
+
+def test_lfsr_de_calls_are_ash_on_the_floored_welch_effects(noisy, papalexi):
+    """de_calls='lfsr': truth's DE genes are those with ash lfsr < alpha; checked against ash() per row."""
+    from shrinkpert.effects.ash import ash
+    from shrinkpert.metrics import DECalls, de_recall
+
+    table = evaluate(noisy, papalexi, metrics=["de_sig_genes_recall", "overlap_at_N"], de_calls="lfsr",
+                     baselines=None, calibrate=False)
+    assert table.params["de_calls"] == "lfsr"
+    pred, true = _means(noisy, "perturbation"), _means(papalexi, "perturbation")
+    x = papalexi.copy()
+    sc.pp.normalize_total(x, target_sum=1e4)
+    sc.pp.log1p(x)
+    labels = papalexi.obs["perturbation"].astype(str).to_numpy()
+    ctrl = x.X[labels == "non-targeting"].toarray()
+    vc, nc = ctrl.var(axis=0, ddof=1), len(ctrl)
+    calls = {}
+    for side, adata, means in (("pred", noisy, pred), ("truth", papalexi, true)):
+        y = adata.copy()
+        sc.pp.normalize_total(y, target_sum=1e4)
+        sc.pp.log1p(y)
+        lab = adata.obs["perturbation"].astype(str).to_numpy()
+        lfc, q = [], []
+        for pert in table.perturbations:
+            cells = y.X[lab == pert].toarray()
+            vp, n = cells.var(axis=0, ddof=1), len(cells)
+            se = np.sqrt(np.maximum(vp, vc) / n + vc / nc)
+            beta = means.loc[pert].to_numpy() - true.loc["non-targeting"].to_numpy()
+            fit = ash(beta, se, tol=1e-5, max_iter=200)
+            lfc.append(fit.posterior_mean)
+            q.append(fit.lfsr)
+        calls[side] = DECalls(np.nan_to_num(np.array(lfc)), np.clip(np.nan_to_num(np.array(q), nan=1.0), 0, 1))
+    got = table.to_frame().query("metric == 'de_sig_genes_recall'")["value"].to_numpy()
+    expected = de_recall(calls["pred"], calls["truth"])
+    # float32 normalisation in scanpy could move an lfsr across the 0.05 cut-off: 0.02 absolute
+    # (0 observed; the t-test calls differ from these by up to 0.5)
+    np.testing.assert_allclose(got, expected, atol=0.02, equal_nan=True)
+    with pytest.raises(InputError, match="de_calls must be"):
+        evaluate(noisy, papalexi, metrics=["pr_auc"], de_calls="bayes")

@@ -229,6 +229,8 @@ def _negative_for(spec: MetricSpec, reference: str) -> str:
 
 #: How ``evaluate`` calls DE genes: ``"test"`` (Welch t-test, BH) or ``"lfsr"`` (ash).
 DE_CALLS = ("test", "lfsr")
+_DE_DESCRIPTION = {"test": "Welch t-test vs observed control (control variance floor), BH per perturbation",
+                   "lfsr": "ash local false sign rate of the same effects and standard errors"}
 
 
 def _de_calls(mean, var, n, summary, perturbations, genes, method: str = "test") -> DECalls:
@@ -323,6 +325,47 @@ def _guide_responses(source: Any, perturbation_key: str, guide_key: str, perturb
 
 def _finite_mean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _score_cells_and_guides(jobs: list, results: dict, pred: Any, truth: Any, sides: Mapping[str, tuple],
+                            summary: Any, perturbations: pd.Index, genes: pd.Index, tindex: np.ndarray, *,
+                            perturbation_key: str, control: str, counts: bool, layer: str | None,
+                            target_sum: float, seed: int, cells_per_perturbation: int, escape: Any,
+                            pred_escape: Any, guide_key: str | None, chunk_size: int | None,
+                            n_threads: int | None) -> None:
+    """Fill the metrics of cells (model, control and technical duplicate), penetrance and guides (model)."""
+    specs = {job[0].name: job[0] for job in jobs}
+    cell_specs = [spec for spec in specs.values() if spec.needs == "cells"]
+    if cell_specs:
+        from ..baselines._summary import _labels
+        from ._cells import distribution_values, sample_plan
+
+        plan = sample_plan(_labels(truth, perturbation_key), _labels(pred, perturbation_key), perturbations,
+                           control, cells_per_perturbation, seed)
+        cell_values = distribution_values(cell_specs, pred, truth, plan, layer=layer, counts=counts,
+                                          target_sum=target_sum, chunk_size=chunk_size)
+        for spec in cell_specs:
+            for side, values in cell_values[spec.name].items():
+                if side in sides:
+                    results[(spec.name, "none", "uniform")][side] = values
+    for spec in specs.values():
+        if spec.needs == "penetrance":
+            p = _penetrances(pred_escape, perturbations, "pred_escape")
+            t = _penetrances(escape, perturbations, "escape")
+            ok = np.isfinite(p) & np.isfinite(t)
+            values = np.where(ok, spec(np.where(ok, p, 0), np.where(ok, t, 0)), np.nan)
+        elif spec.needs == "dose":
+            responses = [_guide_responses(side, perturbation_key, guide_key, perturbations, genes, tindex,
+                                          summary.control_mean, "counts" if counts else "log1p", layer, target_sum,
+                                          chunk_size, n_threads)
+                         for side in (pred, truth)]
+            both = responses[0].index.intersection(responses[1].index)
+            score = spec(responses[0][both].to_numpy(), responses[1][both].to_numpy(),
+                         groups=both.get_level_values(0))
+            values = score.reindex(perturbations).to_numpy(dtype=np.float64)
+        else:
+            continue
+        results[(spec.name, "none", "uniform")][MODEL] = values
 
 
 def _tabulate(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], perturbations: pd.Index,
@@ -626,33 +669,11 @@ def evaluate(
     _score_sides(jobs, results, sides, truths, summary, perturbations, genes, refs, reference_vectors, tindex, alpha,
                  de_calls)
 
-    cell_specs = [spec for spec in specs if spec.needs == "cells"]
-    if cell_specs:
-        from ..baselines._summary import _labels
-        from ._cells import distribution_values, sample_plan
-
-        plan = sample_plan(_labels(truth, perturbation_key), _labels(pred, perturbation_key), perturbations,
-                           control, cells_per_perturbation, seed)
-        cell_values = distribution_values(cell_specs, pred, truth, plan, layer=layer, counts=resolved == "counts",
-                                          target_sum=target_sum, chunk_size=chunk_size)
-        for spec in cell_specs:
-            for side, values in cell_values[spec.name].items():
-                if side in sides:
-                    results[(spec.name, "none", "uniform")][side] = values
-    for spec, ref, wname, _ in jobs:
-        if spec.needs == "penetrance":
-            p = _penetrances(pred_escape, perturbations, "pred_escape")
-            t = _penetrances(escape, perturbations, "escape")
-            ok = np.isfinite(p) & np.isfinite(t)
-            results[(spec.name, ref, wname)][MODEL] = np.where(ok, spec(np.where(ok, p, 0), np.where(ok, t, 0)), np.nan)
-        elif spec.needs == "dose":
-            responses = [_guide_responses(side, perturbation_key, guide_key, perturbations, genes, tindex,
-                                          summary.control_mean, resolved, layer, target_sum, chunk_size, n_threads)
-                         for side in (pred, truth)]
-            both = responses[0].index.intersection(responses[1].index)
-            score = spec(responses[0][both].to_numpy(), responses[1][both].to_numpy(),
-                         groups=both.get_level_values(0))
-            results[(spec.name, ref, wname)][MODEL] = score.reindex(perturbations).to_numpy(dtype=np.float64)
+    _score_cells_and_guides(jobs, results, pred, truth, sides, summary, perturbations, genes, tindex,
+                            perturbation_key=perturbation_key, control=control, counts=resolved == "counts",
+                            layer=layer, target_sum=target_sum, seed=seed,
+                            cells_per_perturbation=cells_per_perturbation, escape=escape, pred_escape=pred_escape,
+                            guide_key=guide_key, chunk_size=chunk_size, n_threads=n_threads)
 
     records: list[pd.DataFrame] = []
     summaries: list[dict[str, Any]] = []
@@ -671,8 +692,7 @@ def evaluate(
         "references": refs, "baselines": {n: b.params.get("kind") for n, b in base.items()},
         "negative": negative, "positive": positive, "calibrate": calibrate, "n_boot": n_boot, "level": level,
         "seed": seed, "alpha": alpha, "pred_control_cells_ignored": pred_control_cells,
-        "duplicates_scored_against": "half_a", "de_calls": de_calls, "de_test": {"test": "Welch t-test vs observed control (control variance floor), BH per "
-                                            "perturbation", "lfsr": "ash lfsr of the same effects and SEs"}[de_calls],
+        "duplicates_scored_against": "half_a", "de_calls": de_calls, "de_test": _DE_DESCRIPTION[de_calls],
         "truth_cells": truth_cells, "escape_threshold": escape_threshold if truth_cells == "perturbed" else None,
         "truth_cells_excluded": int(exclude.sum()) if exclude is not None else 0, "guide_key": guide_key,
         "targets_measured": int((tindex >= 0).sum()),

@@ -28,7 +28,8 @@ show it completes; cell-eval would take hours there. Usage::
     python benchmarks/evaluate.py --scales medium
     python benchmarks/evaluate.py --scales large --jobs shrinkpert
 
-Results: ``benchmarks/results/evaluate.{csv,md}``. Ratios are taken within one run.
+Results: ``benchmarks/results/evaluate.{csv,md}`` (rows of other scales from earlier runs are kept).
+Ratios are taken within one run of a scale.
 """
 
 from __future__ import annotations
@@ -194,11 +195,15 @@ def main() -> None:
             print(f"[{scale}] {job:15s} {row['wall_s']:8.1f} s  {row['peak_rss_gb']:6.2f} GB  {row['status']}",
                   flush=True)
     table = pd.DataFrame(rows)
+    out = HERE / "results" / "evaluate"
+    if out.with_suffix(".csv").exists():  # keep the other scales' rows of earlier runs
+        old = pd.read_csv(out.with_suffix(".csv"))
+        old = old[~old["scale"].isin(table["scale"])]
+        table = pd.concat([old[table.columns.intersection(old.columns)], table], ignore_index=True)
     by = table.set_index(["scale", "job"])["wall_s"]
     table["x_floor"] = [w / by.get((s, "floor"), float("nan")) for s, w in zip(table.scale, table.wall_s)]
     table["x_shrinkpert"] = [w / by.get((s, "shrinkpert"), float("nan")) for s, w in zip(table.scale, table.wall_s)]
     table["rss_x_sparse"] = table["peak_rss_gb"] / table["sparse_gb"]
-    out = HERE / "results" / "evaluate"
     out.parent.mkdir(exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False, float_format="%.3f")
     load = os.getloadavg()[0]

@@ -36,3 +36,16 @@ def welch(mean_p, var_p, n_p, mean_c, var_c, n_c):
     """Welch effect, standard error and Welch–Satterthwaite df for the log1p scale."""
     a, b = var_p / n_p, var_c / n_c
     return mean_p - mean_c, np.sqrt(a + b), (a + b) ** 2 / (a**2 / (n_p - 1) + b**2 / (n_c - 1))
+
+
+def weighted_midranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row by row: weight strictly below each value plus half the weight of its tie group."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), x.shape)
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        for g in range(x.shape[1]):
+            below = w[i][x[i] < x[i, g]].sum()
+            tie = w[i][x[i] == x[i, g]].sum() if x[i, g] == x[i, g] else w[i, g]
+            out[i, g] = below + tie / 2.0
+    return out

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from ..errors import GeneMismatchError, InputError
 from ._memo import memo
+from ._rank_kernels import weighted_midranks
 
 __all__ = [
     "mse",
@@ -168,23 +169,11 @@ def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     With unit weights this is the average rank minus 1/2, so a Pearson correlation of these ranks
     is exactly Spearman's rho; a gene of weight 0 does not move any other gene's rank.
     """
-    n_p, n_g = x.shape
-    order = np.argsort(x, axis=1)  # tie groups are found by value, so any sort order gives the same ranks
-    xs = np.take_along_axis(x, order, axis=1)
-    ws = np.ones_like(xs) if w is None else np.take_along_axis(np.asarray(w), order, axis=1)
-    start = np.ones((n_p, n_g), dtype=bool)
-    start[:, 1:] = xs[:, 1:] != xs[:, :-1]
-    last = np.ones((n_p, n_g), dtype=bool)
-    last[:, :-1] = start[:, 1:]
-    gid = np.cumsum(start.ravel()) - 1  # tie groups, numbered across all rows
-    group_weight = np.bincount(gid, weights=ws.ravel())
-    cum = np.cumsum(ws, axis=1).ravel()
-    cum_at_end = np.empty(group_weight.shape[0])
-    cum_at_end[gid[last.ravel()]] = cum[last.ravel()]
-    ranks_sorted = (cum_at_end - group_weight / 2.0)[gid].reshape(n_p, n_g)
-    ranks = np.empty_like(ranks_sorted)
-    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
-    return ranks
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    w2 = np.ones((1, x.shape[1])) if w is None else np.ascontiguousarray(np.atleast_2d(w), dtype=np.float64)
+    out = np.empty_like(x)
+    weighted_midranks(x, w2, out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from ..errors import InputError
 
@@ -168,11 +168,14 @@ def target_rank_score(pred: Any, truth: Any, *, target_index: Any) -> float | np
     p, t, idx, vector = _pair(pred, truth, target_index)
     n_genes = p.shape[1]
     out = np.full(p.shape[0], np.nan)
-    for k in np.flatnonzero(idx >= 0):
-        direction = np.sign(t[k, idx[k]])
-        key = -direction * p[k] if direction != 0 else -np.abs(p[k])
-        rank = rankdata(key, method="average")[idx[k]]
-        out[k] = 1 - (rank - 1) / (n_genes - 1) if n_genes > 1 else np.nan
+    rows = np.flatnonzero(idx >= 0)
+    if rows.size and n_genes > 1:
+        direction = np.sign(t[rows, idx[rows]])[:, None]
+        key = np.where(direction != 0, -direction * p[rows], -np.abs(p[rows]))
+        own = key[np.arange(rows.size), idx[rows]][:, None]
+        # average rank of the target = genes strictly before it + the mean position in its tie group
+        rank = (key < own).sum(axis=1) + ((key == own).sum(axis=1) + 1) / 2.0
+        out[rows] = 1 - (rank - 1) / (n_genes - 1)
     return _out(out, vector)
 
 

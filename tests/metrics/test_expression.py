@@ -79,6 +79,22 @@ def test_weighted_midranks_are_weight_below_plus_half_the_tie_group():
     np.testing.assert_allclose(_weighted_midranks(x, None), stats.rankdata(x, axis=1) - 0.5)
 
 
+@pytest.mark.parametrize("per_row", [False, True])
+def test_midrank_kernel_matches_numpy_twin(rng, per_row):
+    """Kernel vs the obviously-correct O(G^2) twin, with ties, zero weights and thread counts 1 and 2."""
+    from shrinkpert._numba import thread_limit
+    from tests.twins import weighted_midranks as twin
+
+    x = rng.integers(-4, 5, size=(9, 31)).astype(float)
+    x[2] = rng.normal(size=31)  # no ties
+    w = rng.uniform(0, 2, size=(9 if per_row else 1, 31))
+    w[:, :3] = 0.0
+    for n in (1, 2):
+        with thread_limit(n):
+            got = _weighted_midranks(x, w)
+        np.testing.assert_allclose(got, twin(x, w), rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("func", [pearson_delta, spearman_delta])
 def test_constant_vectors_give_nan(func):
     assert np.isnan(func([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))

@@ -48,6 +48,22 @@ def test_direction_worse_prediction_scores_worse(deltas):
                   < target_rank_score(good, truth, target_index=target)[:5])
 
 
+def test_target_rank_score_matches_scipy_average_ranks_with_ties():
+    """The rank is scipy's average rank of the signed key, ties and zero true changes included."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(5)
+    pred = rng.integers(-3, 4, size=(30, 12)).astype(float)  # many ties
+    truth = rng.integers(-2, 3, size=(30, 12)).astype(float)  # some true target changes are 0
+    target = rng.integers(0, 12, size=30)
+    got = target_rank_score(pred, truth, target_index=target)
+    for k in range(30):
+        d = np.sign(truth[k, target[k]])
+        key = -d * pred[k] if d != 0 else -np.abs(pred[k])
+        expected = 1 - (rankdata(key)[target[k]] - 1) / 11
+        assert got[k] == pytest.approx(expected, abs=1e-15)
+
+
 def test_unmeasured_target_is_nan_and_gene_order_does_not_matter(deltas):
     truth, target = deltas
     pred = truth + np.random.default_rng(1).normal(0, 0.2, truth.shape)

@@ -22,11 +22,11 @@ children):
 * ``cell_eval_vcc`` / ``cell_eval_full``: ``cell-eval run --profile vcc|full`` on the same pair
   (2 threads; ``--skip-metrics`` none).
 
-``--scales large`` runs only ``shrinkpert`` (on the 300k × 8k × 1,000 counts file, pred = truth) to
-show it completes; cell-eval would take hours there. Usage::
+At ``--scales large`` the cell-eval jobs are skipped and ours run on the 300k × 8k × 1,000 counts
+file with pred = truth, to show that ``evaluate`` completes there. Usage::
 
-    python benchmarks/evaluate.py --scales medium
-    python benchmarks/evaluate.py --scales large --jobs shrinkpert
+    python benchmarks/evaluate.py --scales medium large
+    python benchmarks/evaluate.py --scales large --jobs floor shrinkpert
 
 Results: ``benchmarks/results/evaluate.{csv,md}`` (rows of other scales from earlier runs are kept).
 Ratios are taken within one run of a scale.

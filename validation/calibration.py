@@ -25,8 +25,6 @@ Writes ``validation/output/calibration_summary.csv`` and, when matplotlib is ins
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -34,9 +32,8 @@ import shrinkpert as sp
 from shrinkpert.metrics import METRICS
 from shrinkpert.metrics.evaluate import evaluate
 from shrinkpert.weights import gene_weights
+from _output import pyplot, save_figure, write_table  # validation/_output.py
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 CONTROL = "non-targeting"
 
 
@@ -87,14 +84,9 @@ def main() -> pd.DataFrame:
             summary.insert(0, "dataset", dataset)
             frames.append(summary)
     out = pd.concat(frames, ignore_index=True)
-    (HERE / "output").mkdir(exist_ok=True)
-    out.to_csv(HERE / "output" / "calibration_summary.csv", index=False)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_table(out, "calibration_summary.csv")
+    plt = pyplot()
+    if plt is None:
         return out
     sel = out[(out["model"] == "resampled") & (out["weighting"] == "uniform")].copy()
     sel["label"] = sel["metric"] + np.where(sel["reference"] == "none", "", " (" + sel["reference"] + ")")
@@ -112,8 +104,7 @@ def main() -> pd.DataFrame:
     axes[0].legend(loc="lower right")
     fig.suptitle("Positive (technical duplicate) vs negative (mean / control) control per metric")
     fig.tight_layout()
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(ROOT / "docs" / "figures" / "calibration.png", dpi=120)
+    save_figure(fig, "calibration.png")
     return out
 
 

@@ -28,12 +28,9 @@ from scipy.stats import spearmanr
 
 import shrinkpert as sp
 from shrinkpert.target import classify_escape, dose_response, knockdown
+from _output import pyplot, save_figure, write_json, write_table  # validation/_output.py
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-OUT = HERE / "output"
-FIG = ROOT / "docs" / "figures"
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONTROL = "non-targeting"
 SEED = 2021
 
@@ -116,10 +113,9 @@ def jost() -> dict:
 
 
 def figure(pap: dict, scm: dict, jst: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     # (a) knockdown per measured target
@@ -204,24 +200,21 @@ def figure(pap: dict, scm: dict, jst: dict) -> None:
     ax.set_title(f"f  Jost 2020 CRISPRi: Spearman {fit.pooled['spearman']:.2f} pooled, "
                  f"{fit.pooled['within_spearman_mean']:.2f} within target", loc="left", fontsize=10)
     fig.tight_layout()
-    FIG.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIG / "escape_validation.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "escape_validation.png")
 
 
 def main() -> dict:
-    OUT.mkdir(exist_ok=True)
     pap = papalexi()
     scm = scmageck()
     jst = jost()
-    pap["knockdown"].to_csv(OUT / "escape_papalexi_knockdown.csv")
-    pap["guides"].to_csv(OUT / "escape_papalexi_guides.csv")
-    pap["penetrance"].to_csv(OUT / "escape_papalexi_penetrance.csv")
-    pap["stat1_summary"].to_csv(OUT / "escape_papalexi_stat1.csv", index=False)
-    pap["nulls"].to_csv(OUT / "escape_papalexi_nulls.csv", index=False)
-    scm["table"].to_csv(OUT / "escape_scmageck.csv")
-    jst["fit"].to_frame().to_csv(OUT / "escape_jost_guides.csv")
-    jst["fit"].by_perturbation.to_csv(OUT / "escape_jost_targets.csv")
+    write_table(pap["knockdown"], "escape_papalexi_knockdown.csv", index=True)
+    write_table(pap["guides"], "escape_papalexi_guides.csv", index=True)
+    write_table(pap["penetrance"], "escape_papalexi_penetrance.csv", index=True)
+    write_table(pap["stat1_summary"], "escape_papalexi_stat1.csv")
+    write_table(pap["nulls"], "escape_papalexi_nulls.csv")
+    write_table(scm["table"], "escape_scmageck.csv", index=True)
+    write_table(jst["fit"].to_frame(), "escape_jost_guides.csv", index=True)
+    write_table(jst["fit"].by_perturbation, "escape_jost_targets.csv", index=True)
     nulls = pap["nulls"]
     summary = {
         "papalexi": {
@@ -243,7 +236,7 @@ def main() -> dict:
                  "within_target_mean_spearman": float(jst["fit"].pooled["within_spearman_mean"]),
                  "pooled_slope": float(jst["fit"].pooled["slope"]), "pooled_slope_se": float(jst["fit"].pooled["slope_se"])},
     }
-    (OUT / "escape_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(summary, "escape_summary.json")
     figure(pap, scm, jst)
     return summary
 

@@ -17,16 +17,14 @@ Run: ``python validation/null_calibration.py``.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 import shrinkpert as sp
+from _output import pyplot, save_figure, write_table  # validation/_output.py
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 BINS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 LEVELS = (0.05, 0.01, 0.001)
 
@@ -60,14 +58,9 @@ def main() -> pd.DataFrame:
             frames.append(rates(adata, floor))
     out = pd.concat(frames, ignore_index=True)
     out["detection"] = out["detection"].astype(str)
-    (HERE / "output").mkdir(exist_ok=True)
-    out.to_csv(HERE / "output" / "null_calibration.csv", index=False)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_table(out, "null_calibration.csv")
+    plt = pyplot()
+    if plt is None:
         return out
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, (cells, part) in zip(axes, out.groupby("cells_per_perturbation")):
@@ -82,8 +75,7 @@ def main() -> pd.DataFrame:
     axes[0].legend(fontsize=8)
     fig.suptitle("Null screens: false-positive rate of effect-size tests")
     fig.tight_layout()
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(ROOT / "docs" / "figures" / "null_calibration.png", dpi=120)
+    save_figure(fig, "null_calibration.png")
     return out
 
 

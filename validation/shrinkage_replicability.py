@@ -14,16 +14,11 @@ Writes ``validation/output/shrinkage_replicability.csv`` (per split × perturbat
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
 import shrinkpert as sp
 from shrinkpert.effects.replicability import replicability
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from _output import pyplot, save_figure, write_table  # validation/_output.py
 
 
 def main() -> pd.DataFrame:
@@ -35,9 +30,7 @@ def main() -> pd.DataFrame:
         table.insert(0, "split_by", split)
         frames.append(table)
     table = pd.concat(frames, ignore_index=True)
-    out = HERE / "output"
-    out.mkdir(exist_ok=True)
-    table.to_csv(out / "shrinkage_replicability.csv", index=False)
+    write_table(table, "shrinkage_replicability.csv")
 
     table["error_reduction"] = 1 - table["shrunk_error"] / table["raw_error"]
     table["correlation_gain"] = table["shrunk_correlation"] - table["raw_correlation"]
@@ -52,12 +45,11 @@ def main() -> pd.DataFrame:
         frac_correlation_lowered=("correlation_gain", lambda x: float((x < 0).mean())),
         frac_shrunk_to_zero=("shrunk_correlation", lambda x: float(x.isna().mean())),
     )
-    summary.to_csv(out / "shrinkage_replicability_summary.csv")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    write_table(summary, "shrinkage_replicability_summary.csv", index=True)
+    print(summary.round(3).to_string())
+    plt = pyplot()
+    if plt is None:
+        return summary
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     colors = {"guide_id": "tab:blue", "bio_rep": "tab:orange", "random": "tab:green"}
@@ -75,9 +67,7 @@ def main() -> pd.DataFrame:
     axes[1].legend(title="split by", fontsize=8)
     fig.suptitle("Papalexi 2021 THP-1: shrinkage vs raw effects, split-half (target gene excluded)")
     fig.tight_layout()
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(ROOT / "docs" / "figures" / "shrinkage_replicability.png", dpi=120)
-    print(summary.round(3).to_string())
+    save_figure(fig, "shrinkage_replicability.png")
     return summary
 
 

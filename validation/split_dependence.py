@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 import shrinkpert as sp
+from shrinkpert._io import atomic_path
 from shrinkpert.errors import ShrinkpertWarning
 from shrinkpert.reference.population import build_population_reference
 from shrinkpert.weights import compute_deltas, gene_weights
+from _output import FIGURES, pyplot, save_figure, write_table  # validation/_output.py
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 N_SPLITS = 20
 SEED = 2025
 WEIGHTS = ("shrunken", "population", "limma_t", "uniform", "deg_rest")
@@ -145,11 +145,10 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(table: pd.DataFrame, name: str) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
 
     datasets = list(dict.fromkeys(table["dataset"]))
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.8 * len(datasets)), squeeze=False)
@@ -173,9 +172,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     fig.suptitle(f"Split dependence over {N_SPLITS} random train/test splits "
                  "(blue: split-independent, red: learned from other perturbations)", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, name)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -236,8 +233,8 @@ Per-perturbation values: `validation/output/split_dependence.csv`; summary:
 `validation/output/split_dependence_summary.csv`. A few null perturbations (no non-zero shrunken
 effect) get uniform `shrunken` weights (column `uniform_fallback`); this is also split-independent.
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    with atomic_path(path, force=True) as tmp:
+        tmp.write_text(text)
 
 
 def main() -> pd.DataFrame:
@@ -249,13 +246,11 @@ def main() -> pd.DataFrame:
     table = spread(values)
     fallback = values.groupby(["dataset", "method", "perturbation"])["uniform_fallback"].any().rename("uniform_fallback")
     table = table.merge(fallback.reset_index(), on=["dataset", "method", "perturbation"], how="left")
-    out = HERE / "output"
-    out.mkdir(exist_ok=True)
-    table.to_csv(out / "split_dependence.csv", index=False)
+    write_table(table, "split_dependence.csv")
     summary = summarise(table)
-    summary.to_csv(out / "split_dependence_summary.csv", index=False)
-    plot(table, ROOT / "docs" / "figures" / "split_dependence.png")
-    write_doc(summary, table, frames[0].attrs["shrinkage"], ROOT / "docs" / "split_dependence.md")
+    write_table(summary, "split_dependence_summary.csv")
+    plot(table, "split_dependence.png")
+    write_doc(summary, table, frames[0].attrs["shrinkage"], FIGURES.parent / "split_dependence.md")
     print(f"shrinkage: {frames[0].attrs['shrinkage']}")
     print(summary.to_string(index=False))
     return summary

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..effects.estimate import _floor_at_control
+
 __all__ = ["welch_p", "welch_se_df", "bh_rows"]
 
 
@@ -19,13 +21,12 @@ def welch_se_df(var_a, n_a, var_b, n_b, *, floor_at_b: bool = False) -> tuple[np
     n_b = np.asarray(n_b, dtype=np.float64)
     var_a = np.nan_to_num(np.asarray(var_a, dtype=np.float64), nan=0.0)
     var_b = np.nan_to_num(np.asarray(var_b, dtype=np.float64), nan=0.0)
-    df_a = np.maximum(n_a - 1, 1)
-    if floor_at_b:
-        below = var_a < var_b
-        var_a = np.where(below, var_b, var_a)
-        df_a = np.where(below, np.maximum(n_b - 1, 1), df_a)
     se2_a = var_a / n_a
     se2_b = var_b / n_b
+    df_a = np.maximum(n_a - 1, 1)
+    if floor_at_b:
+        se2_a, below = _floor_at_control(se2_a, se2_b, n_a, n_b)
+        df_a = np.where(below, np.maximum(n_b - 1, 1), df_a)
     se2 = se2_a + se2_b
     denom = se2_a**2 / df_a + se2_b**2 / np.maximum(n_b - 1, 1)
     df = np.where((se2 > 0) & (denom > 0), se2**2 / np.where(denom > 0, denom, 1.0), 1.0)

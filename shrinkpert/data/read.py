@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError, MissingKeyError
 
-__all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "read_annotations"]
+__all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "scale_factors", "read_annotations"]
 
 _TARGET_BLOCK_BYTES = 32 * 2**20
 _MIN_BLOCK_BYTES = 2**20
@@ -281,3 +281,10 @@ def row_totals(source: MatrixSource, chunk_size: int | None = None) -> np.ndarra
         else:
             totals[block.rows] += np.asarray(values.sum(axis=1, dtype=np.float64)).ravel()
     return totals
+
+
+def scale_factors(totals: np.ndarray, target_sum: float) -> np.ndarray:
+    r"""Per-cell factor :math:`s_i = T / L_i` that scales cell :math:`i` (total :math:`L_i`) to
+    ``target_sum`` :math:`T`; 0 for an empty cell (it stays all zero)."""
+    totals = np.asarray(totals, dtype=np.float64)
+    return np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)

@@ -33,7 +33,7 @@ __all__ = ["gather_rows", "sample_plan", "distribution_values"]
 def gather_rows(source: Any, rows: np.ndarray, *, layer: str | None, counts: bool, target_sum: float,
                 chunk_size: int | None = None) -> sp.csr_matrix:
     """Rows ``rows`` (sorted, unique) of the matrix as CSR float64, log1p-normalised if ``counts``."""
-    from ..data.read import open_matrix
+    from ..data.read import open_matrix, scale_factors
 
     rows = np.asarray(rows, dtype=np.int64)
     parts = []
@@ -51,8 +51,7 @@ def gather_rows(source: Any, rows: np.ndarray, *, layer: str | None, counts: boo
         out = sp.hstack(parts, format="csr")
     if counts:
         totals = np.asarray(out.sum(axis=1)).ravel()
-        scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
-        out = sp.csr_matrix(sp.diags(scale) @ out)
+        out = sp.csr_matrix(sp.diags(scale_factors(totals, target_sum)) @ out)
         out.data = np.log1p(out.data)
     return out
 

@@ -211,9 +211,10 @@ def _target_index(perturbations: pd.Index, genes: pd.Index, targets: Mapping[str
     return np.array([genes.get_loc(g) if g in genes else -1 for g in names], dtype=np.int64)
 
 
-def _frozen(values: np.ndarray) -> np.ndarray:
-    """A read-only copy (metrics share intermediates only between read-only inputs)."""
-    out = np.array(values)
+def _frozen(values: np.ndarray, *, fresh: bool = False) -> np.ndarray:
+    """Read-only (metrics share intermediates only between read-only inputs): a ``fresh``
+    temporary is frozen in place, anything else is copied first so its owner's array keeps its flags."""
+    out = values if fresh else np.array(values)
     out.setflags(write=False)
     return out
 
@@ -426,12 +427,12 @@ def _score_sides(jobs: list, results: dict, sides: Mapping[str, tuple], truths: 
     used = {side[3] for side in sides.values()}
     truth_de = {which: _de_calls(*truths[which], summary, perturbations, genes, de_method) for which in used
                 if any(job[0].needs == "de" for job in jobs)}
-    truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :])
+    truth_deltas = {(which, ref): _frozen(truths[which][0] - reference_vectors[ref][None, :], fresh=True)
                     for which in used for ref in refs}
     with shared_intermediates():
         for name, (pm, pv, pn, which) in sides.items():
             tm = truths[which][0]
-            pred_deltas = {ref: _frozen(pm - reference_vectors[ref][None, :]) for ref in refs}
+            pred_deltas = {ref: _frozen(pm - reference_vectors[ref][None, :], fresh=True) for ref in refs}
             pred_de = None
             for spec, ref, wname, w in jobs:
                 out = results[(spec.name, ref, wname)]
@@ -611,7 +612,7 @@ def evaluate(
     if bad or not refs:
         raise InputError(f"references must be a non-empty list from {_REFERENCES}, got {references!r}.")
     perturbations, genes, pred_control_cells = _check_pair(pred, truth, perturbation_key, control)
-    tindex = _frozen(_target_index(perturbations, genes, targets))
+    tindex = _frozen(_target_index(perturbations, genes, targets), fresh=True)
     specs = _resolve_metrics(metrics, targets_measured=bool((tindex >= 0).any()),
                              penetrance=escape is not None and pred_escape is not None, dose=guide_key is not None)
     exclude = _escape_exclusions(truth, escape, truth_cells, escape_threshold)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -223,7 +223,8 @@ def _specs() -> tuple[MetricSpec, ...]:
     const = "a constant vector (over weighted genes) or all weights 0"
     out: list[MetricSpec] = []
 
-    def add(name, func, greater, best, kind, needs, weighted, nan, description, origin, kwargs=None, aliases=()):
+    def add(name, func, greater, best, kind, needs, weighted, nan, description, origin, kwargs=None, aliases=(),
+            reference_free=False, references=None):
         out.append(
             MetricSpec(
                 name=name,
@@ -238,6 +239,8 @@ def _specs() -> tuple[MetricSpec, ...]:
                 description=description,
                 origin=origin,
                 aliases=aliases,
+                reference_free=reference_free,
+                references=references,
             )
         )
 
@@ -250,7 +253,8 @@ def _specs() -> tuple[MetricSpec, ...]:
         ("mae_delta", expression.mae_delta, "deltas", "Mean absolute error of deltas"),
     ):
         add(name, func, False, 0.0, "expression", needs, True, "all weights 0", what,
-            "cell-eval / scikit-learn; weighted as Mejia et al. (normalised weights)")
+            "cell-eval / scikit-learn; weighted as Mejia et al. (normalised weights)",
+            reference_free=needs == "deltas")  # (p - r) - (t - r) = p - t
     add("pearson_delta", expression.pearson_delta, True, 1.0, "expression", "deltas", True, const,
         "Pearson correlation of deltas", "cell-eval pearson_delta; weighted Pearson")
     add("r2_delta", expression.r2_delta, True, 1.0, "expression", "deltas", True,
@@ -267,7 +271,7 @@ def _specs() -> tuple[MetricSpec, ...]:
             "a needed distance undefined (zero vector under cosine) or all weights 0",
             f"1 - normalised rank of the true effect among all true effects ({distance})",
             "cell-eval PDS (signed deltas, target excluded); exact ties count one half",
-            kwargs={"metric": distance})
+            kwargs={"metric": distance}, reference_free=distance != "cosine")  # distances of differences
     add("perturbench_rank", rank.perturbench_rank, False, 0.0, "rank", "deltas", True,
         "a needed distance undefined (zero vector) or all weights 0",
         "Rank of the own prediction among all predictions for each true effect (cosine)",
@@ -316,7 +320,6 @@ def _specs() -> tuple[MetricSpec, ...]:
     add("mmd", distribution.mmd, False, 0.0, "distribution", "cells", False, "never",
         "Squared MMD, Gaussian kernel, median-heuristic bandwidth (V-statistic)", "Gretton et al. 2012")
     # target gene (shrinkpert.target.prediction): changes from the control only
-    control_only = {"references": ("control",)}
     target_rows = (
         ("target_change_error", prediction.target_change_error, False, 0.0,
          "Absolute error of the predicted change of the perturbation's own target gene"),
@@ -327,8 +330,7 @@ def _specs() -> tuple[MetricSpec, ...]:
     )
     for name, func, greater, best, what in target_rows:
         add(name, func, greater, best, "target", "deltas", False, "target not measured", what,
-            "shrinkpert (no peer scores the target gene)")
-        out[-1] = replace(out[-1], **control_only)
+            "shrinkpert (no peer scores the target gene)", references=("control",))
     add("penetrance_error", prediction.penetrance_error, False, 0.0, "target", "penetrance", False,
         "no penetrance for the perturbation", "|predicted - observed| fraction of perturbed cells",
         "shrinkpert; penetrance from classify_escape on each side")
@@ -336,9 +338,7 @@ def _specs() -> tuple[MetricSpec, ...]:
         "fewer than 3 guides or a constant response",
         "Spearman of predicted vs observed downstream response across a perturbation's guides",
         "shrinkpert")
-    # (p - r) - (t - r) = p - t: these do not depend on the reference
-    free = {"mse_delta", "mae_delta", "discrimination_score_l1", "discrimination_score_l2"}
-    return tuple(replace(s, reference_free=True) if s.name in free else s for s in out)
+    return tuple(out)
 
 
 #: The registry of every metric shipped with shrinkpert (read-only).

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from .._numba import thread_limit
 from .._vocab import NORMALIZATIONS, TARGET_SUM
 from ..data.design import group_codes
-from ..data.read import MatrixSource, open_matrix, read_annotations, row_totals
+from ..data.read import MatrixSource, open_matrix, read_annotations, row_totals, scale_factors
 from ..errors import CountsError, InputError, ShrinkpertWarning
 from . import _kernels as K
 
@@ -484,8 +484,7 @@ def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts
         totals[:] = row_totals(source, chunk_size)
     scale = np.ones(len(codes))
     if mode != 0:
-        with np.errstate(divide="ignore"):
-            scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
+        scale = scale_factors(totals, target_sum)
     sums = np.zeros((n_groups, n_genes))
     m2 = np.zeros((n_groups, n_genes))
     nnz = np.zeros((n_groups, n_genes), dtype=np.int64)

@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._vocab import MIN_CELLS, TARGET_SUM
-from ..data.read import open_matrix, read_annotations, row_totals
+from ..data.read import open_matrix, read_annotations, row_totals, scale_factors
 from ..errors import InputError
 from ._counts import _library_column
 from .escape import EscapeResult
@@ -114,8 +114,7 @@ def _weighted_statistics(adata, labels, weights, *, layer, normalize, target_sum
     lib = _library_column(obs, library_size)
     with open_matrix(adata, layer) as source:
         totals = row_totals(source, chunk_size) if lib is None else lib
-        with np.errstate(divide="ignore"):
-            scale = np.where(totals > 0, target_sum / np.where(totals > 0, totals, 1.0), 0.0)
+        scale = scale_factors(totals, target_sum)
         s1 = np.zeros((n_groups, n_genes))
         s2 = np.zeros((n_groups, n_genes))
         nnz = np.zeros((n_groups, n_genes), dtype=np.int64)

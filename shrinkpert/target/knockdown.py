@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
+from ..data.read import scale_factors
 from ..effects.estimate import _floor_at_control
 from ..errors import InputError
 from ._counts import _Design, _frozen, _library_column, _resolve, _scan, _shrink_vector
@@ -452,8 +453,7 @@ def knockdown(
     if n_c < 2:
         raise InputError(f"The control {control!r} has {n_c} cells; at least 2 are needed.")
     totals = data.totals
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(totals > 0, target_sum / totals, 0.0)
+    scale = scale_factors(totals, target_sum)
     lib_c = totals[data.control_rows]
     delta = target_sum / max(lib_c.mean(), 1e-300)
 

@@ -134,3 +134,12 @@ def test_block_reader_covers_every_value_once(counts, tmp_path):
     with open_matrix(str(path)) as src:
         seen = sum(float(np.asarray(b.values.sum())) for b in src.blocks(7))
     assert seen == total
+
+
+def test_scale_factors_normalise_each_cell_to_the_target_sum_and_leave_empty_cells_at_zero():
+    from shrinkpert.data.read import scale_factors
+
+    totals = np.array([2.0, 0.0, 1e4, 3.0])
+    s = scale_factors(totals, 1e4)
+    np.testing.assert_array_equal(s, [5e3, 0.0, 1.0, 1e4 / 3.0])
+    assert np.all(np.isfinite(s))

@@ -211,7 +211,7 @@ def encode_labels(
         hint = f" ({control!r} is in exclude=)" if control in set(excluded) else ""
         raise MissingKeyError(
             f"{prefix}Control label {control!r} is not in {where}{hint}. Labels present: {shown}"
-            f"{' ...' if len(kept) > 30 else ''}. Pass control=<one of these>."
+            f"{' ...' if len(kept) > 30 else ''}. Pass control=<the control label, one of these>."
         )
     if perturbations is None:
         perts = pd.Index(sorted(p for p in kept if p != resolved), name="perturbation")

@@ -55,6 +55,8 @@ _FLAG_TEXT = {
                            "perturbations: the metric cannot separate signal from no signal here",
     "few_perturbations": "fewer than 10 perturbations have finite values",
 }
+#: Content security policy of the page: no script, no network; images only from ``data:`` URIs.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _REF_SHORT = {"control": "vs control", "perturbed_centroid": "vs centroid"}
 _MAX_ROWS = 200
 _MAX_DOTS = 60
@@ -396,6 +398,7 @@ def render_html(table: Any, *, title: str | None = None, extras: Mapping[str, An
         body.append(_extra_section(str(key), extras[key]))
 
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body)
             + "\n</body></html>\n")

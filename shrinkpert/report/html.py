@@ -115,7 +115,7 @@ def _label(metric: str, weighting: str, reference: str) -> str:
     return " · ".join(parts)
 
 
-def _families(metrics: pd.Series) -> pd.Series:
+def _families(metrics: pd.Series) -> tuple[pd.Series, pd.Series]:
     from ..metrics import KINDS, METRICS
 
     kind = metrics.map(lambda m: METRICS[m].kind if m in METRICS else "other")
@@ -316,6 +316,8 @@ def render_html(table: Any, *, title: str | None = None, extras: Mapping[str, An
     grid = summary.merge(rows[["metric", "weighting", "reference", "family", "label", "_order"]],
                          on=["metric", "weighting", "reference"])
     grid["flagged"] = grid.groupby("label")["flags"].transform(lambda s: s.fillna("").str.len().gt(0).any())
+    grid["inverted"] = grid.groupby("label")["flags"].transform(
+        lambda s: s.fillna("").str.contains("positive_not_better").any())
     grid = grid.set_index("label").loc[rows["label"]].reset_index()
     for col in ("calibrated", "ci_low", "ci_high"):
         if col not in grid.columns:
@@ -325,7 +327,9 @@ def render_html(table: Any, *, title: str | None = None, extras: Mapping[str, An
              _figure(plots.summary_grid(grid, models),
                      "Each row is a metric (grouped by family on the left) and each column a model: the bar and "
                      "number are the calibrated score (0 = negative control, 1 = positive control, dotted green "
-                     f"line), the black line its {level:.0%} bootstrap interval; rows marked (!) carry flags.",
+                     f"line), the black line its {level:.0%} bootstrap interval, rows marked (!) carry flags and "
+                     "grey bars mark rows where the positive control does not beat the negative one (the score means nothing "
+                     "there).",
                      "model by metric summary grid")]
     wide = grid.assign(score=[f"{c:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(c) else "n/a"
                               for c, lo, hi in grid[["calibrated", "ci_low", "ci_high"]].itertuples(index=False)])

@@ -54,11 +54,12 @@ def model_color(i: int) -> str:
 def summary_grid(grid: pd.DataFrame, models: Sequence[str]) -> str:
     """Metric rows × models: calibrated score (bar), its interval (black line) and the number.
 
-    ``grid`` has one row per (family, label, model) with ``calibrated``, ``ci_low``, ``ci_high``
-    and ``flagged``; rows are drawn in their order of first appearance.
+    ``grid`` has one row per (family, label, model) with ``calibrated``, ``ci_low``, ``ci_high``,
+    ``flagged`` and ``inverted`` (the positive control does not beat the negative one, so the
+    score has no meaning: drawn in grey); rows are drawn in their order of first appearance.
     """
     plt = _pyplot()
-    rows = grid.drop_duplicates(["family", "label"])[["family", "label", "flagged"]].reset_index(drop=True)
+    rows = grid.drop_duplicates(["family", "label"])[["family", "label", "flagged", "inverted"]].reset_index(drop=True)
     n_rows, n_models = len(rows), len(models)
     fig = plt.figure(figsize=(3.0 + 2.2 * n_models, 0.8 + 0.36 * n_rows))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
@@ -81,13 +82,14 @@ def summary_grid(grid: pd.DataFrame, models: Sequence[str]) -> str:
                 ax.text(j + 0.5, i, "n/a (not calibrated)", ha="center", va="center", fontsize=7.5, color="#666666")
                 continue
             x0 = j + 0.05
-            ax.add_patch(plt.Rectangle((x0, i - 0.3), scale * float(np.clip(c, 0, 1.2)), 0.6,
-                                       color=cmap(float(np.clip(c, 0, 1))), lw=0))
+            fill = "#d0d0d0" if row["inverted"] else cmap(float(np.clip(c, 0, 1)))
+            ax.add_patch(plt.Rectangle((x0, i - 0.3), scale * float(np.clip(c, 0, 1.2)), 0.6, color=fill, lw=0))
             if np.isfinite(lo) and np.isfinite(hi):
                 ax.plot([x0 + scale * float(np.clip(lo, 0, 1.2)), x0 + scale * float(np.clip(hi, 0, 1.2))], [i, i],
                         color="black", lw=1.0)
             ax.plot([x0 + scale, x0 + scale], [i - 0.42, i + 0.42], color=POSITIVE_COLOR, lw=0.8, ls=":")
-            ax.text(j + 0.67, i - 0.06, f"{c:.2f}", ha="left", va="bottom", fontsize=9, fontweight="bold")
+            ax.text(j + 0.67, i - 0.06, f"{c:.2f}", ha="left", va="bottom", fontsize=9, fontweight="bold",
+                    color="#888888" if row["inverted"] else "black")
             if np.isfinite(lo) and np.isfinite(hi):
                 ax.text(j + 0.67, i + 0.02, f"[{lo:.2f}, {hi:.2f}]", ha="left", va="top", fontsize=6.5,
                         color="#444444")

@@ -65,9 +65,8 @@ def small(tables):
 
 
 @pytest.fixture(scope="package")
-def pages(tables):
-    """The rendered pages of ``tables`` (rendering is the slow part; done once)."""
+def pages(small, tables):
+    """The rendered pages of ``small`` and of the two-model table (rendering is the slow part; done once)."""
     from shrinkpert.report import render_html
 
-    single, combined = tables
-    return render_html(single), render_html(combined)
+    return render_html(small), render_html(tables[1])

@@ -8,7 +8,8 @@ would fetch from elsewhere), calls to ``console.error``/``console.warn`` and unh
 rejections; on ``load`` it checks that each ``<img>`` is complete with a non-zero natural size and
 that ``img.decode()`` resolves, then writes the result as JSON into the DOM. Chromium prints the
 DOM with ``--dump-dom`` after the load (``--virtual-time-budget`` lets the decode promises
-settle), and a second run takes a screenshot. Set ``SHRINKPERT_UPDATE_FIGURES=1`` to copy the
+settle) and takes a screenshot in the same run (the probe only appends its result at the
+bottom of the page). Set ``SHRINKPERT_UPDATE_FIGURES=1`` to copy the
 screenshot to ``docs/figures/report.png``.
 """
 
@@ -90,23 +91,19 @@ def test_chromium_renders_the_report_without_errors(pages, tmp_path):
     probed = page.replace(f'content="{CSP}"', f'content="{CSP}; script-src \'unsafe-inline\'"', 1)
     probed = probed.replace("<head>", "<head>" + PROBE, 1)
     (tmp_path / "probe.html").write_text(probed, encoding="utf-8")
-    (tmp_path / "report.html").write_text(page, encoding="utf-8")
 
-    dumped = _run(browser, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
-                  (tmp_path / "probe.html").as_uri())
+    shot = tmp_path / "report.png"
+    dumped = _run(browser, tmp_path / "profile", "--virtual-time-budget=10000", "--window-size=1240,2600",
+                  f"--screenshot={shot}", "--dump-dom", (tmp_path / "probe.html").as_uri())
     found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, flags=re.S)
     assert found, f"the probe did not report (exit {dumped.returncode}): {dumped.stderr[-2000:]}"
-    status = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-                        .replace("&gt;", ">"))
+    status = json.loads(found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
+                        .replace("&amp;", "&"))
     assert status["problems"] == []
     assert status["images"] == page.count("<img ") >= 7
     assert status["decoded"] == status["images"], status["failed"]
     assert "Uncaught" not in dumped.stderr and "CONSOLE" not in dumped.stderr
-
-    shot = tmp_path / "report.png"
-    taken = _run(browser, tmp_path / "profile", "--window-size=1240,2600", f"--screenshot={shot}",
-                 (tmp_path / "report.html").as_uri())
-    assert shot.is_file() and shot.stat().st_size > 20_000, taken.stderr[-2000:]
+    assert shot.is_file() and shot.stat().st_size > 20_000, dumped.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("SHRINKPERT_UPDATE_FIGURES") == "1":
         shutil.copyfile(shot, FIGURE)

@@ -38,13 +38,20 @@ def _pyplot() -> Any:
     return plt
 
 
-def _to_uri(fig: Any) -> str:
+def _to_uri(fig: Any, *, tight: bool = True) -> str:
+    """SVG data URI of ``fig``; ``tight=False`` keeps the figure's own margins (one layout pass fewer)."""
     plt = _pyplot()
     buf = io.BytesIO()
     with plt.rc_context({"svg.hashsalt": "shrinkpert", "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None},
+                    bbox_inches="tight" if tight else None)
     plt.close(fig)
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _label_inches(labels: Sequence[str], fontsize: float) -> float:
+    """Approximate width of the longest label (an average glyph is about 0.6 em)."""
+    return 0.6 * fontsize / 72 * max((len(x) for x in labels), default=0)
 
 
 def model_color(i: int) -> str:
@@ -134,6 +141,7 @@ def calibration_strips(strips: Sequence[dict[str, Any]], models: Sequence[str]) 
         ax.set_yticks(range(len(ents)))
         ax.set_yticklabels([e[0] for e in ents], fontsize=6.5)
         ax.set_ylim(-0.7, len(ents) - 0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", color="#e5e5e5", lw=0.5)
         ax.set_axisbelow(True)
@@ -145,10 +153,13 @@ def calibration_strips(strips: Sequence[dict[str, Any]], models: Sequence[str]) 
                           color="#b35806", loc="left")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    # fixed margins in inches (tight_layout costs a text layout pass per tick label)
+    # fixed margins in inches (tight layouts cost a text layout pass per tick label)
     total = height * len(strips) + 0.3
-    fig.subplots_adjust(left=1.6 / 8.0, right=0.98, top=1 - 0.25 / total, bottom=0.35 / total, hspace=0.75)
-    return _to_uri(fig)
+    left = 0.25 + max(_label_inches([e[0] for e in _entities(models, s["negative"], s["positive"], s["adversarial"])],
+                                    6.5) for s in strips)
+    fig.set_size_inches(left + 6.4, total)
+    fig.subplots_adjust(left=left / (left + 6.4), right=0.97, top=1 - 0.3 / total, bottom=0.4 / total, hspace=0.75)
+    return _to_uri(fig, tight=False)
 
 
 def distributions(panels: Sequence[dict[str, Any]], models: Sequence[str], *, ncols: int = 3) -> str:
@@ -169,9 +180,9 @@ def distributions(panels: Sequence[dict[str, Any]], models: Sequence[str], *, nc
             ax.axis("off")
             continue
         panel = panels[k]
-        lanes = [(f"neg: {panel['negative']}", panel["negative"], NEGATIVE_COLOR)]
+        lanes = [("negative", panel["negative"], NEGATIVE_COLOR)]
         lanes += [(m, f"model:{m}", model_color(i)) for i, m in enumerate(models)]
-        lanes.append((f"pos: {panel['positive']}", panel["positive"], POSITIVE_COLOR))
+        lanes.append(("positive", panel["positive"], POSITIVE_COLOR))
         for y, (_, source, color) in enumerate(lanes):
             v = np.asarray(panel["values"].get(source, []), dtype=np.float64)
             v = v[np.isfinite(v)]
@@ -186,16 +197,21 @@ def distributions(panels: Sequence[dict[str, Any]], models: Sequence[str], *, nc
             ax.plot([q3, hi], [y, y], color=color, lw=0.8)
             ax.scatter(v, y + rng.uniform(-0.18, 0.18, v.size), s=3, color=color, alpha=0.6, lw=0)
         ax.set_yticks(range(len(lanes)))
-        ax.set_yticklabels([lane[0] for lane in lanes], fontsize=6.5)
+        ax.set_yticklabels([lane[0] for lane in lanes] if k % ncols == 0 else [], fontsize=6.5)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
         ax.tick_params(axis="x", labelsize=6.5)
         arrow = "better →" if panel["greater_is_better"] else "← better"
-        ax.set_title(f"{panel['label']}   {arrow}", fontsize=7.5, loc="left")
+        ax.set_title(f"{panel['label']}   {arrow}\nneg: {panel['negative']}, pos: {panel['positive']}", fontsize=7,
+                     loc="left")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     panel_h = 0.3 * n_lanes + 0.75
-    fig.subplots_adjust(left=1.2 / (3.2 * ncols), right=0.98, wspace=0.7, hspace=0.55 / panel_h * 1.6,
+    label = 0.2 + _label_inches(["negative", "positive", *models], 6.5)
+    width = label + ncols * 2.6
+    fig.set_size_inches(width, panel_h * nrows)
+    fig.subplots_adjust(left=label / width, right=0.98, wspace=0.15, hspace=0.8 / panel_h * 1.6,
                         top=1 - 0.3 / (panel_h * nrows), bottom=0.3 / (panel_h * nrows))
-    return _to_uri(fig)
+    return _to_uri(fig, tight=False)
 
 
 def generic_dots(frame: pd.DataFrame, labels: Sequence[str], columns: Sequence[str]) -> str:

@@ -150,3 +150,16 @@ def test_report_subcommand_writes_report_html(small, tmp_path, capsys):
     bad = parser.parse_args(["report", str(tmp_path / "table"), "--out", str(tmp_path / "o2"), "--extra", "x"])
     with pytest.raises(InputError, match="write NAME=FILE.csv"):
         bad.handler(bad)
+
+
+def test_a_table_without_baselines_renders_without_calibration_figures():
+    import shrinkpert as sp
+
+    from .conftest import _split
+
+    cells = sp.datasets.simulate(n_cells=500, n_genes=60, n_perturbations=6, seed=11)
+    truth, pred = _split(cells, 2)
+    table = sp.evaluate(pred, truth, metrics=["mse"], baselines=[], n_boot=10)
+    page = render_html(table)
+    assert len(_images(page)) == 1  # the summary grid only
+    assert "This table has no calibration" in page and "No per-perturbation comparison is possible" in page

@@ -12,8 +12,8 @@ import scipy.sparse as sp
 
 from shrinkpert import estimate_effects
 from shrinkpert.errors import CountsError, InputError, MissingKeyError
-from shrinkpert.target import knockdown
-from shrinkpert.target._counts import _fit_zinb, _zinb_logpmf
+from shrinkpert.ontarget import knockdown
+from shrinkpert.ontarget._counts import _fit_zinb, _zinb_logpmf
 from tests.conftest import as_layout
 
 

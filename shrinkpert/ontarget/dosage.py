@@ -3,7 +3,7 @@ r"""Dose-response: knockdown strength against downstream effect size, per guide 
 :func:`dose_response` takes either
 
 * an AnnData of counts: the dose of each guide is its shrunken knockdown depth
-  :math:`1 - 2^{\tilde\beta_{kt}}` (:func:`~shrinkpert.target.knockdown`) and its response the
+  :math:`1 - 2^{\tilde\beta_{kt}}` (:func:`~shrinkpert.ontarget.knockdown`) and its response the
   Euclidean norm of its shrunken effects on every gene but the target; or cells of each
   perturbation binned by their own (empirical-Bayes) knockdown instead of by guide; or
 * a table with one row per guide (or bin) and dose / response columns measured elsewhere.
@@ -304,13 +304,13 @@ def dose_response(
         column of unit labels.
     bins
         AnnData only: instead of guides, split each perturbation's cells into this many
-        quantile bins of their own knockdown (:class:`~shrinkpert.target.CellKnockdown`
+        quantile bins of their own knockdown (:class:`~shrinkpert.ontarget.CellKnockdown`
         posterior mean).
     dose, response, dose_se, response_se
         DataFrame only: column names (standard errors optional; with them the fits are
         weighted by :math:`1/\mathrm{SE}^2`).
     layer, library_size, target_key, targets, perturbations, target_sum, min_cells, chunk_size
-        AnnData only: as in :func:`~shrinkpert.target.knockdown`.
+        AnnData only: as in :func:`~shrinkpert.ontarget.knockdown`.
 
     Returns
     -------
@@ -328,7 +328,7 @@ def dose_response(
     -----
     AnnData input. Dose of unit :math:`k` with target :math:`t`:
     :math:`D_k = 1 - 2^{\tilde\beta_{kt}}` from the shrunken target log2 fold change
-    (:func:`~shrinkpert.target.knockdown`; bins use the mean per-cell posterior relative
+    (:func:`~shrinkpert.ontarget.knockdown`; bins use the mean per-cell posterior relative
     expression, :math:`D_k = 1 - \overline{\mathrm{E}[\rho_i]}`). Response:
     :math:`Y_k = \lVert \tilde\beta_{k,-t} \rVert_2`, the norm of the unit's shrunken effects
     (log1p scale, ash per unit) on every gene but the target, with delta-method SE
@@ -344,7 +344,7 @@ def dose_response(
     Examples
     --------
     >>> import pandas as pd
-    >>> from shrinkpert.target import dose_response
+    >>> from shrinkpert.ontarget import dose_response
     >>> table = pd.DataFrame({"target": ["A"] * 4 + ["B"] * 4,
     ...                       "activity": [0.1, 0.4, 0.7, 1.0] * 2,
     ...                       "effect": [0.0, 0.3, 0.5, 0.9, 0.1, 0.2, 0.2, 0.6]})

@@ -4,8 +4,8 @@ r"""Knockdown of each perturbation's target gene, per perturbation, per guide an
 perturbed cell, the count of its own target gene and, for every control cell, the counts of all
 measured target genes. Everything else is computed from those few numbers.
 
-The count-model machinery it shares with :mod:`shrinkpert.target.escape` lives in
-:mod:`shrinkpert.target._counts`.
+The count-model machinery it shares with :mod:`shrinkpert.ontarget.escape` lives in
+:mod:`shrinkpert.ontarget._counts`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from ..data.read import scale_factors
-from ..effects.estimate import _floor_at_control
+from ..stats.testing import welch
 from ..errors import InputError
 from ._counts import _Design, _frozen, _library_column, _resolve, _scan, _shrink_vector
 
@@ -288,8 +288,8 @@ def _log2_ratio(mean_k, var_k, n_k, mean_c, var_c, n_c, delta):
         effect = np.log2((mean_k + eps) / (mean_c + eps))
         a = var_k / n_k / (mean_k + eps) ** 2 / _LN2**2
         b = var_c / n_c / (mean_c + eps) ** 2 / _LN2**2
-        a, _ = _floor_at_control(a, b, n_k, n_c)
-    return effect, np.sqrt(a + b)
+        se = welch(a, n_k, b, n_c).std_error
+    return effect, se
 
 
 def _table(level, groups, owner, design, n, mean, var, ctrl_mean, ctrl_var, n_c, ctrl_raw_mean, delta,
@@ -429,7 +429,7 @@ def knockdown(
     Examples
     --------
     >>> import shrinkpert as sp
-    >>> from shrinkpert.target import knockdown
+    >>> from shrinkpert.ontarget import knockdown
     >>> adata = sp.datasets.papalexi2021()
     >>> kd = knockdown(adata[adata.obs["perturbation"] != "unassigned"])
     >>> table = kd.to_frame()

@@ -1,4 +1,4 @@
-r"""Cells for the distribution metrics of :func:`~shrinkpert.metrics.evaluate` (private).
+r"""Cells for the distribution metrics of :func:`~shrinkpert.evaluate`.
 
 Distribution metrics (energy distance, MMD) compare cells, not pseudobulks, so ``evaluate`` draws
 a seeded, equal-sized sample of cells per perturbation and reads only those rows (one streaming
@@ -19,25 +19,24 @@ log1p-normalised per ``target_sum`` with each cell's own total over all genes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import as_rng
+from .._validate import CellData
+from ..data.read import scale_factors
 from ..errors import InputError
 
 __all__ = ["gather_rows", "sample_plan", "distribution_values"]
 
 
-def gather_rows(source: Any, rows: np.ndarray, *, layer: str | None, counts: bool, target_sum: float,
+def gather_rows(data: CellData, rows: np.ndarray, *, counts: bool, target_sum: float,
                 chunk_size: int | None = None) -> sp.csr_matrix:
     """Rows ``rows`` (sorted, unique) of the matrix as CSR float64, log1p-normalised if ``counts``."""
-    from ..data.read import open_matrix, scale_factors
-
     rows = np.asarray(rows, dtype=np.int64)
     parts = []
-    with open_matrix(source, layer=layer) as matrix:
+    with data.open() as matrix:
         for block in matrix.blocks(chunk_size):
             lo, hi = np.searchsorted(rows, [block.rows.start, block.rows.stop])
             if hi == lo:
@@ -56,16 +55,16 @@ def gather_rows(source: Any, rows: np.ndarray, *, layer: str | None, counts: boo
     return out
 
 
-def sample_plan(truth_labels: pd.Series, pred_labels: pd.Series, perturbations: pd.Index, control: str,
-                max_cells: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def sample_plan(truth: CellData, pred: CellData, perturbations: pd.Index, max_cells: int,
+                seed: int) -> dict[str, dict[str, np.ndarray]]:
     """Row positions per perturbation: ``truth``, ``technical_duplicate``, ``control`` (truth file)
     and ``model`` (pred file), each of :math:`m_p` cells (see the module docstring)."""
     if int(max_cells) != max_cells or max_cells < 2:
         raise InputError(f"cells_per_perturbation must be an integer >= 2, got {max_cells!r}.")
-    rng = np.random.default_rng(seed)
-    t = truth_labels.to_numpy(dtype=object)
-    p = pred_labels.to_numpy(dtype=object)
-    control_rows = rng.permutation(np.flatnonzero(t == control))
+    rng = as_rng(seed)
+    t = truth.labels().to_numpy(dtype=object)
+    p = pred.labels().to_numpy(dtype=object)
+    control_rows = rng.permutation(np.flatnonzero(t == truth.control))
     plan: dict[str, dict[str, np.ndarray]] = {}
     for pert in perturbations:  # sorted: the draw depends only on the seed and the labels
         true_rows = rng.permutation(np.flatnonzero(t == pert))
@@ -76,15 +75,15 @@ def sample_plan(truth_labels: pd.Series, pred_labels: pd.Series, perturbations: 
     return plan
 
 
-def distribution_values(specs: list, pred: Any, truth: Any, plan: Mapping[str, Mapping[str, np.ndarray]], *,
-                        layer: str | None, counts: bool, target_sum: float,
+def distribution_values(specs: list, pred: CellData, truth: CellData, plan: Mapping[str, Mapping[str, np.ndarray]],
+                        *, counts: bool, target_sum: float,
                         chunk_size: int | None) -> dict[str, dict[str, np.ndarray]]:
     """``{metric: {side: values per perturbation}}`` for ``model``, ``control`` and ``technical_duplicate``."""
     sides = ("model", "control", "technical_duplicate")
     from_truth = np.unique(np.concatenate([plan[p][k] for p in plan for k in ("truth", "control",
                                                                                "technical_duplicate")]))
     from_pred = np.unique(np.concatenate([plan[p]["model"] for p in plan]))
-    read = dict(layer=layer, counts=counts, target_sum=target_sum, chunk_size=chunk_size)
+    read = dict(counts=counts, target_sum=target_sum, chunk_size=chunk_size)
     truth_cells, pred_cells = gather_rows(truth, from_truth, **read), gather_rows(pred, from_pred, **read)
     out = {spec.name: {side: np.full(len(plan), np.nan) for side in sides} for spec in specs}
     for k, pert in enumerate(plan):

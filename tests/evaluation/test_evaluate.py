@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from shrinkpert.calibration import calibrate
 from shrinkpert.errors import GeneMismatchError, InputError, MissingKeyError
 from shrinkpert.metrics import METRICS
-from shrinkpert.metrics.evaluate import MetricTable, evaluate
+from shrinkpert.evaluation import MetricTable, evaluate
 
 QUICK = ["mae", "pearson_delta", "discrimination_score_l1", "overlap_at_N"]
 

@@ -1,4 +1,4 @@
-r"""Count-model machinery shared by :mod:`~shrinkpert.target.knockdown` and :mod:`~shrinkpert.target.escape` (private).
+r"""Count-model machinery shared by :mod:`~shrinkpert.ontarget.knockdown` and :mod:`~shrinkpert.ontarget.escape` (private).
 
 * :func:`_resolve`: the design of the target-gene problem (perturbations, guides, target columns);
 * :func:`_scan`: one pass over the matrix keeping only the (cell, gene) entries asked for, plus

@@ -6,7 +6,7 @@
   penetrance per perturbation and guide with intervals; :func:`escape_aware_effects` recomputes
   effects from perturbed cells only or weighted by that probability.
 * :func:`dose_response` — knockdown strength against downstream effect size, monotone fit.
-* :mod:`shrinkpert.target.prediction` — metrics of predicted target-gene changes.
+* the metrics of predicted target-gene changes live in :mod:`shrinkpert.metrics.target_gene`.
 """
 
 from .dosage import DoseResponse, dose_response, isotonic_fit

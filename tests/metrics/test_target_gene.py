@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from shrinkpert.errors import InputError
-from shrinkpert.target.prediction import (
+from shrinkpert.metrics.target_gene import (
     dose_order_score,
     penetrance_error,
     target_change_error,

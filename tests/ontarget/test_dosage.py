@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from shrinkpert.errors import InputError, MissingKeyError
-from shrinkpert.target import dose_response, isotonic_fit
+from shrinkpert.ontarget import dose_response, isotonic_fit
 
 JOST = Path(__file__).parent / "data" / "jost2020_guide_activity.tsv"
 

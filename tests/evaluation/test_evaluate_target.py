@@ -12,9 +12,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from shrinkpert.errors import InputError
-from shrinkpert.metrics.evaluate import evaluate
-from shrinkpert.target import classify_escape
-from shrinkpert.target.prediction import target_change_error, target_rank_error, target_sign_score
+from shrinkpert.evaluation import evaluate
+from shrinkpert.ontarget import classify_escape
+from shrinkpert.metrics.target_gene import target_change_error, target_rank_error, target_sign_score
 
 sc = pytest.importorskip("scanpy", reason="scanpy is a test extra")
 TARGET = ["target_change_error", "target_sign_score", "target_rank_error"]
@@ -143,12 +143,14 @@ def test_target_options_are_validated(noisy, papalexi, escapes):
 
 
 def test_sample_plan_draws_equal_disjoint_samples_of_the_right_cells(noisy, papalexi):
-    from shrinkpert.metrics._cells import sample_plan
+    from shrinkpert._validate import validate
+    from shrinkpert.evaluation.cells import sample_plan
 
     labels = papalexi.obs["perturbation"].astype(str)
     perts = pd.Index(sorted(set(labels) - {"non-targeting"}))
-    plan = sample_plan(labels, noisy.obs["perturbation"].astype(str), perts, "non-targeting", 40, seed=3)
-    again = sample_plan(labels, noisy.obs["perturbation"].astype(str), perts, "non-targeting", 40, seed=3)
+    truth, pred = validate(papalexi, side="truth"), validate(noisy, side="pred", require_control=False)
+    plan = sample_plan(truth, pred, perts, 40, seed=3)
+    again = sample_plan(truth, pred, perts, 40, seed=3)
     for pert in perts:
         rows = plan[pert]
         sizes = {len(v) for v in rows.values()}
@@ -159,7 +161,8 @@ def test_sample_plan_draws_equal_disjoint_samples_of_the_right_cells(noisy, papa
 
 
 def test_gathered_rows_equal_scanpy_normalised_rows(papalexi, tmp_path):
-    from shrinkpert.metrics._cells import gather_rows
+    from shrinkpert._validate import validate
+    from shrinkpert.evaluation.cells import gather_rows
 
     rows = np.sort(np.random.default_rng(0).choice(papalexi.n_obs, 300, replace=False))
     x = papalexi.copy()
@@ -169,19 +172,21 @@ def test_gathered_rows_equal_scanpy_normalised_rows(papalexi, tmp_path):
     path = tmp_path / "p.h5ad"
     papalexi.write_h5ad(path)
     for source, chunk in ((papalexi, None), (str(path), 997)):
-        got = gather_rows(source, rows, layer=None, counts=True, target_sum=1e4, chunk_size=chunk).toarray()
+        got = gather_rows(validate(source, perturbation_key=None), rows, counts=True, target_sum=1e4,
+                          chunk_size=chunk).toarray()
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # scanpy works in float32
 
 
 def test_distribution_metrics_in_evaluate_compare_the_planned_samples(noisy, papalexi):
     from shrinkpert.metrics import energy_distance
-    from shrinkpert.metrics._cells import sample_plan
+    from shrinkpert._validate import validate
+    from shrinkpert.evaluation.cells import sample_plan
 
     table = evaluate(noisy, papalexi, metrics=["energy_distance", "mae"], cells_per_perturbation=30, n_boot=50,
                      seed=5)
     rows = table.to_frame().query("metric == 'energy_distance'").set_index("perturbation")
-    plan = sample_plan(papalexi.obs["perturbation"].astype(str), noisy.obs["perturbation"].astype(str),
-                       table.perturbations, "non-targeting", 30, seed=5)
+    plan = sample_plan(validate(papalexi, side="truth"), validate(noisy, side="pred", require_control=False),
+                       table.perturbations, 30, seed=5)
     norm = {}
     for name, adata in (("pred", noisy), ("truth", papalexi)):
         x = adata.copy()

@@ -207,7 +207,7 @@ def penetrance_error(pred: Any, truth: Any) -> float | np.ndarray:
     .. math:: e_p = |\hat\pi_p - \pi_p|
 
     With per-cell predictions, obtain :math:`\hat\pi_p` by running
-    :func:`~shrinkpert.target.classify_escape` on the predicted cells (with the real control
+    :func:`~shrinkpert.ontarget.classify_escape` on the predicted cells (with the real control
     cells) and :math:`\pi_p` from the real cells.
 
     Parameters

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import as_rng
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY
 from ..errors import InputError, ShrinkpertWarning
 from ._counts import _fit_zinb, _frozen, _library_column, _resolve, _scan, _shrink_vector
@@ -352,7 +353,7 @@ def classify_escape(
     Examples
     --------
     >>> import shrinkpert as sp
-    >>> from shrinkpert.target import classify_escape
+    >>> from shrinkpert.ontarget import classify_escape
     >>> adata = sp.datasets.papalexi2021()
     >>> res = classify_escape(adata[adata.obs["perturbation"] != "unassigned"])
     >>> table = res.penetrance
@@ -369,7 +370,7 @@ def classify_escape(
         raise InputError(f"min_cells must be at least 2, got {min_cells!r}.")
     if int(max_control_cells) < 10:
         raise InputError(f"max_control_cells must be at least 10, got {max_control_cells!r}.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = as_rng(seed)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
                            target_key=target_key, targets=targets, perturbations=perturbations)
     library = _library_column(obs, library_size)

@@ -8,11 +8,11 @@ import scipy.sparse as sp
 
 import importlib
 from shrinkpert.errors import CountsError, InputError
-from shrinkpert.target._escape_kernels import scan_block
+from shrinkpert.ontarget._escape_kernels import scan_block
 from tests.conftest import as_layout, make_counts
 
-# the module, not the function of the same name that shrinkpert.target exports
-kd = importlib.import_module("shrinkpert.target._counts")
+# the module, not the function of the same name that shrinkpert.ontarget exports
+kd = importlib.import_module("shrinkpert.ontarget._counts")
 
 
 def scan_block_reference(X, row_codes, pairs, n_genes, group_codes, n_groups):

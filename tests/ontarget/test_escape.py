@@ -13,8 +13,8 @@ import scipy.sparse as sp
 
 from shrinkpert import estimate_effects, group_statistics
 from shrinkpert.errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
-from shrinkpert.target import classify_escape, escape_aware_effects
-from shrinkpert.target._mixture import _fit_one, _zinb_part
+from shrinkpert.ontarget import classify_escape, escape_aware_effects
+from shrinkpert.ontarget._mixture import _fit_one, _zinb_part
 from tests.conftest import as_layout
 
 
@@ -173,7 +173,7 @@ def test_mixture_recovers_penetrance_of_a_known_model():
 
 
 def test_zinb_part_differences_match_full_log_pmf():
-    from shrinkpert.target._counts import _zinb_logpmf
+    from shrinkpert.ontarget._counts import _zinb_logpmf
 
     x = np.array([0.0, 1.0, 3.0, 10.0])
     a = _zinb_part(x, 2.0, 1.5, 0.1) - _zinb_part(x, 0.7, 1.5, 0.1)

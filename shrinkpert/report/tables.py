@@ -163,7 +163,7 @@ def load_table(path: str | os.PathLike) -> Any:
     InputError
         ``table.json`` has another format, or a column cannot be read as its type.
     """
-    from ..metrics.evaluate import MetricTable
+    from ..evaluation import MetricTable
 
     folder = Path(path)
     missing = [n for n in ("metrics.csv", "summary.csv") if not (folder / n).is_file()]

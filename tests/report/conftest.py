@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import shrinkpert as sp
-from shrinkpert.metrics.evaluate import MetricTable
+from shrinkpert import MetricTable
 
 METRICS = ["mse", "pearson_delta", "discrimination_score_l1", "overlap_at_N"]
 

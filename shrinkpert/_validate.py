@@ -181,7 +181,8 @@ def validate(
         AnnData (in memory or backed), path to an ``.h5ad`` file, or a :class:`CellData` (then
         re-encoded only if the options differ).
     side
-        Name of the input in messages.
+        Name of the input in messages: one of :data:`SIDES`, optionally followed by a name
+        (``"pred 'model A'"``).
     perturbation_key
         ``obs`` column of perturbation labels; ``None`` to check only the file, names and matrix.
     control
@@ -211,8 +212,8 @@ def validate(
     MissingKeyError
         The label column, the control or the layer is absent.
     """
-    if side not in SIDES:
-        raise InputError(f"side must be one of {SIDES}, got {side!r}.")
+    if not isinstance(side, str) or side.split(" ")[0] not in SIDES:
+        raise InputError(f"side must start with one of {SIDES}, got {side!r}.")
     excluded_request = _as_labels(exclude, "exclude")
     if isinstance(data, CellData) and (data.perturbation_key, data.control, data.layer) == (
             perturbation_key, control, layer) and set(data.excluded) >= set(excluded_request) and (

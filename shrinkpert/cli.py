@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score predicted cells against true cells: metrics, baselines, calibration")
     _add_common(p, needs_input=False)
-    p.add_argument("--pred", required=True, help="predicted cells (.h5ad, read in blocks)")
+    p.add_argument("--pred", required=True, nargs="+", metavar="[NAME=]FILE",
+                   help="predicted cells (.h5ad, read in blocks); several models as NAME=FILE NAME=FILE ...")
     p.add_argument("--truth", required=True, help="true cells (.h5ad, read in blocks)")
     p.add_argument("--perturbation-key", default=PERTURBATION_KEY, help="obs column of perturbation labels")
     p.add_argument("--control", default=CONTROL, help="control label")
@@ -101,7 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide-key", default=None, help="obs column of guides in both inputs (adds dose_order_score)")
     p.add_argument("--cells-per-perturbation", type=int, default=100,
                    help="cells sampled per perturbation for energy_distance/mmd")
-    p.add_argument("--references", nargs="*", default=["control", "perturbed_centroid"], help="delta references")
+    p.add_argument("--train", default=None, help="cells of the training perturbations (.h5ad): adds the train_centroid "
+                   "reference; refused if it shares cells or perturbations with --truth")
+    p.add_argument("--population", default=None, metavar="REF",
+                   help="a saved PopulationReference: adds the population reference and population weights")
+    p.add_argument("--references", nargs="+", default=["auto"],
+                   help="delta references: auto (control, + train_centroid with --train, + population with "
+                        "--population) or names from control, train_centroid, population, perturbed_centroid")
+    p.add_argument("--allow-leakage", action="store_true",
+                   help="allow the perturbed_centroid reference (the scored perturbations' own centroid; flagged)")
+    p.add_argument("--weights", default="auto", choices=["auto", "none"],
+                   help="gene weightings: auto (uniform + shrunken, + population with --population) or none")
+    p.add_argument("--truth-effects", default="raw", choices=["raw", "shrunk"],
+                   help="score against raw true pseudobulks or the ash posterior means of the true effects")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
     p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over perturbations")
@@ -109,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
+
+    from .report.cli import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -159,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         from ._io import prepare_out_dir
 
         out = prepare_out_dir(args.out, force=args.force)
-        _announce_compilation(args.command)
+        if args.command != "report":
+            _announce_compilation(args.command)
         table = _run(args, out)
-        import pandas as pd
+        if table is not None:
+            import pandas as pd
 
-        with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
-            print(table.round(4).to_string())
+            with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
+                print(table.round(4).to_string())
         print(f"\nwrote {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))} to {out}")
     except (ShrinkpertError, OSError) as exc:
         _remove_if_empty(out, created)
@@ -192,8 +211,28 @@ def _announce_compilation(command: str) -> None:
               "they are cached for later runs) ...", file=sys.stderr, flush=True)
 
 
-def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame:
-    """Run one subcommand and return the table to print."""
+def _predictions(items: list[str]):
+    """One path, or ``{name: path}`` from ``NAME=FILE`` items (every item named when there are several)."""
+    from .errors import InputError
+
+    if len(items) == 1 and "=" not in items[0]:
+        return items[0]
+    named = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--pred {item!r}: with several predictions write NAME=FILE for each.")
+        if name in named:
+            raise InputError(f"--pred: the model name {name!r} is used twice.")
+        named[name] = path
+    return named
+
+
+def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
+    """Run one subcommand and return the table to print (None: nothing to print)."""
+    if args.command == "report":
+        args.handler(args)
+        return None
     if args.command == "stats":
         from .stats.group import group_statistics
 
@@ -208,18 +247,21 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame:
     if args.command == "evaluate":
         from .evaluation import evaluate
 
-        result = evaluate(args.pred, args.truth, perturbation_key=args.perturbation_key, control=args.control,
+        result = evaluate(_predictions(args.pred), args.truth, perturbation_key=args.perturbation_key, control=args.control,
                           exclude=args.exclude, scale=args.scale, layer=args.layer, target_sum=args.target_sum,
                           metrics="default" if args.metrics is None else args.metrics,
-                          references=args.references,
+                          train=args.train, population=args.population,
+                          references="auto" if args.references == ["auto"] else args.references,
+                          allow_leakage=args.allow_leakage, weights=None if args.weights == "none" else "auto",
+                          truth_effects=args.truth_effects,
                           baselines="default" if args.baselines is None else args.baselines,
                           calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
                           guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                           progress=args.progress)
-        _write_csv(result.to_frame(), out / "metrics.csv", index=False)
-        table = result.summary()
-        _write_csv(table, out / "summary.csv")
-        return table
+        from .report import save_table
+
+        save_table(result, out, force=True)  # metrics.csv, summary.csv, params.json, table.json
+        return result.summary()
     from .data.datasets import papalexi2021_path
 
     ns = argparse.Namespace(perturbation_key=PERTURBATION_KEY, control=CONTROL, scale="log1p", layer=None,

@@ -23,7 +23,8 @@ def test_evaluate_writes_the_api_tables(tmp_path, papalexi, capsys):
     code = main(["evaluate", "--pred", str(pred_path), "--truth", str(truth_path), "--out", str(out), *ARGS])
     assert code == 0
     assert "pearson_delta" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "summary.csv"]  # no temp files left
+    # the two tables plus the manifest the report reads; no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "params.json", "summary.csv", "table.json"]
     api = evaluate(str(pred_path), str(truth_path), metrics=["mae", "pearson_delta", "discrimination_score_l1"],
                    n_boot=40, seed=3)
     frame = pd.read_csv(out / "metrics.csv")

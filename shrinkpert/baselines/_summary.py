@@ -55,6 +55,9 @@ class TruthSummary:
         Scale of the stored values (``"counts"``: log1p-normalised while reading).
     params : mapping
         ``perturbation_key``, ``layer``, ``target_sum``, ``seed``, ``source``.
+    statistics : GroupStatistics, optional
+        The whole-truth statistics these arrays come from (perturbations and control), for effect
+        sizes with the package's one Welch test (:func:`~shrinkpert.estimate_effects`).
     """
 
     perturbations: pd.Index
@@ -74,6 +77,7 @@ class TruthSummary:
     control_n: int
     scale: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    statistics: Any = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "var", "half_a_mean", "half_a_var", "half_b_mean", "half_b_var",
@@ -221,6 +225,7 @@ def summarize_truth(
         control_var=full.var[ic],
         control_n=int(full.n_cells[ic]),
         scale=data.scale,
+        statistics=full,
         params={
             "perturbation_key": perturbation_key,
             "layer": layer,

@@ -64,6 +64,15 @@ class EvaluationConfig:
         ``obs`` column of guides in both inputs; enables ``dose_order_score``.
     cells_per_perturbation : int
         Cells drawn per perturbation for the distribution metrics.
+    allow_leakage : bool
+        Allow the ``"perturbed_centroid"`` reference (the scored perturbations' own centroid);
+        its rows are flagged ``leakage`` (see :mod:`shrinkpert.evaluation.references`).
+    population : PopulationReference or path, optional
+        An external, split-independent reference: adds the ``"population"`` delta reference and
+        ``"population"`` gene weights to the defaults.
+    truth_effects : {"raw", "shrunk"}
+        Score against the raw true pseudobulks or against the ash posterior means of the true
+        effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`).
     chunk_size, n_threads, progress
         As in :func:`~shrinkpert.group_statistics`.
     """
@@ -83,6 +92,9 @@ class EvaluationConfig:
     escape_threshold: float = 0.5
     guide_key: str | None = None
     cells_per_perturbation: int = 100
+    allow_leakage: bool = False
+    population: Any = None
+    truth_effects: str = "raw"
     chunk_size: int | None = None
     n_threads: int | None = None
     progress: bool = False
@@ -96,6 +108,8 @@ class EvaluationConfig:
             raise InputError(f"truth_cells must be one of {TRUTH_CELLS}, got {self.truth_cells!r}.")
         if not 0 < self.escape_threshold < 1:
             raise InputError(f"escape_threshold must lie in (0, 1), got {self.escape_threshold!r}.")
+        if self.truth_effects not in ("raw", "shrunk"):
+            raise InputError(f"truth_effects must be 'raw' or 'shrunk', got {self.truth_effects!r}.")
         if not 0 < self.level < 1:
             raise InputError(f"level must lie in (0, 1), got {self.level!r}.")
         if int(self.n_boot) != self.n_boot or self.n_boot < 0:
@@ -117,4 +131,6 @@ class EvaluationConfig:
         """The fields as a plain dictionary (for manifests)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["targets"] = dict(self.targets) if self.targets is not None else None
+        if self.population is not None:
+            out["population"] = getattr(self.population, "name", str(self.population))
         return out

@@ -54,7 +54,7 @@ from typing import Any
 
 from .._vocab import CONTROL, PERTURBATION_KEY
 from .config import EvaluationConfig
-from .steps import DEFAULT_REFERENCES, make_sides, read_inputs, score, summarise, tabulate
+from .steps import DEFAULT_REFERENCES, make_sides, read_inputs, score, summarise, summarise_train, tabulate
 from .table import MetricTable
 
 __all__ = ["evaluate", "DEFAULT_REFERENCES"]
@@ -67,9 +67,10 @@ def evaluate(
     perturbation_key: str = PERTURBATION_KEY,
     control: str = CONTROL,
     exclude: Sequence[str] | None = None,
+    train: Any = None,
     metrics: str | Sequence[str] = "default",
-    weights: Any = None,
-    references: Sequence[str] = DEFAULT_REFERENCES,
+    weights: Any = "auto",
+    references: Any = DEFAULT_REFERENCES,
     baselines: str | Sequence[str] | None = "default",
     escape: Any = None,
     pred_escape: Any = None,
@@ -85,11 +86,18 @@ def evaluate(
         Cell-level AnnData (in memory or backed) or ``.h5ad`` paths with the same genes and the
         same perturbations in ``obs[perturbation_key]``; read in blocks, never modified.
         ``pred`` needs no control cells (any it has are ignored); ``truth`` needs at least 3.
+        ``pred`` may be a mapping ``{model name: prediction}``: the truth is read once, the
+        baselines and their scores are shared, and the table gains a ``model`` column (and a
+        ``model`` level first in the summary's index).
     perturbation_key, control
         Label column and control label.
     exclude
         Labels left out of both sides (e.g. ``["unassigned"]``): their cells are neither scored
         nor predicted. Each label must occur in ``pred`` or ``truth``.
+    train
+        Cells of the *training* perturbations (AnnData, backed AnnData or ``.h5ad`` path; their
+        controls, if any, are ignored). Adds the ``"train_centroid"`` reference. Refused when it
+        shares cells or perturbations with ``truth``.
     metrics
         ``"default"`` or names from :data:`~shrinkpert.metrics.METRICS`. The default is every
         registered metric of means, deltas and DE calls; the target-gene metrics when some
@@ -97,14 +105,20 @@ def evaluate(
         ``pred_escape`` are given; ``dose_order_score`` when ``guide_key`` is given. The
         distribution metrics (``energy_distance``, ``mmd``) run only when named.
     weights
-        ``None`` (unweighted only), a :class:`~shrinkpert.GeneWeights` (named by its method) or
-        a mapping name → :class:`GeneWeights` / array ``(n_genes,)`` or
+        ``"auto"`` (default): unweighted (``"uniform"``), the ``"shrunken"`` weights of each true
+        perturbation against the control, and ``"population"`` weights when a population
+        reference is configured — none of them depends on the other perturbations in the split.
+        Or ``None`` (unweighted only), a :class:`~shrinkpert.GeneWeights` (named by its method)
+        or a mapping name → :class:`GeneWeights` / array ``(n_genes,)`` or
         ``(n_perturbations, n_genes)`` (truth order). Weighted metrics are computed once per
         weighting besides ``"uniform"``; unweighted metrics only under ``"uniform"``.
     references
-        Delta references: ``"control"`` (:math:`\bar x_p - \bar x_c`) and/or
-        ``"perturbed_centroid"`` (:math:`\bar x_p - \frac1P\sum_q \bar x_q`, the true
-        perturbations' centroid, Systema). Both sides use the same, observed reference.
+        Delta references (:mod:`shrinkpert.evaluation.references`): ``"auto"`` (default) is
+        ``"control"`` (:math:`\bar x_p - \bar x_c`), plus ``"train_centroid"`` (the mean of the
+        training perturbations' means) with ``train``, plus ``"population"`` (the per-gene log1p
+        mean of an external :class:`~shrinkpert.PopulationReference`) with ``population=``. Or a
+        list of these names, or ``"perturbed_centroid"`` (the scored perturbations' own centroid,
+        Systema) with ``allow_leakage=True`` — its rows are flagged ``leakage``.
     baselines
         ``"default"`` (:data:`~shrinkpert.baselines.BASELINES`), a list of names (adding
         ``"linear"``/``"additive"``), or ``[]``/``None`` (no baselines; then no calibration).
@@ -121,8 +135,9 @@ def evaluate(
         field names as keyword arguments, which override it — ``scale``, ``layer``,
         ``target_sum``, ``targets``, ``negative``, ``positive``, ``calibrate``, ``n_boot``,
         ``level``, ``alpha``, ``de_calls``, ``truth_cells``, ``escape_threshold``,
-        ``guide_key``, ``cells_per_perturbation``, ``chunk_size``, ``n_threads``, ``progress``
-        (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
+        ``guide_key``, ``cells_per_perturbation``, ``allow_leakage``, ``population``,
+        ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects),
+        ``chunk_size``, ``n_threads``, ``progress`` (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
 
     Returns
     -------
@@ -152,15 +167,21 @@ def evaluate(
     inputs = read_inputs(pred, truth, perturbation_key=perturbation_key, control=control, exclude=exclude,
                          config=config)
     summaries = summarise(inputs, config=config, seed=seed, escape=escape)
+    train_mean = None if train is None else summarise_train(train, inputs, perturbation_key=perturbation_key,
+                                                            control=control, exclude=exclude, config=config)
     sides = make_sides(summaries, baselines=baselines, config=config, seed=seed)
     scores = score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
-                   config=config, seed=seed, escape=escape, pred_escape=pred_escape)
+                   config=config, seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean)
     record = {
         "perturbation_key": perturbation_key, "control": control, "exclude": list(inputs.truth.excluded),
         **config.to_dict(), "scale": inputs.scale, "seed": seed,
         "baselines": {name: side.kind for name, side in sides.items() if name != "model"},
-        "pred_control_cells_ignored": inputs.pred.n_control, "duplicates_scored_against": "half_a",
+        "models": list(inputs.models),
+        "pred_control_cells_ignored": (inputs.preds["model"].n_control if inputs.models == ("model",)
+                                       else {name: d.n_control for name, d in inputs.preds.items()}),
+        "duplicates_scored_against": "half_a",
         "truth_cells_excluded": summaries.truth_cells_excluded, **scores.params,
+        "train_perturbations": 0 if train_mean is None else int(train_mean.shape[0]),
     }
     if config.truth_cells != "perturbed":
         record["escape_threshold"] = None

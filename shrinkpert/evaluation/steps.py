@@ -32,15 +32,17 @@ from ..metrics import METRICS, DECalls, MetricSpec
 from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan
 from .config import EvaluationConfig
+from .references import REFERENCE_NAMES, auto_weights, reference_vectors, resolve_references, shrunk_truth
 from .table import MetricTable
 
 __all__ = ["EvaluationInputs", "Summaries", "Side", "Scores", "read_inputs", "summarise", "make_sides", "score",
            "tabulate", "REFERENCES", "DEFAULT_REFERENCES", "MODEL"]
 
-#: Delta references a metric can be computed under.
-REFERENCES = ("control", "perturbed_centroid")
-#: References of delta metrics computed by default.
-DEFAULT_REFERENCES: tuple[str, ...] = ("control", "perturbed_centroid")
+#: Delta references a metric can be computed under (see :mod:`shrinkpert.evaluation.references`).
+REFERENCES = REFERENCE_NAMES
+#: References of delta metrics computed by default: the control, plus the training centroid when
+#: ``train`` is given and the population when a reference is given.
+DEFAULT_REFERENCES = "auto"
 #: Name of the scored prediction among the sides.
 MODEL = "model"
 _DE_DESCRIPTION = {"test": "Welch t-test vs observed control (control variance floor), BH per perturbation",
@@ -56,8 +58,10 @@ class EvaluationInputs:
 
     Attributes
     ----------
-    pred, truth : CellData
-        The encoded inputs.
+    preds : mapping of str to CellData
+        The encoded predictions by model name (``{"model": ...}`` for a single prediction).
+    truth : CellData
+        The encoded truth.
     perturbations, genes : pandas.Index
         Scored perturbations (sorted) and genes (the truth's order).
     scale : {"counts", "log1p"}
@@ -66,17 +70,25 @@ class EvaluationInputs:
         Column of each perturbation's target gene, -1 when not measured (read-only).
     """
 
-    pred: CellData
+    preds: Mapping[str, CellData]
     truth: CellData
     perturbations: pd.Index
     genes: pd.Index
     scale: str
     target_index: np.ndarray
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Model names, in the order given."""
+        return tuple(self.preds)
+
 
 def read_inputs(pred: Any, truth: Any, *, perturbation_key: str, control: str, exclude: Sequence[str] | None,
                 config: EvaluationConfig) -> EvaluationInputs:
     """Step 1: validate both inputs once and check that they pair (see the module docstring).
+
+    ``pred`` is one prediction or a mapping ``{model name: prediction}`` (several models against
+    one truth: the truth is read once, baselines and calibration are shared).
 
     Raises
     ------
@@ -87,36 +99,49 @@ def read_inputs(pred: Any, truth: Any, *, perturbation_key: str, control: str, e
     MissingKeyError
         A column, the control (in the truth) or an ``exclude`` label is absent.
     """
-    scale = config.scale
     t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control, layer=config.layer,
-                 exclude=exclude, scale=scale)
-    p = validate(pred, side="pred", perturbation_key=perturbation_key, control=control, layer=config.layer,
-                 exclude=exclude, scale=scale, require_control=False)
-    check_excluded(exclude, t, p)
+                 exclude=exclude, scale=config.scale)
+    named = dict(pred) if isinstance(pred, Mapping) else {MODEL: pred}
+    if not named:
+        raise InputError("pred is an empty mapping; pass a prediction or {model name: prediction}.")
+    preds = {}
+    for name, one in named.items():
+        if not isinstance(name, str) or not name:
+            raise InputError(f"model names must be non-empty strings, got {name!r}.")
+        side = "pred" if not isinstance(pred, Mapping) else f"pred {name!r}"
+        preds[name] = validate(one, side=side, perturbation_key=perturbation_key, control=control,
+                               layer=config.layer, exclude=exclude, scale=config.scale, require_control=False)
+        _check_pair(preds[name], t, control)
+    check_excluded(exclude, t, *preds.values())
+    targets = dict(config.targets) if config.targets is not None else {}
+    names = [targets.get(q, q) for q in t.perturbations]
+    tindex = freeze(np.array([t.genes.get_loc(g) if g in t.genes else -1 for g in names], dtype=np.int64))
+    return EvaluationInputs(preds, t, t.perturbations, t.genes, t.scale, tindex)
+
+
+def _check_pair(p: CellData, t: CellData, control: str) -> None:
+    """Same genes (any order), perturbations and scale, or an error saying which side lacks what."""
+    name = p.side
     if not p.genes.equals(t.genes):
         missing, extra = t.genes.difference(p.genes), p.genes.difference(t.genes)
         if len(missing) or len(extra):
             raise GeneMismatchError(
-                f"pred and truth have different genes: {len(missing)} truth genes missing from pred "
-                f"(e.g. {missing[:10].tolist()}), {len(extra)} pred genes not in truth (e.g. {extra[:10].tolist()}). "
-                "Subset both to the same genes (order may differ)."
+                f"{name} and truth have different genes: {len(missing)} truth genes missing from {name} "
+                f"(e.g. {missing[:10].tolist()}), {len(extra)} {name} genes not in truth (e.g. "
+                f"{extra[:10].tolist()}). Subset both to the same genes (order may differ)."
             )
     if not p.perturbations.equals(t.perturbations):
         lacking, unknown = t.perturbations.difference(p.perturbations), p.perturbations.difference(t.perturbations)
         raise InputError(
-            f"pred and truth have different perturbations: missing from pred {lacking[:10].tolist()}, not in truth "
-            f"{unknown[:10].tolist()}. Predict every true perturbation, or leave labels out of both sides with "
-            f"exclude=[...] (the control label is {control!r})."
+            f"{name} and truth have different perturbations: missing from {name} {lacking[:10].tolist()}, not in "
+            f"truth {unknown[:10].tolist()}. Predict every true perturbation, or leave labels out of both sides "
+            f"with exclude=[...] (the control label is {control!r})."
         )
     if p.scale != t.scale:
         raise InputError(
-            f"pred looks like {p.scale} but truth like {t.scale}; put both on one scale (counts, or natural log1p "
+            f"{name} looks like {p.scale} but truth like {t.scale}; put both on one scale (counts, or natural log1p "
             "of counts per target_sum) or pass scale= explicitly."
         )
-    targets = dict(config.targets) if config.targets is not None else {}
-    names = [targets.get(q, q) for q in t.perturbations]
-    tindex = freeze(np.array([t.genes.get_loc(g) if g in t.genes else -1 for g in names], dtype=np.int64))
-    return EvaluationInputs(p, t, t.perturbations, t.genes, t.scale, tindex)
 
 
 # =========================================================================== 2. summarise
@@ -130,18 +155,15 @@ class Summaries:
     ----------
     truth : TruthSummary
         Full and split-half pseudobulks of the true cells and the observed control.
-    pred_mean, pred_var : ndarray, shape (n_perturbations, n_genes)
-        The prediction's means and ddof=1 variances, aligned to the truth.
-    pred_n : ndarray of int64
-        Predicted cells per perturbation.
+    preds : mapping of str to (mean, var, n)
+        Per model: its means and ddof=1 variances ``(n_perturbations, n_genes)``, aligned to the
+        truth, and its cells per perturbation.
     truth_cells_excluded : int
         True cells left out as escapers (``truth_cells="perturbed"``).
     """
 
     truth: Any
-    pred_mean: np.ndarray
-    pred_var: np.ndarray
-    pred_n: np.ndarray
+    preds: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     truth_cells_excluded: int
 
 
@@ -155,14 +177,50 @@ def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, 
                   progress=config.progress)
     truth = summarize_truth(inputs.truth, perturbation_key=inputs.truth.perturbation_key,
                             control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude, **stream)
-    pstats = group_statistics(inputs.pred, inputs.pred.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
-                              **stream)
-    prow = pd.Index(pstats.groups.astype(str)).get_indexer(inputs.perturbations)
-    pcol = pd.Index(pstats.genes.astype(str)).get_indexer(inputs.genes)
-    return Summaries(truth=truth, pred_mean=freeze(np.asarray(pstats.mean)[np.ix_(prow, pcol)]),
-                     pred_var=freeze(np.asarray(pstats.var)[np.ix_(prow, pcol)]),
-                     pred_n=freeze(np.asarray(pstats.n_cells)[prow]),
+    preds = {}
+    for name, data in inputs.preds.items():
+        pstats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
+                                  **stream)
+        prow = pd.Index(pstats.groups.astype(str)).get_indexer(inputs.perturbations)
+        pcol = pd.Index(pstats.genes.astype(str)).get_indexer(inputs.genes)
+        preds[name] = (freeze(np.asarray(pstats.mean)[np.ix_(prow, pcol)]),
+                       freeze(np.asarray(pstats.var)[np.ix_(prow, pcol)]), freeze(np.asarray(pstats.n_cells)[prow]))
+    return Summaries(truth=truth, preds=preds,
                      truth_cells_excluded=int(exclude.sum()) if exclude is not None else 0)
+
+
+def summarise_train(train: Any, inputs: EvaluationInputs, *, perturbation_key: str, control: str,
+                    exclude: Sequence[str] | None, config: EvaluationConfig) -> np.ndarray:
+    """Means of the training perturbations (rows) on the evaluation scale, aligned to the truth's genes.
+
+    The training cells must share no cell name and no perturbation with the truth
+    (:class:`~shrinkpert.errors.LeakageError` names them); control cells in ``train`` are ignored.
+    """
+    from ..errors import LeakageError
+    from ..stats.group import group_statistics
+
+    data = validate(train, side="train", perturbation_key=perturbation_key, control=control, layer=config.layer,
+                    exclude=exclude, scale=config.scale, require_control=False)
+    shared = data.perturbations.intersection(inputs.perturbations)
+    if len(shared):
+        raise LeakageError(f"train and truth share {len(shared)} perturbations (e.g. {shared[:10].tolist()}); the "
+                           "training set must hold other perturbations than the ones scored.")
+    cells = pd.Index(data.obs.index).intersection(pd.Index(inputs.truth.obs.index))
+    if len(cells):
+        raise LeakageError(f"train and truth share {len(cells)} cells (e.g. {cells[:5].tolist()}); split the cells, "
+                           "not only the labels.")
+    if data.scale != inputs.scale:
+        raise InputError(f"train looks like {data.scale} but truth like {inputs.scale}; use one scale.")
+    missing = inputs.genes.difference(data.genes)
+    if len(missing):
+        raise GeneMismatchError(f"train lacks {len(missing)} truth genes (e.g. {missing[:10].tolist()}).")
+    if len(data.perturbations) == 0:
+        raise InputError("train has no perturbation besides the control; pass cells of training perturbations.")
+    stats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
+                             target_sum=config.target_sum, chunk_size=config.chunk_size, n_threads=config.n_threads)
+    rows = pd.Index(stats.groups.astype(str)).get_indexer(data.perturbations)
+    cols = stats.genes.get_indexer(inputs.genes)
+    return freeze(np.asarray(stats.mean)[np.ix_(rows, cols)])
 
 
 def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
@@ -223,12 +281,12 @@ def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig
     from ..baselines import make_baselines
 
     s = summaries.truth
-    sides = {MODEL: Side(summaries.pred_mean, summaries.pred_var, summaries.pred_n, "full", "model")}
+    sides = {name: Side(mean, var, n, "full", "model") for name, (mean, var, n) in summaries.preds.items()}
     none = baselines is None or (not isinstance(baselines, str) and len(baselines) == 0)
     base = {} if none else make_baselines(s, baselines, seed=seed, targets=config.targets)
     for name, b in base.items():
-        if name == MODEL:
-            raise InputError(f"A baseline cannot be named {MODEL!r}; that name is the scored prediction.")
+        if name in sides:
+            raise InputError(f"The baseline {name!r} has the name of a model; rename the model.")
         half = b.truth == "half_a"
         sides[name] = Side(freeze(np.array(b.mean)), s.half_b_var if half else s.var,
                            s.half_b_n if half else s.n_cells, "half_a" if half else "full",
@@ -257,7 +315,9 @@ class Scores:
     values : mapping
         ``values[(metric name, reference, weighting)][side] = ndarray (n_perturbations,)``.
     sides : tuple of str
-        Side names, the model first.
+        Side names, the models first.
+    models : tuple of str
+        The scored predictions among the sides.
     perturbations : pandas.Index
     params : mapping
         What the scoring used (weightings, references, metrics, DE test).
@@ -266,6 +326,7 @@ class Scores:
     jobs: tuple
     values: Mapping[tuple[str, str, str], Mapping[str, np.ndarray]]
     sides: tuple[str, ...]
+    models: tuple[str, ...]
     perturbations: pd.Index
     params: Mapping[str, Any]
 
@@ -354,8 +415,8 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
 
 
 def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side], *, metrics: Any,
-          weights: Any, references: Sequence[str], config: EvaluationConfig, seed: int, escape: Any = None,
-          pred_escape: Any = None) -> Scores:
+          weights: Any, references: Any, config: EvaluationConfig, seed: int, escape: Any = None,
+          pred_escape: Any = None, train_mean: np.ndarray | None = None) -> Scores:
     """Step 4: every (metric, reference, weighting) for every side.
 
     Side by side (the model, then each baseline), so that a side's intermediates (deltas, DE
@@ -363,10 +424,10 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
     :class:`~shrinkpert.metrics.shared.SharedIntermediates` and dropped before the next side; the
     truth's are shared by all sides.
     """
-    refs = [references] if isinstance(references, str) else list(references)
-    bad = [r for r in refs if r not in REFERENCES]
-    if bad or not refs:
-        raise InputError(f"references must be a non-empty list from {REFERENCES}, got {references!r}.")
+    refs, population = resolve_references(references, train=train_mean is not None,
+                                          allow_leakage=config.allow_leakage, population=config.population)
+    weights = auto_weights(weights, summaries.truth, population=population)
+    vectors = reference_vectors(refs, summaries.truth, inputs.genes, population=population, train_mean=train_mean)
     tindex = inputs.target_index
     specs = resolve_metrics(metrics, targets_measured=bool((tindex >= 0).any()),
                             penetrance=escape is not None and pred_escape is not None,
@@ -375,26 +436,33 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
     jobs = tuple((spec, ref, wname) for spec in specs for ref in _spec_references(spec, refs)
                  for wname in (weightings if spec.weighted else ("uniform",)))
     values: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(s.name, r, w): {} for s, r, w in jobs}
-    _score_pseudobulks(jobs, values, inputs, summaries, sides, weightings, refs, config)
+    _score_pseudobulks(jobs, values, inputs, summaries, sides, weightings, refs, vectors, config)
     _score_cells_and_guides(jobs, values, inputs, summaries, sides, config, seed, escape, pred_escape)
     params = {"metrics": [s.name for s in specs], "weightings": list(weightings), "references": refs,
+              "leakage": "perturbed_centroid" in refs, "truth_effects": config.truth_effects,
+              "uniform_weight_fallback": {name: list(w.params.get("uniform_fallback", []))
+                                          for name, w in (weights.items() if isinstance(weights, Mapping) else [])
+                                          if hasattr(w, "params") and w.params.get("uniform_fallback")},
+              "population_reference": getattr(population, "name", None),
               "de_test": _DE_DESCRIPTION[config.de_calls], "targets_measured": int((tindex >= 0).sum())}
-    return Scores(jobs, values, tuple(sides), inputs.perturbations, params)
+    return Scores(jobs, values, tuple(sides), inputs.models, inputs.perturbations, params)
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                        weightings: Mapping[str, np.ndarray | None], refs: list[str],
-                       config: EvaluationConfig) -> None:
+                       vectors: Mapping[str, np.ndarray], config: EvaluationConfig) -> None:
     """Fill the metrics of means, deltas and DE calls; the others get NaN here (filled later)."""
     truth = summaries.truth
     perts, genes, tindex = inputs.perturbations, inputs.genes, inputs.target_index
     truths = {"full": (truth.mean, truth.var, truth.n_cells),
               "half_a": (truth.half_a_mean, truth.half_a_var, truth.half_a_n)}
     used = {side.truth for side in sides.values()}
-    vectors = {"control": truth.control_mean, "perturbed_centroid": truth.mean.mean(axis=0)}
+    # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
+    targets = {which: (shrunk_truth(*truths[which], truth) if config.truth_effects == "shrunk" else truths[which][0])
+               for which in used}
     truth_de = ({which: de_calls(*truths[which], truth, perts, genes, config.de_calls) for which in used}
                 if any(spec.needs == "de" for spec, _, _ in jobs) else {})
-    truth_deltas = {(which, ref): freeze(truths[which][0] - vectors[ref][None, :]) for which in used for ref in refs}
+    truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
     # the truth's intermediates, per (truth, input, weighting); each side gets fresh prediction caches
     truth_scopes: dict[tuple[str, str, str], dict] = {}
     for name, side in sides.items():
@@ -422,7 +490,7 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                     pred=pred_scopes.setdefault((data_ref, wname), {}),
                     truth=truth_scopes.setdefault((side.truth, data_ref, wname), {}))
             if on_means:
-                a, b = side.mean, truths[side.truth][0]
+                a, b = side.mean, targets[side.truth]
             elif spec.needs == "deltas":
                 a, b = pred_deltas[ref], truth_deltas[(side.truth, ref)]
             else:  # de
@@ -473,31 +541,33 @@ def _score_cells_and_guides(jobs, values, inputs: EvaluationInputs, summaries: S
     specs = {spec.name: spec for spec, _, _ in jobs}
     perts = inputs.perturbations
     cell_specs = [spec for spec in specs.values() if spec.needs == "cells"]
-    if cell_specs:
-        plan = sample_plan(inputs.truth, inputs.pred, perts, config.cells_per_perturbation, seed)
-        cell_values = distribution_values(cell_specs, inputs.pred, inputs.truth, plan,
-                                          counts=inputs.scale == "counts", target_sum=config.target_sum,
-                                          chunk_size=config.chunk_size)
-        for spec in cell_specs:
-            for side, side_values in cell_values[spec.name].items():
-                if side in sides:
-                    values[(spec.name, "none", "uniform")][side] = side_values
-    for spec in specs.values():
-        if spec.needs == "penetrance":
-            p = _penetrances(pred_escape, perts, "pred_escape")
-            t = _penetrances(escape, perts, "escape")
-            ok = np.isfinite(p) & np.isfinite(t)
-            result = np.where(ok, spec(np.where(ok, p, 0), np.where(ok, t, 0)), np.nan)
-        elif spec.needs == "dose":
-            responses = [_guide_responses(data, inputs, summaries.truth.control_mean, config)
-                         for data in (inputs.pred, inputs.truth)]
-            both = responses[0].index.intersection(responses[1].index)
-            by_pert = spec(responses[0][both].to_numpy(), responses[1][both].to_numpy(),
-                           groups=both.get_level_values(0))
-            result = by_pert.reindex(perts).to_numpy(dtype=np.float64)
-        else:
-            continue
-        values[(spec.name, "none", "uniform")][MODEL] = result
+    for k, (model, pred) in enumerate(inputs.preds.items()):
+        if cell_specs:
+            plan = sample_plan(inputs.truth, pred, perts, config.cells_per_perturbation, seed)
+            cell_values = distribution_values(cell_specs, pred, inputs.truth, plan, counts=inputs.scale == "counts",
+                                              target_sum=config.target_sum, chunk_size=config.chunk_size)
+            for spec in cell_specs:
+                for side, side_values in cell_values[spec.name].items():
+                    target = model if side == MODEL else side
+                    if target in sides and (side == MODEL or k == 0):  # controls: from the first model's draw
+                        values[(spec.name, "none", "uniform")][target] = side_values
+        for spec in specs.values():
+            if spec.needs == "penetrance":
+                escaped = pred_escape[model] if isinstance(pred_escape, Mapping) else pred_escape
+                p = _penetrances(escaped, perts, "pred_escape")
+                t = _penetrances(escape, perts, "escape")
+                ok = np.isfinite(p) & np.isfinite(t)
+                result = np.where(ok, spec(np.where(ok, p, 0), np.where(ok, t, 0)), np.nan)
+            elif spec.needs == "dose":
+                responses = [_guide_responses(data, inputs, summaries.truth.control_mean, config)
+                             for data in (pred, inputs.truth)]
+                both = responses[0].index.intersection(responses[1].index)
+                by_pert = spec(responses[0][both].to_numpy(), responses[1][both].to_numpy(),
+                               groups=both.get_level_values(0))
+                result = by_pert.reindex(perts).to_numpy(dtype=np.float64)
+            else:
+                continue
+            values[(spec.name, "none", "uniform")][model] = result
 
 
 # =========================================================================== 5. tabulate
@@ -518,28 +588,34 @@ def _finite_mean(values: np.ndarray) -> float:
 
 def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Mapping[str, Any]) -> MetricTable:
     """Step 5: calibrate every (metric, reference, weighting) and build the :class:`MetricTable`."""
-    base = [s for s in scores.sides if s != MODEL]
+    base = [s for s in scores.sides if s not in scores.models]
+    several = scores.models != (MODEL,)
     records, rows = [], []
-    for spec, ref, wname in scores.jobs:
-        negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
-        bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed) if config.calibrate else None
-        frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], scores.perturbations,
-                                   base, negative, config.positive, bootstrap)
-        records.append(frame)
-        rows.append(row)
+    for model in scores.models:
+        for spec, ref, wname in scores.jobs:
+            negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
+            bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed) if config.calibrate else None
+            frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
+                                       scores.perturbations, base, negative, config.positive, bootstrap)
+            if several:
+                frame.insert(0, "model", model)
+                row = {"model": model, **row}
+            records.append(frame)
+            rows.append(row)
     values = pd.concat(records, ignore_index=True)
-    summary = pd.DataFrame(rows).set_index(["metric", "weighting", "reference"]).sort_index()
+    index = ["model", "metric", "weighting", "reference"] if several else ["metric", "weighting", "reference"]
+    summary = pd.DataFrame(rows).set_index(index).sort_index()
     return MetricTable(values, summary, scores.perturbations, params["genes"], params["record"])
 
 
-def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], perturbations: pd.Index,
-                  base: list[str], neg_name: str, positive: str,
+def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], model: str,
+                  perturbations: pd.Index, base: list[str], neg_name: str, positive: str,
                   bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Long-table rows and the summary row of one (metric, reference, weighting)."""
     from ..baselines import ADVERSARIAL
     from ..calibration import calibrate as calibrate_metric
 
-    model = vals[MODEL]
+    model = vals[model]
     frame = pd.DataFrame({"perturbation": perturbations.astype(str), "metric": spec.name, "weighting": wname,
                           "reference": ref, "value": model})
     for name in base:
@@ -568,6 +644,8 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
             flags.append("few_perturbations")
     else:
         row.update(calibrated=np.nan, ci_low=np.nan, ci_high=np.nan, drf=np.nan, bds=np.nan)
+    if ref == "perturbed_centroid":
+        flags.append("leakage")
     row["flags"] = ";".join(flags)
     row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
                positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))

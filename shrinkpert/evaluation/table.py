@@ -61,3 +61,10 @@ class MetricTable:
         baseline (``baseline_<name>``).
         """
         return self.summary_table.copy()
+
+    def to_html(self, path: Any, *, title: str | None = None, extras: Mapping[str, Any] | None = None,
+                force: bool = False) -> Any:
+        """Write the single-file HTML report of this table (see :func:`shrinkpert.report.write_html`)."""
+        from ..report import write_html
+
+        return write_html(self, path, title=title, extras=extras, force=force)

@@ -35,6 +35,8 @@ from .errors import ShrinkpertError, ShrinkpertWarning
 from .reference.population import PopulationReference, build_population_reference
 from .stats.group import GroupStatistics, group_statistics
 from .weights import GeneWeights, gene_weights
+from . import strata
+from .strata import difficulty, recommend_metrics, systematic_variation
 
 __all__ = [
     "__version__",
@@ -64,4 +66,8 @@ __all__ = [
     "MetricTable",
     "ShrinkpertError",
     "ShrinkpertWarning",
+    "strata",
+    "difficulty",
+    "systematic_variation",
+    "recommend_metrics",
 ]

@@ -15,11 +15,16 @@ control, :func:`~shrinkpert.estimate_effects` with its control variance floor):
   :math:`\hat\beta_{pg} - s_g = \bar x_{pg} - \mathrm{median}_q \bar x_{qg}`). The specific effects
   :math:`\hat\beta_{pg} - s_g` keep the standard errors of :math:`\hat\beta` (conservative: the
   control's noise cancelled) and are shrunk again: ``n_specific_genes`` (lfsr below ``lfsr``,
-  target left out), ``specific_impact`` (:math:`\mathrm{TI}` of their prior) and the
-  ``difficulty_score``
-  :math:`1 - \mathrm{TI}_{\text{spec}} / (\mathrm{TI}_{\text{spec}} + \overline{s^2})`, one minus
-  the reliability of a gene's specific effect (:math:`\overline{s^2}` the mean squared standard
-  error): 1 when nothing specific is measurable, towards 0 for strong, well-measured effects.
+  target left out), ``specific_impact`` (:math:`\mathrm{TI}` of their prior),
+  ``specific_reliability``
+  :math:`\mathrm{TI}_{\text{spec}} / (\mathrm{TI}_{\text{spec}} + \overline{s^2})` (the share of a
+  gene's observed specific variance that is signal; :math:`\overline{s^2}` the mean squared
+  standard error), and ``signal_p``: Simes' global p-value of "no gene has a specific effect",
+  :math:`\min_i G p_{(i)}/i` over the :math:`G` non-target genes' two-sided normal p-values of
+  :math:`z = (\hat\beta_{pg} - s_g)/\mathrm{SE}`. ``difficulty_score`` is ``signal_p``: in [0, 1],
+  high when nothing specific is measurable (Simes' p is a valid p-value under independence and
+  positive dependence; it is ≥ ``signal_alpha`` exactly when Benjamini–Hochberg at that level
+  rejects no gene).
 * **Replicability.** ``replicability_raw`` / ``replicability_shrunk``: Pearson correlation of the
   effects (raw / shrunk) of two disjoint random halves of the cells, one split
   (:func:`~shrinkpert.replicability`; one more pass over the cells).
@@ -67,7 +72,7 @@ from ._profiles import aligned_genes, cosine_similarity, fit_effects, own_target
 from .essential import essentiality
 from .rules import StrataRules, assign_strata
 
-__all__ = ["difficulty", "specific_effects", "marker_ranks", "IMPACT_METHODS"]
+__all__ = ["difficulty", "specific_effects", "marker_ranks", "simes_p", "IMPACT_METHODS"]
 
 IMPACT_METHODS = ("prior", "trade")
 
@@ -87,6 +92,21 @@ def specific_effects(effects: Any, *, n_threads: int | None = None) -> tuple[np.
     specific = own_target_zeroed(effect - shift[None, :], effects.target_index)
     shrunk = shrink_effects(dataclasses.replace(effects, effect=specific), n_threads=n_threads)
     return shift, shrunk
+
+
+def simes_p(z: np.ndarray, use: np.ndarray) -> np.ndarray:
+    r"""Simes' global p-value per row: :math:`\min_i G p_{(i)}/i` over the ``use`` entries'
+    two-sided normal p-values :math:`2\Phi(-|z|)` (:math:`G` = their number; NaN when 0)."""
+    from scipy.special import ndtr
+
+    p = np.where(use, 2.0 * ndtr(-np.abs(np.asarray(z, dtype=np.float64))), np.inf)
+    p = np.sort(p, axis=1)
+    g = use.sum(axis=1)
+    ranks = np.arange(1, p.shape[1] + 1)[None, :]
+    with np.errstate(invalid="ignore"):
+        scaled = np.where(ranks <= g[:, None], p * g[:, None] / ranks, np.inf)
+    out = np.minimum(scaled.min(axis=1), 1.0)
+    return np.where(g > 0, out, np.nan)
 
 
 def marker_ranks(control_mean: np.ndarray, control_var: np.ndarray, *, n_bins: int = 20) -> np.ndarray:
@@ -314,7 +334,9 @@ def difficulty(
     noise = np.mean(np.asarray(effects.std_error) ** 2, axis=1)
     out["n_specific_genes"] = ((np.asarray(spec.lfsr) < lfsr) & not_target).sum(axis=1)
     out["specific_impact"] = spec_ti
-    out["difficulty_score"] = 1.0 - spec_ti / (spec_ti + noise)
+    out["specific_reliability"] = spec_ti / (spec_ti + noise)
+    out["signal_p"] = simes_p(np.asarray(spec.effect) / np.asarray(effects.std_error), not_target)
+    out["difficulty_score"] = out["signal_p"].to_numpy()
 
     # split-half replicability
     rep_raw = np.full(len(perts), np.nan)

@@ -8,8 +8,14 @@ checks, each computed only from ``table.summary()``, ``table.to_frame()`` and ``
    least ``min_bds`` of perturbations (BDS), the mean dynamic-range fraction is at least
    ``min_drf``, and the lower end of its percentile bootstrap interval over perturbations (seed,
    replicates and level of the table) is above 0;
-2. **not gamed** — no adversarial baseline has a better mean than the negative control (no
-   ``adversarial_beats_negative`` / ``adversarial_wins`` flag);
+2. **not gamed** — no adversarial baseline (``params["baselines"]`` of kind ``"adversarial"``)
+   is better than the negative control beyond noise: for each one flagged
+   ``adversarial_beats_negative`` / ``adversarial_wins`` in ``summary()`` (a comparison of means
+   without a test), the paired per-perturbation difference (adversarial minus negative, oriented so
+   that positive is better) must have a percentile bootstrap interval above 0 to fail the check. A
+   flag whose interval includes 0 is reported in ``reason`` but does not fail it
+   (``adversarial="test"``, the default); with ``adversarial="flag"`` any such flag fails. An
+   ``adversarial_wins`` flag (better than the positive control) always fails;
 3. **split-independent** — neither the reference (``perturbed_centroid``) nor the weighting
    (``deg_rest``) is learned from other perturbations (:data:`shrinkpert.weights.leakage.SPLIT_DEPENDENT`);
 4. **enough perturbations** — at least ``min_perturbations`` finite values;
@@ -65,6 +71,38 @@ def _drf_interval(frame: pd.DataFrame, n_boot: int, level: float, seed: int) -> 
     return out
 
 
+def _gaming(frame: pd.DataFrame, summary: pd.DataFrame, adversarial: list[str], n_boot: int, level: float,
+            seed: int) -> dict:
+    """Per row: [(name, mean paired advantage over the negative control, ci_low, ci_high)] of the
+    adversarial baselines its flags name."""
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    out = {}
+    for key, group in frame.groupby(_KEYS, sort=True):
+        if key not in summary.index:
+            continue
+        flags = summary.loc[key, "flags"]
+        flags = flags if isinstance(flags, str) else ""
+        named = {n for f in flags.split(";") if f.startswith(("adversarial_beats_negative", "adversarial_wins"))
+                 for n in f.split(":", 1)[1].split(",")}
+        neg = f"baseline_{summary.loc[key, 'negative']}"
+        sign = 1.0 if bool(summary.loc[key, "greater_is_better"]) else -1.0
+        rows = []
+        for name in sorted(named & set(adversarial)):
+            col = f"baseline_{name}"
+            if col not in group or neg not in group:
+                continue
+            diff = sign * (group[col].to_numpy(dtype=np.float64) - group[neg].to_numpy(dtype=np.float64))
+            diff = diff[np.isfinite(diff)]
+            if diff.size == 0:
+                continue
+            boot = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+            lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+            rows.append((name, float(diff.mean()), float(lo), float(hi)))
+        out[key] = rows
+    return out
+
+
 def _controls(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Share of perturbations where positive and negative tie, and where DRF = 1 (positive at best)."""
     rows = {}
@@ -97,6 +135,7 @@ def recommend_metrics(
     min_perturbations: int = 10,
     max_ties: float = 0.2,
     max_saturated: float = 0.5,
+    adversarial: str = "test",
 ) -> pd.DataFrame:
     """Recommended metrics, ranked, with the reason for each decision in words and numbers.
 
@@ -107,6 +146,9 @@ def recommend_metrics(
         (only ``summary()``, ``to_frame()`` and ``params`` are read).
     min_bds, min_drf, min_perturbations, max_ties, max_saturated
         Thresholds of the checks (module docstring).
+    adversarial
+        ``"test"`` (an adversarial baseline fails the check when it beats the negative control
+        beyond its bootstrap interval) or ``"flag"`` (whenever ``summary()`` flags it).
 
     Returns
     -------
@@ -114,7 +156,7 @@ def recommend_metrics(
         Indexed by (metric, weighting, reference) in ranked order; columns ``rank``,
         ``recommended`` (bool), ``reason`` (str), one bool column per check in :data:`CHECKS`,
         ``bds``, ``drf``, ``drf_ci_low``, ``drf_ci_high``, ``n_valid``, ``tie_share``,
-        ``saturated_share``, ``flags``. ``attrs["params"]`` holds the thresholds.
+        ``saturated_share``, ``flags`` (as in ``summary()``). ``attrs["params"]`` holds the thresholds.
 
     Raises
     ------
@@ -125,6 +167,8 @@ def recommend_metrics(
     for name, value in (("min_bds", min_bds), ("max_ties", max_ties), ("max_saturated", max_saturated)):
         if not 0 <= value <= 1:
             raise InputError(f"{name} must lie in [0, 1], got {value!r}.")
+    if adversarial not in ("test", "flag"):
+        raise InputError(f"adversarial must be 'test' or 'flag', got {adversarial!r}.")
     if not -1 <= min_drf <= 1:
         raise InputError(f"min_drf must lie in [-1, 1], got {min_drf!r}.")
     summary = table.summary()
@@ -135,6 +179,8 @@ def recommend_metrics(
     n_boot, level, seed = int(params.get("n_boot", 1000)), float(params.get("level", 0.95)), params.get("seed", 0)
     out = summary[["bds", "drf", "n_valid", "flags"]].copy()
     out = out.join(_drf_interval(frame, n_boot, level, seed)).join(_controls(frame, summary))
+    kinds = params.get("baselines", {}) or {}
+    gaming = _gaming(frame, summary, [n for n, k in kinds.items() if k == "adversarial"], n_boot, level, seed)
     split_dep = _split_dependent()
     reasons, checks = [], {c: [] for c in CHECKS}
     for (metric, weighting, reference), row in out.iterrows():
@@ -157,11 +203,17 @@ def recommend_metrics(
                 why.append(f"DRF interval [{lo:.2f}, {hi:.2f}] includes 0")
             bad.append("not calibrated: " + "; ".join(why))
         checks["calibrated"].append(ok)
-        gamed = [f for f in flags.split(";") if f.startswith(("adversarial_beats_negative", "adversarial_wins"))]
+        tested = gaming.get((metric, weighting, reference), [])
+        gamed = [t for t in tested if t[2] > 0 or adversarial == "flag"]
+        if "adversarial_wins" in flags and not gamed:
+            gamed = tested or [("an adversarial baseline (adversarial_wins)", np.nan, np.nan, np.nan)]
         checks["not_gamed"].append(not gamed)
         if gamed:
-            names = sorted({n for f in gamed for n in f.split(":", 1)[1].split(",")})
-            bad.append(f"gamed: {', '.join(names)} (no information) score better than the negative control")
+            bad.append("gamed: " + ", ".join(f"{n} beats the negative control by {m:.3g} [{a:.3g}, {b:.3g}]"
+                                             for n, m, a, b in gamed) + " without any information")
+        elif tested:
+            good.append("adversarial edge over the negative control within noise ("
+                        + ", ".join(f"{n} {m:.3g} [{a:.3g}, {b:.3g}]" for n, m, a, b in tested) + ")")
         else:
             good.append("no adversarial baseline beats the negative control")
         dependent = [x for x, kind in ((reference, "reference"), (weighting, "weighting"))
@@ -198,7 +250,8 @@ def recommend_metrics(
             "tie_share", "saturated_share", "flags"]
     out = out[cols].drop(columns=[]).copy()
     out.attrs["params"] = {"min_bds": min_bds, "min_drf": min_drf, "min_perturbations": min_perturbations,
-                           "max_ties": max_ties, "max_saturated": max_saturated, "n_boot": n_boot, "level": level,
+                           "max_ties": max_ties, "max_saturated": max_saturated, "adversarial": adversarial,
+                           "n_boot": n_boot, "level": level,
                            "seed": seed}
     return out
 
@@ -224,7 +277,7 @@ def decision_record(recommendation: pd.DataFrame, *, n: int = 5) -> str:
     lines = [f"Metric decision record: {len(rec)} of {len(recommendation)} metric rows recommended."]
     if p:
         lines.append(f"Checks: BDS >= {p['min_bds']}, DRF >= {p['min_drf']} with its {p['level']:.0%} interval above 0, "
-                     f"no adversarial baseline better than the negative control, split-independent, >= "
+                     f"no adversarial baseline better than the negative control beyond noise, split-independent, >= "
                      f"{p['min_perturbations']} perturbations, ties <= {p['max_ties']:.0%}, saturation <= "
                      f"{p['max_saturated']:.0%}.")
     lines.append("Use:" if len(rec) else "Use: none passes every check on this dataset.")

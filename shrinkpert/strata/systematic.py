@@ -70,12 +70,6 @@ from ._profiles import own_target_zeroed
 __all__ = ["SystematicVariation", "systematic_variation", "systematic_share", "shift_rewards"]
 
 
-def _readonly(a: Any) -> np.ndarray:
-    out = np.array(a, dtype=np.float64)
-    out.setflags(write=False)
-    return out
-
-
 @dataclass(frozen=True)
 class SystematicVariation:
     """Result of :func:`systematic_variation` (formulas in the module docstring).
@@ -108,7 +102,9 @@ class SystematicVariation:
 
     def __post_init__(self) -> None:
         for name in ("share", "share_raw", "coefficient", "coefficient_raw", "shift", "shift_se"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
+            value = np.array(getattr(self, name), dtype=np.float64)  # a read-only copy
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "metrics", self.metrics.copy())
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 

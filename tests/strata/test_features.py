@@ -99,3 +99,16 @@ def test_input_errors(small_screen):
         sp.difficulty(small_screen, escape="yes")
     with pytest.raises(MissingKeyError, match="not in truth"):
         sp.difficulty(small_screen, train=["NOPE"], replicability=False, penetrance=False)
+
+
+def test_training_cells_and_gene_mismatch(small_screen):
+    from shrinkpert.errors import GeneMismatchError
+
+    keep = small_screen.obs["perturbation"].astype(str).isin(["non-targeting", *sorted(
+        set(small_screen.obs["perturbation"].astype(str)) - {"non-targeting"})[:3]])
+    train = small_screen[keep.to_numpy()].copy()
+    train_perts = set(train.obs["perturbation"].astype(str)) - {"non-targeting"}
+    out = sp.difficulty(small_screen, train=train, replicability=False, penetrance=False)
+    assert set(out["nearest_training"]) <= train_perts | {""}
+    with pytest.raises(GeneMismatchError, match="different genes"):
+        sp.difficulty(small_screen, train=train[:, :-1].copy(), replicability=False, penetrance=False)

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.stats import mannwhitneyu, pearsonr, spearmanr
 
 import shrinkpert as sp
+from shrinkpert._io import atomic_path
 from shrinkpert.metrics.evaluate import evaluate
 from shrinkpert.strata import decision_record, difficulty_split, recommend_metrics, split_similarity, stratify
 from shrinkpert.weights import gene_weights
@@ -165,7 +166,8 @@ def main() -> None:
     write_table(pap["recommendation"], "difficulty_papalexi_recommendation.csv", index=True)
     write_table(pap["splits"], "difficulty_papalexi_splits.csv")
     write_table(cross, "difficulty_calibration_cross_check.csv")
-    (HERE / "output" / "difficulty_decision_record.txt").write_text(decision_record(pap["recommendation"], n=8))
+    with atomic_path(HERE / "output" / "difficulty_decision_record.txt", force=True) as tmp:
+        tmp.write_text(decision_record(pap["recommendation"], n=8))
     ok = np.isfinite(diff["impact"]) & np.isfinite(diff["impact_trade"])
     summary = {
         "auroc_min_400_cells": inert.query("n_cells == 36000")["auroc_difficulty_score"].min(),

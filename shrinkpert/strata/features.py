@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,6 @@ def _control_target_expression(truth: Any, control_rows: np.ndarray, cols: np.nd
     out = np.zeros((control_rows.size, cols.size))
     if cols.size == 0 or control_rows.size == 0:
         return out
-    position = np.full(0, 0)
     with open_matrix(truth, layer) as source:
         factor = scale_factors(row_totals(source, chunk_size), target_sum)[control_rows]
         position = np.full(source.shape[0], -1, dtype=np.int64)

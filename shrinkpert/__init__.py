@@ -58,6 +58,10 @@ _EXPORTS = {
     "evaluate": ".evaluation",
     "EvaluationConfig": ".evaluation",
     "MetricTable": ".evaluation",
+    "strata": ".strata",
+    "difficulty": ".strata",
+    "systematic_variation": ".strata",
+    "recommend_metrics": ".strata",
     "ShrinkpertError": ".errors",
     "ShrinkpertWarning": ".errors",
 }

@@ -34,6 +34,7 @@ from .metrics.evaluate import MetricTable, evaluate
 from .errors import ShrinkpertError, ShrinkpertWarning
 from .reference.population import PopulationReference, build_population_reference
 from .stats.group import GroupStatistics, group_statistics
+from .stats.shards import load_statistics, merge_statistics, save_statistics
 from .weights import GeneWeights, gene_weights
 
 __all__ = [
@@ -44,6 +45,9 @@ __all__ = [
     "encode_design",
     "GroupStatistics",
     "group_statistics",
+    "merge_statistics",
+    "save_statistics",
+    "load_statistics",
     "EffectSizes",
     "estimate_effects",
     "squeeze_var",

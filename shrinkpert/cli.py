@@ -1,4 +1,4 @@
-"""Command-line interface: ``shrinkpert stats | effects | evaluate | demo``.
+"""Command-line interface: ``shrinkpert stats | effects | evaluate | demo | merge``.
 
 Each subcommand calls one public function with the API's defaults (from ``_vocab``), writes
 its outputs atomically into ``--out DIR`` (refusing a non-empty folder without ``--force``)
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, _cli_scale
 from ._io import atomic_path, prepare_out_dir
 from ._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from .errors import ShrinkpertError
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--normalize", default=None, choices=["log1p", "total"])
     p.add_argument("--target-sum", type=float, default=TARGET_SUM)
+    _cli_scale.add_stats_arguments(p)
 
     p = sub.add_parser("effects", help="per-perturbation effects vs control with standard errors")
     _add_common(p)
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
+    _cli_scale.add_parsers(sub)
     return parser
 
 
@@ -152,14 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         out = prepare_out_dir(args.out, force=args.force)
-        if args.command == "stats":
-            from .stats.group import group_statistics
-
-            stats = group_statistics(args.input, args.groupby, layer=args.layer, normalize=args.normalize,
-                                     target_sum=args.target_sum, progress=args.progress)
-            _write_h5ad(stats.to_anndata(), out / "stats.h5ad")
-            table = stats.summary()
-            _write_csv(table, out / "summary.csv")
+        if args.command in ("stats", "merge"):
+            table = (_cli_scale.run_stats if args.command == "stats" else _cli_scale.run_merge)(args, out)
         elif args.command == "effects":
             table = _run_effects(args.input, args, out)
         elif args.command == "evaluate":

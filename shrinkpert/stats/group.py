@@ -211,13 +211,16 @@ class GroupStatistics:
 
     def summary(self) -> pd.DataFrame:
         """One row per group: cells, mean library size, genes detected, median variance."""
+        median_var = np.full(len(self.groups), np.nan)
+        several = self.n_cells > 1  # groups of 0 or 1 cells (e.g. in a shard) have no variance
+        if several.any():
+            median_var[several] = np.nanmedian(self.var[several], axis=1)
         return pd.DataFrame(
             {
                 "n_cells": self.n_cells,
                 "mean_library_size": self.library_size / np.maximum(self.n_cells, 1),
                 "genes_detected": (self.n_nonzero > 0).sum(axis=1),
-                "median_var": np.nanmedian(np.where(self.n_cells[:, None] > 1, self.var, np.nan), axis=1)
-                if (self.n_cells > 1).any() else np.full(len(self.groups), np.nan),
+                "median_var": median_var,
             },
             index=self.groups,
         )

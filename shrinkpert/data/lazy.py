@@ -18,6 +18,7 @@ from ..errors import InputError, MissingKeyError
 
 __all__ = ["is_dask_array", "is_zarr_store", "zarr_annotations", "lazy_matrix", "require"]
 
+_TARGET_CHUNK_BYTES = 32 * 2**20  # stored bytes per row chunk (as the in-process blocks)
 _HINT = 'install the optional dependencies with: pip install "shrinkpert[dask]"'
 
 
@@ -58,10 +59,19 @@ def zarr_annotations(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.Index]:
     return ad.io.read_elem(group["obs"]), ad.io.read_elem(group["var"]).index
 
 
+def _sparse_chunk_rows(elem) -> int:
+    """Rows per chunk holding about 32 MB of stored values and indices."""
+    n_rows = int(elem.attrs["shape"][0])
+    nnz = int(elem["data"].shape[0])
+    per_row = max(nnz / max(n_rows, 1), 1.0) * (elem["data"].dtype.itemsize + elem["indices"].dtype.itemsize)
+    return int(max(1, min(n_rows, _TARGET_CHUNK_BYTES // per_row)))
+
+
 def lazy_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[Any, str]:
     """``(dask_array, label)`` for ``X`` or ``layer`` of an AnnData ``.zarr`` store.
 
-    Row chunks follow the store's chunks; all genes of a row are in one chunk.
+    Dense arrays keep the store's row chunks; sparse (CSR) matrices are cut into row chunks of
+    about 32 MB of stored values. All genes of a row are in one chunk.
     """
     import anndata as ad
 
@@ -77,7 +87,9 @@ def lazy_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[Any,
         if layer not in layers:
             raise MissingKeyError(f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}.")
         elem, label = layers[layer], f"layer {layer!r} of {path.name}"
-    matrix = ad.experimental.read_elem_lazy(elem)
+    sparse = "data" in getattr(elem, "keys", lambda: ())()
+    chunks = (_sparse_chunk_rows(elem), -1) if sparse else None
+    matrix = ad.experimental.read_elem_lazy(elem, chunks=chunks)
     meta = getattr(matrix, "_meta", None)
     if getattr(meta, "format", None) == "csc":
         raise InputError(

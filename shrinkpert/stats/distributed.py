@@ -58,7 +58,7 @@ def _combine(*parts):
 
 
 def dask_row_pass(matrix, codes, n_groups, lib, shift, mode, target_sum, check_counts,
-                  rows: slice | None = None, split_every: int = SPLIT_EVERY):
+                  rows: slice | None = None, chunk_size: int | None = None, split_every: int = SPLIT_EVERY):
     """Accumulate a cells × genes Dask array by row chunk and tree-reduce.
 
     Parameters
@@ -73,6 +73,8 @@ def dask_row_pass(matrix, codes, n_groups, lib, shift, mode, target_sum, check_c
         Per-gene shift :math:`K_j` of the accumulation (see :func:`~shrinkpert.group_statistics`).
     rows
         Contiguous range of cells to read (a shard); default all.
+    chunk_size
+        Rows per task; default the array's own row chunks.
 
     Returns
     -------
@@ -85,8 +87,8 @@ def dask_row_pass(matrix, codes, n_groups, lib, shift, mode, target_sum, check_c
     rows = slice(0, matrix.shape[0]) if rows is None else rows
     matrix, codes = matrix[rows], np.asarray(codes[rows], dtype=np.int64)
     lib = None if lib is None else np.asarray(lib[rows], dtype=np.float64)
-    if len(matrix.chunks[1]) > 1:
-        matrix = matrix.rechunk({1: -1})
+    if len(matrix.chunks[1]) > 1 or chunk_size is not None:
+        matrix = matrix.rechunk((matrix.chunks[0] if chunk_size is None else int(chunk_size), -1))
     n_genes = matrix.shape[1]
     if matrix.shape[0] == 0:
         return np.zeros((n_groups, n_genes, 3)), np.zeros(n_groups), np.zeros(4, dtype=np.int64)

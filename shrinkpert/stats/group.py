@@ -363,7 +363,8 @@ def group_statistics(
     check_counts
         Require non-negative integers. Default: ``True`` when ``normalize`` is set.
     chunk_size
-        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks.
+        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks. For a Dask
+        matrix: rows per task (default: the array's row chunks).
     n_threads
         Numba threads (default: all). Results do not depend on it beyond floating-point
         summation order (exact for integer data).
@@ -440,7 +441,7 @@ def group_statistics(
         totals = np.zeros(len(obs))
         if source.kind == "dask":
             sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                                       counts_required, rows)
+                                                       counts_required, rows, chunk_size)
         elif source.by_rows:
             sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
                                              counts_required, chunk_size, threads, totals, progress, rows)
@@ -533,13 +534,13 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
     return sums, m2, nnz, flags
 
 
-def _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, rows):
+def _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, rows, chunk_size):
     from .distributed import dask_row_pass
 
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
     shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
     total, library, flags = dask_row_pass(source.dask_array, codes, n_groups, lib, shift, mode, target_sum,
-                                          counts_required, rows)
+                                          counts_required, rows, chunk_size)
     sums, m2, nnz = _finalise(total, n_cells, shift)
     return sums, m2, nnz, flags[None, :], library
 

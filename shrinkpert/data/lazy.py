@@ -89,7 +89,10 @@ def lazy_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[Any,
         elem, label = layers[layer], f"layer {layer!r} of {path.name}"
     sparse = "data" in getattr(elem, "keys", lambda: ())()
     chunks = (_sparse_chunk_rows(elem), -1) if sparse else None
-    matrix = ad.experimental.read_elem_lazy(elem, chunks=chunks)
+    reader = getattr(ad.experimental, "read_elem_lazy", None)
+    if reader is None:  # pragma: no cover - depends on the installed anndata
+        raise ImportError(f"Reading .zarr stores lazily needs anndata >= 0.11; {_HINT}.")
+    matrix = reader(elem, chunks=chunks)
     meta = getattr(matrix, "_meta", None)
     if getattr(meta, "format", None) == "csc":
         raise InputError(

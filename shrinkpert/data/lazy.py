@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import InputError, MissingKeyError
 
-__all__ = ["is_dask_array", "is_zarr_store", "zarr_annotations", "lazy_matrix", "require"]
+__all__ = ["is_dask_array", "is_zarr_store", "zarr_annotations", "lazy_matrix", "matrix_element", "require"]
 
 _TARGET_CHUNK_BYTES = 32 * 2**20  # stored bytes per row chunk (as the in-process blocks)
 _HINT = 'install the optional dependencies with: pip install "shrinkpert[dask]"'
@@ -59,6 +59,24 @@ def zarr_annotations(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.Index]:
     return ad.io.read_elem(group["obs"]), ad.io.read_elem(group["var"]).index
 
 
+def matrix_element(root: Any, layer: str | None, path: Path) -> tuple[Any, str]:
+    """``(element, label)`` of ``X`` or ``layers/<layer>`` in an AnnData file's root group (h5py or zarr).
+
+    Raises
+    ------
+    MissingKeyError
+        No ``X`` (when ``layer`` is None) or no such layer (the message lists the layers present).
+    """
+    if layer is None:
+        if "X" not in root:
+            raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
+        return root["X"], f"X of {path.name}"
+    layers = root["layers"] if "layers" in root else {}
+    if layer not in layers:
+        raise MissingKeyError(f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}.")
+    return layers[layer], f"layer {layer!r} of {path.name}"
+
+
 def _sparse_chunk_rows(elem) -> int:
     """Rows per chunk holding about 32 MB of stored values and indices."""
     n_rows = int(elem.attrs["shape"][0])
@@ -77,16 +95,7 @@ def lazy_matrix(path: str | os.PathLike, layer: str | None = None) -> tuple[Any,
 
     require("dask.array")
     path = Path(path)
-    group = _open_group(path)
-    if layer is None:
-        if "X" not in group:
-            raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
-        elem, label = group["X"], f"X of {path.name}"
-    else:
-        layers = group["layers"] if "layers" in group else {}
-        if layer not in layers:
-            raise MissingKeyError(f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}.")
-        elem, label = layers[layer], f"layer {layer!r} of {path.name}"
+    elem, label = matrix_element(_open_group(path), layer, path)
     sparse = "data" in getattr(elem, "keys", lambda: ())()
     chunks = (_sparse_chunk_rows(elem), -1) if sparse else None
     reader = getattr(ad.experimental, "read_elem_lazy", None)

@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError, MissingKeyError
-from .lazy import is_dask_array, is_zarr_store, lazy_matrix, zarr_annotations
+from .lazy import is_dask_array, is_zarr_store, lazy_matrix, matrix_element, zarr_annotations
 
 __all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "scale_factors", "read_annotations"]
 
@@ -232,18 +232,7 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
     if path is not None:
         _check_h5ad_path(path)
         with h5py.File(path, "r") as fh:
-            if layer is None:
-                if "X" not in fh:
-                    raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
-                elem, label = fh["X"], f"X of {path.name}"
-            else:
-                layers = fh["layers"] if "layers" in fh else {}
-                if layer not in layers:
-                    raise MissingKeyError(
-                        f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}."
-                    )
-                elem, label = layers[layer], f"layer {layer!r} of {path.name}"
-            yield _h5_source(elem, label)
+            yield _h5_source(*matrix_element(fh, layer, path))
         return
     if layer is None:
         matrix, label = source.X, "adata.X"

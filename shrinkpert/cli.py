@@ -1,4 +1,4 @@
-"""Command-line interface: ``shrinkpert stats | effects | evaluate | demo``.
+"""Command-line interface: ``shrinkpert stats | merge | effects | evaluate | report | demo``.
 
 Each subcommand calls one public function with the API's defaults (from ``_vocab``), writes
 its outputs atomically into ``--out DIR`` (refusing a non-empty or unwritable folder without
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, _cli_scale
 from ._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from .errors import ShrinkpertError
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--normalize", default=None, choices=["log1p", "total"])
     p.add_argument("--target-sum", type=float, default=TARGET_SUM)
+    _cli_scale.add_stats_arguments(p)
 
     p = sub.add_parser("effects", help="per-perturbation effects vs control with standard errors")
     _add_common(p)
@@ -122,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
-
     from .report.cli import add_parser as add_report_parser
 
     add_report_parser(sub)
+    _cli_scale.add_parsers(sub)
     return parser
 
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         from ._io import prepare_out_dir
 
         out = prepare_out_dir(args.out, force=args.force)
-        if args.command != "report":
+        if args.command not in ("report", "merge"):
             _announce_compilation(args.command)
         table = _run(args, out)
         if table is not None:
@@ -233,15 +234,8 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
     if args.command == "report":
         args.handler(args)
         return None
-    if args.command == "stats":
-        from .stats.group import group_statistics
-
-        stats = group_statistics(args.input, args.groupby, layer=args.layer, normalize=args.normalize,
-                                 target_sum=args.target_sum, exclude=args.exclude, progress=args.progress)
-        _write_h5ad(stats.to_anndata(), out / "stats.h5ad")
-        table = stats.summary()
-        _write_csv(table, out / "summary.csv")
-        return table
+    if args.command in ("stats", "merge"):
+        return (_cli_scale.run_stats if args.command == "stats" else _cli_scale.run_merge)(args, out)
     if args.command == "effects":
         return _run_effects(args.input, args, out)
     if args.command == "evaluate":

@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError, MissingKeyError
+from .lazy import is_dask_array, is_zarr_store, lazy_matrix, matrix_element, zarr_annotations
 
 __all__ = ["Block", "MatrixSource", "open_matrix", "backing_path", "row_totals", "scale_factors", "read_annotations"]
 
@@ -68,7 +69,7 @@ class MatrixSource:
     """
 
     def __init__(self, kind: str, shape: tuple[int, int], dtype: np.dtype, obj: Any, label: str):
-        self.kind = kind  # dense | csr | csc | h5dense | h5csr | h5csc
+        self.kind = kind  # dense | csr | csc | h5dense | h5csr | h5csc | dask
         self.shape = (int(shape[0]), int(shape[1]))
         self.stored_dtype = np.dtype(dtype)
         self.dtype = compute_dtype(dtype)  # what blocks hold
@@ -81,12 +82,17 @@ class MatrixSource:
     @property
     def by_rows(self) -> bool:
         """True when blocks are row blocks (all genes), False for gene blocks (all cells)."""
-        return self.kind in ("dense", "csr", "h5dense", "h5csr")
+        return self.kind in ("dense", "csr", "h5dense", "h5csr", "dask")
+
+    @property
+    def dask_array(self) -> Any:
+        """The Dask array behind a ``"dask"`` source (``None`` for other storage)."""
+        return self._obj if self.kind == "dask" else None
 
     @property
     def nnz(self) -> int:
         """Stored values (for dense storage: all entries)."""
-        if self.kind in ("dense", "h5dense"):
+        if self.kind in ("dense", "h5dense", "dask"):
             return self.shape[0] * self.shape[1]
         if self.kind in ("csr", "csc"):
             return int(self._obj.nnz)
@@ -98,24 +104,32 @@ class MatrixSource:
         Streaming keeps two blocks in memory (one read ahead), so small matrices use small
         blocks (at least 1 MB) to keep the peak well below the size of the matrix itself.
         """
+        if self.kind == "dask":  # the array's own row chunks (a zarr store: its stored chunks)
+            return int(max(1, self._obj.chunks[0][0]))
         major = self.shape[0] if self.by_rows else self.shape[1]
         item = self.dtype.itemsize + (0 if self.kind in ("dense", "h5dense") else 4)
         per_line = max(self.nnz / max(major, 1), 1.0) * item
         target = min(_TARGET_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, per_line * major / 8))
         return int(max(1, min(major, target // per_line)))
 
-    def blocks(self, chunk_size: int | None = None) -> Iterator[Block]:
+    def blocks(self, chunk_size: int | None = None, rows: slice | None = None) -> Iterator[Block]:
         """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage).
 
         For on-disk storage the next block is read in a background thread while the caller
-        works on the current one (at most two blocks in memory).
+        works on the current one (at most two blocks in memory). ``rows`` (row storage only)
+        restricts the blocks to one contiguous range of cells; ``block.rows`` stays absolute.
         """
         step = int(chunk_size) if chunk_size is not None else self.auto_chunk_size()
         if step < 1:
             raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
         n_rows, n_cols = self.shape
         major = n_rows if self.by_rows else n_cols
-        spans = [(start, min(start + step, major)) for start in range(0, major, step)]
+        first, last = 0, major
+        if rows is not None:
+            if not self.by_rows:
+                raise InputError(f"{self.label} is stored by genes; a row range cannot be read alone.")
+            first, last, _ = rows.indices(n_rows)
+        spans = [(start, min(start + step, last)) for start in range(first, last, step)]
         read = self._read_rows if self.by_rows else self._read_cols
 
         def block(span, values):
@@ -151,6 +165,10 @@ class MatrixSource:
             return obj[start:stop]
         if kind == "h5dense":
             return np.ascontiguousarray(obj[start:stop], dtype=self.dtype)
+        if kind == "dask":  # one row block computed by the active Dask scheduler
+            values = obj[start:stop].compute()
+            return values.tocsr().astype(self.dtype, copy=False) if sp.issparse(values) else \
+                np.ascontiguousarray(values, dtype=self.dtype)
         lo, hi = self._indptr[start], self._indptr[stop]
         data = obj["data"][lo:hi].astype(self.dtype, copy=False)
         indices = obj["indices"][lo:hi]
@@ -194,6 +212,8 @@ def _memory_source(matrix: Any, label: str) -> MatrixSource:
         if matrix.format == "csc":
             return MatrixSource("csc", matrix.shape, matrix.dtype, matrix, label)
         return MatrixSource("csr", matrix.shape, matrix.dtype, sp.csr_matrix(matrix), label)
+    if is_dask_array(matrix):  # e.g. anndata's lazy zarr/h5ad readers: computed one row block at a time
+        return MatrixSource("dask", matrix.shape, matrix.dtype, matrix, label)
     if hasattr(matrix, "to_memory"):  # anndata's backed sparse dataset
         return _memory_source(matrix.to_memory(), label)
     array = np.asarray(matrix)
@@ -221,8 +241,9 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
     Parameters
     ----------
     source
-        An in-memory AnnData, a backed AnnData (read through its file, chunk by chunk), or a
-        path to an ``.h5ad`` file.
+        An in-memory AnnData (its matrix may be a Dask array, computed one row block at a
+        time), a backed AnnData (read through its file, chunk by chunk), or a path to an
+        ``.h5ad`` file or a ``.zarr`` store.
     layer
         ``None`` for ``X``, otherwise the name of a layer.
 
@@ -234,6 +255,9 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
         The path is not an ``.h5ad`` file or the matrix is not 2-D numeric.
     """
     path = backing_path(source)
+    if path is not None and is_zarr_store(path):
+        yield _memory_source(*lazy_matrix(path, layer))
+        return
     if path is not None:
         _check_h5ad_path(path)
         try:
@@ -241,18 +265,7 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
         except OSError as exc:
             raise _damaged(path, exc) from None
         with fh:
-            if layer is None:
-                if "X" not in fh:
-                    raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
-                elem, label = fh["X"], f"X of {path.name}"
-            else:
-                layers = fh["layers"] if "layers" in fh else {}
-                if layer not in layers:
-                    raise MissingKeyError(
-                        f"Layer {layer!r} not found in {path.name}; layers present: {sorted(layers)!r}."
-                    )
-                elem, label = layers[layer], f"layer {layer!r} of {path.name}"
-            yield _h5_source(elem, label)
+            yield _h5_source(*matrix_element(fh, layer, path))
         return
     if layer is None:
         matrix, label = source.X, "adata.X"
@@ -291,6 +304,8 @@ def read_annotations(source: Any) -> tuple[pd.DataFrame, pd.Index]:
                 f"Expected an AnnData or a path to an .h5ad file, got {type(source).__name__}."
             )
         return source.obs, source.var_names
+    if is_zarr_store(path):
+        return zarr_annotations(path)
     _check_h5ad_path(path)
     import anndata as ad
 

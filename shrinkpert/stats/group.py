@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -205,13 +207,16 @@ class GroupStatistics:
 
     def summary(self) -> pd.DataFrame:
         """One row per group: cells, mean library size, genes detected, median variance."""
+        median_var = np.full(len(self.groups), np.nan)
+        several = self.n_cells > 1  # groups of 0 or 1 cells (e.g. in a shard) have no variance
+        if several.any():
+            median_var[several] = np.nanmedian(self.var[several], axis=1)
         return pd.DataFrame(
             {
                 "n_cells": self.n_cells,
                 "mean_library_size": self.library_size / np.maximum(self.n_cells, 1),
                 "genes_detected": (self.n_nonzero > 0).sum(axis=1),
-                "median_var": np.nanmedian(np.where(self.n_cells[:, None] > 1, self.var, np.nan), axis=1)
-                if (self.n_cells > 1).any() else np.full(len(self.groups), np.nan),
+                "median_var": median_var,
             },
             index=self.groups,
         )
@@ -286,6 +291,44 @@ def _raise_on_flags(flags: np.ndarray, label: str, counts_required: bool, normal
         )
 
 
+def _shard_rows(shard, n_rows: int) -> slice:
+    """Contiguous cells of shard ``i`` of ``N``: ``[i n // N, (i + 1) n // N)``."""
+    if shard is None:
+        return slice(0, n_rows)
+    try:
+        i, n = (int(x) for x in shard)
+        valid = (i, n) == tuple(shard) and n >= 1 and 0 <= i < n
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InputError(f"shard={shard!r} is not (i, N) with integers 0 <= i < N; e.g. shard=(0, 4).")
+    return slice(i * n_rows // n, (i + 1) * n_rows // n)
+
+
+def input_fingerprint(cell_names: pd.Index, gene_names: pd.Index, codes: np.ndarray) -> str:
+    """SHA-256 over the cell names, gene names and group of every cell (the matrix is not read).
+
+    Shards of one input agree on it wherever they were computed (a copied file keeps it); a
+    different file, cell order, gene list or grouping changes it.
+    """
+    h = hashlib.sha256()
+    for names in (pd.Index(cell_names), pd.Index(gene_names)):
+        h.update(np.int64(len(names)).tobytes())
+        h.update(pd.util.hash_pandas_object(names.astype(str), index=False).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _file_identity(adata: Any) -> str | None:
+    """``path`` (``size`` bytes) of a file input, for the record; ``None`` in memory."""
+    path = adata if isinstance(adata, (str, os.PathLike)) else getattr(adata, "filename", None)
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    return path if size is None else f"{path} ({size} bytes)"
+
+
 def group_statistics(
     adata: Any,
     groupby: str | pd.Series | Sequence[str | pd.Series],
@@ -299,18 +342,23 @@ def group_statistics(
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> GroupStatistics:
     """Per-group count, sum, mean, variance and detection of every gene in one pass.
 
-    The matrix is read block by block (in memory, CSR, CSC or a backed ``.h5ad``) and never
-    densified or normalised as a whole; normalisation, when asked for, is applied to each value
-    as it is read.
+    The matrix is read block by block (in memory, CSR, CSC, a backed ``.h5ad``, a ``.zarr``
+    store or a Dask array) and never densified or normalised as a whole; normalisation, when
+    asked for, is applied to each value as it is read. A Dask matrix (an AnnData whose ``X`` is
+    a Dask array, or a ``.zarr`` store, read lazily) is processed chunk by chunk as Dask tasks
+    on the active scheduler (a ``distributed.Client`` when one exists) and the partial sums are
+    tree-reduced (:mod:`shrinkpert.stats.distributed`).
 
     Parameters
     ----------
     adata
-        AnnData (in memory or backed), path to an ``.h5ad`` file, or an input already validated
-        by :func:`shrinkpert._validate.validate` (then not checked again).
+        AnnData (in memory, backed, or with a Dask ``X``), path to an ``.h5ad`` file or an AnnData
+        ``.zarr`` store, or an input already validated by :func:`shrinkpert._validate.validate`
+        (then not checked again).
     groupby
         ``obs`` column(s) defining the groups (e.g. ``"perturbation"``), or label Series aligned
         to ``obs`` (cells with a missing label belong to no group).
@@ -331,12 +379,22 @@ def group_statistics(
         Labels of the (first) ``groupby`` column whose cells are left out (e.g. ``["unassigned"]``);
         each must be present.
     chunk_size
-        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks.
+        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks. For a Dask
+        matrix: rows per task (default: the array's row chunks).
     n_threads
         Numba threads (default: all). Results do not depend on it beyond floating-point
         summation order (exact for integer data).
     progress
         Show a progress bar.
+    shard
+        ``(i, N)``: read only shard ``i`` (0-based) of ``N`` contiguous row ranges, cells
+        :math:`[\\lfloor i n / N \\rfloor, \\lfloor (i + 1) n / N \\rfloor)` of :math:`n`. Each cell
+        is normalised exactly as in the whole pass; the groups are those of the whole input
+        (possibly with 0 cells in this shard). Combine the ``N`` parts with
+        :func:`~shrinkpert.stats.merge_statistics`, which checks the provenance recorded in
+        ``params`` (``input_fingerprint``, ``shard``, ``rows``, ``n_rows_total``). Row storage
+        reads only the shard's rows; gene (CSC) storage reads every gene block and keeps the
+        shard's cells.
 
     Returns
     -------
@@ -381,6 +439,12 @@ def group_statistics(
     if exclude is not None:
         codes, groups = _drop_groups(codes, groups, exclude)
     n_groups, n_genes = len(groups), len(var_names)
+    fingerprint = input_fingerprint(obs.index, var_names, codes)
+    rows = _shard_rows(shard, len(obs))
+    if shard is not None:
+        codes = codes.copy()
+        codes[: rows.start] = -1
+        codes[rows.stop :] = -1
     n_cells = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.int64)
     lib = _library_sizes(library_size, obs, len(obs))
     mode = _MODES[normalize]
@@ -388,16 +452,21 @@ def group_statistics(
 
     with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
-        if source.by_rows:
+        if source.kind == "dask":
+            sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
+                                                       counts_required, rows, chunk_size)
+        elif source.by_rows:
             sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                             counts_required, chunk_size, threads, totals, progress)
+                                             counts_required, chunk_size, threads, totals, progress, rows)
         else:
             sums, m2, nnz, flags = _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
                                                 counts_required, chunk_size, totals, progress)
+        if source.kind != "dask":
+            library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
         _raise_on_flags(flags, source.label, counts_required, normalize)
 
     single = n_cells == 1
-    if single.any():
+    if single.any() and shard is None:  # a shard's single cells are pooled by the merge
         warnings.warn(
             f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
             ShrinkpertWarning,
@@ -409,7 +478,6 @@ def group_statistics(
         var = np.maximum(m2, 0.0, out=m2)
         var /= n - 1
         var[n_cells <= 1] = np.nan
-    library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
     params = {
         "groupby": tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name,
         "layer": data.layer,
@@ -418,7 +486,12 @@ def group_statistics(
         "library_size": library_size if isinstance(library_size, str) else (None if library_size is None else "array"),
         "source": source.label,
         "storage": source.kind,
-        "n_cells_total": int(len(obs)),
+        "n_cells_total": int(rows.stop - rows.start),
+        "input_fingerprint": fingerprint,
+        "input_file": _file_identity(adata),
+        "shard": (0, 1) if shard is None else (int(shard[0]), int(shard[1])),
+        "rows": (int(rows.start), int(rows.stop)),
+        "n_rows_total": int(len(obs)),
     }
     return GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var,
                            nnz, library, params)
@@ -450,15 +523,16 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
 
 
 def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
-              threads, totals, progress):
+              threads, totals, progress, rows=None):
     n_genes = source.shape[1]
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
     shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
     acc = _RowAccumulator(threads, n_groups, n_genes)
     use_lib = lib is not None
     lib_all = lib if use_lib else np.zeros(0)
-    with _progress(source.shape[0], progress, "cells") as bar:
-        for block in source.blocks(chunk_size):
+    rows = slice(0, source.shape[0]) if rows is None else rows
+    with _progress(rows.stop - rows.start, progress, "cells") as bar:
+        for block in source.blocks(chunk_size, rows=rows):
             rows = block.rows
             sub_lib = lib_all[rows] if use_lib else lib_all
             acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
@@ -467,6 +541,26 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
     total = acc.acc[0]
     for t in range(1, acc.acc.shape[0]):
         total += acc.acc[t]
+    flags = acc.flags
+    del acc  # release the per-thread partials
+    sums, m2, nnz = _finalise(total, n_cells, shift)
+    return sums, m2, nnz, flags
+
+
+def _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, rows, chunk_size):
+    from .distributed import dask_row_pass
+
+    integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
+    shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
+    total, library, flags = dask_row_pass(source.dask_array, codes, n_groups, lib, shift, mode, target_sum,
+                                          counts_required, rows, chunk_size)
+    sums, m2, nnz = _finalise(total, n_cells, shift)
+    return sums, m2, nnz, flags[None, :], library
+
+
+def _finalise(total: np.ndarray, n_cells: np.ndarray, shift: np.ndarray):
+    """``(sums, m2, nnz)`` from summed ``(S1, S2, count)`` over the non-zero values (``total``, G × P × 3)."""
+    n_groups = total.shape[0]
     s1, s2 = total[..., 0], total[..., 1]
     nnz = total[..., 2].astype(np.int64)  # counts are exact integers in float64
     # finalise in place, a few groups at a time (bounded temporaries): add the implicit zeros,
@@ -483,9 +577,7 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
     undetected = nnz == 0
     s1[undetected] = 0.0
     s2[undetected] = 0.0
-    sums, m2, flags = s1.copy(), s2.copy(), acc.flags
-    del acc, total, s1, s2  # release the per-thread partials
-    return sums, m2, nnz, flags
+    return s1.copy(), s2.copy(), nnz
 
 
 def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,

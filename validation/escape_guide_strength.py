@@ -35,7 +35,7 @@ import pandas as pd
 
 import shrinkpert as sp
 from shrinkpert.errors import ShrinkpertWarning
-from shrinkpert.target import classify_escape
+from shrinkpert.ontarget import classify_escape
 from _output import pyplot, save_figure, write_table  # validation/_output.py
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ the mean and linear baselines on training perturbations instead (:func:`train_me
 :func:`train_linear`) and guards the split (:func:`check_disjoint`).
 """
 
-from ._summary import SCALES, TruthSummary, detect_scale, summarize_truth
+from .._validate import detect_scale
+from ._summary import SCALES, TruthSummary, summarize_truth
 from .baselines import (
     ADVERSARIAL,
     BASELINES,

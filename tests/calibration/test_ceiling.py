@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn.metrics import r2_score
 
 from shrinkpert.calibration.ceiling import CLOSED_FORMS, noise_ceiling
 from shrinkpert.errors import InputError
@@ -123,9 +124,16 @@ def test_bootstrap_agrees_with_closed_form_and_handles_any_metric(screens):
                          n_draws=300, seed=1, **kw)
     assert boot.method == "bootstrap"
     np.testing.assert_array_less(np.abs(boot.expected - closed.expected)[1:], 4 * boot.mc_se[1:])
-    spear = noise_ceiling(s["mu"], s["var"], [N] * P, s["mu_c"], s["var_c"], NC, "spearman_delta", n_draws=300, seed=2,
-                          perturbations=list("ABCD"), **kw)
-    assert spear.method == "bootstrap" and spear.to_frame()["perturbation"].tolist() == list("ABCD")
+    r2 = noise_ceiling(s["mu"], s["var"], [N] * P, s["mu_c"], s["var_c"], NC, "r2_delta", n_draws=300, seed=2,
+                       perturbations=list("ABCD"), **kw)
+    assert r2.method == "bootstrap" and r2.to_frame()["perturbation"].tolist() == list("ABCD")
+    truth, pred = s["xb"] - s["xc"][:, None, :], s["mu"] - s["mu_c"]
+    sim = 1 - ((truth - pred) ** 2).sum(-1) / ((truth - truth.mean(-1, keepdims=True)) ** 2).sum(-1)
+    np.testing.assert_allclose(sim[0], [r2_score(truth[0, p], pred[p]) for p in range(P)], rtol=1e-12)  # = sklearn
+    mc, se = monte_carlo(sim)
+    np.testing.assert_array_less(np.abs(r2.expected - mc), 4 * np.hypot(se, r2.mc_se))
+    spear = noise_ceiling(s["mu"], s["var"], [N] * P, s["mu_c"], s["var_c"], NC, "spearman_delta", n_draws=10, seed=2,
+                          **kw)
     # Spearman = Pearson of ranks (no ties in continuous draws), ranks by scipy
     ranks_true = stats.rankdata(s["xb"] - s["xc"][:, None, :], axis=-1)
     ranks_pred = np.broadcast_to(stats.rankdata(s["mu"] - s["mu_c"], axis=-1), ranks_true.shape)

@@ -37,6 +37,7 @@ import shrinkpert as sp
 from shrinkpert.errors import ShrinkpertWarning
 from shrinkpert.ontarget import classify_escape
 from _output import pyplot, save_figure, write_table  # validation/_output.py
+from escape_papalexi import null_relabellings  # validation/escape_papalexi.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL = "non-targeting"
@@ -94,30 +95,18 @@ def simulated(seed: int) -> list[dict]:
 
 
 def papalexi_nulls(adata) -> pd.DataFrame:
-    labels = adata.obs["perturbation"].astype(str).to_numpy()
-    guides = adata.obs["guide_id"].astype(str).to_numpy()
-    rng = np.random.default_rng(SEED)
-    controls = np.flatnonzero(labels == CONTROL)
-    cases = []
-    for k in range(20):
-        relabelled = labels.copy()
-        relabelled[rng.choice(controls, len(controls) // 2, replace=False)] = "NULL"
-        cases.append(("random half of NT cells", str(k), relabelled))
-    for g in sorted(set(guides[labels == CONTROL])):
-        relabelled = labels.copy()
-        relabelled[(labels == CONTROL) & (guides == g)] = "NULL"
-        cases.append(("one NT guide vs the other NT guides", g, relabelled))
+    """The control-vs-control nulls of validation/escape_papalexi.py, both settings."""
     rows = []
-    for kind, rep, relabelled in cases:
+    for kind, rep, label, relabelled in null_relabellings(adata):
         nulls = adata.copy()
         nulls.obs["perturbation"] = pd.Categorical(relabelled)
         for name, flag in SETTINGS.items():
             res = classify_escape(nulls, guide_key="guide_id", guide_strength=flag, seed=SEED)
-            t = res.penetrance.loc["NULL"]
-            rows.append({"null": kind, "replicate": rep, "setting": name, "n_cells": int(t["n_cells"]),
+            t = res.penetrance.loc[label]
+            rows.append({"null": kind, "replicate": str(rep), "setting": name, "n_cells": int(t["n_cells"]),
                          "penetrance": t["penetrance"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
                          "evidence": t["evidence"],
-                         "called_perturbed": float((res.p_perturbed[relabelled == "NULL"] >= 0.5).mean())})
+                         "called_perturbed": float((res.p_perturbed[relabelled == label] >= 0.5).mean())})
     return pd.DataFrame(rows)
 
 

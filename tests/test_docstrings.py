@@ -19,6 +19,8 @@ MODULES = [
     "shrinkpert.ontarget.dosage",
     "shrinkpert.metrics.target_gene",
     "shrinkpert.reference.population",
+    "shrinkpert.reference.bundled",
+    "shrinkpert.calibration.ceiling",
     "shrinkpert.weights.core",
     "shrinkpert.weights.deltas",
 ]

@@ -35,6 +35,26 @@ CONTROL = "non-targeting"
 SEED = 2021
 
 
+def null_relabellings(adata, guide_key: str = "guide_id"):
+    """Control-vs-control nulls: (kind, replicate, label, relabelled perturbation labels).
+
+    20 seeded random halves of the non-targeting cells relabelled ``NT_split``, then each
+    non-targeting guide's cells relabelled ``NT_guide`` (against the other NT guides).
+    """
+    labels = adata.obs["perturbation"].astype(str).to_numpy()
+    rng = np.random.default_rng(SEED)
+    controls = np.flatnonzero(labels == CONTROL)
+    for k in range(20):
+        relabelled = labels.copy()
+        relabelled[rng.choice(controls, len(controls) // 2, replace=False)] = "NT_split"
+        yield "random half of NT cells", k, "NT_split", relabelled
+    guides = adata.obs[guide_key].astype(str).to_numpy()
+    for guide in sorted(set(guides[labels == CONTROL])):
+        relabelled = labels.copy()
+        relabelled[(labels == CONTROL) & (guides == guide)] = "NT_guide"
+        yield "one NT guide vs the other NT guides", guide, "NT_guide", relabelled
+
+
 def papalexi() -> dict:
     adata = sp.datasets.papalexi2021()
     adata = adata[adata.obs["perturbation"] != "unassigned"].copy()
@@ -66,25 +86,12 @@ def papalexi() -> dict:
         mean_count=("stat1_count", "mean")).reset_index()
 
     # nulls: control vs control
-    rng = np.random.default_rng(SEED)
-    controls = np.flatnonzero(labels == CONTROL)
     rows = []
-    for k in range(20):
-        relabelled = labels.copy()
-        relabelled[rng.choice(controls, len(controls) // 2, replace=False)] = "NT_split"
+    for kind, replicate, label, relabelled in null_relabellings(adata):
         nulls = adata.copy()
         nulls.obs["perturbation"] = pd.Categorical(relabelled)
-        table = classify_escape(nulls, seed=SEED).penetrance.loc["NT_split"]
-        rows.append({"null": "random half of NT cells", "replicate": k, **table[["n_cells", "penetrance", "ci_low",
-                                                                                  "ci_high", "evidence"]].to_dict()})
-    nt_guides = sorted(adata.obs.loc[labels == CONTROL, "guide_id"].astype(str).unique())
-    for guide in nt_guides:
-        relabelled = labels.copy()
-        relabelled[(labels == CONTROL) & (adata.obs["guide_id"].astype(str).to_numpy() == guide)] = "NT_guide"
-        nulls = adata.copy()
-        nulls.obs["perturbation"] = pd.Categorical(relabelled)
-        table = classify_escape(nulls, seed=SEED).penetrance.loc["NT_guide"]
-        rows.append({"null": "one NT guide vs the other NT guides", "replicate": guide,
+        table = classify_escape(nulls, seed=SEED).penetrance.loc[label]
+        rows.append({"null": kind, "replicate": replicate,
                      **table[["n_cells", "penetrance", "ci_low", "ci_high", "evidence"]].to_dict()})
     nulls = pd.DataFrame(rows)
     return {"knockdown": kd_table, "guides": guides, "penetrance": esc.penetrance, "stat1_cells": stat1_cells,

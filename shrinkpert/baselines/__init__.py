@@ -2,7 +2,9 @@
 
 :func:`summarize_truth` reads the true cells once (full and split-half pseudobulks); each
 baseline returns a :class:`BaselinePrediction` (perturbations × genes means). See
-:mod:`shrinkpert.baselines.baselines` for the formulas.
+:mod:`shrinkpert.baselines.baselines` for the formulas. :mod:`shrinkpert.baselines.train` fits
+the mean and linear baselines on training perturbations instead (:func:`train_mean`,
+:func:`train_linear`) and guards the split (:func:`check_disjoint`).
 """
 
 from .._validate import detect_scale
@@ -22,6 +24,7 @@ from .baselines import (
     shuffled_labels,
     technical_duplicate,
 )
+from .train import check_disjoint, train_linear, train_mean
 
 __all__ = [
     "SCALES",
@@ -41,4 +44,7 @@ __all__ = [
     "inflated_mean",
     "shuffled_labels",
     "make_baselines",
+    "train_mean",
+    "train_linear",
+    "check_disjoint",
 ]

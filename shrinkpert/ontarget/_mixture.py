@@ -122,10 +122,82 @@ def _zinb_part(x, mean, theta, pi0):
     return np.where(x > 0, nonzero, zero)
 
 
+_STRENGTH_PRIOR_SD = 0.5  # per-guide signature strength ~ N(1, 0.5^2) before the guide's own evidence
+_STRENGTH_MAX = 3.0
+
+
+def _guide_ratios(sig, nu):
+    r"""Per-guide group ratios of the signature genes from one strength per guide.
+
+    Relative to the unperturbed state :math:`r^0_g = e^{\nu h_g}`, guide :math:`k`'s log ratio is
+    modelled as :math:`s_k` times the perturbation's, :math:`\log R_{kg} - \log r^0_g = s_k
+    (\log R_g - \log r^0_g)`. :math:`\hat s_k` is the quasi-Poisson weighted regression of the
+    guide's raw log ratios :math:`o_{kg} = \log((X_{kg} + 1/2)/(L_k\mu_g)) - \log r^0_g` on
+    :math:`d_g = \log R_g - \log r^0_g` (weights :math:`w_{kg} = L_k \mu_g R_g / d_g`, the
+    expected counts over the over-dispersion), shrunk towards 1 with a :math:`N(1, 0.5^2)` prior
+    and clipped to :math:`[0, 3]`: :math:`s_k = (\sum_g w_{kg} o_{kg} d_g + 4)/(I_k + 4)`,
+    :math:`I_k = \sum_g w_{kg} d_g^2`.
+
+    Also returns the first-order change of :math:`s_k` when cell :math:`i` leaves its guide,
+    :math:`\delta_i = s_k - s_k^{(-i)} = \sum_g x_{ig} c_{kg} - l_i b_k` with
+    :math:`c_{kg} = w_{kg} d_g / ((X_{kg} + 1/2)(I_k + 4))` and
+    :math:`b_k = \sum_g w_{kg} d_g / (L_k (I_k + 4))` (0 where :math:`s_k` is clipped).
+    """
+    base = nu * sig["h"]
+    dg = np.log(sig["ratio"]) - base
+    lsum_g = sig["lsum_g"][:, None]
+    prior = 1.0 / _STRENGTH_PRIOR_SD**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.log((sig["xsum_g"] + 0.5) / (lsum_g * sig["mu"][None, :])) - base[None, :]
+        w = lsum_g * (sig["mu"] * sig["ratio"] / sig["d"])[None, :]
+        denom = (w * dg * dg).sum(axis=1) + prior
+        raw = np.where(lsum_g[:, 0] > 0, ((w * own * dg).sum(axis=1) + prior) / denom, 1.0)
+        coef_x = w * dg / ((sig["xsum_g"] + 0.5) * denom[:, None])
+        coef_l = (w * dg).sum(axis=1) / (lsum_g[:, 0] * denom)
+    raw = np.nan_to_num(raw, nan=1.0)
+    strength = np.clip(raw, 0.0, _STRENGTH_MAX)
+    inside = (strength == raw) & (lsum_g[:, 0] > 0)
+    coef_x = np.where(inside[:, None], np.nan_to_num(coef_x), 0.0)
+    coef_l = np.where(inside, np.nan_to_num(coef_l), 0.0)
+    return np.exp(base[None, :] + strength[:, None] * dg[None, :]), strength, dg, coef_x, coef_l
+
+
+def _signature_llr(sig, rows, ratio, strength, nu, pis, loo=None):
+    r"""Signature part of the per-cell log likelihood ratio (cells ``rows``) over the penetrance grid.
+
+    ``ratio`` is the group ratio that fixes the perturbed state of these cells and ``strength``
+    its derivative in log space with respect to the perturbation's ratio (1 without guides), so
+    the first-order leave-one-out correction follows the cell's influence on the perturbation's
+    ratio. ``loo = (delta, dg)`` adds the first-order correction for the cell's influence on its
+    guide's strength: :math:`-\delta_i\,\partial\lambda_i/\partial s` with
+    :math:`\partial r_g/\partial s = R_{kg} d_g/\pi` on unclipped genes.
+    """
+    xs, lib, mu, d = sig["xs"][rows], sig["lib"][rows], sig["mu"], sig["d"]
+    r0 = np.exp(nu * sig["h"])[:, None]
+    num = ratio[:, None] - (1 - pis) * r0
+    r = np.clip(num / pis, _R_LOW, _R_HIGH)
+    free = (num / pis > _R_LOW) & (num / pis < _R_HIGH)
+    xd = xs / d
+    mud = (mu / d)[:, None]
+    out = xd @ np.log(r / r0) - lib[:, None] * (mud * (r - r0)).sum(0)[None, :]
+    # leave-one-out: first-order change of the cell's own contribution to the ratio
+    jac = np.where(free, strength * sig["lam"][:, None] * ratio[:, None] / num, 0.0)
+    a = xd / sig["xsum"]
+    out += (lib[:, None] * (a @ (mu[:, None] * r * jac)) - (xs * a) @ jac
+            - (lib**2 / sig["lsum"])[:, None] * (mud * r * jac).sum(0)[None, :]
+            + (lib / sig["lsum"])[:, None] * (xd @ jac))
+    if loo is not None:
+        delta, dg = loo
+        slope = np.where(free, (ratio * dg)[:, None] / pis, 0.0)  # dr/ds
+        out -= delta[:, None] * (xd @ (slope / r) - lib[:, None] * (mud * slope).sum(0)[None, :])
+    return out
+
+
 def _fit_one(sig, tgt, grid, nus, n_guides, guide_of_cell):
     """Fit one perturbation: returns the chosen (nu, pi) with per-cell LLRs and the profile.
 
-    ``sig``: dict with xs (n×s), lib (n), mu, d, ratio, lam, xsum, lsum, h (s) — or None.
+    ``sig``: dict with xs (n×s), lib (n), mu, d, ratio, lam, xsum, lsum, h (s), and optionally
+    xsum_g (guides×s), lsum_g (guides) for a per-guide perturbed state — or None.
     ``tgt``: dict with x (n), lib (n), mu, theta, pi0, h, sign, xsum_g, lsum_g (per guide) — or None.
     """
     n = len(guide_of_cell)
@@ -139,23 +211,19 @@ def _fit_one(sig, tgt, grid, nus, n_guides, guide_of_cell):
             llr_t = np.zeros((n, len(grid)))
             l0 = np.zeros(n)
             if sig is not None:
-                xs, lib, mu, d = sig["xs"], sig["lib"], sig["mu"], sig["d"]
-                r0 = np.exp(nu * sig["h"])[:, None]
-                num = sig["ratio"][:, None] - (1 - pis) * r0
-                r = np.clip(num / pis, _R_LOW, _R_HIGH)
-                free = (num / pis > _R_LOW) & (num / pis < _R_HIGH)
-                xd = xs / d
-                mud = (mu / d)[:, None]
-                llr += xd @ np.log(r / r0) - lib[:, None] * (mud * (r - r0)).sum(0)[None, :]
-                # leave-one-out: first-order change of the cell's own contribution to the ratio
-                jac = np.where(free, sig["lam"][:, None] * sig["ratio"][:, None] / num, 0.0)
-                a = xd / sig["xsum"]
-                llr += (lib[:, None] * (a @ (mu[:, None] * r * jac)) - (xs * a) @ jac
-                        - (lib**2 / sig["lsum"])[:, None] * (mud * r * jac).sum(0)[None, :]
-                        + (lib / sig["lsum"])[:, None] * (xd @ jac))
+                if "xsum_g" in sig:  # per-guide perturbed state: one signature strength per guide
+                    ratio_g, strength, dg, coef_x, coef_l = _guide_ratios(sig, nu)
+                    for k in range(ratio_g.shape[0]):
+                        rows = guide_of_cell == k
+                        if rows.any():
+                            delta = sig["xs"][rows] @ coef_x[k] - sig["lib"][rows] * coef_l[k]
+                            llr[rows] += _signature_llr(sig, rows, ratio_g[k], strength[k], nu, pis,
+                                                        loo=(delta, dg))
+                else:
+                    llr += _signature_llr(sig, slice(None), sig["ratio"], 1.0, nu, pis)
                 if nu:
                     eh = np.exp(sig["h"])
-                    l0 += xd @ sig["h"] - lib * ((mu / d) @ (eh - 1))
+                    l0 += (sig["xs"] / sig["d"]) @ sig["h"] - sig["lib"] * ((sig["mu"] / sig["d"]) @ (eh - 1))
             if tgt is not None:
                 x, lib, mu_t = tgt["x"], tgt["lib"], tgt["mu"]
                 r0 = math.exp(nu * tgt["h"])

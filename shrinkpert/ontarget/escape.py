@@ -244,6 +244,7 @@ def classify_escape(
     max_control_cells: int = 5000,
     seed: int | np.random.Generator = 0,
     chunk_size: int | None = None,
+    guide_strength: bool = False,
 ) -> EscapeResult:
     r"""Per-cell probability of being perturbed and per-perturbation penetrance.
 
@@ -292,6 +293,9 @@ def classify_escape(
         Seed (int or ``numpy.random.Generator``) of that subset.
     chunk_size
         Rows per block when reading.
+    guide_strength
+        Give each guide its own perturbed state on the signature genes: one signature strength
+        per guide (see Notes; needs ``guide_key``). Off by default until validated.
 
     Returns
     -------
@@ -350,6 +354,16 @@ def classify_escape(
     when the evidence for perturbed cells is weak. Guide-level penetrance re-fits the mixing
     weight on each guide's cells with the perturbed state held fixed.
 
+    **Per-guide strength** (``guide_strength=True``). A weak guide moves the signature genes of
+    its perturbed cells less than the perturbation's average, so with one perturbed state its
+    perturbed cells look escaped. With this option guide :math:`k`'s group ratio of signature
+    gene :math:`g` is :math:`R_{kg} = r^0_g (R_g/r^0_g)^{s_k}` with one strength :math:`s_k`
+    per guide (weighted regression of the guide's log ratios on the perturbation's, shrunk
+    towards 1 with a :math:`N(1, 0.5^2)` prior, clipped to [0, 3]), and its perturbed state is
+    :math:`r_{kg}(\pi) = (R_{kg} - (1-\pi) r^0_g)/\pi` — the same construction the target
+    channel already uses per guide. The penetrance :math:`\pi` stays common to the guides of a
+    perturbation.
+
     Examples
     --------
     >>> import shrinkpert as sp
@@ -370,6 +384,8 @@ def classify_escape(
         raise InputError(f"min_cells must be at least 2, got {min_cells!r}.")
     if int(max_control_cells) < 10:
         raise InputError(f"max_control_cells must be at least 10, got {max_control_cells!r}.")
+    if guide_strength and guide_key is None:
+        raise InputError("guide_strength=True fits one signature strength per guide; pass guide_key=<obs column>.")
     rng = as_rng(seed)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
                            target_key=target_key, targets=targets, perturbations=perturbations)
@@ -505,6 +521,9 @@ def classify_escape(
             sig = dict(xs=xs, lib=lib[cells], mu=mu[sig_genes], d=d_all[sig_genes],
                        ratio=np.exp(base[k, sig_genes] + pm[k, sig_genes]), lam=lam,
                        xsum=first.group_sums[k, sig_genes] + 0.5, lsum=lib_sum[k], h=h[sig_genes])
+            if guide_strength and n_local > 1:
+                onehot = sp.csr_matrix((np.ones(len(cells)), (gl, np.arange(len(cells)))), shape=(n_local, len(cells)))
+                sig.update(xsum_g=np.asarray(onehot @ xs), lsum_g=np.bincount(gl, weights=lib[cells], minlength=n_local))
         if use_target[k]:
             t = int(tindex[k])
             x_t = np.asarray(entries[cells][:, [t]].toarray()).ravel()
@@ -569,7 +588,7 @@ def classify_escape(
         "lfsr_threshold": float(lfsr_threshold), "max_signature_genes": int(max_signature_genes),
         "min_control_mean": float(min_control_mean), "null_shift": shift_mode, "min_cells": int(min_cells),
         "n_grid": int(n_grid), "max_control_cells": int(max_control_cells),
-        "control_n_cells": int(len(control_rows)),
+        "control_n_cells": int(len(control_rows)), "guide_strength": bool(guide_strength),
     }
     sig_names = {str(p): tuple(design.genes[signature[k]]) for k, p in enumerate(perts)}
     return EscapeResult(design.obs_names, labels.astype(str), p_perturbed, log_lr, log_lr_t, by_pert, by_guide,

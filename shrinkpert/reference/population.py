@@ -25,21 +25,28 @@ with :math:`x_{ij} = \\log(1 + y_{ij}\\, s / L_i)` (``normalize="log1p"``, :math
 estimate on raw counts; it includes the extra variance from library-size differences between
 cells, so it is an upper bound on the biological dispersion.
 
-File format (``save``/``load``), ``encoding-version`` 1: a single HDF5 file with
+Gene lengths are not computed from cells: ``gene_length`` (median transcript length in bases) is
+NaN unless a table supplies it (:meth:`PopulationReference.from_table`); it is carried so that a
+shipped reference holds the external per-gene covariates a weighting may use.
+
+File format (``save``/``load``), ``encoding-version`` 2: a single HDF5 file with
 
 * root attributes ``encoding-type = "shrinkpert.population_reference"``,
-  ``encoding-version = "1"``, ``metadata`` (JSON text: ``name``, ``n_cells``, ``gene_id_type``,
+  ``encoding-version = "2"``, ``metadata`` (JSON text: ``name``, ``n_cells``, ``gene_id_type``,
   ``scale``, ``target_sum``, ``params``, ``provenance``) and ``payload_sha256``;
-* ``/genes``: UTF-8 strings, one per gene;
+* ``/genes``: fixed-length UTF-8 strings (gzip-compressed), one per gene;
 * ``/statistics/<field>``: little-endian float64 vectors, one per field in
   :data:`FIELDS` order (``mean, var, detection, dispersion, relative_expression,
-  expression_mean, expression_var``; NaN where unknown).
+  expression_mean, expression_var, gene_length``; NaN where unknown).
 
-``payload_sha256`` is the SHA-256 of ``b"shrinkpert.population_reference/1\\n"`` + the metadata
+``payload_sha256`` is the SHA-256 of ``b"shrinkpert.population_reference/2\\n"`` + the metadata
 text (UTF-8) + ``b"\\n"`` + the genes joined by ``"\\n"`` (UTF-8) + ``b"\\n"`` + for each field its
 name, a NUL byte and its 8-byte little-endian values. ``load`` recomputes it and refuses a file
 whose payload does not match, so a corrupted or truncated file raises an error instead of
 returning a wrong reference. Any HDF5 reader (h5py, rhdf5, HDFView) can read the file.
+
+Version 1 files (variable-length gene strings, the first seven fields, ``/1`` in the checksum
+header) are still read; their ``gene_length`` is NaN.
 """
 
 from __future__ import annotations
@@ -70,11 +77,13 @@ __all__ = ["FIELDS", "PopulationReference", "build_population_reference"]
 
 log = logging.getLogger("shrinkpert")
 
-FIELDS = ("mean", "var", "detection", "dispersion", "relative_expression", "expression_mean", "expression_var")
+FIELDS = ("mean", "var", "detection", "dispersion", "relative_expression", "expression_mean", "expression_var",
+          "gene_length")
 """Per-gene statistics of a :class:`PopulationReference`, in file order."""
 
 ENCODING_TYPE = "shrinkpert.population_reference"
-ENCODING_VERSION = "1"
+ENCODING_VERSION = "2"
+_FIELDS_OF_VERSION = {"1": FIELDS[:7], "2": FIELDS}
 _SCALES = ("log1p", "total", None)
 _TABLE_FIELDS = FIELDS + ("size",)
 
@@ -108,14 +117,15 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
-def _payload_digest(meta_text: str, genes: Sequence[str], arrays: Mapping[str, np.ndarray]) -> str:
+def _payload_digest(meta_text: str, genes: Sequence[str], arrays: Mapping[str, np.ndarray],
+                    version: str = ENCODING_VERSION) -> str:
     h = hashlib.sha256()
-    h.update(f"{ENCODING_TYPE}/{ENCODING_VERSION}\n".encode())
+    h.update(f"{ENCODING_TYPE}/{version}\n".encode())
     h.update(meta_text.encode("utf-8"))
     h.update(b"\n")
     h.update("\n".join(genes).encode("utf-8"))
     h.update(b"\n")
-    for name in FIELDS:
+    for name in _FIELDS_OF_VERSION[version]:
         h.update(name.encode() + b"\0")
         h.update(np.ascontiguousarray(arrays[name], dtype="<f8").tobytes())
     return h.hexdigest()
@@ -160,6 +170,9 @@ class PopulationReference:
         How the statistics were computed (layer, cell selection, passes, alignment report).
     provenance : mapping
         Source name and checksum, package version, creation time.
+    gene_length : ndarray of float64
+        Median transcript length in bases, from an annotation table (NaN where unknown; all NaN
+        for references built from cells). Optional in the constructor.
     """
 
     genes: pd.Index
@@ -177,6 +190,7 @@ class PopulationReference:
     target_sum: float | None
     params: Mapping[str, Any]
     provenance: Mapping[str, Any]
+    gene_length: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         genes = pd.Index([str(g) for g in self.genes], dtype=object, name="gene")
@@ -184,6 +198,8 @@ class PopulationReference:
             dup = genes[genes.duplicated()][:5].tolist()
             raise InputError(f"Reference genes are duplicated (e.g. {dup!r}); each gene must appear once.")
         object.__setattr__(self, "genes", genes)
+        if self.gene_length is None:
+            object.__setattr__(self, "gene_length", np.full(len(genes), np.nan))
         for name in FIELDS:
             object.__setattr__(self, name, _freeze(getattr(self, name), len(genes), name))
         if self.scale not in _SCALES:
@@ -294,7 +310,13 @@ class PopulationReference:
                 fh.attrs["encoding-version"] = ENCODING_VERSION
                 fh.attrs["metadata"] = meta_text
                 fh.attrs["payload_sha256"] = digest
-                fh.create_dataset("genes", data=np.array(genes, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                encoded = [g.encode("utf-8") for g in genes]
+                width = max((len(g) for g in encoded), default=1) or 1
+                names = fh.create_dataset("genes", shape=(len(encoded),), dtype=h5py.string_dtype("utf-8", width),
+                                          compression="gzip" if encoded else None, shuffle=bool(encoded))
+                if encoded:  # raw bytes written with the file's UTF-8 type (h5py has no ASCII -> UTF-8 path)
+                    names.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(encoded, dtype=f"S{width}"),
+                                   mtype=names.id.get_type())
                 group = fh.create_group("statistics")
                 for name in FIELDS:
                     group.create_dataset(name, data=np.asarray(arrays[name], dtype="<f8"))
@@ -327,20 +349,21 @@ class PopulationReference:
                         f"(encoding-type {enc!r}); pass a file written by PopulationReference.save()."
                     )
                 version = str(fh.attrs.get("encoding-version"))
-                if version != ENCODING_VERSION:
+                if version not in _FIELDS_OF_VERSION:
                     raise InputError(
                         f"{str(path)!r} uses population-reference format version {version!r}; this "
-                        f"shrinkpert reads version {ENCODING_VERSION!r}. Update shrinkpert."
+                        f"shrinkpert reads versions {sorted(_FIELDS_OF_VERSION)!r}. Update shrinkpert."
                     )
                 meta_text = str(fh.attrs["metadata"])
                 stored = str(fh.attrs["payload_sha256"])
                 genes = [str(g) for g in fh["genes"].asstr()[...]]
-                arrays = {name: np.asarray(fh["statistics"][name][...], dtype=np.float64) for name in FIELDS}
+                arrays = {name: np.asarray(fh["statistics"][name][...], dtype=np.float64)
+                          for name in _FIELDS_OF_VERSION[version]}
         except InputError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeDecodeError) as err:
             raise InputError(broken) from err
-        if _payload_digest(meta_text, genes, arrays) != stored:
+        if _payload_digest(meta_text, genes, arrays, version) != stored:
             raise InputError(
                 f"{str(path)!r} failed its checksum: the stored statistics do not match payload_sha256, "
                 "so the file is corrupted. Rebuild the reference (or restore the file from a backup)."
@@ -379,8 +402,9 @@ class PopulationReference:
             Column with the gene identifiers.
         columns
             Mapping table column -> statistic, the statistic being one of :data:`FIELDS` or
-            ``"size"`` (NB size :math:`\\theta`, stored as :math:`\\phi = 1/\\theta`). Default:
-            columns already named like a statistic.
+            ``"size"`` (NB size :math:`\\theta`, stored as :math:`\\phi = 1/\\theta`); map a
+            transcript-length column to ``"gene_length"``. Default: columns already named like a
+            statistic.
         dataset
             Rows to use when the table holds several datasets (``dataset_key`` column).
         dataset_key

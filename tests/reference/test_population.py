@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import h5py
@@ -39,6 +40,7 @@ def numpy_reference(X: np.ndarray, target_sum: float = 1e4) -> dict[str, np.ndar
         "relative_expression": X.sum(axis=0) / lib.sum(),
         "expression_mean": logx.mean(axis=0),
         "expression_var": logx.var(axis=0, ddof=1),
+        "gene_length": np.full(X.shape[1], np.nan),  # cells carry no gene lengths
     }
 
 
@@ -180,7 +182,7 @@ def test_save_load_round_trip_is_exact(controls_ref, tmp_path):
         controls_ref.n_cells, controls_ref.name, controls_ref.scale, controls_ref.target_sum, controls_ref.gene_id_type)
     with h5py.File(path, "r") as fh:  # the documented layout
         assert fh.attrs["encoding-type"] == "shrinkpert.population_reference"
-        assert fh.attrs["encoding-version"] == "1"
+        assert fh.attrs["encoding-version"] == "2"
         assert sorted(fh["statistics"]) == sorted(FIELDS)
 
 
@@ -248,7 +250,7 @@ def test_other_files_are_refused(tmp_path):
 def test_newer_format_version_is_refused(controls_ref, tmp_path):
     path = controls_ref.save(tmp_path / "ref.h5")
     with h5py.File(path, "r+") as fh:
-        fh.attrs["encoding-version"] = "2"
+        fh.attrs["encoding-version"] = "3"
     with pytest.raises(InputError, match="Update shrinkpert"):
         PopulationReference.load(path)
 
@@ -377,3 +379,57 @@ def test_sparse_and_dense_storage_agree(papalexi):
     a, b = build_population_reference(dense), build_population_reference(csc)
     for name in FIELDS:
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- format versions, gene lengths
+def _digest_by_hand(version: str, meta_text: str, genes: list[str], arrays: dict, fields: tuple) -> str:
+    """The payload checksum written out from the module docstring's recipe."""
+    h = hashlib.sha256(f"shrinkpert.population_reference/{version}\n".encode())
+    h.update(meta_text.encode() + b"\n" + "\n".join(genes).encode() + b"\n")
+    for name in fields:
+        h.update(name.encode() + b"\0" + np.asarray(arrays[name], dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    genes = ["STAT1", "IRF1", "Δgene"]
+    v1_fields = ("mean", "var", "detection", "dispersion", "relative_expression", "expression_mean", "expression_var")
+    arrays = {f: np.arange(3.0) + k for k, f in enumerate(v1_fields)}
+    meta = {"name": "old", "n_cells": 10, "gene_id_type": "symbol", "scale": "log1p", "target_sum": 1e4,
+            "params": {"kind": "cells"}, "provenance": {"source": "x"}}
+    meta_text = json.dumps(meta, sort_keys=True)
+    path = tmp_path / "v1.h5"
+    with h5py.File(path, "w") as fh:  # the version-1 layout: variable-length names, seven fields
+        fh.attrs["encoding-type"] = "shrinkpert.population_reference"
+        fh.attrs["encoding-version"] = "1"
+        fh.attrs["metadata"] = meta_text
+        fh.attrs["payload_sha256"] = _digest_by_hand("1", meta_text, genes, arrays, v1_fields)
+        fh.create_dataset("genes", data=np.array(genes, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        for f in v1_fields:
+            fh.create_dataset(f"statistics/{f}", data=arrays[f])
+    ref = PopulationReference.load(path)
+    assert ref.genes.tolist() == genes and ref.name == "old" and ref.n_cells == 10
+    for f in v1_fields:
+        np.testing.assert_array_equal(getattr(ref, f), arrays[f])
+    assert np.isnan(ref.gene_length).all()
+    with h5py.File(path, "r+") as fh:  # a v1 file checked with the v2 header must fail: versions are not mixed up
+        fh.attrs["payload_sha256"] = _digest_by_hand("2", meta_text, genes, {**arrays, "gene_length": np.full(3, np.nan)},
+                                                     FIELDS)
+    with pytest.raises(InputError, match="failed its checksum"):
+        PopulationReference.load(path)
+
+
+def test_gene_lengths_from_a_table_round_trip_with_unicode_names(tmp_path):
+    frame = pd.DataFrame({"gene": ["STAT1", "Δgène", "IRF1"], "mean": [1.0, 2.0, 3.0],
+                          "median_transcript_length": [1679.0, np.nan, 1467.0]})
+    ref = PopulationReference.from_table(frame, columns={"mean": "mean", "median_transcript_length": "gene_length"})
+    np.testing.assert_array_equal(ref.gene_length, [1679.0, np.nan, 1467.0])
+    path = ref.save(tmp_path / "lengths.h5")
+    loaded = PopulationReference.load(path)
+    assert loaded.equals(ref) and loaded.genes.tolist() == ["STAT1", "Δgène", "IRF1"]
+    with h5py.File(path, "r") as fh:  # the documented v2 layout, readable without shrinkpert
+        assert fh.attrs["payload_sha256"] == _digest_by_hand(
+            "2", str(fh.attrs["metadata"]), ["STAT1", "Δgène", "IRF1"],
+            {f: fh["statistics"][f][...] for f in FIELDS}, FIELDS)
+        assert [s.decode() for s in fh["genes"][...]] == ["STAT1", "Δgène", "IRF1"]
+    np.testing.assert_array_equal(ref.align(["IRF1", "STAT1"], mapping=False).gene_length, [1467.0, 1679.0])

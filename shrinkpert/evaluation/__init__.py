@@ -18,6 +18,7 @@ from .steps import (
     read_inputs,
     score,
     summarise,
+    summarise_train,
     tabulate,
 )
 from .table import MetricTable
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_REFERENCES",
     "read_inputs",
     "summarise",
+    "summarise_train",
     "make_sides",
     "score",
     "tabulate",

@@ -54,7 +54,16 @@ from typing import Any
 
 from .._vocab import CONTROL, PERTURBATION_KEY
 from .config import EvaluationConfig
-from .steps import DEFAULT_REFERENCES, make_sides, read_inputs, score, summarise, summarise_train, tabulate
+from .steps import (
+    DEFAULT_REFERENCES,
+    make_sides,
+    read_inputs,
+    score,
+    summarise,
+    summarise_train,
+    tabulate,
+    train_means,
+)
 from .table import MetricTable
 
 __all__ = ["evaluate", "DEFAULT_REFERENCES"]
@@ -95,9 +104,11 @@ def evaluate(
         Labels left out of both sides (e.g. ``["unassigned"]``): their cells are neither scored
         nor predicted. Each label must occur in ``pred`` or ``truth``.
     train
-        Cells of the *training* perturbations (AnnData, backed AnnData or ``.h5ad`` path; their
-        controls, if any, are ignored). Adds the ``"train_centroid"`` reference. Refused when it
-        shares cells or perturbations with ``truth``.
+        Cells of the *training* perturbations (AnnData, backed AnnData or ``.h5ad`` path), with
+        their control cells if any. Adds the ``"train_centroid"`` reference and two baselines
+        fitted on them, ``"train_mean"`` and (with control cells) ``"train_linear"``
+        (Ahlmann-Eltze et al.'s PCA-ridge model). Refused when it shares cells or perturbations
+        with ``truth``.
     metrics
         ``"default"`` or names from :data:`~shrinkpert.metrics.METRICS`. The default is every
         registered metric of means, deltas and DE calls; the target-gene metrics when some
@@ -167,9 +178,10 @@ def evaluate(
     inputs = read_inputs(pred, truth, perturbation_key=perturbation_key, control=control, exclude=exclude,
                          config=config)
     summaries = summarise(inputs, config=config, seed=seed, escape=escape)
-    train_mean = None if train is None else summarise_train(train, inputs, perturbation_key=perturbation_key,
-                                                            control=control, exclude=exclude, config=config)
-    sides = make_sides(summaries, baselines=baselines, config=config, seed=seed)
+    train_stats = None if train is None else summarise_train(train, inputs, perturbation_key=perturbation_key,
+                                                             control=control, exclude=exclude, config=config)
+    sides = make_sides(summaries, baselines=baselines, config=config, seed=seed, train=train_stats)
+    train_mean = None if train_stats is None else train_means(train_stats, inputs.genes, control)
     scores = score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
                    config=config, seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean)
     record = {

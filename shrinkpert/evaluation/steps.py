@@ -18,6 +18,7 @@ r"""The steps of :func:`~shrinkpert.evaluate`, each a function with its own resu
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ from .table import MetricTable
 
 __all__ = ["EvaluationInputs", "Summaries", "Side", "Scores", "read_inputs", "summarise", "make_sides", "score",
            "tabulate", "REFERENCES", "DEFAULT_REFERENCES", "MODEL"]
+
+log = logging.getLogger("shrinkpert")
 
 #: Delta references a metric can be computed under (see :mod:`shrinkpert.evaluation.references`).
 REFERENCES = REFERENCE_NAMES
@@ -190,25 +193,20 @@ def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, 
 
 
 def summarise_train(train: Any, inputs: EvaluationInputs, *, perturbation_key: str, control: str,
-                    exclude: Sequence[str] | None, config: EvaluationConfig) -> np.ndarray:
-    """Means of the training perturbations (rows) on the evaluation scale, aligned to the truth's genes.
+                    exclude: Sequence[str] | None, config: EvaluationConfig) -> Any:
+    """Group statistics of the training cells (their perturbations and any control cells).
 
-    The training cells must share no cell name and no perturbation with the truth
-    (:class:`~shrinkpert.errors.LeakageError` names them); control cells in ``train`` are ignored.
+    The training cells must share no cell and no perturbation with the truth
+    (:func:`~shrinkpert.baselines.check_disjoint` raises a :class:`~shrinkpert.errors.LeakageError`
+    naming them), and be on the truth's scale with all of its genes.
     """
-    from ..errors import LeakageError
+    from ..baselines import check_disjoint
     from ..stats.group import group_statistics
 
     data = validate(train, side="train", perturbation_key=perturbation_key, control=control, layer=config.layer,
                     exclude=exclude, scale=config.scale, require_control=False)
-    shared = data.perturbations.intersection(inputs.perturbations)
-    if len(shared):
-        raise LeakageError(f"train and truth share {len(shared)} perturbations (e.g. {shared[:10].tolist()}); the "
-                           "training set must hold other perturbations than the ones scored.")
-    cells = pd.Index(data.obs.index).intersection(pd.Index(inputs.truth.obs.index))
-    if len(cells):
-        raise LeakageError(f"train and truth share {len(cells)} cells (e.g. {cells[:5].tolist()}); split the cells, "
-                           "not only the labels.")
+    check_disjoint(data.obs.loc[data.codes >= 0], inputs.truth.obs.loc[inputs.truth.codes >= 0],
+                   perturbation_key=perturbation_key, control=control)
     if data.scale != inputs.scale:
         raise InputError(f"train looks like {data.scale} but truth like {inputs.scale}; use one scale.")
     missing = inputs.genes.difference(data.genes)
@@ -216,11 +214,15 @@ def summarise_train(train: Any, inputs: EvaluationInputs, *, perturbation_key: s
         raise GeneMismatchError(f"train lacks {len(missing)} truth genes (e.g. {missing[:10].tolist()}).")
     if len(data.perturbations) == 0:
         raise InputError("train has no perturbation besides the control; pass cells of training perturbations.")
-    stats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
-                             target_sum=config.target_sum, chunk_size=config.chunk_size, n_threads=config.n_threads)
-    rows = pd.Index(stats.groups.astype(str)).get_indexer(data.perturbations)
-    cols = stats.genes.get_indexer(inputs.genes)
-    return freeze(np.asarray(stats.mean)[np.ix_(rows, cols)])
+    return group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
+                            target_sum=config.target_sum, chunk_size=config.chunk_size, n_threads=config.n_threads)
+
+
+def train_means(train_stats: Any, genes: pd.Index, control: str) -> np.ndarray:
+    """Means of the training perturbations (control left out), rows in label order, ``genes`` columns."""
+    labels = pd.Index(train_stats.groups.astype(str))
+    rows = np.flatnonzero(labels != control)
+    return freeze(np.asarray(train_stats.mean)[np.ix_(rows, train_stats.genes.get_indexer(genes))])
 
 
 def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
@@ -276,14 +278,30 @@ class Side:
     kind: str
 
 
-def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig, seed: int) -> dict[str, Side]:
-    """Step 3: the model and every baseline as :class:`Side` objects, the model first."""
-    from ..baselines import make_baselines
+def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig, seed: int,
+               train: Any = None) -> dict[str, Side]:
+    """Step 3: the model and every baseline as :class:`Side` objects, the models first.
+
+    With training statistics (``train``), two baselines fitted on them join the others:
+    ``"train_mean"`` (the mean of the training perturbations, Mejia et al.'s mean / cell-eval's
+    cell mean) and ``"train_linear"`` (Ahlmann-Eltze et al.'s PCA-ridge model; only when the
+    training cells include controls).
+    """
+    from ..baselines import make_baselines, train_linear, train_mean
 
     s = summaries.truth
     sides = {name: Side(mean, var, n, "full", "model") for name, (mean, var, n) in summaries.preds.items()}
     none = baselines is None or (not isinstance(baselines, str) and len(baselines) == 0)
     base = {} if none else make_baselines(s, baselines, seed=seed, targets=config.targets)
+    if train is not None and not none:
+        fitted = {"train_mean": train_mean(train, s.perturbations, control=s.control, genes=s.genes)}
+        if s.control in set(train.groups.astype(str)):
+            try:
+                fitted["train_linear"] = train_linear(train, s.perturbations, control=s.control,
+                                                      targets=config.targets, genes=s.genes)
+            except InputError as exc:  # e.g. too few training perturbations target a measured gene
+                log.info("evaluate: no train_linear baseline (%s)", exc)
+        base = {**base, **fitted}
     for name, b in base.items():
         if name in sides:
             raise InputError(f"The baseline {name!r} has the name of a model; rename the model.")

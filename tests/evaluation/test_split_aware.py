@@ -79,6 +79,8 @@ def test_train_centroid_is_the_mean_of_training_means(screen):
     truth, train = screen
     table = shrinkpert.evaluate(truth, truth, train=train, metrics=["pearson_delta"], weights=None, n_boot=20)
     assert set(table.to_frame()["reference"]) == {"control", "train_centroid"}
+    assert "baseline_train_mean" in table.to_frame().columns  # no train_linear: labels are not gene names
+    assert table.params["baselines"]["train_mean"] and table.params["train_perturbations"] == 4
     pred = _resampled(truth, 2)
     got = shrinkpert.evaluate(pred, truth, train=train, metrics=["pearson_delta"], weights=None, n_boot=20)
     got = got.to_frame().query("reference == 'train_centroid'").set_index("perturbation")["value"]
@@ -93,12 +95,14 @@ def test_train_centroid_is_the_mean_of_training_means(screen):
 
 def test_train_sharing_perturbations_or_cells_is_refused(screen):
     truth, train = screen
-    with pytest.raises(LeakageError, match=r"share 4 perturbations"):
-        shrinkpert.evaluate(truth, truth, train=truth, metrics=DELTA, weights=None)
+    renamed = truth.copy()
+    renamed.obs_names = [f"other_{name}" for name in truth.obs_names]  # other cells, the same perturbations
+    with pytest.raises(LeakageError, match=r"4 perturbations are in both the training and the test set"):
+        shrinkpert.evaluate(truth, truth, train=renamed, metrics=DELTA, weights=None)
     overlap = shrinkpert.evaluate  # the same cells under other labels
     moved = truth[truth.obs["perturbation"] == "non-targeting"].copy()
     moved.obs["perturbation"] = "G99"
-    with pytest.raises(LeakageError, match="share .* cells"):
+    with pytest.raises(LeakageError, match="cells are in both the training and the test set"):
         overlap(truth, truth, train=moved, metrics=DELTA, weights=None)
 
 

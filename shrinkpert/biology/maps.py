@@ -233,7 +233,7 @@ def cosine_similarity(x: Any, *, block_size: int | None = None) -> np.ndarray:
     -------
     ndarray of float64, shape (n, n)
         Symmetric, clipped to [-1, 1], diagonal 1; rows and columns of all-zero rows are NaN.
-        Identical rows (after normalisation) get exactly equal similarities. Memory: ``8 n²``
+        Rows with bit-identical unit vectors (e.g. identical rows) get exactly equal similarities. Memory: ``8 n²``
         bytes.
     """
     x = np.asarray(x, dtype=np.float64)

@@ -208,7 +208,7 @@ def read_relationships(path: Any, *, format: str | None = None, source: str | No
     path : str or path-like
         ``.gz`` files are decompressed on the fly.
     format : {"pairs", "gmt", "sets"}, optional
-        ``pairs``: a CSV/TSV table whose first two columns (or columns ``gene_a, gene_b``,
+        ``pairs``: a CSV or TSV table (tab-separated when its header has a tab) whose first two columns (or columns ``gene_a, gene_b``,
         ``entity1, entity2`` or ``source, target``) name the two genes; a header is expected.
         ``gmt``: MSigDB GMT, one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
         ``sets``: ``name<TAB>gene gene ...`` (e.g. EFAAR's ``CORUM_clusters.tsv``). Every pair
@@ -250,8 +250,9 @@ def read_relationships(path: Any, *, format: str | None = None, source: str | No
     attrs = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "format": fmt,
              "licence": "user file"}
     if fmt == "pairs":
-        sep = "\t" if {".tsv", ".txt"} & set(suffixes) and ".csv" not in suffixes else None
-        table = pd.read_csv(path, sep=sep, engine="python", dtype=str, keep_default_na=False)
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as fh:
+            sep = "\t" if "\t" in fh.readline() else ","
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
         if table.shape[1] < 2:
             raise InputError(f"{path}: a pairs file needs two gene columns; found {list(table.columns)}.")
         cols = next(((a, b) for a, b in _PAIR_COLUMNS if {a, b} <= set(table.columns)), tuple(table.columns[:2]))

@@ -33,43 +33,42 @@ from ..errors import InputError, ShrinkpertWarning
 from .maps import cosine_similarity, perturbation_map
 from .relationships import to_symbols
 
-__all__ = ["RelationshipRecall", "relationship_recall", "tail_credit", "tail_parts", "relationship_pairs"]
+__all__ = ["RelationshipRecall", "relationship_recall", "relationship_pairs", "upper_values"]
 
 
-def tail_parts(values: np.ndarray, sorted_all: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Bottom- and top-tail credit of each of ``values`` among the sorted similarities (see module)."""
-    n = sorted_all.size
-    lo = np.searchsorted(sorted_all, values, side="left").astype(np.float64)
-    hi = np.searchsorted(sorted_all, values, side="right").astype(np.float64)
-    tail = threshold * n
-    width = np.maximum(hi - lo, 1.0)
-    bottom = np.clip(np.minimum(hi, tail) - lo, 0.0, None) / width
-    top = np.clip(hi - np.maximum(lo, n - tail), 0.0, None) / width
-    return bottom, top
+class _Tails:
+    """Tail credits as a function of a similarity value, from the two tail-edge tie groups.
 
+    Built in O(N) from the unsorted similarities (two order statistics by ``np.partition`` and
+    counts at the two edge values): a value below the bottom edge value has bottom credit 1, above
+    the top edge value top credit 1, strictly between them 0, and a value equal to an edge value
+    the share of its tie group's rank interval inside the tail.
+    """
 
-def tail_credit(values: np.ndarray, sorted_all: np.ndarray, threshold: float) -> np.ndarray:
-    """Tail credit (both tails) of each of ``values`` among the sorted similarities ``sorted_all``."""
-    bottom, top = tail_parts(values, sorted_all, threshold)
-    return np.minimum(bottom + top, 1.0)
+    def __init__(self, values: np.ndarray, threshold: float) -> None:
+        n = values.size
+        self.n, self.tail = n, threshold * n
+        i_lo = min(int(np.floor(self.tail)), n - 1)
+        i_hi = max(min(int(np.ceil(n - self.tail)) - 1, n - 1), 0)
+        part = np.partition(values, [i_lo, i_hi]) if n > 1 else values
+        self.v_lo, self.v_hi = float(part[i_lo]), float(part[i_hi])
+        self.edge = {}
+        for v in (self.v_lo, self.v_hi):
+            lo, hi = float(np.count_nonzero(values < v)), float(np.count_nonzero(values <= v))
+            self.edge[v] = (max(min(hi, self.tail) - lo, 0.0) / (hi - lo), max(hi - max(lo, n - self.tail), 0.0) / (hi - lo))
 
-
-class _Credit:
-    """Tail credit as a function of a similarity value, from four numbers (vectorised)."""
-
-    def __init__(self, sorted_all: np.ndarray, threshold: float) -> None:
-        n = sorted_all.size
-        tail = threshold * n
-        i_lo = min(int(np.floor(tail)), n - 1)
-        i_hi = max(min(int(np.ceil(n - tail)) - 1, n - 1), 0)
-        self.v_lo, self.v_hi = sorted_all[i_lo], sorted_all[i_hi]
-        self.c_lo, self.c_hi = tail_credit(np.array([self.v_lo, self.v_hi]), sorted_all, threshold)
+    def parts(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bottom- and top-tail credit of each similarity in ``s`` (any shape)."""
+        bottom = (s < self.v_lo).astype(np.float64)
+        top = (s > self.v_hi).astype(np.float64)
+        for v, (b, t) in self.edge.items():
+            at = s == v
+            bottom[at], top[at] = b, t
+        return bottom, top
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
-        out = ((s < self.v_lo) | (s > self.v_hi)).astype(np.float64)
-        out[s == self.v_lo] = self.c_lo
-        out[s == self.v_hi] = self.c_hi
-        return out
+        bottom, top = self.parts(s)
+        return bottom + top
 
 
 def relationship_pairs(perturbation_genes: Any, relationships: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +148,16 @@ class RelationshipRecall:
         return pd.DataFrame([row])
 
 
-def _upper_sorted(s: np.ndarray) -> np.ndarray:
-    iu = np.triu_indices(s.shape[0], k=1)
-    v = s[iu]
-    v = v[~np.isnan(v)]
-    v.sort()
+def upper_values(s: np.ndarray) -> np.ndarray:
+    """Defined values of the strict upper triangle, row by row (row slices: no P² index arrays)."""
+    n = s.shape[0]
+    v = np.empty(n * (n - 1) // 2)
+    pos = 0
+    for i in range(n - 1):
+        v[pos:pos + n - 1 - i] = s[i, i + 1:]
+        pos += n - 1 - i
+    if np.isnan(v).any():
+        v = v[~np.isnan(v)]
     return v
 
 
@@ -164,7 +168,7 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
-def _permutation_null(s: np.ndarray, a: np.ndarray, b: np.ndarray, credit: _Credit, n_perm: int,
+def _permutation_null(s: np.ndarray, a: np.ndarray, b: np.ndarray, credit: _Tails, n_perm: int,
                       rng: np.random.Generator) -> np.ndarray:
     """Recall of ``n_perm`` random relabellings of the defined perturbations (chunked)."""
     defined = np.flatnonzero(~np.isnan(np.diag(s)))
@@ -261,12 +265,11 @@ def relationship_recall(
             "No known pair has both genes perturbed in the map; check that perturbation labels (or targets=) are "
             "gene symbols or Ensembl IDs of the relationship set."
         )
-    sorted_all = _upper_sorted(s)
-    vals = s[a, b]
-    bottom, top = tail_parts(vals, sorted_all, t)
-    credit = np.minimum(bottom + top, 1.0)
+    tails = _Tails(upper_values(s), t)
+    bottom, top = tails.parts(s[a, b])
+    credit = bottom + top
     rng = np.random.default_rng(seed)
-    null = _permutation_null(s, a, b, _Credit(sorted_all, t), n_perm, rng)
+    null = _permutation_null(s, a, b, tails, n_perm, rng)
     recall = float(credit.mean())
     n_partners = np.bincount(np.concatenate([a, b]), minlength=len(perts))
     sums = np.bincount(np.concatenate([a, b]), weights=np.concatenate([credit, credit]), minlength=len(perts))

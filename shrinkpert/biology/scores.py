@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..metrics.registry import KINDS, MetricSpec
 from .agreement import _check_neighbors, _neighbour_ap
 from .maps import cosine_similarity
-from .recall import _check_threshold, _upper_sorted, relationship_pairs, tail_credit
+from .recall import _check_threshold, _Tails, relationship_pairs, upper_values
 
 __all__ = ["relationship_recall_score", "map_agreement_score", "METRIC_SPECS", "metric_specs"]
 
@@ -111,7 +111,7 @@ def relationship_recall_score(
     defined = ~np.isnan(np.diag(s))
     keep = defined[a] & defined[b]
     a, b = a[keep], b[keep]
-    credit = tail_credit(s[a, b], _upper_sorted(s), t) if a.size else np.empty(0)
+    credit = _Tails(upper_values(s), t)(s[a, b]) if a.size else np.empty(0)
     ends = np.concatenate([a, b])
     n = np.bincount(ends, minlength=p.shape[0])
     total = np.bincount(ends, weights=np.concatenate([credit, credit]), minlength=p.shape[0])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from shrinkpert.biology import relationship_recall
-from shrinkpert.biology.recall import _Credit, tail_credit, tail_parts
+from shrinkpert.biology.recall import _Tails
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
 NAMES = [f"G{i}" for i in range(16)]
@@ -23,6 +23,21 @@ def _loop_cosine(x):
         dot = math.fsum(a * b for a, b in zip(x[i], x[j]))
         out[(i, j)] = dot / math.sqrt(math.fsum(a * a for a in x[i]) * math.fsum(b * b for b in x[j]))
     return out
+
+
+def tail_parts(values, sorted_all, alpha):
+    """Reference: the overlap of each value's tie-group rank interval with the two tails."""
+    n = sorted_all.size
+    lo = np.searchsorted(sorted_all, values, side="left").astype(float)
+    hi = np.searchsorted(sorted_all, values, side="right").astype(float)
+    bottom = np.clip(np.minimum(hi, alpha * n) - lo, 0, None) / (hi - lo)
+    top = np.clip(hi - np.maximum(lo, n - alpha * n), 0, None) / (hi - lo)
+    return bottom, top
+
+
+def tail_credit(values, sorted_all, alpha):
+    bottom, top = tail_parts(values, sorted_all, alpha)
+    return bottom + top
 
 
 def test_tail_credit_closed_forms():
@@ -38,9 +53,14 @@ def test_tail_credit_closed_forms():
         v = np.sort(np.round(rng.normal(size=301), 1))  # many ties
         c = tail_credit(v, v, alpha)
         assert math.isclose(c.sum(), 2 * alpha * v.size, rel_tol=1e-12)  # credits sum to 2 alpha N
-        f = _Credit(v, alpha)  # the four-number form used by the null agrees everywhere
+        f = _Tails(rng.permutation(v), alpha)  # the O(N) edge form used by the implementation agrees
         np.testing.assert_array_equal(f(v), c)
+        for got, want in zip(f.parts(v), tail_parts(v, v, alpha)):
+            np.testing.assert_array_equal(got, want)
     assert (tail_credit(np.ones(10), np.ones(10), 0.05) == 0.1).all()  # all tied: chance exactly
+    assert (_Tails(np.ones(10), 0.05)(np.ones(10)) == 0.1).all()
+    for alpha, v in ((0.25, np.arange(1.0, 7.0)), (0.25, np.array([1.0, 1.0, 2.0, 3.0, 4.0, 4.0]))):
+        np.testing.assert_array_equal(_Tails(v[::-1].copy(), alpha)(v), tail_credit(v, v, alpha))
 
 
 def test_recall_equals_a_brute_force_loop_without_ties():

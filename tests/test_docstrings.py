@@ -21,6 +21,12 @@ MODULES = [
     "shrinkpert.reference.population",
     "shrinkpert.weights.core",
     "shrinkpert.weights.deltas",
+    "shrinkpert.biology.relationships",
+    "shrinkpert.biology.maps",
+    "shrinkpert.biology.recall",
+    "shrinkpert.biology.agreement",
+    "shrinkpert.biology.pathways",
+    "shrinkpert.biology.scores",
 ]
 
 

@@ -17,7 +17,7 @@ groups of 10 perturbations share a programme; the relationships are all pairs wi
 
 Usage::
 
-    python benchmarks/biology.py [--sizes 1000 10000] [--jobs floor similarity recall map_agreement]
+    python benchmarks/biology.py [--sizes 1000 10000] [--jobs floor similarity recall map_agreement] [--repeat 2]
 
 Results go to ``benchmarks/results/biology.csv`` and ``.md``.
 """
@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000])
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
     parser.add_argument("--agreement-max", type=int, default=1000, help="largest P for map_agreement")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per job; the fastest is kept")
     parser.add_argument("--child", choices=JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -114,13 +115,18 @@ def main(argv=None) -> int:
         for job in args.jobs:
             if job == "map_agreement" and n > args.agreement_max:
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--child", job, "--n", str(n)],
-                                  capture_output=True, text=True, env=env)
+            runs = []
+            for _ in range(args.repeat):
+                proc = subprocess.run([sys.executable, __file__, "--child", job, "--n", str(n)],
+                                      capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    break
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             if proc.returncode != 0:
                 rows.append({"n_perturbations": n, "job": job, "status": "failed",
                              "error": " ".join(proc.stderr.strip().splitlines()[-1:])})
                 continue
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result = min(runs, key=lambda r: r["wall_s"])
             rows.append({"n_perturbations": n, "n_genes": N_GENES, "job": job, "status": "ok",
                          "peak_rss_gib": result.pop("peak_rss_bytes") / GIB, **result})
             sys.stderr.write(f"{n} {job}: {result['wall_s']:.1f} s\n")
@@ -132,8 +138,9 @@ def main(argv=None) -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     table.to_csv(out / "biology.csv", index=False)
-    header = (f"Machine: {os.cpu_count()} cores; Python {platform.python_version()}; one run per job, each in a "
-              "fresh process (whole-process wall time, peak RSS from getrusage); G = 2,000 genes.\n\n")
+    header = (f"Machine: {os.cpu_count()} cores, shared with other work; Python {platform.python_version()}; "
+              f"fastest of {args.repeat} runs per job, each in a fresh process (whole-process wall time, peak RSS "
+              "from getrusage); G = 2,000 genes.\n\n")
     (out / "biology.md").write_text(header + "```\n" + table.round(4).to_string(index=False) + "\n```\n")
     sys.stdout.write(header + table.round(4).to_string(index=False) + "\n")
     return 0 if (table["status"] == "ok").all() else 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import metrics
-from . import datasets, target
+from . import biology, datasets, target
 from .data.design import PerturbationDesign, encode_design
 from .effects.estimate import EffectSizes, estimate_effects
 
@@ -40,6 +40,7 @@ __all__ = [
     "__version__",
     "datasets",
     "target",
+    "biology",
     "PerturbationDesign",
     "encode_design",
     "GroupStatistics",

@@ -7,8 +7,9 @@
 * :func:`relationship_recall`: EFAAR-style recall of known pairs in the tails of the map, with a
   permutation null. :func:`map_agreement`: retrieval of the true map's neighbours in a predicted
   map. :func:`pathway_activity`: gene-set activity per perturbation.
-* :data:`METRIC_SPECS`: ``relationship_recall`` and ``map_agreement`` for the metric registry
-  (array functions :func:`relationship_recall_score`, :func:`map_agreement_score`).
+* :data:`METRIC_SPECS`: ``relationship_recall``, ``map_agreement`` and ``pathway_activity`` for the
+  metric registry (array functions :func:`relationship_recall_score`, :func:`map_agreement_score`,
+  :func:`pathway_activity_score`).
 """
 
 from .agreement import MapAgreement, map_agreement
@@ -16,7 +17,7 @@ from .maps import PerturbationMap, cosine_similarity, perturbation_map, profile_
 from .pathways import PathwayActivity, pathway_activity
 from .recall import RelationshipRecall, relationship_recall
 from .relationships import BUNDLED, load_relationships, pairs_from_sets, read_relationships
-from .scores import METRIC_SPECS, map_agreement_score, relationship_recall_score
+from .scores import METRIC_SPECS, map_agreement_score, pathway_activity_score, relationship_recall_score
 
 __all__ = [
     "BUNDLED",
@@ -35,5 +36,6 @@ __all__ = [
     "pathway_activity",
     "relationship_recall_score",
     "map_agreement_score",
+    "pathway_activity_score",
     "METRIC_SPECS",
 ]

@@ -173,13 +173,14 @@ def _permutation_null(s: np.ndarray, a: np.ndarray, b: np.ndarray, credit: _Tail
     """Recall of ``n_perm`` random relabellings of the defined perturbations (chunked)."""
     defined = np.flatnonzero(~np.isnan(np.diag(s)))
     out = np.empty(n_perm)
+    pos = np.full(s.shape[0], -1)
+    pos[defined] = np.arange(defined.size)
+    pa, pb = pos[a], pos[b]
     chunk = max(1, (1 << 22) // max(a.size, 1))
     for start in range(0, n_perm, chunk):
         m = min(chunk, n_perm - start)
         perms = rng.permuted(np.broadcast_to(defined, (m, defined.size)), axis=1)
-        pos = np.full(s.shape[0], -1)
-        pos[defined] = np.arange(defined.size)
-        vals = s[perms[:, pos[a]], perms[:, pos[b]]]
+        vals = s[perms[:, pa], perms[:, pb]]
         out[start:start + m] = credit(vals).mean(axis=1)
     return out
 
@@ -290,6 +291,6 @@ def relationship_recall(
         n_perturbations=int(len(perts)),
         n_testable=int((n_partners > 0).sum()),
         per_perturbation=per,
-        params={"threshold": t, "n_permutations": n_perm, "seed": seed if isinstance(seed, int) else "generator",
+        params={"threshold": t, "n_permutations": n_perm, "seed": int(seed) if isinstance(seed, (int, np.integer)) else "generator",
                 "source": "+".join(map(str, sources)), "align": align, **dict(pmap.params)},
     )

@@ -19,9 +19,11 @@ from ..errors import InputError
 from ..metrics.registry import KINDS, MetricSpec
 from .agreement import _check_neighbors, _neighbour_ap
 from .maps import cosine_similarity
+from .pathways import activity_agreement, activity_scores, gene_set_matrix
 from .recall import _check_threshold, _Tails, relationship_pairs, upper_values
 
-__all__ = ["relationship_recall_score", "map_agreement_score", "METRIC_SPECS", "metric_specs"]
+__all__ = ["relationship_recall_score", "map_agreement_score", "pathway_activity_score", "METRIC_SPECS",
+           "metric_specs"]
 
 
 def _pair(pred: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +158,57 @@ def map_agreement_score(pred: Any, truth: Any, *, weights: Any = None, n_neighbo
     return _neighbour_ap(s_pred, s_true, k)[0]
 
 
+def pathway_activity_score(
+    pred: Any,
+    truth: Any,
+    *,
+    gene_sets: Any,
+    genes: Any,
+    method: str = "ulm",
+    min_size: int = 5,
+) -> np.ndarray:
+    r"""Per-perturbation Pearson correlation of predicted and true gene-set activities.
+
+    Activities :math:`a_{ps}` as :func:`~shrinkpert.biology.pathway_activity` (``"ulm"``: the
+    slope t of the profile on the set's weights; ``"mean"``: weighted mean), then for each
+    perturbation
+
+    .. math:: \rho_p = \mathrm{corr}_s(\hat a_{ps}, a_{ps}).
+
+    Parameters
+    ----------
+    pred, truth : array-like of shape (n_perturbations, n_genes)
+    gene_sets : mapping or DataFrame
+        Set -> genes (or -> {gene: weight}), or a long DataFrame ``set, gene[, weight]``.
+    genes : sequence of str
+        Gene of each column.
+    method : {"ulm", "mean"}, default "ulm"
+    min_size : int, default 5
+
+    Returns
+    -------
+    ndarray of float64, shape (n_perturbations,)
+        NaN with fewer than 2 sets or constant activities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from shrinkpert.biology import pathway_activity_score
+    >>> x = np.random.default_rng(0).normal(size=(4, 6))
+    >>> sets = {"S1": ["a", "b"], "S2": ["c", "d", "e"], "S3": ["f", "a"]}
+    >>> pathway_activity_score(x, x, gene_sets=sets, genes=list("abcdef"), min_size=2).round(12).tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    p, t = _pair(pred, truth)
+    labels = list(genes)
+    if len(labels) != p.shape[1]:
+        raise InputError(f"genes has {len(labels)} entries but pred has {p.shape[1]} columns.")
+    m, sets = gene_set_matrix(gene_sets, labels, min_size=int(min_size))
+    if len(sets) < 2:
+        raise InputError(f"pathway_activity needs >= 2 gene sets with {min_size}+ measured genes; found {len(sets)}.")
+    return activity_agreement(activity_scores(p, m, method), activity_scores(t, m, method))
+
+
 def metric_specs(kind: str = "biology") -> tuple[MetricSpec, ...]:
     """The biology :class:`~shrinkpert.metrics.registry.MetricSpec` objects, with family ``kind``."""
     return (
@@ -175,6 +228,13 @@ def metric_specs(kind: str = "biology") -> tuple[MetricSpec, ...]:
             description="Average precision of retrieving the true map's nearest neighbours in the predicted map",
             origin="copairs-style mAP (Kalinin et al. 2025) with the truth's neighbours as positives; "
                    "scikit-learn tie handling",
+        ),
+        MetricSpec(
+            name="pathway_activity", func=pathway_activity_score, greater_is_better=True, best=1.0, kind=kind,
+            needs="deltas", weighted=False,
+            nan_policy="fewer than 2 gene sets, or constant predicted or true activities",
+            description="Pearson correlation across gene sets of predicted vs true activity (ulm t)",
+            origin="decoupler ulm activity (univariate linear model t); needs gene_sets= and genes=",
         ),
     )
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shrinkpert.biology import METRIC_SPECS, map_agreement_score, relationship_recall, relationship_recall_score
+from shrinkpert.biology import (METRIC_SPECS, map_agreement_score, pathway_activity_score, relationship_recall,
+                                relationship_recall_score)
 from shrinkpert.errors import InputError
 from shrinkpert.metrics.registry import MetricSpec
 
@@ -65,11 +66,30 @@ def test_perturbation_order_carries_through():
 def test_specs_call_the_functions_and_reject_bad_targets():
     truth, pred = _data(3)
     specs = {s.name: s for s in METRIC_SPECS}
-    assert set(specs) == {"relationship_recall", "map_agreement"}
+    assert set(specs) == {"relationship_recall", "map_agreement", "pathway_activity"}
     assert all(isinstance(s, MetricSpec) and s.weighted and s.needs == "deltas" and s.best == 1.0
-               for s in specs.values())
+               for s in specs.values() if s.name != "pathway_activity")
     np.testing.assert_array_equal(specs["relationship_recall"](pred, truth, relationships=REL, targets=NAMES),
                                   relationship_recall_score(pred, truth, relationships=REL, targets=NAMES))
     assert (specs["map_agreement"](truth, truth) == 1.0).all()
     with pytest.raises(InputError, match="targets has 3 entries but pred has 30 rows"):
         relationship_recall_score(pred, truth, relationships=REL, targets=NAMES[:3])
+
+
+def test_pathway_activity_score_against_the_closed_form():
+    rng = np.random.default_rng(5)
+    genes = [f"g{i}" for i in range(12)]
+    sets = {"A": genes[:4], "B": genes[3:8], "C": genes[8:]}
+    truth = rng.normal(size=(5, 12))
+    pred = truth + rng.normal(size=truth.shape)
+    got = pathway_activity_score(pred, truth, gene_sets=sets, genes=genes, method="mean", min_size=2)
+    mean = lambda x: np.stack([x[:, :4].mean(1), x[:, 3:8].mean(1), x[:, 8:].mean(1)], axis=1)  # noqa: E731
+    want = [np.corrcoef(a, b)[0, 1] for a, b in zip(mean(pred), mean(truth))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    spec = {s.name: s for s in METRIC_SPECS}["pathway_activity"]
+    assert not spec.weighted
+    np.testing.assert_allclose(spec(truth, truth, gene_sets=sets, genes=genes, min_size=2), 1.0, atol=1e-12)
+    with pytest.raises(InputError, match="needs >= 2 gene sets"):
+        pathway_activity_score(pred, truth, gene_sets={"A": genes[:4]}, genes=genes, min_size=2)
+    with pytest.raises(InputError, match="genes has 3 entries"):
+        pathway_activity_score(pred, truth, gene_sets=sets, genes=genes[:3])

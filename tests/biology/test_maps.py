@@ -84,3 +84,29 @@ def test_map_inputs_are_validated():
     profiles = x.copy()
     perturbation_map(profiles, controls=np.zeros((2, 2)))
     pd.testing.assert_frame_equal(profiles, x)  # inputs untouched
+
+
+def test_effect_results_are_profiles(counts):
+    from shrinkpert import ShrunkEffects, estimate_effects
+    from shrinkpert.biology import profile_matrix
+
+    from shrinkpert.errors import ShrinkpertWarning
+
+    with pytest.warns(ShrinkpertWarning, match="library size of 0"):  # the fixture has a zero-count cell
+        effects = estimate_effects(counts)
+    values, perts, genes = profile_matrix(effects)
+    np.testing.assert_array_equal(values, effects.effect)
+    assert list(perts) == list(effects.perturbations) and list(genes) == list(effects.genes)
+    shape = effects.effect.shape
+    shrunk = ShrunkEffects(  # built directly (fitting ash is not what is tested here)
+        perturbations=effects.perturbations, genes=effects.genes, effect=effects.effect,
+        std_error=effects.std_error, raw_std_error=effects.std_error, posterior_mean=0.5 * effects.effect,
+        posterior_sd=np.ones(shape), lfsr=np.ones(shape), lfdr=np.ones(shape), prior_weights=np.ones((1, 1)),
+        prior_sd=np.ones((1, 1)), loglik=np.zeros(1), target_index=effects.target_index, scale="log1p",
+        params={"by": "pooled"})
+    np.testing.assert_array_equal(profile_matrix(shrunk)[0], shrunk.posterior_mean)
+    np.testing.assert_array_equal(profile_matrix(shrunk, field="effect")[0], shrunk.effect)
+    with pytest.raises(InputError, match="field='lfsr' is not a profile of ShrunkEffects"):
+        profile_matrix(shrunk, field="lfsr")
+    m = perturbation_map(effects)
+    np.testing.assert_array_equal(m.embedding, effects.effect)

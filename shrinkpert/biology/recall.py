@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..errors import InputError, ShrinkpertWarning
 from .maps import cosine_similarity, perturbation_map
-from .relationships import to_symbols
+from .relationships import load_relationships, to_symbols
 
 __all__ = ["RelationshipRecall", "relationship_recall", "relationship_pairs", "upper_values"]
 
@@ -187,7 +187,7 @@ def _permutation_null(s: np.ndarray, a: np.ndarray, b: np.ndarray, credit: _Tail
 
 def relationship_recall(
     profiles: Any,
-    relationships: pd.DataFrame,
+    relationships: pd.DataFrame | str,
     *,
     targets: Mapping[str, str] | None = None,
     controls: Any = None,
@@ -212,8 +212,9 @@ def relationship_recall(
     ----------
     profiles : DataFrame, EffectSizes, ShrunkEffects
         One row per perturbation, labelled by its target gene (or use ``targets``).
-    relationships : pandas.DataFrame
-        Columns ``gene_a, gene_b`` (:func:`load_relationships`, :func:`read_relationships`).
+    relationships : pandas.DataFrame or str
+        Columns ``gene_a, gene_b`` (:func:`load_relationships`, :func:`read_relationships`), or
+        the name of a bundled set.
     targets : mapping, optional
         Perturbation label -> target gene symbol or Ensembl ID (default: the label itself).
     controls, align, n_components, field
@@ -249,6 +250,8 @@ def relationship_recall(
     n_perm = int(n_permutations)
     if n_perm < 1:
         raise InputError(f"n_permutations must be >= 1; got {n_permutations!r}.")
+    if isinstance(relationships, str):
+        relationships = load_relationships(relationships)
     pmap = perturbation_map(profiles, controls=controls, align=align, n_components=n_components, field=field)
     perts = pmap.perturbations
     genes = [targets.get(p, p) for p in perts] if targets is not None else [str(p) for p in perts]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shrinkpert.biology import relationship_recall
+from shrinkpert.biology import load_relationships, relationship_recall
 from shrinkpert.biology.recall import _Tails
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
@@ -161,3 +161,12 @@ def test_input_errors():
         relationship_recall(x, pd.DataFrame({"a": ["A"], "b": ["B"]}))
     with pytest.raises(InputError, match="Several perturbations target the same gene"):
         relationship_recall(x, rel, targets={"A": "STAT1", "B": "STAT1"})
+
+
+def test_a_bundled_set_can_be_named():
+    rel = load_relationships("reactome")
+    genes = pd.unique(rel[["gene_a", "gene_b"]].to_numpy().ravel())[:40]
+    x = pd.DataFrame(np.random.default_rng(10).normal(size=(40, 8)), index=genes)
+    a = relationship_recall(x, "reactome", n_permutations=20)
+    b = relationship_recall(x, rel, n_permutations=20)
+    assert a.to_frame().equals(b.to_frame()) and a.params["source"] == "reactome"

@@ -210,32 +210,28 @@ def pathway_activity_score(
 
 
 def metric_specs(kind: str = "biology") -> tuple[MetricSpec, ...]:
-    """The biology :class:`~shrinkpert.metrics.registry.MetricSpec` objects, with family ``kind``."""
-    return (
-        MetricSpec(
-            name="relationship_recall", func=relationship_recall_score, greater_is_better=True, best=1.0,
-            kind=kind, needs="deltas", weighted=True,
-            nan_policy="no known partner among the perturbations, or an all-zero predicted delta",
-            description="Share of a perturbation's known relationships among the top/bottom 5% of predicted-map "
-                        "similarities",
-            origin="EFAAR known-relationship recall (Celik et al. 2024), per perturbation; ties get their expected "
-                   "tail share; needs relationships= and targets=",
-        ),
-        MetricSpec(
-            name="map_agreement", func=map_agreement_score, greater_is_better=True, best=1.0, kind=kind,
-            needs="deltas", weighted=True,
-            nan_policy="an all-zero delta on either side, or fewer than 2 candidates",
-            description="Average precision of retrieving the true map's nearest neighbours in the predicted map",
-            origin="copairs-style mAP (Kalinin et al. 2025) with the truth's neighbours as positives; "
-                   "scikit-learn tie handling",
-        ),
-        MetricSpec(
-            name="pathway_activity", func=pathway_activity_score, greater_is_better=True, best=1.0, kind=kind,
-            needs="deltas", weighted=False,
-            nan_policy="fewer than 2 gene sets, or constant predicted or true activities",
-            description="Pearson correlation across gene sets of predicted vs true activity (ulm t)",
-            origin="decoupler ulm activity (univariate linear model t); needs gene_sets= and genes=",
-        ),
+    """The biology :class:`~shrinkpert.metrics.registry.MetricSpec` objects, with family ``kind``.
+
+    All three score deltas, are better when greater and score 1 at best.
+    """
+    rows = (
+        ("relationship_recall", relationship_recall_score, True,
+         "no known partner among the perturbations, or an all-zero predicted delta",
+         "Share of a perturbation's known relationships among the top/bottom 5% of predicted-map similarities",
+         "EFAAR known-relationship recall (Celik et al. 2024), per perturbation; ties get their expected tail "
+         "share; needs relationships= and targets="),
+        ("map_agreement", map_agreement_score, True, "an all-zero delta on either side, or fewer than 2 candidates",
+         "Average precision of retrieving the true map's nearest neighbours in the predicted map",
+         "copairs-style mAP (Kalinin et al. 2025) with the truth's neighbours as positives; scikit-learn ties"),
+        ("pathway_activity", pathway_activity_score, False,
+         "fewer than 2 gene sets, or constant predicted or true activities",
+         "Pearson correlation across gene sets of predicted vs true activity (ulm t)",
+         "decoupler ulm activity (univariate linear model t); needs gene_sets= and genes="),
+    )
+    return tuple(
+        MetricSpec(name=name, func=func, greater_is_better=True, best=1.0, kind=kind, needs="deltas",
+                   weighted=weighted, nan_policy=nan, description=description, origin=origin)
+        for name, func, weighted, nan, description, origin in rows
     )
 
 

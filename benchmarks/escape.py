@@ -80,7 +80,7 @@ def _job_shrinkpert(path: str, out: str) -> dict:
     import pandas as pd
 
     from shrinkpert.datasets import simulate
-    from shrinkpert.target import classify_escape, dose_response
+    from shrinkpert.ontarget import classify_escape, dose_response
 
     # load the compiled kernels (Numba cache) and imported modules first, so that the measured
     # increment is the working memory of the analysis itself; process_s still includes all of it

@@ -95,7 +95,7 @@ def _job_floor(truth: str, pred: str) -> dict:
 
 
 def _job_shrinkpert(truth: str, pred: str, metrics: str | list[str] = "default") -> dict:
-    from shrinkpert.metrics import evaluate
+    from shrinkpert.evaluation import evaluate
 
     table = evaluate(pred, truth, control=CONTROL, metrics=metrics)
     s = table.summary()

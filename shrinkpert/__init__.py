@@ -13,56 +13,71 @@ Data flow (the sub-package order is the flow)::
        ▼
     PopulationReference, GeneWeights, deltas          shrinkpert.reference, shrinkpert.weights
        ▼
-    metric registry                                   shrinkpert.metrics
+    metric functions and their registry               shrinkpert.metrics
+       ▼
+    baselines, calibration                            shrinkpert.baselines, shrinkpert.calibration
+       ▼
+    knockdown, escape, dosage                         shrinkpert.ontarget
+       ▼
+    evaluate: read → summarise → baselines → score → calibrate     shrinkpert.evaluation
+
+Every input enters through one boundary (``shrinkpert._validate``). Names are imported on first
+use, so ``import shrinkpert`` (and ``shrinkpert --help``) stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from . import metrics
-from . import biology, datasets, target
-from .data.design import PerturbationDesign, encode_design
-from .effects.estimate import EffectSizes, estimate_effects
+#: public name -> module that defines it (imported on first access)
+_EXPORTS = {
+    "datasets": ".datasets",
+    "ontarget": ".ontarget",
+    "metrics": ".metrics",
+    "biology": ".biology",
+    "PerturbationDesign": ".data.design",
+    "encode_design": ".data.design",
+    "GroupStatistics": ".stats.group",
+    "group_statistics": ".stats.group",
+    "EffectSizes": ".effects.estimate",
+    "estimate_effects": ".effects.estimate",
+    "squeeze_var": ".effects.moderate",
+    "moderated_t": ".effects.moderate",
+    "ash": ".effects.ash",
+    "AshResult": ".effects.ash",
+    "shrink_effects": ".effects.shrink",
+    "ShrunkEffects": ".effects.shrink",
+    "transcriptome_impact": ".effects.impact",
+    "impact_correlation": ".effects.impact",
+    "replicability": ".effects.replicability",
+    "PopulationReference": ".reference.population",
+    "build_population_reference": ".reference.population",
+    "GeneWeights": ".weights",
+    "gene_weights": ".weights",
+    "evaluate": ".evaluation",
+    "EvaluationConfig": ".evaluation",
+    "MetricTable": ".evaluation",
+    "ShrinkpertError": ".errors",
+    "ShrinkpertWarning": ".errors",
+}
 
-from .effects.ash import AshResult, ash
-from .effects.impact import impact_correlation, transcriptome_impact
-from .effects.moderate import moderated_t, squeeze_var
-from .effects.replicability import replicability
-from .effects.shrink import ShrunkEffects, shrink_effects
-from .metrics.evaluate import MetricTable, evaluate
-from .errors import ShrinkpertError, ShrinkpertWarning
-from .reference.population import PopulationReference, build_population_reference
-from .stats.group import GroupStatistics, group_statistics
-from .weights import GeneWeights, gene_weights
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "__version__",
-    "datasets",
-    "target",
-    "biology",
-    "PerturbationDesign",
-    "encode_design",
-    "GroupStatistics",
-    "group_statistics",
-    "EffectSizes",
-    "estimate_effects",
-    "squeeze_var",
-    "ash",
-    "AshResult",
-    "shrink_effects",
-    "ShrunkEffects",
-    "transcriptome_impact",
-    "impact_correlation",
-    "replicability",
-    "moderated_t",
-    "PopulationReference",
-    "build_population_reference",
-    "GeneWeights",
-    "gene_weights",
-    "metrics",
-    "evaluate",
-    "MetricTable",
-    "ShrinkpertError",
-    "ShrinkpertWarning",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name], __name__)
+        value = module if _EXPORTS[name].endswith("." + name) and not hasattr(module, name) else getattr(module, name)
+        globals()[name] = value
+        return value
+    # ``shrinkpert.target`` was renamed ``shrinkpert.ontarget`` (``target/`` is a build-output folder
+    # name that many tools hide); the old name works, with a warning, for one release.
+    if name == "target":
+        return importlib.import_module(".target", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

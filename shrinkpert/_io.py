@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 __all__ = ["atomic_path", "sha256_file", "provenance", "prepare_out_dir"]
 
@@ -71,7 +71,8 @@ def provenance(**fields) -> dict:
 
 
 def prepare_out_dir(out: str | os.PathLike, *, force: bool) -> Path:
-    """Create ``out`` (a folder) or refuse when it holds files and ``force`` is false."""
+    """Create ``out`` (a folder) or refuse, before any work: it holds files and ``force`` is false,
+    it is a file, or it cannot be written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {str(out)!r} exists and is not a folder; choose another path.")
@@ -79,5 +80,11 @@ def prepare_out_dir(out: str | os.PathLike, *, force: bool) -> Path:
         raise OutputExistsError(
             f"Output folder {str(out)!r} is not empty; pass --force to overwrite its files."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OutputError(f"--out {str(out)!r} cannot be written ({exc.strerror or exc}); choose a folder you can "
+                          "write to.") from None
     return out

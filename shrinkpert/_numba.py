@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numba
 
-__all__ = ["kernel", "thread_limit", "resolve_threads"]
+__all__ = ["kernel", "thread_limit", "resolve_threads", "cached_kernels_present"]
 
 
 def kernel(func: Callable | None = None, *, parallel: bool = False) -> Callable:
@@ -25,6 +26,18 @@ def kernel(func: Callable | None = None, *, parallel: bool = False) -> Callable:
         return numba.njit(cache=True, error_model="numpy", nogil=True, parallel=parallel)(f)
 
     return wrap(func) if func is not None else wrap
+
+
+def cached_kernels_present() -> bool:
+    """Whether compiled kernels of this package are cached (Numba's index files, ``*.nbi``).
+
+    Numba writes them next to the sources (``__pycache__``) or below ``NUMBA_CACHE_DIR``; their
+    absence means the next run compiles (about a minute for the shrinkage kernels).
+    """
+    package = Path(__file__).parent
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    places = [Path(root)] if root else [package]
+    return any(next(place.rglob("*_kernels*.nbi"), None) is not None for place in places if place.is_dir())
 
 
 def resolve_threads(n_threads: int | None) -> int:

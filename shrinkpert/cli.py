@@ -1,8 +1,10 @@
 """Command-line interface: ``shrinkpert stats | effects | evaluate | demo``.
 
 Each subcommand calls one public function with the API's defaults (from ``_vocab``), writes
-its outputs atomically into ``--out DIR`` (refusing a non-empty folder without ``--force``)
-and prints a short summary.
+its outputs atomically into ``--out DIR`` (refusing a non-empty or unwritable folder without
+doing any work, and leaving no empty folder behind on failure) and prints a short summary.
+A problem with the input or an output is one line on stderr and exit code 2, never a traceback.
+The numerical stack is imported only when a command runs, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -11,25 +13,38 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from . import __version__
-from ._io import atomic_path, prepare_out_dir
 from ._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from .errors import ShrinkpertError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
 __all__ = ["main", "build_parser"]
+
+#: Exit code for bad inputs, options or outputs.
+EXIT_USAGE = 2
 
 
 def _write_h5ad(adata, path: Path) -> None:
+    from ._io import atomic_path
+
     with atomic_path(path, force=True) as tmp:
         adata.write_h5ad(tmp)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, *, index: bool = True) -> None:
+    from ._io import atomic_path
+
     with atomic_path(path, force=True) as tmp:
         frame.to_csv(tmp, index=index)
+
+
+def _add_exclude(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude", nargs="+", default=None, metavar="LABEL",
+                   help="labels whose cells are left out (e.g. unassigned)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, needs_input: bool = True) -> None:
@@ -47,7 +62,7 @@ def _add_effect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=None, help="layer with raw counts (default X)")
     p.add_argument("--target-sum", type=float, default=TARGET_SUM, help="counts per cell after normalisation")
     p.add_argument("--min-cells", type=int, default=MIN_CELLS, help="drop perturbations with fewer cells")
-    p.add_argument("--exclude", nargs="*", default=[], help="labels to leave out (e.g. unassigned)")
+    _add_exclude(p)
     p.add_argument("--tidy", action="store_true", help="also write the long table effects.csv")
 
 
@@ -61,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="per-group sufficient statistics in one pass")
     _add_common(p)
     p.add_argument("--groupby", default=PERTURBATION_KEY, help="obs column defining the groups")
+    _add_exclude(p)
     p.add_argument("--layer", default=None)
     p.add_argument("--normalize", default=None, choices=["log1p", "total"])
     p.add_argument("--target-sum", type=float, default=TARGET_SUM)
@@ -75,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="true cells (.h5ad, read in blocks)")
     p.add_argument("--perturbation-key", default=PERTURBATION_KEY, help="obs column of perturbation labels")
     p.add_argument("--control", default=CONTROL, help="control label")
+    _add_exclude(p)
     p.add_argument("--scale", default="auto", choices=["auto", "log1p", "counts"], help="scale of both inputs")
     p.add_argument("--layer", default=None, help="layer to read instead of X (both inputs)")
     p.add_argument("--target-sum", type=float, default=TARGET_SUM, help="counts per cell after normalisation")
@@ -95,22 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _labels_to_keep(source, key: str, control: str, exclude: list[str]) -> list[str] | None:
-    if not exclude:
-        return None
-    from .data.read import read_annotations
-
-    obs, _ = read_annotations(source)
-    if key not in obs.columns:
-        return None  # estimate_effects raises the informative error
-    labels = pd.unique(obs[key].dropna().astype(str))
-    return sorted(x for x in labels if x != control and x not in set(exclude))
-
-
 def _run_effects(source, args, out: Path) -> pd.DataFrame:
     from .effects.estimate import estimate_effects
 
-    keep = _labels_to_keep(source, args.perturbation_key, args.control, args.exclude)
     effects = estimate_effects(
         source,
         perturbation_key=args.perturbation_key,
@@ -119,7 +123,7 @@ def _run_effects(source, args, out: Path) -> pd.DataFrame:
         layer=args.layer,
         target_sum=args.target_sum,
         min_cells=args.min_cells,
-        perturbations=keep,
+        exclude=args.exclude,
         progress=args.progress,
     )
     summary = effects.summary()
@@ -135,8 +139,7 @@ def _run_demo(source, args, out: Path) -> pd.DataFrame:
     from .effects.estimate import estimate_effects
     from .effects.shrink import shrink_effects
 
-    keep = _labels_to_keep(source, args.perturbation_key, args.control, args.exclude)
-    effects = estimate_effects(source, perturbations=keep, progress=args.progress)
+    effects = estimate_effects(source, exclude=args.exclude, progress=args.progress)
     shrunk = shrink_effects(effects)
     table = effects.summary()[["n_cells", "target", "target_effect", "target_z"]].join(shrunk.summary())
     _write_h5ad(effects.to_anndata(), out / "effects.h5ad")
@@ -147,48 +150,82 @@ def _run_demo(source, args, out: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code (0 done, 2 bad input/option/output, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    out = Path(args.out)
+    created = not out.exists()
     try:
+        from ._io import prepare_out_dir
+
         out = prepare_out_dir(args.out, force=args.force)
-        if args.command == "stats":
-            from .stats.group import group_statistics
+        _announce_compilation(args.command)
+        table = _run(args, out)
+        import pandas as pd
 
-            stats = group_statistics(args.input, args.groupby, layer=args.layer, normalize=args.normalize,
-                                     target_sum=args.target_sum, progress=args.progress)
-            _write_h5ad(stats.to_anndata(), out / "stats.h5ad")
-            table = stats.summary()
-            _write_csv(table, out / "summary.csv")
-        elif args.command == "effects":
-            table = _run_effects(args.input, args, out)
-        elif args.command == "evaluate":
-            from .metrics.evaluate import evaluate
-
-            result = evaluate(args.pred, args.truth, perturbation_key=args.perturbation_key, control=args.control,
-                              scale=args.scale, layer=args.layer, target_sum=args.target_sum,
-                              metrics="default" if args.metrics is None else args.metrics,
-                              references=args.references,
-                              baselines="default" if args.baselines is None else args.baselines,
-                              calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
-                              guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
-                              progress=args.progress)
-            _write_csv(result.to_frame(), out / "metrics.csv", index=False)
-            table = result.summary()
-            _write_csv(table, out / "summary.csv")
-        else:  # demo
-            from .data.datasets import papalexi2021_path
-
-            ns = argparse.Namespace(perturbation_key=PERTURBATION_KEY, control=CONTROL, scale="log1p",
-                                    layer=None, target_sum=TARGET_SUM, min_cells=MIN_CELLS,
-                                    exclude=["unassigned"], tidy=True, progress=args.progress)
-            table = _run_demo(papalexi2021_path(), ns, out)
-            print("Papalexi et al. 2021 THP-1 ECCITE-seq (bundled): effects vs non-targeting (log1p scale),"
-                  " shrunk with ash (normal mixture, one prior per perturbation)")
         with pd.option_context("display.width", 120, "display.max_columns", 20, "display.max_rows", 60):
             print(table.round(4).to_string())
         print(f"\nwrote {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))} to {out}")
-    except ShrinkpertError as exc:
-        print(f"shrinkpert: error: {exc}", file=sys.stderr)
-        return 2
+    except (ShrinkpertError, OSError) as exc:
+        _remove_if_empty(out, created)
+        what = "" if isinstance(exc, ShrinkpertError) else f"{type(exc).__name__}: "
+        print(f"shrinkpert {args.command}: error: {what}{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _remove_if_empty(out, created)
+        print(f"shrinkpert {args.command}: interrupted; no partial output was written", file=sys.stderr)
+        return 130
     return 0
+
+
+def _remove_if_empty(out: Path, created: bool) -> None:
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _announce_compilation(command: str) -> None:
+    """Say so when the Numba kernels are not compiled yet (the first run; about a minute)."""
+    from ._numba import cached_kernels_present
+
+    if not cached_kernels_present():
+        print(f"shrinkpert {command}: compiling the Numba kernels for this machine (first run only, about a minute; "
+              "they are cached for later runs) ...", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame:
+    """Run one subcommand and return the table to print."""
+    if args.command == "stats":
+        from .stats.group import group_statistics
+
+        stats = group_statistics(args.input, args.groupby, layer=args.layer, normalize=args.normalize,
+                                 target_sum=args.target_sum, exclude=args.exclude, progress=args.progress)
+        _write_h5ad(stats.to_anndata(), out / "stats.h5ad")
+        table = stats.summary()
+        _write_csv(table, out / "summary.csv")
+        return table
+    if args.command == "effects":
+        return _run_effects(args.input, args, out)
+    if args.command == "evaluate":
+        from .evaluation import evaluate
+
+        result = evaluate(args.pred, args.truth, perturbation_key=args.perturbation_key, control=args.control,
+                          exclude=args.exclude, scale=args.scale, layer=args.layer, target_sum=args.target_sum,
+                          metrics="default" if args.metrics is None else args.metrics,
+                          references=args.references,
+                          baselines="default" if args.baselines is None else args.baselines,
+                          calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
+                          guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
+                          progress=args.progress)
+        _write_csv(result.to_frame(), out / "metrics.csv", index=False)
+        table = result.summary()
+        _write_csv(table, out / "summary.csv")
+        return table
+    from .data.datasets import papalexi2021_path
+
+    ns = argparse.Namespace(perturbation_key=PERTURBATION_KEY, control=CONTROL, scale="log1p", layer=None,
+                            target_sum=TARGET_SUM, min_cells=MIN_CELLS, exclude=["unassigned"], tidy=True,
+                            progress=args.progress)
+    table = _run_demo(papalexi2021_path(), ns, out)
+    print("Papalexi et al. 2021 THP-1 ECCITE-seq (bundled): effects vs non-targeting (log1p scale),"
+          " shrunk with ash (normal mixture, one prior per perturbation)")
+    return table

@@ -15,6 +15,7 @@ __all__ = [
     "GeneMismatchError",
     "LeakageError",
     "OutputExistsError",
+    "OutputError",
     "ShrinkpertWarning",
 ]
 
@@ -48,6 +49,10 @@ class LeakageError(ShrinkpertError):
 
 class OutputExistsError(ShrinkpertError, FileExistsError):
     """An output path exists and overwriting was not requested."""
+
+
+class OutputError(ShrinkpertError):
+    """An output location cannot be created or written (permissions, a file in the way, a full disk)."""
 
 
 class ShrinkpertWarning(UserWarning):

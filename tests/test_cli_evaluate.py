@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from shrinkpert.cli import main
-from shrinkpert.metrics.evaluate import evaluate
+from shrinkpert.evaluation import evaluate
 
 ARGS = ["--metrics", "mae", "pearson_delta", "discrimination_score_l1", "--n-boot", "40", "--seed", "3"]
 

@@ -46,3 +46,41 @@ def test_no_print_in_library_code():
         tree = ast.parse(path.read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
         assert not calls, path
+
+
+def _imports(path: pathlib.Path):
+    """(imported module path parts, imported names) of every relative import in ``path``."""
+    package = list(path.relative_to(ROOT).parent.parts)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[: len(package) - (node.level - 1)]
+            yield base + (node.module.split(".") if node.module else []), [a.name for a in node.names]
+
+
+def _subpackage(parts):
+    return parts[0] if parts and (ROOT / parts[0]).is_dir() else None
+
+
+def test_no_import_of_another_subpackages_private_names():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        own = _subpackage(list(path.relative_to(ROOT).parts))
+        for target, names in _imports(path):
+            other = _subpackage(target)
+            if other is None or other == own:
+                continue
+            private = [p for p in target[1:] if p.startswith("_")] + [n for n in names if n.startswith("_") and n[:2] != "__"]
+            if private:
+                offenders.append(f"{path.relative_to(ROOT)}: {'.'.join(target)} {names}")
+    assert not offenders, offenders
+
+
+def test_metrics_do_not_import_later_stages():
+    later = {"ontarget", "baselines", "calibration", "biology", "evaluation", "report"}
+    offenders = [f"{path.relative_to(ROOT)} -> {'.'.join(t)}" for path in (ROOT / "metrics").rglob("*.py")
+                 for t, _ in _imports(path) if _subpackage(t) in later]
+    assert not offenders, offenders
+
+
+def test_no_folder_named_like_build_output():
+    assert not any(p.is_dir() for p in ROOT.rglob("target")), "rename target/ folders (build-output name)"

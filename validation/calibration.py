@@ -3,7 +3,7 @@ calibrated scores place known-good and known-bad predictions where they belong?
 
 Data: the bundled Papalexi 2021 THP-1 ECCITE-seq (real; assigned cells, 25 perturbations) and a
 ``shrinkpert.datasets.simulate()`` screen (known truth, 20 perturbations). Two "models" per dataset,
-both cell-level predictions scored with :func:`shrinkpert.metrics.evaluate.evaluate`:
+both cell-level predictions scored with :func:`shrinkpert.evaluate`:
 
 * ``resampled``: every true cell's counts redrawn (Poisson) — a near-oracle that should score
   at or above the positive control (calibrated ≳ 1);
@@ -30,7 +30,7 @@ import pandas as pd
 
 import shrinkpert as sp
 from shrinkpert.metrics import METRICS
-from shrinkpert.metrics.evaluate import evaluate
+from shrinkpert.evaluation import evaluate
 from shrinkpert.weights import gene_weights
 from _output import pyplot, save_figure, write_table  # validation/_output.py
 

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 import shrinkpert as sp
-from shrinkpert.target import classify_escape, dose_response, knockdown
+from shrinkpert.ontarget import classify_escape, dose_response, knockdown
 from _output import pyplot, save_figure, write_json, write_table  # validation/_output.py
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -5,7 +5,8 @@ baseline returns a :class:`BaselinePrediction` (perturbations × genes means). S
 :mod:`shrinkpert.baselines.baselines` for the formulas.
 """
 
-from ._summary import SCALES, TruthSummary, detect_scale, summarize_truth
+from .._validate import detect_scale
+from ._summary import SCALES, TruthSummary, summarize_truth
 from .baselines import (
     ADVERSARIAL,
     BASELINES,

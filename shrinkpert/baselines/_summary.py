@@ -16,19 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._arrays import as_rng
+from .._arrays import readonly as _readonly
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
+from .._validate import validate
 from ..errors import InputError, MissingKeyError
 
-__all__ = ["TruthSummary", "summarize_truth", "detect_scale", "SCALES"]
+__all__ = ["TruthSummary", "summarize_truth", "SCALES"]
 
 #: Accepted values of ``scale``.
 SCALES = ("auto", "log1p", "counts")
-
-
-def _readonly(values: Any) -> np.ndarray:
-    out = np.array(values, dtype=np.float64)
-    out.setflags(write=False)
-    return out
 
 
 @dataclass(frozen=True)
@@ -91,67 +88,6 @@ class TruthSummary:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
 
-def detect_scale(source: Any, *, layer: str | None = None, max_rows: int = 4096) -> str:
-    """Decide whether stored values are raw counts or log1p-normalised, or refuse.
-
-    Reads the first block of the matrix (at most ``max_rows`` rows, or one gene block for
-    column storage). Rules:
-
-    * any negative value: :class:`InputError` (neither counts nor log1p);
-    * all values integers and some positive: ``"counts"``;
-    * some value non-integer and the maximum below 15 (log1p of a count per 10⁴ is ≤ 9.3 for
-      libraries below 10⁸): ``"log1p"`` (cell-eval's ``guess_is_lognorm`` rule);
-    * otherwise (all zero, or fractional values ≥ 15 such as CPM or ``normalize_total`` without
-      log): :class:`InputError` — pass ``scale=`` explicitly.
-
-    Returns
-    -------
-    {"log1p", "counts"}
-    """
-    from ..data.read import open_matrix
-
-    with open_matrix(source, layer=layer) as matrix:
-        block = next(iter(matrix.blocks(chunk_size=min(max_rows, max(1, matrix.shape[0])))), None)
-        values = np.asarray(getattr(block.values, "data", block.values)) if block is not None else np.empty(0)
-        values = np.asarray(values, dtype=np.float64).ravel()
-        label = matrix.label
-    if values.size and not np.all(np.isfinite(values)):
-        raise InputError(f"{label}: the matrix holds NaN or inf values; clean them before evaluating.")
-    if values.size and values.min() < 0:
-        raise InputError(
-            f"{label}: the matrix has negative values (min {values.min():.3g}); it is neither raw counts nor "
-            "log1p-normalised. Pass counts or log1p(normalize_total) values."
-        )
-    positive = values[values > 0]
-    if positive.size == 0:
-        raise InputError(f"{label}: the first block is all zero, so the scale cannot be detected; pass scale=.")
-    integer = bool(np.all(positive == np.round(positive)))
-    if integer:
-        return "counts"
-    if positive.max() < 15:
-        return "log1p"
-    raise InputError(
-        f"{label}: values are fractional with maximum {positive.max():.3g} >= 15, which is neither raw counts nor "
-        "natural log1p of counts per 1e4; the scale is ambiguous. Pass scale='log1p' or scale='counts' explicitly "
-        "(after converting the data)."
-    )
-
-
-def _labels(source: Any, perturbation_key: str) -> pd.Series:
-    from ..data.read import read_annotations
-
-    obs, _ = read_annotations(source)
-    if perturbation_key not in obs.columns:
-        raise MissingKeyError(
-            f"obs has no column {perturbation_key!r} (columns: {list(obs.columns)[:12]}); "
-            "pass perturbation_key=<column with the perturbation labels>."
-        )
-    labels = obs[perturbation_key]
-    return pd.Series(labels.astype(object).where(labels.notna(), None), index=obs.index).map(
-        lambda x: None if x is None else str(x)
-    )
-
-
 def summarize_truth(
     truth: Any,
     *,
@@ -204,22 +140,18 @@ def summarize_truth(
 
     if scale not in SCALES:
         raise InputError(f"scale must be one of {SCALES}, got {scale!r}.")
-    resolved = detect_scale(truth, layer=layer) if scale == "auto" else scale
-    labels = _labels(truth, perturbation_key)
+    data = validate(truth, side="truth", perturbation_key=perturbation_key, control=control, layer=layer,
+                    scale=scale)
     if exclude is not None:
         exclude = np.asarray(exclude)
-        if exclude.dtype != bool or exclude.shape != (len(labels),):
-            raise InputError(f"exclude must be a boolean array with one entry per cell ({len(labels)}); "
+        if exclude.dtype != bool or exclude.shape != (data.shape[0],):
+            raise InputError(f"exclude must be a boolean array with one entry per cell ({data.shape[0]}); "
                              f"got dtype {exclude.dtype} and shape {exclude.shape}.")
-        labels = labels.where(~exclude, None)
+        data = data.drop_cells(exclude)
+    labels = data.labels()
     present = pd.Index(sorted(set(labels.dropna())))
-    if control not in present:
-        raise MissingKeyError(
-            f"The control label {control!r} is not in obs[{perturbation_key!r}] (labels e.g. {present[:8].tolist()}); "
-            "pass control=<the label of control cells>."
-        )
     if perturbations is None:
-        keep = present[present != control]
+        keep = data.perturbations
     else:
         if isinstance(perturbations, str):
             raise InputError(f"perturbations={perturbations!r} is a single string; pass a list of labels.")
@@ -230,15 +162,15 @@ def summarize_truth(
         keep = keep[keep != control]
     if len(keep) == 0:
         raise InputError("No perturbation besides the control; nothing to evaluate.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = as_rng(seed)
     values = labels.to_numpy(dtype=object)
     half = np.full(len(values), None, dtype=object)
     counts = labels.value_counts()
     small = [p for p in keep if counts.get(p, 0) < 2]
     if small:
         raise InputError(
-            f"perturbations {small[:10]} have fewer than 2 cells and cannot be split into halves; "
-            "leave them out with perturbations=."
+            f"truth: perturbations {small[:10]} have fewer than 2 cells and cannot be split into halves; "
+            "leave them out with exclude=."
         )
     for p in keep:  # sorted: the split depends only on the seed and the labels
         rows = np.flatnonzero(values == p)
@@ -252,10 +184,9 @@ def summarize_truth(
     )
     half_labels = pd.Series(half, index=labels.index, name="half")
     stats = group_statistics(
-        truth,
+        data,
         [group_labels, half_labels],
-        layer=layer,
-        normalize=None if resolved == "log1p" else "log1p",
+        normalize=None if data.scale == "log1p" else "log1p",
         target_sum=target_sum,
         chunk_size=chunk_size,
         n_threads=n_threads,
@@ -289,7 +220,7 @@ def summarize_truth(
         control_mean=full.mean[ic],
         control_var=full.var[ic],
         control_n=int(full.n_cells[ic]),
-        scale=resolved,
+        scale=data.scale,
         params={
             "perturbation_key": perturbation_key,
             "layer": layer,

@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._arrays import as_rng
 from ..errors import InputError, MissingKeyError
-from ._stats import bh_rows, welch_p
+from ..stats.testing import bh_adjust, welch, welch_pvalue
 from ._summary import TruthSummary
 
 __all__ = [
@@ -116,8 +117,6 @@ class BaselinePrediction:
         )
 
 
-def _rng(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def _loo_mean(summary: TruthSummary, *, weighting: str = "perturbation") -> np.ndarray:
@@ -152,7 +151,7 @@ def mean_baseline(summary: TruthSummary, *, weighting: str = "perturbation",
     :math:`1/P`. The leave-one-out mean is instead *anti*-correlated with :math:`p`'s own effect:
     :math:`\hat x_p - \frac1P\sum_q\bar x_q = -\frac{1}{P-1}(\bar x_p - \frac1P\sum_q\bar x_q)`,
     so against the perturbed centroid its Pearson Δ is exactly −1 and rank metrics put it below
-    chance; :func:`~shrinkpert.metrics.evaluate.evaluate` therefore uses ``"mean_all"`` as the
+    chance; :func:`~shrinkpert.evaluate` therefore uses ``"mean_all"`` as the
     negative control of rank metrics and ``"control"`` for deltas against the perturbed centroid.
     """
     if leave_one_out:
@@ -187,7 +186,8 @@ def _welch_padj_vs_rest(summary: TruthSummary) -> np.ndarray:
     rest_mean = ((n * mean).sum(axis=0)[None, :] - n * mean) / rest_n
     rest_ss = ss.sum(axis=0)[None, :] - ss
     rest_var = np.maximum(rest_ss - rest_n * rest_mean**2, 0.0) / np.maximum(rest_n - 1, 1)
-    return bh_rows(welch_p(mean, var, n, rest_mean, rest_var, rest_n))
+    test = welch(var / n, n, rest_var / rest_n, rest_n, floor_at_b=False)
+    return bh_adjust(welch_pvalue(mean - rest_mean, test))
 
 
 def interpolated_duplicate(summary: TruthSummary) -> BaselinePrediction:
@@ -309,10 +309,14 @@ def inflated_mean(summary: TruthSummary, *, seed: int | np.random.Generator = 0,
 
     :math:`\varepsilon_{pg}\sim N(0, (k\,s_g)^2)` with :math:`s_g` the standard deviation of the
     true perturbation means of gene :math:`g` across perturbations and :math:`k` = ``scale``:
-    random spread with the data's magnitude but no information.
+    random spread with the data's magnitude but no information. The draws are made in the order of
+    the sorted gene names, so a gene gets the same noise whatever the column order of the data.
     """
     sd = summary.mean.std(axis=0, ddof=1) if len(summary.perturbations) > 1 else np.zeros(len(summary.genes))
-    noise = _rng(seed).normal(size=summary.mean.shape) * (scale * sd)[None, :]
+    by_name = np.argsort(np.asarray(summary.genes.astype(str)), kind="stable")
+    noise = np.empty(summary.mean.shape)
+    noise[:, by_name] = as_rng(seed).normal(size=summary.mean.shape)
+    noise *= (scale * sd)[None, :]
     return BaselinePrediction("inflated_mean", summary.perturbations, summary.genes, _loo_mean(summary) + noise,
                               params={"kind": "adversarial", "scale": scale})
 
@@ -326,7 +330,7 @@ def shuffled_labels(summary: TruthSummary, *, seed: int | np.random.Generator = 
     P = len(summary.perturbations)
     if P < 2:
         raise InputError("shuffled_labels needs at least 2 perturbations.")
-    order = _rng(seed).permutation(P)
+    order = as_rng(seed).permutation(P)
     perm = np.empty(P, dtype=np.int64)
     perm[order] = np.roll(order, 1)
     return BaselinePrediction("shuffled", summary.perturbations, summary.genes, summary.mean[perm],

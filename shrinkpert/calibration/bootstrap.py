@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .._arrays import as_rng
 from ..errors import InputError
 
 __all__ = ["bootstrap_ci", "resample_indices"]
@@ -21,7 +22,7 @@ def resample_indices(n: int, n_boot: int, seed: int | np.random.Generator = 0) -
         raise InputError("bootstrap needs at least one perturbation.")
     if int(n_boot) < 1:
         raise InputError(f"n_boot must be a positive integer, got {n_boot!r}.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = as_rng(seed)
     return rng.integers(0, n, size=(int(n_boot), n))
 
 

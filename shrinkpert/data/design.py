@@ -19,7 +19,7 @@ import pandas as pd
 from .._vocab import CONTROL, PERTURBATION_KEY
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
 
-__all__ = ["PerturbationDesign", "encode_design", "group_codes", "target_indices"]
+__all__ = ["PerturbationDesign", "encode_design", "encode_labels", "group_codes", "target_indices"]
 
 
 def _require_column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:
@@ -164,6 +164,72 @@ class PerturbationDesign:
         return pd.Series(counts, index=list(self.perturbations) + [self.control], name="n_cells")
 
 
+def encode_labels(
+    labels: np.ndarray,
+    control: str | None,
+    *,
+    exclude: Sequence[str] = (),
+    perturbations: Sequence[str] | None = None,
+    require_control: bool = True,
+    where: str = "the labels",
+    side: str = "",
+) -> tuple[np.ndarray, pd.Index, str | None, tuple[str, ...]]:
+    """Integer codes of perturbation labels: the one encoder of the package.
+
+    Parameters
+    ----------
+    labels : ndarray of object
+        One label per cell (``None`` = unlabelled).
+    control
+        The control label.
+    exclude
+        Labels whose cells get code ``-1``; those present are returned.
+    perturbations
+        Labels to keep (default: every label except the control and the excluded ones).
+    require_control
+        Raise when the control is absent (else it is returned as ``None``).
+    where, side
+        How messages name the labels and the input.
+
+    Returns
+    -------
+    codes : ndarray of int64
+        ``k`` for ``perturbations[k]``, ``len(perturbations)`` for the control, ``-1`` otherwise.
+    perturbations : pandas.Index
+        Sorted (or as requested).
+    control : str or None
+    excluded : tuple of str
+        Labels of ``exclude`` that were present.
+    """
+    prefix = f"{side}: " if side else ""
+    present = pd.Index(pd.unique(labels[pd.notna(labels)])).astype(str)
+    excluded = tuple(sorted(set(exclude) & set(present)))
+    kept = present.difference(pd.Index(excluded)) if excluded else present
+    resolved = control if control is not None and control in set(kept) else None
+    if resolved is None and require_control:
+        shown = ", ".join(map(repr, sorted(kept)[:30]))
+        hint = f" ({control!r} is in exclude=)" if control in set(excluded) else ""
+        raise MissingKeyError(
+            f"{prefix}Control label {control!r} is not in {where}{hint}. Labels present: {shown}"
+            f"{' ...' if len(kept) > 30 else ''}. Pass control=<the control label, one of these>."
+        )
+    if perturbations is None:
+        perts = pd.Index(sorted(p for p in kept if p != resolved), name="perturbation")
+    else:
+        perts = pd.Index([str(p) for p in perturbations], name="perturbation")
+        absent = [p for p in perts if p not in set(kept)]
+        if absent:
+            raise InputError(f"{prefix}perturbations {absent[:10]!r} have no cells in {where}; remove them from "
+                             "perturbations=.")
+        if resolved is not None and resolved in set(perts):
+            raise InputError(f"{prefix}the control {resolved!r} cannot also be listed in perturbations=.")
+        if perts.has_duplicates:
+            raise InputError(f"{prefix}perturbations= lists a label twice; pass each label once.")
+    order = list(perts) + ([resolved] if resolved is not None else [])
+    codes = pd.Categorical(np.asarray(labels, dtype=object), categories=order).codes.astype(np.int64)
+    return codes, perts, resolved, excluded
+
+
 def encode_design(
     obs: pd.DataFrame,
     var_names: pd.Index | Sequence[str],
@@ -206,30 +272,8 @@ def encode_design(
     """
     labels_col = _require_column(obs, perturbation_key, "perturbation labels")
     labels = labels_col.astype("string").to_numpy(dtype=object, na_value=None)
-    present = pd.Index(pd.unique(labels[pd.notna(labels)])).astype(str)
-    if control not in set(present):
-        shown = ", ".join(map(repr, sorted(present)[:30]))
-        raise MissingKeyError(
-            f"Control label {control!r} is not in obs[{perturbation_key!r}]. Labels present: {shown}"
-            f"{' ...' if len(present) > 30 else ''}. Pass control=<one of these>."
-        )
-    if perturbations is None:
-        perts = pd.Index(sorted(p for p in present if p != control), name=perturbation_key)
-    else:
-        perts = pd.Index([str(p) for p in perturbations], name=perturbation_key)
-        absent = [p for p in perts if p not in set(present)]
-        if absent:
-            raise InputError(
-                f"Perturbations {absent[:10]!r} have no cells in obs[{perturbation_key!r}]; "
-                "remove them from perturbations=."
-            )
-        if control in set(perts):
-            raise InputError(f"The control {control!r} cannot also be listed in perturbations=.")
-        if perts.has_duplicates:
-            raise InputError("perturbations= lists a label twice; pass each label once.")
-    lookup = {p: k for k, p in enumerate(perts)}
-    lookup[control] = len(perts)
-    codes = np.fromiter((lookup.get(x, -1) if x is not None else -1 for x in labels), np.int64, len(labels))
+    codes, perts, _, _ = encode_labels(labels, control, perturbations=perturbations, where=f"obs[{perturbation_key!r}]")
+    perts = perts.rename(perturbation_key)
 
     targets = None
     if target_key is not None:

@@ -30,10 +30,26 @@ import scipy.sparse as sp
 
 from ..errors import InputError, MissingKeyError
 
-__all__ = ["Block", "MatrixSource", "open_matrix", "row_totals", "scale_factors", "read_annotations"]
+__all__ = ["Block", "MatrixSource", "open_matrix", "backing_path", "row_totals", "scale_factors", "read_annotations"]
 
 _TARGET_BLOCK_BYTES = 32 * 2**20
 _MIN_BLOCK_BYTES = 2**20
+
+
+def compute_dtype(dtype: Any) -> np.dtype:
+    """The dtype blocks are handed out in: stored int32/int64/float32/float64 unchanged; smaller or
+    unsigned integers and booleans up-cast to int64, float16 to float32 (neither scipy.sparse nor the
+    kernels take them). Up-casting is exact, block by block; the stored data are never changed."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.int32, np.int64, np.float32, np.float64):
+        return dtype
+    if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
+        return np.dtype(np.float64) if dtype == np.uint64 else np.dtype(np.int64)
+    if np.issubdtype(dtype, np.floating) and dtype.itemsize < 4:
+        return np.dtype(np.float32)
+    if np.issubdtype(dtype, np.floating):
+        return np.dtype(np.float64)
+    raise InputError(f"The matrix has dtype {dtype}; expected numbers (integers or floats).")
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,8 @@ class MatrixSource:
     def __init__(self, kind: str, shape: tuple[int, int], dtype: np.dtype, obj: Any, label: str):
         self.kind = kind  # dense | csr | csc | h5dense | h5csr | h5csc
         self.shape = (int(shape[0]), int(shape[1]))
-        self.dtype = np.dtype(dtype)
+        self.stored_dtype = np.dtype(dtype)
+        self.dtype = compute_dtype(dtype)  # what blocks hold
         self._obj = obj
         self.label = label
         self._indptr = None
@@ -108,15 +125,23 @@ class MatrixSource:
 
         if not self.kind.startswith("h5") or len(spans) < 2:
             for span in spans:
-                yield block(span, read(*span))
+                yield block(span, self._checked(lambda: read(*span), span))
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shrinkpert-read") as pool:
             pending = pool.submit(read, *spans[0])
             for k, span in enumerate(spans):
-                values = pending.result()
+                values = self._checked(pending.result, span)
                 if k + 1 < len(spans):
                     pending = pool.submit(read, *spans[k + 1])
                 yield block(span, values)
+
+    def _checked(self, read, span):
+        """``read()``, with a damaged file reported as an :class:`InputError` naming the span."""
+        try:
+            return read()
+        except OSError as exc:  # h5py: a truncated or damaged file
+            raise InputError(f"{self.label}: the file could not be read at rows/genes {span[0]}-{span[1]} ({exc}); "
+                             "it is probably truncated or damaged. Write it again with anndata.") from None
 
     def _read_rows(self, start: int, stop: int):
         kind, obj = self.kind, self._obj
@@ -125,9 +150,9 @@ class MatrixSource:
         if kind == "csr":
             return obj[start:stop]
         if kind == "h5dense":
-            return np.ascontiguousarray(obj[start:stop])
+            return np.ascontiguousarray(obj[start:stop], dtype=self.dtype)
         lo, hi = self._indptr[start], self._indptr[stop]
-        data = obj["data"][lo:hi]
+        data = obj["data"][lo:hi].astype(self.dtype, copy=False)
         indices = obj["indices"][lo:hi]
         indptr = self._indptr[start : stop + 1] - lo
         return sp.csr_matrix((data, indices, indptr), shape=(stop - start, self.shape[1]))
@@ -136,7 +161,7 @@ class MatrixSource:
         if self.kind == "csc":
             return self._obj[:, start:stop]
         lo, hi = self._indptr[start], self._indptr[stop]
-        data = self._obj["data"][lo:hi]
+        data = self._obj["data"][lo:hi].astype(self.dtype, copy=False)
         indices = self._obj["indices"][lo:hi]
         indptr = self._indptr[start : stop + 1] - lo
         return sp.csc_matrix((data, indices, indptr), shape=(self.shape[0], stop - start))
@@ -160,6 +185,9 @@ def _h5_source(elem: h5py.Group | h5py.Dataset, label: str) -> MatrixSource:
 
 
 def _memory_source(matrix: Any, label: str) -> MatrixSource:
+    dtype = getattr(matrix, "dtype", None)
+    if dtype is not None and compute_dtype(dtype) != dtype:  # a converted copy; the caller's matrix is untouched
+        matrix = matrix.astype(compute_dtype(dtype))
     if sp.issparse(matrix):
         if matrix.format == "csr":
             return MatrixSource("csr", matrix.shape, matrix.dtype, matrix, label)
@@ -205,10 +233,14 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
     InputError
         The path is not an ``.h5ad`` file or the matrix is not 2-D numeric.
     """
-    path = _backing_path(source)
+    path = backing_path(source)
     if path is not None:
         _check_h5ad_path(path)
-        with h5py.File(path, "r") as fh:
+        try:
+            fh = h5py.File(path, "r")
+        except OSError as exc:
+            raise _damaged(path, exc) from None
+        with fh:
             if layer is None:
                 if "X" not in fh:
                     raise MissingKeyError(f"{str(path)!r} has no X matrix; pass layer=<name>.")
@@ -235,7 +267,8 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
     yield _memory_source(matrix, label)
 
 
-def _backing_path(source: Any) -> Path | None:
+def backing_path(source: Any) -> Path | None:
+    """The ``.h5ad`` file behind ``source`` (a path or a backed AnnData), ``None`` for data in memory."""
     if isinstance(source, (str, os.PathLike)):
         return Path(source)
     if getattr(source, "isbacked", False):
@@ -251,7 +284,7 @@ def _backing_path(source: Any) -> Path | None:
 
 def read_annotations(source: Any) -> tuple[pd.DataFrame, pd.Index]:
     """Return ``(obs, var_names)`` of an AnnData or ``.h5ad`` path without reading the matrix."""
-    path = _backing_path(source)
+    path = backing_path(source)
     if path is None:
         if not hasattr(source, "obs") or not hasattr(source, "var_names"):
             raise InputError(
@@ -261,12 +294,22 @@ def read_annotations(source: Any) -> tuple[pd.DataFrame, pd.Index]:
     _check_h5ad_path(path)
     import anndata as ad
 
-    with h5py.File(path, "r") as fh:
-        if "obs" not in fh or "var" not in fh:
-            raise InputError(f"{str(path)!r} is HDF5 but not an .h5ad file (no obs/var groups).")
-        obs = ad.io.read_elem(fh["obs"])
-        var = ad.io.read_elem(fh["var"])
+    try:
+        with h5py.File(path, "r") as fh:
+            if "obs" not in fh or "var" not in fh:
+                raise InputError(f"{str(path)!r} is HDF5 but not an .h5ad file (no obs/var groups).")
+            obs = ad.io.read_elem(fh["obs"])
+            var = ad.io.read_elem(fh["var"])
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise _damaged(path, exc) from None
     return obs, var.index
+
+
+def _damaged(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"{str(path)!r} could not be read as an .h5ad file ({type(exc).__name__}: {exc}); it is "
+                      "probably truncated or damaged. Write it again with anndata (adata.write_h5ad).")
 
 
 def row_totals(source: MatrixSource, chunk_size: int | None = None) -> np.ndarray:

@@ -14,9 +14,11 @@ import pandas as pd
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, SCALES, TARGET_SUM
 from .._frames import long_frame
 from ..data.design import encode_design, target_indices
-from ..data.read import read_annotations
+from .._validate import MIN_CONTROL_CELLS, check_excluded, validate
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
-from ..stats.group import GroupStatistics, _freeze, group_statistics
+from ..stats.testing import welch
+from .._arrays import freeze as _freeze
+from ..stats.group import GroupStatistics, group_statistics
 
 #: Accepted values of ``variance_floor``.
 VARIANCE_FLOORS = ("control", "none")
@@ -173,14 +175,6 @@ def _detection_limit(stats: GroupStatistics, control_row: int, scale: str) -> tu
     return 1.0, "1 (library sizes unknown: one unit of the input scale)"
 
 
-def _floor_at_control(a: np.ndarray, b: np.ndarray, n_p: np.ndarray, n_c: float) -> tuple[np.ndarray, np.ndarray]:
-    """:math:`a' = \\max(a, b\\,n_c/n_p)`: the perturbed group's per-cell variance term is at least the
-    control's (``variance_floor="control"``); returns ``a'`` and where the floor applied."""
-    floor = b * (n_c / n_p)
-    below = a < floor
-    return np.where(below, floor, a), below
-
-
 def _effects_from_stats(
     stats: GroupStatistics,
     *,
@@ -253,15 +247,11 @@ def _effects_from_stats(
         n_floored += int(zero_p.sum())
         var_p = np.where(zero_p, delta**2 / (n_p + 1), stats.var[r])
         a = _variance_term(stats.mean[r], var_p, n_p, scale, eps)
-        df_a = np.broadcast_to(n_p - 1, a.shape)
-        if variance_floor == "control":  # per-cell variance never below the control's (on the effect scale)
-            a, below = _floor_at_control(a, b, n_p, n_c)
-            n_floored_control += int(below.sum())
-            df_a = np.where(below, n_c - 1, df_a)
+        test = welch(a, n_p, b, n_c, floor_at_b=variance_floor == "control")
+        n_floored_control += int(test.floored.sum())
         effect[part] = _effect(stats.mean[r], mean_c, scale, eps)
-        se2 = a + b
-        std_error[part] = np.sqrt(se2)
-        df[part] = se2**2 / (a**2 / df_a + b**2 / (n_c - 1))
+        std_error[part] = test.std_error
+        df[part] = test.df
 
     names, tindex = target_indices(perts, stats.genes, targets)
     params = dict(extra_params)
@@ -371,6 +361,7 @@ def estimate_effects(
     scale: str = "log1p",
     target_sum: float = TARGET_SUM,
     layer: str | None = None,
+    exclude: Sequence[str] | None = None,
     normalize: bool = True,
     library_size: str | np.ndarray | None = None,
     perturbations: Sequence[str] | None = None,
@@ -403,6 +394,8 @@ def estimate_effects(
         :math:`s`, counts per cell after normalisation.
     layer
         Layer with raw counts (default ``X``).
+    exclude
+        Labels whose cells are left out (e.g. ``["unassigned"]``); each must be present.
     normalize
         ``True``: the matrix holds counts and is normalised on the fly. ``False``: it already
         holds values on the measurement scale of ``scale`` and is used as is.
@@ -506,13 +499,18 @@ def estimate_effects(
             raise InputError("target_key needs the AnnData; with statistics pass targets={perturbation: gene}.")
         target_map = targets
     else:
-        obs, var_names = read_annotations(adata_or_stats)
-        design = encode_design(obs, var_names, perturbation_key=perturbation_key, control=control,
-                               target_key=target_key, perturbations=perturbations)
-        target_map = dict(zip(design.perturbations, design.target)) if target_key is not None else targets
-        groupby = perturbation_key if replicate_key is None else [perturbation_key, replicate_key]
+        data = validate(adata_or_stats, perturbation_key=perturbation_key, control=control, layer=layer,
+                        exclude=exclude, min_control_cells=max(int(min_cells), MIN_CONTROL_CELLS))
+        check_excluded(exclude, data)
+        target_map = targets
+        if target_key is not None:
+            design = encode_design(data.obs.loc[data.codes >= 0], data.genes, perturbation_key=perturbation_key,
+                                   control=control, target_key=target_key, perturbations=perturbations)
+            target_map = dict(zip(design.perturbations, design.target))
+        labels = data.labels()
+        groupby = labels if replicate_key is None else [labels, data.column(replicate_key, "replicate_key")]
         stats = group_statistics(
-            adata_or_stats,
+            data,
             groupby,
             layer=layer,
             normalize={"log1p": "log1p", "log2fc": "total"}[scale] if normalize else None,
@@ -521,10 +519,9 @@ def estimate_effects(
             chunk_size=chunk_size,
             n_threads=n_threads,
             progress=progress,
-            _annotations=(obs, var_names),  # already read: do not parse obs of a file twice
         )
         if perturbations is None:
-            perturbations = list(design.perturbations)
+            perturbations = list(data.perturbations)
     by_replicate = isinstance(stats.groups, pd.MultiIndex)
     if replicate_key is not None and not by_replicate:
         raise InputError("replicate_key needs statistics grouped by [perturbation_key, replicate_key].")

@@ -53,9 +53,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from ..errors import InputError, ShrinkpertWarning
+from ..stats.testing import bh_adjust
 
 __all__ = [
     "ImpactCorrelation",
@@ -208,7 +209,7 @@ def _split_share(
 
 def _bh_reject(p: np.ndarray, alpha: float) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-value below ``alpha`` (R ``p.adjust(method = "fdr")``)."""
-    return stats.false_discovery_control(p, method="bh") < alpha
+    return bh_adjust(p) < alpha
 
 
 def _one_perturbation(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._arrays import as_rng
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY
 from ..data.read import read_annotations
 from ..errors import InputError, ShrinkpertWarning
@@ -17,8 +18,6 @@ from .estimate import EffectSizes, estimate_effects
 __all__ = ["replicability", "split_halves"]
 
 
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def split_halves(
@@ -37,7 +36,7 @@ def split_halves(
     one label (its guides) are shuffled and split within it. A label whose cells all fall in
     one half gets no half (NaN).
     """
-    rng = _rng(seed)
+    rng = as_rng(seed)
     labels = obs[perturbation_key].astype("string").to_numpy(dtype=object, na_value=None)
     half = np.full(len(obs), None, dtype=object)
     by_label = pd.Series(np.arange(len(obs))).groupby(pd.Series(labels), sort=True, dropna=True)
@@ -152,7 +151,7 @@ def replicability(
     obs, _ = read_annotations(adata)
     if perturbation_key not in obs.columns:
         raise InputError(f"obs has no column {perturbation_key!r}; pass perturbation_key=.")
-    rng = _rng(seed)
+    rng = as_rng(seed)
     rows = []
     for s in range(int(n_splits)):
         halves = split_halves(obs, perturbation_key=perturbation_key, split=split, seed=rng)

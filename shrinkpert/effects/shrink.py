@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._frames import long_frame
 from ..errors import InputError, ShrinkpertWarning
-from ..stats.group import _freeze
+from .._arrays import freeze as _freeze
 from .ash import MixturePrior, _ash_batch
 from .estimate import EffectSizes
 

@@ -50,7 +50,7 @@ from .rank import (
     perturbench_rank,
     perturbench_rank_transposed,
 )
-from ..target.prediction import (
+from .target_gene import (
     dose_order_score,
     penetrance_error,
     target_change_error,
@@ -59,11 +59,10 @@ from ..target.prediction import (
     target_sign_score,
 )
 from .registry import KINDS, METRICS, NEEDS, MetricRegistry, MetricSpec
-from .evaluate import MetricTable, evaluate
+from .shared import SharedIntermediates
 
 __all__ = [
-    "evaluate",
-    "MetricTable",
+    "SharedIntermediates",
     # registry
     "METRICS",
     "MetricSpec",
@@ -98,7 +97,7 @@ __all__ = [
     # distribution
     "energy_distance",
     "mmd",
-    # target gene (defined in shrinkpert.target.prediction)
+    # target gene (defined in shrinkpert.metrics.target_gene)
     "target_change_error",
     "target_sign_score",
     "target_rank_score",

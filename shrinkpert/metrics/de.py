@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._arrays import readonly as _readonly
+from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
-from ._memo import memo
+from .shared import SharedIntermediates, reuse
 from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
 
 __all__ = [
@@ -38,12 +40,6 @@ __all__ = [
     "pr_auc",
     "roc_auc",
 ]
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.setflags(write=False)
-    return a
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,10 +207,10 @@ class DECalls:
         Uses the effect's own scale (log1p difference or log2 fold change) as ``lfc``.
         """
         z = np.asarray(effects.effect, dtype=np.float64) / np.asarray(effects.std_error, dtype=np.float64)
-        p = 2.0 * stats.t.sf(np.abs(z), np.asarray(effects.df, dtype=np.float64))
+        p = 2.0 * t_sf(np.abs(z), np.asarray(effects.df, dtype=np.float64))
         if not np.isfinite(p).all():
             raise InputError("Some effects have non-finite t statistics (zero or NaN standard errors).")
-        q = stats.false_discovery_control(p, axis=-1, method="bh")
+        q = bh_adjust(p, axis=-1)
         return cls(
             lfc=np.asarray(effects.effect),
             q=q,
@@ -269,9 +265,9 @@ def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _ranked(given: Any, calls: DECalls, sig: np.ndarray, alpha: float) -> np.ndarray:
-    """:func:`_top_positions` of ``calls``, shared between metrics for the same ``given`` object."""
-    return memo(("top_positions", alpha), (given,), lambda: _top_positions(_mat(calls.lfc), sig))
+def _ranked(scope: dict | None, calls: DECalls, sig: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`_top_positions` of ``calls``, shared through ``scope`` (a side of :class:`SharedIntermediates`)."""
+    return reuse(scope, ("top_positions", alpha), lambda: _top_positions(_mat(calls.lfc), sig))
 
 
 def _k(n: int | None, count: np.ndarray) -> np.ndarray:
@@ -282,7 +278,8 @@ def _k(n: int | None, count: np.ndarray) -> np.ndarray:
     return np.minimum(int(n), count)
 
 
-def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05) -> float | np.ndarray:
+def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05,
+                 shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Share of the top true DE genes that are also among the top predicted DE genes.
 
     Parameters
@@ -328,15 +325,16 @@ def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 
     sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
     n_t = sig_t.sum(axis=1)
     k = _k(n, n_t)
-    top_t = sig_t & (_ranked(truth, t, sig_t, a) < k[:, None])
-    top_p = sig_p & (_ranked(pred, p, sig_p, a) < k[:, None])
+    top_t = sig_t & (_ranked(shared.truth if shared else None, t, sig_t, a) < k[:, None])
+    top_p = sig_p & (_ranked(shared.pred if shared else None, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (top_t & top_p).sum(axis=1) / k
     out = np.where(k == 0, np.nan, out)
     return _finish(out, vector)
 
 
-def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05) -> float | np.ndarray:
+def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 0.05,
+                   shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Share of the top predicted DE genes that are truly DE (precision of the predicted list).
 
     Parameters
@@ -380,7 +378,7 @@ def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float 
     p, t, vector = _pair(pred, truth)
     sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
     k = _k(n, sig_p.sum(axis=1))
-    top_p = sig_p & (_ranked(pred, p, sig_p, a) < k[:, None])
+    top_p = sig_p & (_ranked(shared.pred if shared else None, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (top_p & sig_t).sum(axis=1) / k
     out = np.where(k == 0, np.nan, out)
@@ -474,7 +472,8 @@ def de_direction_match(pred: Any, truth: Any, *, alpha: float = 0.05) -> float |
     return _finish(out, vector)
 
 
-def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np.ndarray:
+def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
+                    shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Spearman correlation of predicted and true log fold changes over the true DE genes.
 
     Parameters
@@ -512,8 +511,9 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05) -> float | np
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    w = memo(("de_mask", a), (truth,), lambda: (_mat(t.q) < a).astype(np.float64))
-    rt = memo(("de_midranks", a), (truth,), lambda: _weighted_midranks(_mat(t.lfc), w))
+    scope = shared.truth if shared else None
+    w = reuse(scope, ("de_mask", a), lambda: (_mat(t.q) < a).astype(np.float64))
+    rt = reuse(scope, ("de_midranks", a), lambda: _weighted_midranks(_mat(t.lfc), w))
     rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
     return _finish(rho, vector)
 

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import GeneMismatchError, InputError
-from ._memo import memo
+from .shared import SharedIntermediates, reuse
 from ._rank_kernels import weighted_midranks
 
 __all__ = [
@@ -520,7 +520,8 @@ def cosine_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> fl
     return _finish(c, vector)
 
 
-def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None,
+                   shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Spearman rank correlation between predicted and true effects (weighted or not).
 
     Parameters
@@ -559,6 +560,6 @@ def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> 
     """
     p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
     w = _as_weights(weights, p.shape)
-    rp = memo("midranks", (pred_delta, weights), lambda: _weighted_midranks(p, w))
-    rt = memo("midranks", (true_delta, weights), lambda: _weighted_midranks(t, w))
+    rp = reuse(shared.pred if shared else None, "midranks", lambda: _weighted_midranks(p, w))
+    rt = reuse(shared.truth if shared else None, "midranks", lambda: _weighted_midranks(t, w))
     return _finish(_pearson_rows(rp, rt, w), vector)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import _distance_kernels as _k
-from ._memo import memo
+from .shared import SharedIntermediates, reuse
 from .expression import _as_weights, _check_pair
 
 __all__ = [
@@ -72,12 +72,12 @@ def _prepare(pred, true, weights, target_index, names=("pred", "true")):
     return p, t, w, dead
 
 
-def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true")):
+def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true"), shared=None):
     """Distance matrix with one row per anchor (prediction or true profile) and the dead rows.
 
     ``anchor="pred"``: ``d[p, j] = d_{w_p}(pred_p, true_j)``; ``anchor="true"``:
-    ``d[p, i] = d_{w_p}(true_p, pred_i)``. Shared between metrics inside
-    :func:`~shrinkpert.metrics._memo.shared_intermediates`.
+    ``d[p, i] = d_{w_p}(true_p, pred_i)``. Shared between metrics through ``shared``
+    (:class:`~shrinkpert.metrics.shared.SharedIntermediates`).
     """
 
     def compute():
@@ -86,7 +86,7 @@ def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names
         d.setflags(write=False)
         return d, dead
 
-    return memo(("distances", metric, anchor), (pred, true, weights, target_index), compute)
+    return reuse(shared.pred if shared is not None else None, ("distances", metric, anchor), compute)
 
 
 def _position(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
@@ -115,6 +115,7 @@ def discrimination_score(
     metric: str = "l1",
     weights: Any = None,
     target_index: Any = None,
+    shared: SharedIntermediates | None = None,
 ) -> np.ndarray:
     r"""cell-eval's perturbation discrimination score (PDS): 1 − normalised rank of the true match.
 
@@ -130,6 +131,8 @@ def discrimination_score(
     target_index : array-like of int of shape (n_perturbations,), optional
         Column of each perturbation's target gene (-1 if not measured); the target is left out of
         that perturbation's distances (weight 0), as cell-eval does by gene-name matching.
+    shared : SharedIntermediates, optional
+        Where distance matrices are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -162,7 +165,8 @@ def discrimination_score(
     >>> discrimination_score(truth + 0.1, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    d, dead = _anchored(pred_delta, true_delta, weights, target_index, metric, names=("pred_delta", "true_delta"))
+    d, dead = _anchored(pred_delta, true_delta, weights, target_index, metric, names=("pred_delta", "true_delta"),
+                       shared=shared)
     return 1.0 - _position(d, dead) / d.shape[0]
 
 
@@ -173,6 +177,7 @@ def perturbench_rank(
     metric: str = "cosine",
     weights: Any = None,
     target_index: Any = None,
+    shared: SharedIntermediates | None = None,
 ) -> np.ndarray:
     r"""PerturBench's rank metric: where does the own prediction rank among all predictions?
 
@@ -187,6 +192,8 @@ def perturbench_rank(
         Non-negative gene weights; row ``p`` weighs the distances to true profile ``p``.
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
+    shared : SharedIntermediates, optional
+        Where distance matrices are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -223,7 +230,7 @@ def perturbench_rank(
     >>> perturbench_rank(collapsed, truth, metric="l2").tolist()
     [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    d, dead = _anchored(pred, true, weights, target_index, metric, anchor="true")
+    d, dead = _anchored(pred, true, weights, target_index, metric, anchor="true", shared=shared)
     return _position(d, dead) / d.shape[0]
 
 
@@ -234,6 +241,7 @@ def perturbench_rank_transposed(
     metric: str = "cosine",
     weights: Any = None,
     target_index: Any = None,
+    shared: SharedIntermediates | None = None,
 ) -> np.ndarray:
     r"""PerturBench's transposed rank: where does the own truth rank among all true profiles?
 
@@ -247,6 +255,8 @@ def perturbench_rank_transposed(
         Non-negative gene weights; row ``p`` weighs the distances from prediction ``p``.
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
+    shared : SharedIntermediates, optional
+        Where distance matrices are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -275,7 +285,7 @@ def perturbench_rank_transposed(
     >>> perturbench_rank_transposed(truth, truth).tolist()
     [0.0, 0.0, 0.0]
     """
-    d, dead = _anchored(pred, true, weights, target_index, metric)
+    d, dead = _anchored(pred, true, weights, target_index, metric, shared=shared)
     return _position(d, dead) / d.shape[0]
 
 
@@ -285,6 +295,7 @@ def centroid_accuracy(
     *,
     weights: Any = None,
     target_index: Any = None,
+    shared: SharedIntermediates | None = None,
 ) -> np.ndarray:
     r"""Systema's centroid accuracy (= Mejia et al.'s normalised inverse rank, NIR).
 
@@ -297,6 +308,8 @@ def centroid_accuracy(
         Non-negative gene weights; row ``p`` weighs the distances from prediction ``p``.
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
+    shared : SharedIntermediates, optional
+        Where distance matrices are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -327,7 +340,7 @@ def centroid_accuracy(
     >>> centroid_accuracy(truth, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    return _farther_fraction(*_anchored(pred, true, weights, target_index, "l2"))
+    return _farther_fraction(*_anchored(pred, true, weights, target_index, "l2", shared=shared))
 
 
 def normed_retrieval(
@@ -336,6 +349,7 @@ def normed_retrieval(
     *,
     weights: Any = None,
     target_index: Any = None,
+    shared: SharedIntermediates | None = None,
 ) -> np.ndarray:
     r"""TxPert-style normalised retrieval: how many true effects are less correlated than the own?
 
@@ -348,6 +362,8 @@ def normed_retrieval(
         Non-negative gene weights (weighted Pearson); row ``p`` for prediction ``p``.
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its correlations.
+    shared : SharedIntermediates, optional
+        Where distance matrices are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -380,4 +396,4 @@ def normed_retrieval(
     [1.0, 1.0, 1.0]
     """
     return _farther_fraction(*_anchored(pred_delta, true_delta, weights, target_index, "pearson",
-                                        names=("pred_delta", "true_delta")))
+                                        names=("pred_delta", "true_delta"), shared=shared))

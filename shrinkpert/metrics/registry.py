@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InputError, MissingKeyError
-from ..target import prediction
+from . import target_gene as prediction
 from . import de, distribution, expression, rank
 
 __all__ = ["KINDS", "NEEDS", "MetricSpec", "MetricRegistry", "METRICS"]
@@ -29,7 +29,7 @@ KINDS = ("expression", "rank", "de", "distribution", "target")
 #: What a metric is computed from: pseudobulk ``means`` (profiles), ``deltas`` (effects from a
 #: reference), ``de`` (:class:`~shrinkpert.metrics.DECalls` of both sides), ``cells``,
 #: ``penetrance`` (one fraction of perturbed cells per perturbation, from
-#: :func:`~shrinkpert.target.classify_escape` on each side) or ``dose`` (one downstream response
+#: :func:`~shrinkpert.ontarget.classify_escape` on each side) or ``dose`` (one downstream response
 #: per guide).
 NEEDS = ("means", "deltas", "de", "cells", "penetrance", "dose")
 
@@ -66,7 +66,7 @@ class MetricSpec:
         Other names the registry accepts for this metric.
     reference_free : bool
         The value does not depend on a reference vector subtracted from both sides (e.g. MSE of
-        deltas, L1/L2 distances between deltas): :func:`~shrinkpert.metrics.evaluate` computes it
+        deltas, L1/L2 distances between deltas): :func:`~shrinkpert.evaluate` computes it
         once on the means and reports it under every reference.
     references : tuple of str, optional
         The delta references the metric is defined for (``None``: any). Target-gene changes are
@@ -319,7 +319,7 @@ def _specs() -> tuple[MetricSpec, ...]:
         "Székely-Rizzo energy distance; differs from scPerturb/pertpy/cell-eval E-distances")
     add("mmd", distribution.mmd, False, 0.0, "distribution", "cells", False, "never",
         "Squared MMD, Gaussian kernel, median-heuristic bandwidth (V-statistic)", "Gretton et al. 2012")
-    # target gene (shrinkpert.target.prediction): changes from the control only
+    # target gene (shrinkpert.metrics.target_gene): changes from the control only
     target_rows = (
         ("target_change_error", prediction.target_change_error, False, 0.0,
          "Absolute error of the predicted change of the perturbation's own target gene"),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import sha256_file
-from ..data.read import _backing_path, open_matrix
+from ..data.read import backing_path, open_matrix
 from ..errors import InputError, MissingKeyError
 
 
@@ -63,7 +63,7 @@ def select_cells(obs: pd.DataFrame, cells: Any) -> tuple[np.ndarray, dict]:
 
 def fingerprint(source: Any, layer: str | None, chunk_size: int | None) -> tuple[str, str | None, str]:
     """(name, sha256, what the checksum covers) of the input."""
-    path = _backing_path(source)
+    path = backing_path(source)
     if path is not None:
         return path.name, sha256_file(path), "sha256 of the .h5ad file"
     h = hashlib.sha256()

@@ -60,7 +60,7 @@ import pandas as pd
 
 from .._io import atomic_path, provenance, sha256_file
 from .._vocab import TARGET_SUM
-from ..data.read import _backing_path, read_annotations
+from ..data.read import backing_path, read_annotations
 from ..errors import CountsError, GeneMismatchError, InputError, MissingKeyError, ShrinkpertWarning
 from ._cells import fingerprint, select_cells
 from ._genes import detect_gene_id_type, match_genes
@@ -706,7 +706,7 @@ def build_population_reference(
     if checksum:
         src_name, src_sha, src_what = fingerprint(source, layer, chunk_size)
     else:
-        path = _backing_path(source)
+        path = backing_path(source)
         src_name = path.name if path is not None else "AnnData (in memory)"
     params = {
         "kind": "cells",

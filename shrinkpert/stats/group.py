@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import freeze as _freeze
 from .._numba import thread_limit
 from .._vocab import NORMALIZATIONS, TARGET_SUM
 from ..data.design import group_codes
-from ..data.read import MatrixSource, open_matrix, read_annotations, row_totals, scale_factors
-from ..errors import CountsError, InputError, ShrinkpertWarning
+from .._validate import CellData, validate
+from ..data.read import MatrixSource, row_totals, scale_factors
+from ..errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
 from . import _kernels as K
 
 __all__ = ["GroupStatistics", "group_statistics"]
@@ -26,12 +28,6 @@ log = logging.getLogger("shrinkpert")
 
 _MODES = {None: 0, "total": 1, "log1p": 2}
 _PILOT_ROWS = 1024
-
-
-def _freeze(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True)
@@ -236,6 +232,22 @@ class _RowAccumulator:
                          mode, target_sum, check_counts, self.acc, totals, self.flags)
 
 
+def _drop_groups(codes: np.ndarray, groups: pd.Index, exclude: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+    """Leave out the groups whose (first-level) label is in ``exclude``; renumber the others."""
+    wanted = [exclude] if isinstance(exclude, str) else [str(x) for x in exclude]
+    first = pd.Index(groups.get_level_values(0)).astype(str)
+    absent = sorted(set(wanted) - set(first))
+    if absent:
+        raise MissingKeyError(f"exclude: labels {absent!r} are not among the groups (e.g. {sorted(set(first))[:10]!r}); "
+                              "check the spelling.")
+    keep = np.flatnonzero(~first.isin(wanted))
+    if len(keep) == 0:
+        raise InputError("exclude leaves no group; nothing to compute.")
+    renumber = np.full(len(groups), -1, dtype=np.int64)
+    renumber[keep] = np.arange(len(keep))
+    return np.where(codes >= 0, renumber[np.maximum(codes, 0)], -1), groups[keep]
+
+
 def _library_sizes(library_size, obs: pd.DataFrame, n_rows: int) -> np.ndarray | None:
     if library_size is None:
         return None
@@ -283,10 +295,10 @@ def group_statistics(
     target_sum: float = TARGET_SUM,
     library_size: str | np.ndarray | None = None,
     check_counts: bool | None = None,
+    exclude: Sequence[str] | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
-    _annotations: tuple[pd.DataFrame, pd.Index] | None = None,
 ) -> GroupStatistics:
     """Per-group count, sum, mean, variance and detection of every gene in one pass.
 
@@ -297,7 +309,8 @@ def group_statistics(
     Parameters
     ----------
     adata
-        AnnData (in memory or backed) or path to an ``.h5ad`` file.
+        AnnData (in memory or backed), path to an ``.h5ad`` file, or an input already validated
+        by :func:`shrinkpert._validate.validate` (then not checked again).
     groupby
         ``obs`` column(s) defining the groups (e.g. ``"perturbation"``), or label Series aligned
         to ``obs`` (cells with a missing label belong to no group).
@@ -314,6 +327,9 @@ def group_statistics(
         (e.g. the whole-transcriptome UMI count when only a gene panel is stored).
     check_counts
         Require non-negative integers. Default: ``True`` when ``normalize`` is set.
+    exclude
+        Labels of the (first) ``groupby`` column whose cells are left out (e.g. ``["unassigned"]``);
+        each must be present.
     chunk_size
         Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks.
     n_threads
@@ -357,23 +373,20 @@ def group_statistics(
         raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
-    obs, var_names = _annotations if _annotations is not None else read_annotations(adata)
-    if obs.index.has_duplicates:
-        dup = obs.index[obs.index.duplicated()][:5].tolist()
-        raise InputError(f"Cell names are duplicated (e.g. {dup!r}); make them unique with adata.obs_names_make_unique().")
-    if pd.Index(var_names).has_duplicates:
-        dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][:5].tolist()
-        raise InputError(f"Gene names are duplicated (e.g. {dup!r}); make them unique with adata.var_names_make_unique().")
+    data = validate(adata, perturbation_key=None, layer=layer) if not isinstance(adata, CellData) else adata
+    if layer is not None and layer != data.layer:
+        raise InputError(f"layer={layer!r} differs from the layer the input was validated with ({data.layer!r}).")
+    obs, var_names = data.obs, data.genes
     codes, groups = group_codes(obs, groupby)
+    if exclude is not None:
+        codes, groups = _drop_groups(codes, groups, exclude)
     n_groups, n_genes = len(groups), len(var_names)
     n_cells = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.int64)
     lib = _library_sizes(library_size, obs, len(obs))
     mode = _MODES[normalize]
     counts_required = (normalize is not None) if check_counts is None else bool(check_counts)
 
-    with open_matrix(adata, layer) as source, thread_limit(n_threads) as threads:
-        if source.shape != (len(obs), n_genes):
-            raise InputError(f"{source.label} has shape {source.shape} but obs × var is {(len(obs), n_genes)}.")
+    with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
         if source.by_rows:
             sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
@@ -399,7 +412,7 @@ def group_statistics(
     library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
     params = {
         "groupby": tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name,
-        "layer": layer,
+        "layer": data.layer,
         "normalize": normalize,
         "target_sum": float(target_sum),
         "library_size": library_size if isinstance(library_size, str) else (None if library_size is None else "array"),

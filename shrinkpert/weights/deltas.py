@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._arrays import readonly as _readonly
 from .._frames import long_frame
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from ..errors import GeneMismatchError, InputError, MissingKeyError
@@ -43,12 +44,6 @@ from .leakage import check_leakage, require_reference_perturbations
 __all__ = ["DeltaReference", "Deltas", "delta_reference", "compute_deltas"]
 
 REFERENCES = ("control", "perturbed_centroid")
-
-
-def _readonly(values: Any) -> np.ndarray:
-    array = np.array(values, dtype=np.float64)
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True, eq=False)

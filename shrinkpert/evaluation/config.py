@@ -1,0 +1,120 @@
+"""The options of :func:`~shrinkpert.evaluate` that are not inputs: one frozen record.
+
+:func:`~shrinkpert.evaluate` takes its inputs (the prediction, the truth, what to score and the
+escape calls) as keyword arguments and everything that tunes *how* it scores as an
+:class:`EvaluationConfig` — either ``config=EvaluationConfig(...)`` or the same names as keyword
+arguments, which override the config's fields. Presets of published evaluators plug in here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .._vocab import TARGET_SUM
+from ..errors import InputError
+
+__all__ = ["EvaluationConfig", "DE_CALLS", "TRUTH_CELLS"]
+
+#: How DE genes are called: Welch t-test + BH, or ash local false sign rates.
+DE_CALLS = ("test", "lfsr")
+#: Which true cells define the truth.
+TRUTH_CELLS = ("all", "perturbed", "weighted")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    r"""How :func:`~shrinkpert.evaluate` reads, scores and calibrates (every field has a default).
+
+    Parameters
+    ----------
+    scale : {"auto", "log1p", "counts"}
+        ``"auto"`` detects each side (raises when ambiguous or when they disagree); ``"log1p"``
+        (natural log1p of counts per ``target_sum``, used as stored) or ``"counts"``
+        (log1p-normalised while reading), for both sides.
+    layer : str, optional
+        Layer to read instead of ``X`` (both sides).
+    target_sum : float
+        Normalisation total of counts.
+    targets : mapping, optional
+        Perturbation → target gene (default: the label when it is a measured gene); the target is
+        excluded from rank metrics' distances and used by the linear baseline.
+    negative, positive : str
+        Baselines used as negative and positive controls; ``negative="auto"`` picks per metric
+        (see :mod:`shrinkpert.evaluation.pipeline`).
+    calibrate : bool
+        Compute calibrated scores, DRF, BDS and bootstrap intervals.
+    n_boot, level : int, float
+        Bootstrap replicates over perturbations and the interval's coverage.
+    alpha : float
+        Significance level of DE calls.
+    de_calls : {"test", "lfsr"}
+        Welch t-test against the observed control (control variance floor) with BH within each
+        perturbation, or ash's local false sign rate of the same effects.
+    truth_cells : {"all", "perturbed", "weighted"}
+        Every true cell, or (escape-aware) the cells called perturbed in ``escape``;
+        ``"weighted"`` raises :class:`NotImplementedError`.
+    escape_threshold : float
+        Cells with ``p_perturbed`` below it are escapers (``truth_cells="perturbed"``).
+    guide_key : str, optional
+        ``obs`` column of guides in both inputs; enables ``dose_order_score``.
+    cells_per_perturbation : int
+        Cells drawn per perturbation for the distribution metrics.
+    chunk_size, n_threads, progress
+        As in :func:`~shrinkpert.group_statistics`.
+    """
+
+    scale: str = "auto"
+    layer: str | None = None
+    target_sum: float = TARGET_SUM
+    targets: Mapping[str, str] | None = None
+    negative: str = "auto"
+    positive: str = "technical_duplicate"
+    calibrate: bool = True
+    n_boot: int = 1000
+    level: float = 0.95
+    alpha: float = 0.05
+    de_calls: str = "test"
+    truth_cells: str = "all"
+    escape_threshold: float = 0.5
+    guide_key: str | None = None
+    cells_per_perturbation: int = 100
+    chunk_size: int | None = None
+    n_threads: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("auto", "log1p", "counts"):
+            raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {self.scale!r}.")
+        if self.de_calls not in DE_CALLS:
+            raise InputError(f"de_calls must be one of {DE_CALLS}, got {self.de_calls!r}.")
+        if self.truth_cells not in TRUTH_CELLS:
+            raise InputError(f"truth_cells must be one of {TRUTH_CELLS}, got {self.truth_cells!r}.")
+        if not 0 < self.escape_threshold < 1:
+            raise InputError(f"escape_threshold must lie in (0, 1), got {self.escape_threshold!r}.")
+        if not 0 < self.level < 1:
+            raise InputError(f"level must lie in (0, 1), got {self.level!r}.")
+        if int(self.n_boot) != self.n_boot or self.n_boot < 0:
+            raise InputError(f"n_boot must be a non-negative integer, got {self.n_boot!r}.")
+        if self.targets is not None:
+            object.__setattr__(self, "targets", MappingProxyType({str(k): str(v) for k, v in self.targets.items()}))
+
+    def replace(self, **options: Any) -> EvaluationConfig:
+        """A copy with ``options`` changed; an unknown name raises with the closest names."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            hints = {k: difflib.get_close_matches(k, names, n=2) for k in unknown}
+            shown = "; ".join(f"{k!r}" + (f" (did you mean {v}?)" if v else "") for k, v in hints.items())
+            raise InputError(f"evaluate: unknown option {shown}. Options: {names}.")
+        return dataclasses.replace(self, **options) if options else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dictionary (for manifests)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["targets"] = dict(self.targets) if self.targets is not None else None
+        return out

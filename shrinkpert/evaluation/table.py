@@ -1,0 +1,63 @@
+"""The result of :func:`~shrinkpert.evaluate`: :class:`MetricTable`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["MetricTable"]
+
+
+@dataclass(frozen=True)
+class MetricTable:
+    """Result of :func:`~shrinkpert.evaluate`: per-perturbation values and summaries.
+
+    Attributes
+    ----------
+    values : pandas.DataFrame
+        Long table (see :meth:`to_frame`); read it through :meth:`to_frame`, which returns a copy.
+    summary_table : pandas.DataFrame
+        One row per (metric, weighting, reference) (see :meth:`summary`).
+    perturbations, genes : pandas.Index
+    params : mapping
+        Every option of the call, the detected scale, what was ignored (``pred`` control cells)
+        and the baselines' roles.
+    """
+
+    values: pd.DataFrame
+    summary_table: pd.DataFrame
+    perturbations: pd.Index
+    genes: pd.Index
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", self.values.copy())
+        object.__setattr__(self, "summary_table", self.summary_table.copy())
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy long table, one row per (perturbation, metric, weighting, reference).
+
+        Columns: ``perturbation, metric, weighting`` (``"uniform"`` = unweighted),
+        ``reference`` (``"control"``, ``"perturbed_centroid"``, or ``"none"`` for metrics of
+        means and DE calls), ``value`` (the model), one ``baseline_<name>`` column per baseline,
+        then ``calibrated`` (:math:`(s_p-n_p)/(q_p-n_p)`) and ``drf`` of the positive over the
+        negative control (these two only when calibrated). Intervals are over perturbations and
+        live in :meth:`summary`.
+        """
+        return self.values.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """One row per (metric, weighting, reference), sorted by that index.
+
+        Columns: ``mean`` and ``median`` of the model's values (NaN values left out; ``n_valid``
+        counts the rest), ``calibrated`` (ratio of means between negative and positive control),
+        ``ci_low``/``ci_high`` (its bootstrap interval), ``drf`` (mean DRF), ``bds``, ``flags``,
+        then ``greater_is_better``, ``negative``, ``positive``, ``n_valid`` and the mean of each
+        baseline (``baseline_<name>``).
+        """
+        return self.summary_table.copy()

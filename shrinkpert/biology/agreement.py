@@ -29,6 +29,8 @@ from .maps import cosine_similarity, perturbation_map
 
 __all__ = ["MapAgreement", "map_agreement", "neighbour_average_precision"]
 
+_BLOCK_ENTRIES = 1 << 22  # rows per block = this // n_perturbations
+
 
 def _check_neighbors(n_neighbors: int) -> int:
     k = int(n_neighbors)
@@ -48,23 +50,29 @@ def neighbour_average_precision(s_pred: np.ndarray, s_true: np.ndarray, n_neighb
 
 
 def _neighbour_ap(s_pred: np.ndarray, s_true: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """AP per row and the prevalence of true neighbours among its candidates (NaN where undefined)."""
+    """AP per row and the prevalence of true neighbours among its candidates (NaN where undefined).
+
+    Rows are processed in blocks of about 4 M entries, so temporaries stay small next to the maps.
+    """
     n = s_true.shape[0]
     ok = ~(np.isnan(np.diag(s_true)) | np.isnan(np.diag(s_pred)))
-    cand = np.broadcast_to(ok, (n, n)).copy()
-    np.fill_diagonal(cand, False)
-    n_cand = cand.sum(axis=1)
-    truth = np.where(cand, s_true, -np.inf)
     kk = min(k, n - 1)
-    kth = -np.partition(-truth, kk - 1, axis=1)[:, kk - 1]
-    positive = cand & (truth >= kth[:, None])
-    n_pos = positive.sum(axis=1)
-    neg_score = np.where(cand, -s_pred, np.inf)  # excluded entries rank last and never count
-    at_or_above = stats.rankdata(neg_score, method="max", axis=1)
-    tp_at_or_above = stats.rankdata(np.where(positive, -s_pred, np.inf), method="max", axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(positive, tp_at_or_above / at_or_above, 0.0)
-        ap = precision.sum(axis=1) / n_pos
+    ap, n_pos, n_cand = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    step = max(1, _BLOCK_ENTRIES // max(n, 1))
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        rows = np.arange(a, b)
+        cand = np.broadcast_to(ok, (b - a, n)).copy()
+        cand[rows - a, rows] = False
+        truth = np.where(cand, s_true[a:b], -np.inf)
+        kth = -np.partition(-truth, kk - 1, axis=1)[:, kk - 1]
+        positive = cand & (truth >= kth[:, None])
+        neg_score = np.where(cand, -s_pred[a:b], np.inf)  # excluded entries rank last and never count
+        at_or_above = stats.rankdata(neg_score, method="max", axis=1)
+        tp_at_or_above = stats.rankdata(np.where(positive, neg_score, np.inf), method="max", axis=1)
+        n_pos[a:b], n_cand[a:b] = positive.sum(axis=1), cand.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap[a:b] = np.where(positive, tp_at_or_above / at_or_above, 0.0).sum(axis=1) / n_pos[a:b]
     undefined = ~ok | (n_cand < 2) | (n_pos >= n_cand) | (n_pos == 0)
     ap[undefined] = np.nan
     prevalence = np.where(undefined, np.nan, n_pos / np.maximum(n_cand, 1))

@@ -42,6 +42,18 @@ def test_average_precision_matches_scikit_learn_with_and_without_ties():
                                rtol=1e-12)
 
 
+def test_row_blocks_do_not_change_the_values(monkeypatch):
+    import shrinkpert.biology.agreement as agreement
+
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=(30, 6))
+    s_true, s_pred = cosine_similarity(truth), cosine_similarity(truth + rng.normal(size=truth.shape))
+    whole = neighbour_average_precision(s_pred, s_true, 4)
+    monkeypatch.setattr(agreement, "_BLOCK_ENTRIES", 7 * 30)  # blocks of 7 rows
+    np.testing.assert_array_equal(neighbour_average_precision(s_pred, s_true, 4), whole)
+    np.testing.assert_allclose(whole, _brute(s_pred, s_true, 4), rtol=1e-12)
+
+
 def test_closed_forms_perfect_tied_and_reversed():
     rng = np.random.default_rng(1)
     truth = rng.normal(size=(12, 6))

@@ -13,7 +13,7 @@ groups of 10 perturbations share a programme; the relationships are all pairs wi
 * ``recall``: :func:`shrinkpert.biology.relationship_recall` with 1,000 permutations (map, sorted
   upper triangle, tail credits, vectorised null);
 * ``map_agreement``: :func:`shrinkpert.biology.map_agreement_score` of a noisy prediction against
-  the profiles (two maps, per-row ranks), at P = 1,000 only by default.
+  the profiles (two maps; one count per true neighbour over its row, O(P² k)).
 
 Usage::
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000])
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
-    parser.add_argument("--agreement-max", type=int, default=1000, help="largest P for map_agreement")
+    parser.add_argument("--agreement-max", type=int, default=10000, help="largest P for map_agreement")
     parser.add_argument("--repeat", type=int, default=2, help="runs per job; the fastest is kept")
     parser.add_argument("--child", choices=JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)

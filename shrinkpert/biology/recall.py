@@ -52,10 +52,12 @@ class _Tails:
         i_hi = max(min(int(np.ceil(n - self.tail)) - 1, n - 1), 0)
         part = np.partition(values, [i_lo, i_hi]) if n > 1 else values
         self.v_lo, self.v_hi = float(part[i_lo]), float(part[i_hi])
-        self.edge = {}
+        self.edge: dict[float, tuple[float, float]] = {}
         for v in (self.v_lo, self.v_hi):
             lo, hi = float(np.count_nonzero(values < v)), float(np.count_nonzero(values <= v))
-            self.edge[v] = (max(min(hi, self.tail) - lo, 0.0) / (hi - lo), max(hi - max(lo, n - self.tail), 0.0) / (hi - lo))
+            bottom = max(min(hi, self.tail) - lo, 0.0) / (hi - lo)
+            top = max(hi - max(lo, n - self.tail), 0.0) / (hi - lo)
+            self.edge[v] = (bottom, top)
 
     def parts(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bottom- and top-tail credit of each similarity in ``s`` (any shape)."""
@@ -294,6 +296,7 @@ def relationship_recall(
         n_perturbations=int(len(perts)),
         n_testable=int((n_partners > 0).sum()),
         per_perturbation=per,
-        params={"threshold": t, "n_permutations": n_perm, "seed": int(seed) if isinstance(seed, (int, np.integer)) else "generator",
+        params={"threshold": t, "n_permutations": n_perm,
+                "seed": int(seed) if isinstance(seed, (int, np.integer)) else "generator",
                 "source": "+".join(map(str, sources)), "align": align, **dict(pmap.params)},
     )

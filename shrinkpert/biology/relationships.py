@@ -208,8 +208,9 @@ def read_relationships(path: Any, *, format: str | None = None, source: str | No
     path : str or path-like
         ``.gz`` files are decompressed on the fly.
     format : {"pairs", "gmt", "sets"}, optional
-        ``pairs``: a CSV or TSV table (tab-separated when its header has a tab) whose first two columns (or columns ``gene_a, gene_b``,
-        ``entity1, entity2`` or ``source, target``) name the two genes; a header is expected.
+        ``pairs``: a CSV or TSV table with a header (tab-separated when the header has a tab)
+        whose columns ``gene_a, gene_b``, ``entity1, entity2`` or ``source, target`` (else its
+        first two columns) name the two genes.
         ``gmt``: MSigDB GMT, one set per line, ``name<TAB>description<TAB>gene<TAB>gene...``.
         ``sets``: ``name<TAB>gene gene ...`` (e.g. EFAAR's ``CORUM_clusters.tsv``). Every pair
         of genes sharing a set becomes a relationship. Default: ``gmt`` for ``.gmt`` files, else

@@ -43,7 +43,8 @@ def test_weights_uniform_zero_and_per_perturbation():
     w[:5] = 0.0
     np.testing.assert_allclose(relationship_recall_score(pred, truth, weights=w, **kw),
                                relationship_recall_score(pred[:, 5:], truth[:, 5:], **kw))
-    np.testing.assert_allclose(map_agreement_score(pred, truth, weights=w), map_agreement_score(pred[:, 5:], truth[:, 5:]))
+    np.testing.assert_allclose(map_agreement_score(pred, truth, weights=w),
+                               map_agreement_score(pred[:, 5:], truth[:, 5:]))
     np.testing.assert_allclose(map_agreement_score(pred, truth, weights=np.tile(w, (30, 1))),
                                map_agreement_score(pred, truth, weights=w))
     with pytest.raises(InputError, match="weights must have shape"):

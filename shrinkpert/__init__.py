@@ -36,6 +36,7 @@ _EXPORTS = {
     "datasets": ".datasets",
     "ontarget": ".ontarget",
     "metrics": ".metrics",
+    "biology": ".biology",
     "PerturbationDesign": ".data.design",
     "encode_design": ".data.design",
     "GroupStatistics": ".stats.group",

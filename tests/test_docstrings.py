@@ -23,6 +23,12 @@ MODULES = [
     "shrinkpert.calibration.ceiling",
     "shrinkpert.weights.core",
     "shrinkpert.weights.deltas",
+    "shrinkpert.biology.relationships",
+    "shrinkpert.biology.maps",
+    "shrinkpert.biology.recall",
+    "shrinkpert.biology.agreement",
+    "shrinkpert.biology.pathways",
+    "shrinkpert.biology.scores",
 ]
 
 

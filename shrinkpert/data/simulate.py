@@ -102,7 +102,7 @@ _H5_CHUNK = 1 << 18  # HDF5 chunk (elements) of X/data and X/indices
 _SCRATCH = threading.local()
 _DTYPES = ("float32", "float64", "int32", "int64")
 # independent random streams: SeedSequence(seed, spawn_key=(stream, ...))
-_GENES, _BATCH, _SHIFT, _PERTURBATIONS, _CELLS, _COUNTS = range(6)
+_GENES, _BATCH, _SHIFT, _PERTURBATIONS, _CELLS, _COUNTS, _MODULES = range(7)
 
 
 class _Model(NamedTuple):
@@ -188,7 +188,7 @@ def _block_cells(n_genes: int) -> int:
     return min(cells, _MAX_BLOCK_CELLS)
 
 
-def _build(entropy, n_cells, n_genes, n_perturbations, p) -> tuple[_Model, dict]:
+def _build(entropy, n_cells, n_genes, n_perturbations, p, modules: int = 0) -> tuple[_Model, dict]:
     """Draw all gene, perturbation, guide and cell parameters; return the model and the truth."""
     rng = _stream(entropy, _GENES)
     mu = p["mean_expression"] * np.exp(p["expression_sd"] * rng.standard_normal(n_genes))
@@ -223,6 +223,10 @@ def _build(entropy, n_cells, n_genes, n_perturbations, p) -> tuple[_Model, dict]
         chosen = np.sort(chosen + (chosen >= t))  # skip the target itself
         genes.append(chosen)
         zs.append(p["effect_sd"] * rng.standard_normal(size))
+    module = None
+    if modules:
+        module, genes, zs = _add_modules(entropy, modules, target, genes, zs, n_genes, p)
+        sizes = np.array([g.size for g in genes], dtype=np.int64)
     effect_indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     effect_genes = np.concatenate(genes).astype(np.int64)
     effect_z = np.concatenate(zs)
@@ -255,7 +259,35 @@ def _build(entropy, n_cells, n_genes, n_perturbations, p) -> tuple[_Model, dict]
     truth = dict(effects=effects, systematic_shift=shift, gene_mean=mu, gene_dispersion=phi,
                  batch_effects=gamma, escape_rate=escape_p, target_index=target, guide_knockdown=knockdown,
                  guide_weight=share, guide_perturbation_index=guide_perturbation)
+    if module is not None:
+        truth["module"] = module
     return model, truth
+
+
+def _add_modules(entropy, modules, target, genes, zs, n_genes, p):
+    """Give perturbation ``k`` the programme of module ``k % modules`` on top of its own effects.
+
+    Each programme is ``round(n_affected_genes)`` genes (none of them a member's target) with
+    log effects ``effect_sd * N(0, 1)``, drawn from its own stream, so ``modules=0`` leaves every
+    other draw unchanged. Where a programme gene is also one of the perturbation's own, the two
+    log effects add.
+    """
+    rng = _stream(entropy, _MODULES)
+    module = np.arange(target.size) % modules
+    size = min(int(round(p["n_affected_genes"])), n_genes - 1)
+    out_genes, out_z = list(genes), list(zs)
+    for m in range(modules):
+        members = np.flatnonzero(module == m)
+        allowed = np.setdiff1d(np.arange(n_genes), target[members])
+        prog = np.sort(rng.choice(allowed, min(size, allowed.size), replace=False))
+        prog_z = p["effect_sd"] * rng.standard_normal(prog.size)
+        for k in members:
+            merged = np.union1d(out_genes[k], prog)
+            z = np.zeros(merged.size)
+            z[np.searchsorted(merged, out_genes[k])] += out_z[k]
+            z[np.searchsorted(merged, prog)] += prog_z
+            out_genes[k], out_z[k] = merged, z
+    return module, out_genes, out_z
 
 
 def _truncated_nb(rng: np.random.Generator, mean: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -402,6 +434,7 @@ def simulate(
     systematic_shift_fraction: float = 0.05,
     effect_sd: float = 0.5,
     n_affected_genes: float = 30.0,
+    modules: int = 0,
     weak_guide_fraction: float = 0.15,
     mean_expression: float = 0.15,
     expression_sd: float = 1.5,
@@ -457,6 +490,12 @@ def simulate(
         Standard deviation :math:`\tau \ge 0` of the downstream log effects at complete knockout.
     n_affected_genes : float, default=30.0
         Mean number (>= 0) of downstream genes per perturbation (zero-inflated geometric).
+    modules : int, default=0
+        Number of shared programmes (0 <= modules <= n_perturbations). Perturbation ``k`` (in
+        target order) joins module ``k % modules`` and gets its programme — ``round(n_affected_genes)``
+        genes with log effects :math:`N(0, \tau^2)`, scaled by the knockdown depth like its own
+        effects — on top of its own; ``uns["simulation"]["module"]`` records the groups. With 0
+        (default) the output is unchanged.
     weak_guide_fraction : float, default=0.15
         Probability, in [0, 1], that a guide is weak (remaining fraction U(0.6, 0.9) instead of
         0.05 + 0.45 Beta(2, 3)).
@@ -569,7 +608,10 @@ def simulate(
                   seed_from_generator=isinstance(seed, np.random.Generator), **p, dtype=dtype,
                   model_version=MODEL_VERSION)
     t0 = time.perf_counter()
-    model, truth = _build(entropy, n_cells, n_genes, n_perturbations, p)
+    modules = _check_int("modules", modules, 0, n_perturbations)
+    if modules:
+        params["modules"] = modules
+    model, truth = _build(entropy, n_cells, n_genes, n_perturbations, p, modules)
     adata = _skeleton(model, truth, params)
     logger.info("simulate: %d cells x %d genes, %d perturbations, seed %d, %s",
                 n_cells, n_genes, n_perturbations, entropy, "in memory" if path is None else f"to {path}")

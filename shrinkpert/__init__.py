@@ -62,6 +62,7 @@ _EXPORTS = {
     "evaluate": ".evaluation",
     "EvaluationConfig": ".evaluation",
     "MetricTable": ".evaluation",
+    "METRICS": ".evaluation",
     "strata": ".strata",
     "difficulty": ".strata",
     "systematic_variation": ".strata",

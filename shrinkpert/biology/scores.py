@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..metrics.registry import KINDS, MetricSpec
+from ..metrics.registry import MetricSpec
 from .agreement import _check_neighbors, _neighbour_ap
 from .maps import cosine_similarity
 from .pathways import activity_agreement, activity_scores, gene_set_matrix
@@ -235,8 +235,6 @@ def metric_specs(kind: str = "biology") -> tuple[MetricSpec, ...]:
     )
 
 
-#: Family of the biology metrics: "biology" once the registry lists it in ``KINDS``, "rank" until then.
-KIND = "biology" if "biology" in KINDS else "rank"
-
-#: The biology metrics for the registry (see :func:`metric_specs`).
-METRIC_SPECS: tuple[MetricSpec, ...] = metric_specs(KIND)
+#: The biology metrics for the registry (see :func:`metric_specs`); :func:`~shrinkpert.evaluate`
+#: scores them when it is given ``relationships=`` or ``gene_sets=``.
+METRIC_SPECS: tuple[MetricSpec, ...] = metric_specs("biology")

@@ -8,6 +8,7 @@ flow: it is the only one that uses them all.
 
 from .config import EvaluationConfig
 from .pipeline import DEFAULT_REFERENCES, evaluate
+from .registry import METRICS
 from .steps import (
     EvaluationInputs,
     Scores,
@@ -28,6 +29,7 @@ __all__ = [
     "EvaluationConfig",
     "MetricTable",
     "DEFAULT_REFERENCES",
+    "METRICS",
     "read_inputs",
     "summarise",
     "summarise_train",

@@ -70,6 +70,11 @@ class EvaluationConfig:
     population : PopulationReference or path, optional
         An external, split-independent reference: adds the ``"population"`` delta reference and
         ``"population"`` gene weights to the defaults.
+    relationships : str, path or DataFrame, optional
+        Known gene pairs (a bundled set such as ``"reactome"``, a pair/GMT file, or a DataFrame with
+        ``gene_a, gene_b``): adds ``relationship_recall`` and ``map_agreement``.
+    gene_sets : mapping or DataFrame, optional
+        Gene sets (name -> genes): adds ``pathway_activity`` and ``map_agreement``.
     truth_effects : {"raw", "shrunk"}
         Score against the raw true pseudobulks or against the ash posterior means of the true
         effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`).
@@ -94,6 +99,8 @@ class EvaluationConfig:
     cells_per_perturbation: int = 100
     allow_leakage: bool = False
     population: Any = None
+    relationships: Any = None
+    gene_sets: Any = None
     truth_effects: str = "raw"
     chunk_size: int | None = None
     n_threads: int | None = None
@@ -133,4 +140,7 @@ class EvaluationConfig:
         out["targets"] = dict(self.targets) if self.targets is not None else None
         if self.population is not None:
             out["population"] = getattr(self.population, "name", str(self.population))
+        for name in ("relationships", "gene_sets"):
+            value = getattr(self, name)
+            out[name] = value if value is None or isinstance(value, str) else type(value).__name__
         return out

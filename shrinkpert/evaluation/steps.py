@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,11 @@ import pandas as pd
 from .._arrays import freeze
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
-from ..metrics import METRICS, DECalls, MetricSpec
+from ..metrics import DECalls, MetricSpec
 from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan
 from .config import EvaluationConfig
+from .registry import METRICS
 from .references import REFERENCE_NAMES, auto_weights, reference_vectors, resolve_references, shrunk_truth
 from .table import MetricTable
 
@@ -349,11 +351,16 @@ class Scores:
     params: Mapping[str, Any]
 
 
-def resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, dose: bool) -> list[MetricSpec]:
+def resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, dose: bool,
+                    relationships: bool = False, gene_sets: bool = False) -> list[MetricSpec]:
     """The specs to compute; ``"default"`` is every metric the given inputs allow (see evaluate)."""
+    biology = {"relationship_recall": relationships, "map_agreement": relationships or gene_sets,
+               "pathway_activity": gene_sets}
     if isinstance(metrics, str) and metrics == "default":
         return [s for s in METRICS.values()
-                if (s.needs in ("means", "deltas", "de") and (s.kind != "target" or targets_measured))
+                if (s.needs in ("means", "deltas", "de") and (s.kind not in ("target", "biology") or
+                                                            (s.kind == "target" and targets_measured)))
+                or (s.kind == "biology" and biology[s.name])
                 or (s.needs == "penetrance" and penetrance) or (s.needs == "dose" and dose)]
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     specs = []
@@ -364,6 +371,11 @@ def resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, d
         if spec.needs == "penetrance" and not penetrance:
             raise InputError(f"metrics: {spec.name!r} needs the penetrance of both sides; pass escape= (classify_escape "
                              "of the true cells) and pred_escape= (of the predicted cells with the real controls).")
+        if spec.name == "relationship_recall" and not relationships:
+            raise InputError("metrics: 'relationship_recall' needs relationships= (a bundled set's name such as "
+                             "'reactome', or a DataFrame with gene_a, gene_b).")
+        if spec.name == "pathway_activity" and not gene_sets:
+            raise InputError("metrics: 'pathway_activity' needs gene_sets= (set name -> genes).")
         if spec.needs == "dose" and not dose:
             raise InputError(f"metrics: {spec.name!r} compares guides; pass guide_key= (an obs column of both pred and "
                              "truth).")
@@ -449,7 +461,8 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
     tindex = inputs.target_index
     specs = resolve_metrics(metrics, targets_measured=bool((tindex >= 0).any()),
                             penetrance=escape is not None and pred_escape is not None,
-                            dose=config.guide_key is not None)
+                            dose=config.guide_key is not None, relationships=config.relationships is not None,
+                            gene_sets=config.gene_sets is not None)
     weightings = _weightings(weights, inputs.perturbations, inputs.genes)
     jobs = tuple((spec, ref, wname) for spec in specs for ref in _spec_references(spec, refs)
                  for wname in (weightings if spec.weighted else ("uniform",)))
@@ -503,6 +516,11 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
             parameters = _parameters(spec)
             if "target_index" in parameters:
                 kwargs["target_index"] = tindex
+            if "relationships" in parameters:
+                kwargs["relationships"] = _relationships(config.relationships)
+                kwargs["targets"] = _target_names(inputs, config)
+            if "gene_sets" in parameters:
+                kwargs["gene_sets"], kwargs["genes"] = config.gene_sets, list(genes)
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
                     pred=pred_scopes.setdefault((data_ref, wname), {}),
@@ -517,6 +535,23 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
             out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perts))
+
+
+def _relationships(value: Any) -> pd.DataFrame:
+    """A bundled set's name or a path (read with :func:`~shrinkpert.biology.read_relationships`), or pairs."""
+    from ..biology import BUNDLED, load_relationships, read_relationships
+
+    if isinstance(value, str) and value in BUNDLED:
+        return load_relationships(value)
+    if isinstance(value, (str, os.PathLike)):
+        return read_relationships(value)
+    return value
+
+
+def _target_names(inputs: EvaluationInputs, config: EvaluationConfig) -> list[str]:
+    """Target gene of each scored perturbation (``targets`` or the label itself)."""
+    targets = dict(config.targets) if config.targets is not None else {}
+    return [targets.get(p, p) for p in inputs.perturbations]
 
 
 def _parameters(spec: MetricSpec) -> frozenset[str]:

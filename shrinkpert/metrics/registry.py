@@ -24,7 +24,7 @@ from . import de, distribution, expression, rank
 __all__ = ["KINDS", "NEEDS", "MetricSpec", "MetricRegistry", "METRICS"]
 
 #: Metric families.
-KINDS = ("expression", "rank", "de", "distribution", "target")
+KINDS = ("expression", "rank", "de", "distribution", "target", "biology")
 
 #: What a metric is computed from: pseudobulk ``means`` (profiles), ``deltas`` (effects from a
 #: reference), ``de`` (:class:`~shrinkpert.metrics.DECalls` of both sides), ``cells``,

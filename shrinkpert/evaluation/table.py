@@ -68,3 +68,12 @@ class MetricTable:
         from ..report import write_html
 
         return write_html(self, path, title=title, extras=extras, force=force)
+
+    def stratified(self, difficulty: Any, *, by: str = "stratum", **options: Any) -> pd.DataFrame:
+        """Per-stratum means with bootstrap intervals (see :func:`shrinkpert.strata.stratify`).
+
+        ``difficulty`` is the table of :func:`shrinkpert.difficulty` (indexed by perturbation).
+        """
+        from ..strata import stratify
+
+        return stratify(self.to_frame(), difficulty, by=by, **options)

@@ -79,3 +79,15 @@ def test_model_names_are_checked(pair):
     bad = pred[pred.obs["perturbation"] != "G1"].copy()
     with pytest.raises(InputError, match=r"pred 'b' and truth have different perturbations: missing from pred 'b'"):
         shrinkpert.evaluate({"a": pred, "b": bad}, truth, metrics=["mse"], n_boot=10)
+
+
+def test_stratified_groups_perturbations_by_stratum(pair):
+    pred, truth = pair
+    table = shrinkpert.evaluate(pred, truth, metrics=["mse"], weights=None, n_boot=20)
+    strata = pd.DataFrame({"stratum": ["easy", "easy", "hard", "hard", "no signal"]}, index=table.perturbations)
+    out = table.stratified(strata, n_boot=50)
+    frame = table.to_frame().set_index("perturbation")
+    easy = frame.loc[strata.index[strata["stratum"] == "easy"], "value"].mean()
+    row = out.reset_index()
+    got = row.loc[(row["stratum"] == "easy") & (row["metric"] == "mse") & (row["column"] == "value"), "mean"]
+    assert got.to_numpy() == pytest.approx([easy], rel=1e-12)

@@ -21,7 +21,8 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -341,6 +342,10 @@ class Scores:
     perturbations : pandas.Index
     params : mapping
         What the scoring used (weightings, references, metrics, DE test).
+    ceilings : mapping
+        ``ceilings[(metric, reference, weighting)]``: the analytic noise ceiling (mean over
+        perturbations of the expected score of a prediction equal to the true population mean,
+        :func:`~shrinkpert.calibration.noise_ceiling`), where a closed form exists.
     """
 
     jobs: tuple
@@ -349,6 +354,7 @@ class Scores:
     models: tuple[str, ...]
     perturbations: pd.Index
     params: Mapping[str, Any]
+    ceilings: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 def resolve_metrics(metrics: Any, *, targets_measured: bool, penetrance: bool, dose: bool,
@@ -476,7 +482,25 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
                                           if hasattr(w, "params") and w.params.get("uniform_fallback")},
               "population_reference": getattr(population, "name", None),
               "de_test": _DE_DESCRIPTION[config.de_calls], "targets_measured": int((tindex >= 0).sum())}
-    return Scores(jobs, values, tuple(sides), inputs.models, inputs.perturbations, params)
+    return Scores(jobs, values, tuple(sides), inputs.models, inputs.perturbations, params,
+                  MappingProxyType(_ceilings(jobs, summaries.truth, weightings, config)))
+
+
+def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
+              config: EvaluationConfig) -> dict[tuple[str, str, str], float]:
+    """Closed-form noise ceilings of the metrics that have one, against the raw truth and the control."""
+    from ..calibration.ceiling import CLOSED_FORMS, noise_ceiling
+
+    out = {}
+    if config.truth_effects != "raw":
+        return out
+    for spec, ref, wname in jobs:
+        if spec.name in CLOSED_FORMS and ref in ("none", "control"):
+            fit = noise_ceiling(truth.mean, truth.var, truth.n_cells, truth.control_mean, truth.control_var,
+                                truth.control_n, spec.name, weights=weightings[wname], method="closed_form")
+            expected = np.asarray(fit.expected, dtype=np.float64)
+            out[(spec.name, ref, wname)] = float(np.nanmean(expected)) if np.isfinite(expected).any() else np.nan
+    return out
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -650,6 +674,7 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
             bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed) if config.calibrate else None
             frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
                                        scores.perturbations, base, negative, config.positive, bootstrap)
+            row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)
             if several:
                 frame.insert(0, "model", model)
                 row = {"model": model, **row}

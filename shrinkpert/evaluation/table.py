@@ -57,8 +57,12 @@ class MetricTable:
         Columns: ``mean`` and ``median`` of the model's values (NaN values left out; ``n_valid``
         counts the rest), ``calibrated`` (ratio of means between negative and positive control),
         ``ci_low``/``ci_high`` (its bootstrap interval), ``drf`` (mean DRF), ``bds``, ``flags``,
-        then ``greater_is_better``, ``negative``, ``positive``, ``n_valid`` and the mean of each
-        baseline (``baseline_<name>``).
+        then ``greater_is_better``, ``negative``, ``positive``, ``n_valid``, the mean of each
+        baseline (``baseline_<name>``) and ``ceiling``: the analytic noise ceiling, the expected
+        score of a prediction equal to the true population mean given the truth's sampling noise
+        (closed forms for MSE/MAE of means and deltas, Pearson and cosine of deltas, against the
+        control or on means; NaN elsewhere — compare with ``baseline_technical_duplicate``, the
+        half-split ceiling).
         """
         return self.summary_table.copy()
 

@@ -140,3 +140,20 @@ def test_shrunk_truth_scores_against_posterior_means(screen):
         assert got[pert] == pytest.approx(expected, rel=1e-3, abs=1e-10)
     assert table.params["truth_effects"] == "shrunk"
     assert METRICS["mse_delta"].best == 0.0
+
+
+def test_the_summary_carries_the_analytic_noise_ceiling(screen):
+    from shrinkpert.calibration.ceiling import noise_ceiling
+
+    truth, _ = screen
+    summary = shrinkpert.evaluate(truth, truth, metrics=["pearson_delta", "mse", "spearman_delta"], weights=None,
+                                  n_boot=20).summary()
+    stats = shrinkpert.group_statistics(truth, "perturbation", normalize="log1p")
+    labels = list(stats.groups.astype(str))
+    c = labels.index("non-targeting")
+    rows = [i for i in range(len(labels)) if i != c]
+    for metric, ref in (("pearson_delta", "control"), ("mse", "none")):
+        fit = noise_ceiling(stats.mean[rows], stats.var[rows], stats.n_cells[rows], stats.mean[c], stats.var[c],
+                            int(stats.n_cells[c]), metric, method="closed_form")
+        assert summary.loc[(metric, "uniform", ref), "ceiling"] == pytest.approx(np.nanmean(fit.expected), rel=1e-10)
+    assert np.isnan(summary.loc[("spearman_delta", "uniform", "control"), "ceiling"])  # no closed form

@@ -14,10 +14,22 @@ from shrinkpert import estimate_effects, group_statistics
 from shrinkpert.cli import build_parser, main
 
 
-def test_demo_writes_outputs_and_summary(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One run of the demo (it evaluates two models and writes the report), shared by the tests."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--out", str(out)])
+    return out, code, printed.getvalue()
+
+
+def test_demo_writes_outputs_and_summary(demo):
+    out, code, printed = demo
+    assert code == 0
     assert "STAT1" in printed and "target_effect" in printed
     summary = pd.read_csv(out / "summary.csv", index_col=0)
     assert summary.loc["JAK2", "target_effect"] < -2
@@ -29,12 +41,30 @@ def test_demo_writes_outputs_and_summary(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 
-def test_refuses_to_overwrite_without_force(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
-    assert main(["demo", "--out", str(out)]) == 2
+def test_demo_scores_two_models_and_writes_the_report(demo):
+    out, _, printed = demo
+    assert "Open first:" in printed and str(out / "report.html") in printed
+    scores = pd.read_csv(out / "evaluation" / "summary.csv")
+    assert set(scores["model"]) == {"training mean", "linear (PCA-ridge)"}
+    assert {"train_centroid", "control"} <= set(scores["reference"])
+    assert "<svg" in (out / "report.html").read_text() or "data:image/svg" in (out / "report.html").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:1 cells:shrinkpert.errors.ShrinkpertWarning")  # the fixture's zero-count cell
+def test_refuses_to_overwrite_without_force(demo, tmp_path, counts, capsys):
+    out = demo[0]
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["demo", "--out", str(out)]) == 2  # refused before any work
     assert "not empty; pass --force" in capsys.readouterr().err
-    assert main(["demo", "--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == before
+    path = tmp_path / "in.h5ad"
+    counts.write_h5ad(path)
+    target = tmp_path / "e"
+    target.mkdir()
+    (target / "old.txt").write_text("x")
+    assert main(["effects", str(path), "--out", str(target), "--exclude", "G3"]) == 2
+    assert main(["effects", str(path), "--out", str(target), "--exclude", "G3", "--force"]) == 0
+    assert (target / "effects.h5ad").exists()
 
 
 @pytest.mark.filterwarnings("ignore:1 cells:shrinkpert.errors.ShrinkpertWarning")  # the fixture's zero-count cell

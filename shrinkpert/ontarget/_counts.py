@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from scipy.special import gammaln, ndtr
 
 from ..data.design import encode_design
-from ..data.read import open_matrix, read_annotations
+from .._validate import validate
+from ..data.read import open_matrix
 from ..errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
 
 log = logging.getLogger("shrinkpert")
@@ -66,14 +67,8 @@ def _resolve(
     perturbations: Sequence[str] | None,
 ) -> tuple[_Design, pd.DataFrame]:
     """Encode cells, perturbations, targets and guides; validate names (no data read)."""
-    obs, var_names = read_annotations(adata)
-    if obs.index.has_duplicates:
-        dup = obs.index[obs.index.duplicated()][:5].tolist()
-        raise InputError(f"Cell names are duplicated (e.g. {dup!r}); make them unique with adata.obs_names_make_unique().")
-    genes = pd.Index(var_names).astype(str)
-    if genes.has_duplicates:
-        dup = genes[genes.duplicated()][:5].tolist()
-        raise InputError(f"Gene names are duplicated (e.g. {dup!r}); make them unique with adata.var_names_make_unique().")
+    data = validate(adata, perturbation_key=perturbation_key, control=control)  # the one boundary
+    obs, genes = data.obs, data.genes
     if target_key is not None and targets is not None:
         raise InputError("Pass either target_key= (an obs column) or targets= (a mapping), not both.")
     design = encode_design(obs, genes, perturbation_key=perturbation_key, control=control,

@@ -178,7 +178,7 @@ def _side_labels(data, key: str, control: str, where: str) -> tuple[np.ndarray, 
 
 
 def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk_size,
-                bulk_target_sum: float, max_counts: float, n_parts: int):
+                bulk_target_sum: float, max_counts: float, n_parts: int, fractional: bool = False):
     """Validate counts; return group count sums, per-cell totals and jackknife terms."""
     n_genes = None
     with open_matrix(data, layer) as source:
@@ -189,7 +189,7 @@ def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk
         for block in source.blocks(chunk_size):
             values = block.values
             stored = values.data if sp.issparse(values) else np.asarray(values).ravel()
-            _check_counts(stored, where)
+            _check_counts(stored, where, fractional)
             if not source.by_rows:
                 mat = sp.csc_matrix(values, dtype=np.float64)
                 lib += np.asarray(mat.sum(axis=1)).ravel()
@@ -245,7 +245,7 @@ def _indicator(codes: np.ndarray, valid: np.ndarray, n_groups: int) -> sp.csr_ma
     return sp.csr_matrix((np.ones(idx.size), (codes[idx], idx)), shape=(n_groups, codes.size))
 
 
-def _check_counts(values: np.ndarray, where: str) -> None:
+def _check_counts(values: np.ndarray, where: str, fractional: bool = False) -> None:
     if values.size == 0:
         return
     if not np.isfinite(values).all():
@@ -255,7 +255,7 @@ def _check_counts(values: np.ndarray, where: str) -> None:
             f"{where} contains negative values; the vcc2026 preset needs raw integer counts "
             "(not centred, scaled or log-ratio values)."
         )
-    if np.any(values != np.floor(values)):
+    if not fractional and np.any(values != np.floor(values)):
         raise CountsError(
             f"{where} contains non-integer values; the vcc2026 preset needs raw integer counts. "
             "Do not submit normalised or log1p values: the preset normalises inside."
@@ -351,44 +351,42 @@ def _across_budget(pred_bulk: np.ndarray, cols: dict[int, int], w: np.ndarray) -
 
 
 def _de_members(truth: WilcoxonResult, pred: WilcoxonResult, cols: dict[int, int]) -> dict[str, np.ndarray]:
+    """The four DE members; each side keeps only the genes its own CPM gate tested."""
     alpha, purity_floor = PRESET["alpha"], PRESET["reach_purity"]
     min_genes = PRESET["lfc_nmae_min_genes"]
-    tested = truth.tested
     genes = np.asarray(truth.genes.astype(str))
     n_p = len(truth.perturbations)
     out = {name: np.full(n_p, np.nan) for name in (
         "de_wilcoxon_direction_fidelity_yield_raw", "de_wilcoxon_direction_reach_raw",
         "de_wilcoxon_sig_jaccard", "de_wilcoxon_lfc_nmae")}
     for k in range(n_p):
-        use = tested.copy()
+        in_r, in_h = truth.tested.copy(), pred.tested.copy()
         if k in cols:
-            use[cols[k]] = False
-        idx = np.flatnonzero(use)
-        q_r, lfc_r = truth.q[k, idx], truth.lfc[k, idx]
-        q_h, p_h, lfc_h = pred.q[k, idx], pred.p[k, idx], pred.lfc[k, idx]
-        sig_r = q_r < alpha
-        sig_h = q_h < alpha
+            in_r[cols[k]] = in_h[cols[k]] = False
+        q_r, lfc_r = truth.q[k], truth.lfc[k]
+        q_h, p_h, lfc_h = pred.q[k], pred.p[k], pred.lfc[k]
+        sig_r = in_r & (q_r < alpha)
+        sig_h = in_h & (q_h < alpha)
         sign_r = np.isfinite(lfc_r) & (lfc_r != 0)
         committed = ~np.isnan(lfc_h) & (lfc_h != 0)
         match = sign_r & committed & (np.sign(lfc_h) == np.sign(lfc_r))
         n_conf = int(sig_r.sum())
-        # fidelity-yield (raw): k / max(n_pred, N_conf)
-        scored = sig_h & sign_r
+        # fidelity-yield (raw): k / max(n_pred, N_conf), over genes both sides tested
+        scored = sig_h & in_r & sign_r
         n_pred, hits = int(scored.sum()), int((scored & match).sum())
         den = max(n_pred, n_conf)
         out["de_wilcoxon_direction_fidelity_yield_raw"][k] = hits / den if den else np.nan
-        # reach (raw): deepest purity >= 0.9 prefix of the measured-significant genes
+        # reach (raw): deepest prefix with sign purity >= 0.9 of the measured-significant genes
         if n_conf:
-            sel = np.flatnonzero(sig_r)
+            sel = np.flatnonzero(sig_r & in_h)
             key_q = np.where(np.isnan(q_h[sel]), np.inf, q_h[sel])
             key_p = np.where(np.isnan(p_h[sel]), np.inf, p_h[sel])
             key_l = np.where(np.isnan(lfc_h[sel]), -np.inf, np.abs(lfc_h[sel]))
-            order = np.lexsort((genes[idx[sel]], -key_l, key_p, key_q, ~sig_h[sel]))
-            n_denom = np.cumsum(sign_r[sel][order])
-            n_match = np.cumsum(match[sel][order])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                purity = np.where(n_denom > 0, n_match / np.maximum(n_denom, 1), np.nan)
-            ok = purity >= purity_floor
+            order = sel[np.lexsort((genes[sel], -key_l, key_p, key_q, ~sig_h[sel]))]
+            n_denom = np.cumsum(sign_r[order])
+            n_match = np.cumsum(match[order])
+            ok = (n_denom > 0) & (n_match >= purity_floor * np.maximum(n_denom, 1))
+            ok &= n_match / np.maximum(n_denom, 1) >= purity_floor
             k_star = int(n_denom[ok].max()) if ok.any() else 0
             out["de_wilcoxon_direction_reach_raw"][k] = k_star / n_conf
         # significant-set Jaccard
@@ -399,7 +397,7 @@ def _de_members(truth: WilcoxonResult, pred: WilcoxonResult, cols: dict[int, int
         gate = sig_r & np.isfinite(lfc_r)
         if gate.sum() >= min_genes:
             real = lfc_r[gate]
-            guess = np.where(np.isfinite(lfc_h[gate]), lfc_h[gate], 0.0)
+            guess = np.where(in_h & np.isfinite(lfc_h), lfc_h, 0.0)[gate]
             denom = np.abs(real).mean()
             if math.isfinite(denom) and denom != 0.0:
                 out["de_wilcoxon_lfc_nmae"][k] = np.abs(guess - real).mean() / denom
@@ -459,6 +457,16 @@ def score_vcc2026(
     GeneMismatchError
         The two sides have different genes or gene order.
     """
+    return _score(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer,
+                  target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+
+
+def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk_size, n_threads,
+           fractional_pred: bool = False, own_controls: bool = False) -> VCC2026Result:
+    """:func:`score_vcc2026`; ``fractional_pred`` admits non-integer predicted counts (the
+    emitted mean-response baseline is scaled control cells, as in cell-eval2);
+    ``own_controls`` takes the prediction's effects and DE tests against its own control cells
+    (cell-eval2's ``control_source="pred"``, which its replicate anchor uses)."""
     t_labels, genes = _side_labels(truth, perturbation_key, control, "truth")
     p_labels, p_genes = _side_labels(pred, perturbation_key, control, "pred")
     if not p_genes.equals(genes):
@@ -489,23 +497,31 @@ def score_vcc2026(
     t_codes = perts.get_indexer(t_labels).astype(np.int64)
     t_codes[t_labels == control] = n_p
     p_codes = perts.get_indexer(p_labels).astype(np.int64)
+    if own_controls:
+        if not (p_labels == control).any():
+            raise InputError(f"pred has no control cells ({perturbation_key} == {control!r}).")
+        p_codes[p_labels == control] = n_p
     with thread_limit(n_threads) as threads:
         n_parts = max(1, resolve_threads(threads))
         args = dict(layer=layer, chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
                     max_counts=PRESET["max_counts_per_cell"], n_parts=n_parts)
         real_bulk, real_jk, _ = _group_pass(truth, t_codes, n_p + 1, where="truth", **args)
-        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p, where="pred", **args)
+        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, where="pred",
+                                                       fractional=fractional_pred, **args)
         de_args = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=True,
                        target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
                        epsilon=PRESET["epsilon"], n_threads=n_threads)
         de_truth = wilcoxon_de(truth, **de_args)
-        de_pred = wilcoxon_de(pred, reference=truth, **de_args)
+        de_pred = wilcoxon_de(pred, reference=None if own_controls else truth, **de_args)
+    pred_ctrl = pred_bulk[n_p] if own_controls else None
+    pred_bulk, pred_jk, n_pred_cells = pred_bulk[:n_p], pred_jk[:n_p], n_pred_cells[:n_p]
     if (n_pred_cells == 0).any():
         raise InputError("pred has a perturbation with no cells.")
     cols = _target_columns(perts, genes, target_genes)
     panel = np.unique(np.fromiter(cols.values(), dtype=np.int64, count=len(cols)))
     ctrl = real_bulk[n_p]
-    values = {"pds_cosine": _pds_cosine(pred_bulk - ctrl, real_bulk[:n_p] - ctrl, panel)}
+    origin = pred_ctrl if own_controls else ctrl
+    values = {"pds_cosine": _pds_cosine(pred_bulk - origin, real_bulk[:n_p] - ctrl, panel)}
     values.update(_de_members(de_truth, de_pred, cols))
     capped, distance = _expression_error(pred_bulk, pred_jk, real_bulk[:n_p], real_jk[:n_p],
                                          ctrl, real_jk[n_p], cols)

@@ -102,6 +102,8 @@ _PER_PERTURBATION = (
     "de_wilcoxon_lfc_nmae",
     "expr_mse_unbiased_capped",
     "expr_distance_unbiased",
+    "expr_mse_unbiased",
+    "expr_real_mass_ratio",
 )
 
 
@@ -304,7 +306,7 @@ def _pds_cosine(pred_eff: np.ndarray, real_eff: np.ndarray, panel_cols: np.ndarr
 
 
 def _expression_error(pred_bulk, pred_jk, real_bulk, real_jk, ctrl_bulk, ctrl_jk, cols: dict[int, int]):
-    """(expr_mse_unbiased_capped, expr_distance_unbiased) per perturbation."""
+    """(expr_mse_unbiased_capped, expr_distance_unbiased, expr_mse_unbiased) per perturbation."""
     n_p, n_g = real_bulk.shape
     n_row = np.full(n_p, float(n_g))
     for k in cols:
@@ -318,6 +320,11 @@ def _expression_error(pred_bulk, pred_jk, real_bulk, real_jk, ctrl_bulk, ctrl_jk
     dist = np.einsum("ij,ij->i", diff, diff) - real_jk - ctrl_jk
     for k, g in cols.items():
         dist[k] -= (real_bulk[k, g] - ctrl_bulk[g]) ** 2
+    diff_pred = pred_bulk - real_bulk
+    plug_in = np.einsum("ij,ij->i", diff_pred, diff_pred)
+    for k, g in cols.items():
+        plug_in[k] -= (pred_bulk[k, g] - real_bulk[k, g]) ** 2
+    uncapped = plug_in - pred_jk - real_jk
     term = np.minimum(pred_jk, real_jk)
     claim = float((term * weights).sum())
     if claim > 0.0:
@@ -325,11 +332,7 @@ def _expression_error(pred_bulk, pred_jk, real_bulk, real_jk, ctrl_bulk, ctrl_jk
         ratio = budget / claim
         if ratio < 1.0:
             term = term * ratio
-    diff = pred_bulk - real_bulk
-    num = np.einsum("ij,ij->i", diff, diff) - term - real_jk
-    for k, g in cols.items():
-        num[k] -= (pred_bulk[k, g] - real_bulk[k, g]) ** 2
-    return per_gene(num), per_gene(dist)
+    return per_gene(plug_in - term - real_jk), per_gene(dist), per_gene(uncapped)
 
 
 def _across_budget(pred_bulk: np.ndarray, cols: dict[int, int], w: np.ndarray) -> float:
@@ -523,8 +526,10 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
     origin = pred_ctrl if own_controls else ctrl
     values = {"pds_cosine": _pds_cosine(pred_bulk - origin, real_bulk[:n_p] - ctrl, panel)}
     values.update(_de_members(de_truth, de_pred, cols))
-    capped, distance = _expression_error(pred_bulk, pred_jk, real_bulk[:n_p], real_jk[:n_p],
-                                         ctrl, real_jk[n_p], cols)
+    capped, distance, uncapped = _expression_error(pred_bulk, pred_jk, real_bulk[:n_p], real_jk[:n_p],
+                                                   ctrl, real_jk[n_p], cols)
+    values["expr_mse_unbiased"] = uncapped
+    values["expr_real_mass_ratio"] = np.expm1(real_bulk[:n_p]).sum(axis=1) / PRESET["bulk_target_sum"]
     values["expr_mse_unbiased_capped"] = capped
     values["expr_distance_unbiased"] = distance
     aggregate = {}
@@ -547,7 +552,7 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
     return VCC2026Result(
         perturbations=perts,
         values={k: values[k] for k in _PER_PERTURBATION},
-        aggregate={k: aggregate[k] for k in (*MEMBERS, "expr_mse_unbiased_capped", "expr_distance_unbiased")},
+        aggregate={k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])},
         de_truth=de_truth,
         de_pred=de_pred,
         params={"perturbation_key": perturbation_key, "control": control, "layer": layer,

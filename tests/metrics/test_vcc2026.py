@@ -20,6 +20,7 @@ import shrinkpert as spkg
 from shrinkpert.errors import CountsError, GeneMismatchError, InputError
 from shrinkpert.metrics._vcc2026_kernels import jackknife_block
 from shrinkpert.metrics.vcc2026 import MEMBERS, score_vcc2026
+from shrinkpert.metrics.vcc2026_output import to_cell_eval2
 
 CONTROL = "non-targeting"
 
@@ -52,7 +53,7 @@ def pairs():
 
 
 @pytest.mark.peer
-def test_members_equal_cell_eval2(pairs, caplog):
+def test_members_equal_cell_eval2(pairs, caplog, tmp_path):
     pytest.importorskip("cell_eval2")
     pytest.importorskip("pdex")
     from cell_eval2.config import EvalConfig
@@ -60,7 +61,7 @@ def test_members_equal_cell_eval2(pairs, caplog):
 
     cfg = dataclasses.replace(EvalConfig.from_preset("vcc2026"), pert_col="perturbation", cache_strict=False)
     caplog.set_level(logging.ERROR)
-    for pred, real, null_gene in pairs:
+    for i, (pred, real, null_gene) in enumerate(pairs):
         ours = score_vcc2026(pred, real)
         # the scenario has what it should: a perturbation with no significant gene
         k = ours.perturbations.get_loc(null_gene)
@@ -68,14 +69,21 @@ def test_members_equal_cell_eval2(pairs, caplog):
         peer = compute_metrics(pred, real, config=cfg)
         peer_wide = peer.to_pandas().pivot(index="perturbation", columns="metric", values="value")
         table = ours.table()
-        for name in (*[m for m in MEMBERS if m != "expr_mse_unbiased_capped_norm"],
-                     "expr_mse_unbiased_capped", "expr_distance_unbiased"):
+        for name in table.columns:
             theirs = peer_wide[name].reindex(table.index) if name in peer_wide else pd.Series(np.nan, index=table.index)
             np.testing.assert_array_equal(np.isnan(table[name]), np.isnan(theirs), err_msg=name)
             np.testing.assert_allclose(table[name], theirs, rtol=0, atol=1e-9, err_msg=name)
-        agg = aggregate_metrics_wide(peer).to_pandas().set_index("statistic")
+        agg = aggregate_metrics_wide(peer, metrics=list(peer_wide.columns) + ["expr_mse_unbiased_capped_norm"])
+        agg = agg.to_pandas().set_index("statistic")
         assert ours.aggregate["expr_mse_unbiased_capped_norm"] == pytest.approx(
             agg.loc["mean", "expr_mse_unbiased_capped_norm"], abs=1e-9)
+        # the written files have cell-eval2's rows, columns and statistics
+        folder = to_cell_eval2(ours, tmp_path / f"out{i}")
+        written = pd.read_csv(folder / "agg_results.csv").set_index("statistic")
+        assert list(written.columns) == list(agg.columns)
+        np.testing.assert_allclose(written.to_numpy(), agg[written.columns].to_numpy(), rtol=1e-9, atol=1e-12)
+        rows = pd.read_csv(folder / "results.csv")
+        assert sorted(zip(rows.perturbation, rows.metric)) == sorted(zip(peer["perturbation"], peer["metric"]))
 
 
 def test_exact_copy_scores_perfectly(pairs):

@@ -68,7 +68,7 @@ import scipy.sparse as sp
 from .._numba import resolve_threads, thread_limit
 from ..data.read import open_matrix, read_annotations
 from ..errors import CountsError, GeneMismatchError, InputError, MissingKeyError, ShrinkpertWarning
-from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de
+from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
 from ._vcc2026_kernels import jackknife_block
 
 __all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET"]
@@ -514,8 +514,10 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
         de_args = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=True,
                        target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
                        epsilon=PRESET["epsilon"], n_threads=n_threads)
-        de_truth = wilcoxon_de(truth, **de_args)
-        de_pred = wilcoxon_de(pred, reference=None if own_controls else truth, **de_args)
+        if own_controls:
+            de_truth, de_pred = wilcoxon_de(truth, **de_args), wilcoxon_de(pred, **de_args)
+        else:
+            de_truth, de_pred = wilcoxon_de_pair(pred, truth, **de_args)
     pred_ctrl = pred_bulk[n_p] if own_controls else None
     pred_bulk, pred_jk, n_pred_cells = pred_bulk[:n_p], pred_jk[:n_p], n_pred_cells[:n_p]
     if (n_pred_cells == 0).any():

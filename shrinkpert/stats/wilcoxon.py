@@ -26,7 +26,7 @@ from ..data.read import MatrixSource, open_matrix, read_annotations
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ._wilcoxon_kernels import mwu_block
 
-__all__ = ["WilcoxonResult", "wilcoxon_de"]
+__all__ = ["WilcoxonResult", "wilcoxon_de", "wilcoxon_de_pair"]
 
 _BLOCK_ENTRIES_MIN = 1 << 21
 _BLOCK_ENTRIES_MAX = 1 << 23
@@ -121,31 +121,25 @@ def _row_positions(labels: np.ndarray, names: pd.Index, control: str, control_co
     return codes
 
 
-def _entries(values, g0: int, g1: int, row_offset: int):
-    """(column, row, value) of the stored entries of columns ``g0:g1`` of one block."""
+def _csc_columns(values, g0: int, g1: int) -> sp.csc_matrix:
+    """Columns ``g0:g1`` of one block as CSC (C-level slicing and conversion)."""
     if sp.issparse(values):
-        sub = values[:, g0:g1].tocoo()
-        return sub.col.astype(np.int64), sub.row.astype(np.int64) + row_offset, sub.data
-    sub = np.asarray(values[:, g0:g1])
-    rows, cols = np.nonzero(sub)
-    return cols.astype(np.int64), rows.astype(np.int64) + row_offset, sub[rows, cols]
+        return sp.csr_matrix(values)[:, g0:g1].tocsc() if values.format != "csc" else values[:, g0:g1]
+    return sp.csc_matrix(np.asarray(values[:, g0:g1]))
 
 
 class _ColumnReader:
-    """Yields, gene block after gene block, the stored entries of one source's columns."""
+    """Yields, gene block after gene block, one source's columns as a CSC matrix (all cells)."""
 
-    def __init__(self, source: MatrixSource, width: int, row_chunk: int | None):
+    def __init__(self, source: MatrixSource, width: int):
         self.source = source
-        self.width = width
-        self.row_chunk = row_chunk
         self._gene_blocks: Iterator | None = None if source.by_rows else source.blocks(width)
 
-    def read(self, g0: int, g1: int):
+    def read(self, g0: int, g1: int) -> sp.csc_matrix:
         if self._gene_blocks is not None:
-            block = next(self._gene_blocks)
-            return _entries(block.values, 0, g1 - g0, 0)
-        parts = [_entries(b.values, g0, g1, b.rows.start) for b in self.source.blocks(self.row_chunk)]
-        return tuple(np.concatenate([part[k] for part in parts]) for k in range(3))
+            return _csc_columns(next(self._gene_blocks).values, 0, g1 - g0)
+        parts = [sp.csr_matrix(b.values)[:, g0:g1] for b in self.source.blocks()]
+        return sp.vstack(parts, format="csr").tocsc()
 
 
 def _block_width(sources: list[MatrixSource], n_genes: int, chunk_size: int | None) -> int:
@@ -238,19 +232,34 @@ def wilcoxon_de(
             )
         ref_labels = _labels(ref_obs, perturbation_key, "reference")
         items.append((reference, np.where(ref_labels == control, n_p, -1).astype(np.int32)))
-    group_sizes = np.zeros(n_p + 1, dtype=np.int64)
-    for _, codes in items:
-        group_sizes += np.bincount(codes[codes >= 0], minlength=n_p + 1)
+    group_sizes = _group_sizes(items, n_p + 1)
     if group_sizes[n_p] == 0:
         where = "reference" if reference is not None else "data"
         raise InputError(
             f"No control cells: no cell of {where} has {perturbation_key} == {control!r}. Pass the "
             "control label with control=..."
         )
+    u, p, sums = _test(items, group_sizes, n_p, n_g, layer=layer, normalize=normalize,
+                       target_sum=target_sum, chunk_size=chunk_size, n_threads=n_threads)
+    return _result(perturbations, genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], group_sizes[:n_p],
+                   int(group_sizes[n_p]), perturbation_key=perturbation_key, control=control, layer=layer,
+                   normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm,
+                   epsilon=epsilon, reference=reference is not None)
 
-    sums = np.zeros((n_p + 1, n_g))
-    u = np.full((n_p + 1, n_g), np.nan)
-    p = np.full((n_p + 1, n_g), np.nan)
+
+def _group_sizes(items, n_groups: int) -> np.ndarray:
+    sizes = np.zeros(n_groups, dtype=np.int64)
+    for _, codes in items:
+        sizes += np.bincount(codes[codes >= 0], minlength=n_groups)
+    return sizes
+
+
+def _test(items, group_sizes, control_code: int, n_g: int, *, layer, normalize, target_sum, chunk_size, n_threads):
+    """U, p (every group vs ``control_code``) and normalised sums per group, one pass over genes."""
+    n_groups = len(group_sizes)
+    sums = np.zeros((n_groups, n_g))
+    u = np.full((n_groups, n_g), np.nan)
+    p = np.full((n_groups, n_g), np.nan)
     with thread_limit(n_threads), contextlib.ExitStack() as stack:
         sources = [stack.enter_context(open_matrix(item[0], layer)) for item in items]
         divisors = []
@@ -259,34 +268,33 @@ def wilcoxon_de(
                 raise InputError(f"{source.label} has shape {source.shape}, expected {(len(codes), n_g)}.")
             divisors.append(_totals(source) / float(target_sum) if normalize else None)
         width = _block_width(sources, n_g, chunk_size)
-        readers = [_ColumnReader(source, width, None) for source in sources]
+        readers = [_ColumnReader(source, width) for source in sources]
+        row_codes = np.concatenate([codes for _, codes in items])
+        divisor = np.concatenate(divisors) if normalize else None
         for g0 in range(0, n_g, width):
             g1 = min(g0 + width, n_g)
-            cols, rows, vals, codes = [], [], [], []
-            for reader, divisor, (_, row_codes) in zip(readers, divisors, items):
-                c, r, v = reader.read(g0, g1)
-                v = _checked(v, reader.source.label)
-                keep = (row_codes[r] >= 0) & (v != 0)
-                c, r, v = c[keep], r[keep], v.astype(np.float64)[keep]
-                if divisor is not None:
-                    v = v / divisor[r]
-                cols.append(c)
-                vals.append(v)
-                codes.append(row_codes[r])
-            col = np.concatenate(cols)
-            lin = np.concatenate(vals)
-            code = np.concatenate(codes)
-            order = np.argsort(col, kind="stable")
-            col, lin, code = col[order], lin[order], code[order]
+            block = sp.vstack([reader.read(g0, g1) for reader in readers], format="csc")
+            values = _checked(block.data, "the data")
+            col = np.repeat(np.arange(g1 - g0), np.diff(block.indptr))
+            code = row_codes[block.indices]
+            keep = (code >= 0) & (values != 0)
+            col, code, lin = col[keep], code[keep], values[keep].astype(np.float64)
+            if divisor is not None:
+                lin = lin / divisor[block.indices[keep]]
             sums[:, g0:g1] = np.bincount(
-                code.astype(np.int64) * (g1 - g0) + col, weights=lin, minlength=(n_p + 1) * (g1 - g0)
-            ).reshape(n_p + 1, g1 - g0)
+                code.astype(np.int64) * (g1 - g0) + col, weights=lin, minlength=n_groups * (g1 - g0)
+            ).reshape(n_groups, g1 - g0)
             indptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=g1 - g0))]).astype(np.int64)
             ranked = np.log1p(lin) if normalize else lin
-            mwu_block(indptr, code, ranked, group_sizes, n_p, u[:, g0:g1], p[:, g0:g1])
+            mwu_block(indptr, code, ranked, group_sizes, control_code, u[:, g0:g1], p[:, g0:g1])
+    return u, p, sums
 
-    means = sums / group_sizes[:, None]
-    mean_control = means[n_p]
+
+def _result(perturbations, genes, u, p, sums, control_sum, n_cells, n_control, *, min_control_cpm, epsilon,
+            normalize, target_sum, **params) -> WilcoxonResult:
+    n_p, n_g = u.shape
+    means = sums / n_cells[:, None]
+    mean_control = control_sum / n_control
     tested = np.ones(n_g, dtype=bool)
     if min_control_cpm is not None:
         cpm = mean_control * (1e6 / float(target_sum)) if normalize else mean_control
@@ -295,26 +303,80 @@ def wilcoxon_de(
     if tested.any():
         q[:, tested] = bh_rows(p[:n_p, tested])
     with np.errstate(divide="ignore", invalid="ignore"):
-        lfc = np.log2((means[:n_p] + epsilon) / (mean_control + epsilon))
+        lfc = np.log2((means + epsilon) / (mean_control + epsilon))
     return WilcoxonResult(
         perturbations=perturbations,
         genes=pd.Index(genes),
-        u=u[:n_p],
-        p=p[:n_p],
+        u=u,
+        p=p,
         q=q,
         lfc=lfc,
-        mean_perturbed=means[:n_p],
+        mean_perturbed=means,
         mean_control=mean_control,
-        n_cells=group_sizes[:n_p],
-        n_control=int(group_sizes[n_p]),
+        n_cells=n_cells,
+        n_control=n_control,
         tested=tested,
-        params={
-            "perturbation_key": perturbation_key, "control": control, "layer": layer,
-            "normalize": normalize, "target_sum": float(target_sum),
-            "min_control_cpm": min_control_cpm, "epsilon": epsilon,
-            "reference": reference is not None,
-        },
+        params={**params, "normalize": normalize, "target_sum": float(target_sum),
+                "min_control_cpm": min_control_cpm, "epsilon": epsilon},
     )
+
+
+def wilcoxon_de_pair(
+    pred,
+    truth,
+    *,
+    perturbation_key: str = "perturbation",
+    control: str = "non-targeting",
+    layer: str | None = None,
+    normalize: bool = True,
+    target_sum: float = 1e6,
+    min_control_cpm: float | None = None,
+    epsilon: float = 1e-9,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+) -> tuple[WilcoxonResult, WilcoxonResult]:
+    """Test ``truth``'s and ``pred``'s perturbations against ``truth``'s control cells in one pass.
+
+    Equal to ``(wilcoxon_de(truth, ...), wilcoxon_de(pred, reference=truth, ...))`` (same
+    parameters, same numbers) but each gene block is read, normalised and its control values
+    sorted once for both. ``pred``'s own control cells are ignored; both sides test the
+    perturbations of ``truth`` (``pred`` must have cells for each; extra labels are ignored).
+
+    Returns
+    -------
+    (WilcoxonResult, WilcoxonResult)
+        Truth's tests, then pred's.
+    """
+    obs, genes = read_annotations(truth)
+    t_labels = _labels(obs, perturbation_key, "truth")
+    p_obs, p_genes = read_annotations(pred)
+    if not pd.Index(p_genes).equals(pd.Index(genes)):
+        raise GeneMismatchError(
+            "pred has different genes (or gene order) from truth; align the gene axis "
+            "(e.g. pred[:, truth.var_names]) before testing."
+        )
+    p_labels = _labels(p_obs, perturbation_key, "pred")
+    perturbations = pd.Index(np.unique(t_labels[t_labels != control]), name=perturbation_key)
+    n_p, n_g = len(perturbations), len(genes)
+    t_codes = _row_positions(t_labels, perturbations, control, n_p)
+    p_codes = perturbations.get_indexer(p_labels).astype(np.int32)
+    p_codes[(p_codes >= 0)] += n_p + 1
+    p_codes[p_labels == control] = -1
+    items = [(truth, t_codes), (pred, p_codes)]
+    sizes = _group_sizes(items, 2 * n_p + 1)
+    if sizes[n_p] == 0:
+        raise InputError(f"No control cells: no cell of truth has {perturbation_key} == {control!r}.")
+    if n_p == 0 or (sizes[n_p + 1 :] == 0).any():
+        raise InputError("pred has no cells for some perturbation of truth; every perturbation needs cells.")
+    u, p, sums = _test(items, sizes, n_p, n_g, layer=layer, normalize=normalize, target_sum=target_sum,
+                       chunk_size=chunk_size, n_threads=n_threads)
+    common = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=normalize,
+                  target_sum=target_sum, min_control_cpm=min_control_cpm, epsilon=epsilon)
+    truth_res = _result(perturbations, genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], sizes[:n_p],
+                        int(sizes[n_p]), reference=False, **common)
+    pred_res = _result(perturbations, genes, u[n_p + 1 :], p[n_p + 1 :], sums[n_p + 1 :], sums[n_p],
+                       sizes[n_p + 1 :], int(sizes[n_p]), reference=True, **common)
+    return truth_res, pred_res
 
 
 def _totals(source: MatrixSource) -> np.ndarray:

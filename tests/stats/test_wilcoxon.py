@@ -16,7 +16,7 @@ from scipy import stats
 
 from shrinkpert.errors import GeneMismatchError, InputError, MissingKeyError
 from shrinkpert.stats._wilcoxon_kernels import mwu_block
-from shrinkpert.stats.wilcoxon import wilcoxon_de
+from shrinkpert.stats.wilcoxon import wilcoxon_de, wilcoxon_de_pair
 
 CONTROL = "non-targeting"
 
@@ -126,6 +126,13 @@ def test_storage_chunking_reference_and_bh(tmp_path):
     ref = _adata(X[:30], labels[:30])
     split = wilcoxon_de(pred, reference=ref)
     np.testing.assert_array_equal(split.p, base.p)
+    # one pass for a truth and a prediction: the same numbers as two separate calls
+    guess = _adata(X[::-1].copy(), labels[::-1].copy())
+    both = wilcoxon_de_pair(guess, _adata(X, labels), chunk_size=5)
+    alone = wilcoxon_de(guess, reference=_adata(X, labels))
+    np.testing.assert_array_equal(both[0].p, base.p)
+    np.testing.assert_array_equal(both[1].p, alone.p)
+    np.testing.assert_allclose(both[1].lfc, alone.lfc, rtol=1e-12)
     # BH per perturbation (scipy's false_discovery_control), over the gated genes only
     gated = wilcoxon_de(_adata(X, labels), min_control_cpm=20_000.0)
     assert 0 < gated.tested.sum() < X.shape[1]

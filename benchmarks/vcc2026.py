@@ -8,7 +8,8 @@ requires:
 * ``<scale>_pred_counts.h5ad``: every count of the truth binomially thinned with p = 0.8 (seeded),
   same cells and labels (the preset requires exactly the measured perturbations).
 
-Jobs, each a fresh Python process, reporting wall time and peak RSS (process and children):
+Jobs, each a fresh Python process, reporting wall time, CPU time (user + system, process and
+children: the fairer figure on a shared machine) and peak RSS:
 
 * ``shrinkpert``: ``score_vcc2026(pred, truth)`` on the two files (streamed), all six members;
 * ``cell_eval2``: ``cell-eval2 run --preset vcc2026`` on the same files (CPU: pdex engine).
@@ -97,6 +98,8 @@ def _child(job: str, truth: str, pred: str) -> None:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     result["peak_rss_gb"] = max(own, children)
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    result["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in usage)
     print("RESULT " + json.dumps(result))
 
 
@@ -150,9 +153,11 @@ def main() -> None:
             results[job] = r
             row = {"scale": scale, "job": job, "inputs_sparse_gb": round(sparse, 3), "status": r["status"],
                    "wall_s": round(r.get("wall_s", float("nan")), 2),
+                   "cpu_s": round(r.get("cpu_s", float("nan")), 2),
                    "peak_rss_gb": round(r.get("peak_rss_gb", float("nan")), 3)}
             rows.append(row)
-            print(f"[{scale}] {job:11s} {row['wall_s']:8.1f} s  {row['peak_rss_gb']:6.2f} GB  {row['status']}",
+            print(f"[{scale}] {job:11s} {row['wall_s']:8.1f} s wall {row['cpu_s']:8.1f} s CPU "
+                  f"{row['peak_rss_gb']:6.2f} GB  {row['status']}",
                   flush=True)
         if all(results.get(j, {}).get("status") == "ok" for j in JOBS):
             diff = max(abs(results["shrinkpert"][m] - results["cell_eval2"][m]) for m in MEMBERS)
@@ -166,9 +171,11 @@ def main() -> None:
         old = pd.read_csv(out.with_suffix(".csv"))
         table = pd.concat([old[~old["scale"].isin(args.scales)], table], ignore_index=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    lines = ["| scale | job | inputs (sparse, GB) | wall (s) | peak RSS (GB) | status |", "|---|---|---|---|---|---|"]
+    lines = ["| scale | job | inputs (sparse, GB) | wall (s) | CPU (s) | peak RSS (GB) | status |",
+             "|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.scale} | {r.job} | {r.inputs_sparse_gb} | {r.wall_s} | {r.peak_rss_gb} | {r.status} |")
+        lines.append(f"| {r.scale} | {r.job} | {r.inputs_sparse_gb} | {r.wall_s} | {r.cpu_s} | {r.peak_rss_gb} "
+                     f"| {r.status} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

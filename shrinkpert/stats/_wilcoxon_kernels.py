@@ -73,7 +73,8 @@ def mwu_block(indptr, codes, values, group_sizes, control, u_out, p_out):  # pra
                 buf[fill[c]] = values[k]
                 fill[c] += 1
         for g in range(n_groups):
-            buf[count[g] : count[g + 1]] = np.sort(buf[count[g] : count[g + 1]])
+            if count[g + 1] - count[g] > 1:
+                buf[count[g] : count[g + 1]].sort()
         ctrl = buf[count[control] : count[control + 1]]
         k2 = ctrl.shape[0]
         tie_ctrl = 0.0
@@ -106,7 +107,9 @@ def mwu_block(indptr, codes, values, group_sizes, control, u_out, p_out):  # pra
                     e += 1
                 run = float(e - s)
                 below_c = np.searchsorted(ctrl, a[s], side="left")
-                equal_c = float(np.searchsorted(ctrl, a[s], side="right") - below_c)
+                equal_c = 0.0
+                if below_c < k2 and ctrl[below_c] == a[s]:
+                    equal_c = float(np.searchsorted(ctrl, a[s], side="right") - below_c)
                 rank_sum += run * (zeros + s + below_c + (run + equal_c + 1.0) / 2.0)
                 t = run + equal_c
                 tie += (t * t * t - t) - (equal_c * equal_c * equal_c - equal_c)

@@ -25,17 +25,12 @@ from ..baselines._stats import bh_rows
 from ..data.read import MatrixSource, open_matrix, read_annotations
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ._wilcoxon_kernels import mwu_block
+from .group import _freeze
 
 __all__ = ["WilcoxonResult", "wilcoxon_de", "wilcoxon_de_pair"]
 
 _BLOCK_ENTRIES_MIN = 1 << 21
 _BLOCK_ENTRIES_MAX = 1 << 23
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,7 @@ class WilcoxonResult:
 
     def __post_init__(self) -> None:
         for name in ("u", "p", "q", "lfc", "mean_perturbed", "mean_control", "n_cells", "tested"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
+            object.__setattr__(self, name, _freeze(getattr(self, name)))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     def to_frame(self) -> pd.DataFrame:
@@ -149,7 +144,7 @@ def _block_width(sources: list[MatrixSource], n_genes: int, chunk_size: int | No
             raise InputError(f"chunk_size must be a positive number of genes, got {chunk_size!r}.")
         return min(width, n_genes)
     nnz = sum(s.nnz for s in sources)
-    target = min(max(_BLOCK_ENTRIES_MIN, nnz // 8), _BLOCK_ENTRIES_MAX)
+    target = min(max(_BLOCK_ENTRIES_MIN, nnz // 4), _BLOCK_ENTRIES_MAX)
     per_gene = max(nnz / max(n_genes, 1), 1.0)
     return int(min(n_genes, max(1, target // per_gene)))
 
@@ -199,7 +194,7 @@ def wilcoxon_de(
     epsilon : float, default 1e-9
         Pseudocount of the log2 fold change.
     chunk_size : int, optional
-        Genes per block (default: about 2–8 M stored values per block).
+        Genes per block (default: about a quarter of the stored values, 2–8 M per block).
     n_threads : int, optional
         Numba threads (default: all).
 

@@ -191,3 +191,28 @@ def test_bad_panels():
     no_ctrl = truth[truth.obs["perturbation"] != CONTROL].copy()
     with pytest.raises(InputError, match="no control cells"):
         score_vcc2026(truth, no_ctrl)
+
+
+def test_writer_layout(pairs, tmp_path):
+    import json
+
+    from shrinkpert.errors import OutputExistsError
+
+    pred, real, _ = pairs[2]
+    result = score_vcc2026(pred, real)
+    folder = to_cell_eval2(result, tmp_path / "out")
+    rows = pd.read_csv(folder / "results.csv")
+    assert list(rows.columns) == ["perturbation", "metric", "value"]
+    nmae = result.table()["de_wilcoxon_lfc_nmae"]
+    assert (rows.metric == "de_wilcoxon_lfc_nmae").sum() == nmae.notna().sum()
+    agg = pd.read_csv(folder / "agg_results.csv").set_index("statistic")
+    assert list(agg.index) == ["count", "null_count", "mean", "std", "min", "max", "median"]
+    assert list(agg.columns) == sorted(agg.columns)
+    for member in MEMBERS:
+        assert agg.loc["mean", member] == pytest.approx(result.aggregate[member], rel=1e-12)
+    values = result.table()["pds_cosine"]
+    assert agg.loc["std", "pds_cosine"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+    meta = json.loads((folder / "run_meta.json").read_text())
+    assert meta["preset"] == "vcc2026" and meta["metrics"] == list(MEMBERS)
+    with pytest.raises(OutputExistsError, match="not empty"):
+        to_cell_eval2(result, folder)

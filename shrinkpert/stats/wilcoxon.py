@@ -127,21 +127,23 @@ class _ColumnReader:
     """Yields, gene block after gene block, one source's columns as a CSC matrix (all cells).
 
     Column-major storage is streamed block by block; row-major storage is read once and held as
-    stored (one copy of the sparse matrix), so gene blocks are sliced without re-reading it.
+    one compressed-column copy, so each gene block is a contiguous slice.
     """
 
     def __init__(self, source: MatrixSource, width: int):
         self.source = source
-        self._rows: sp.csr_matrix | None = None
+        self._cols: sp.csc_matrix | None = None
         self._gene_blocks: Iterator | None = None if source.by_rows else source.blocks(width)
 
     def read(self, g0: int, g1: int) -> sp.csc_matrix:
         if self._gene_blocks is not None:
             return _csc_columns(next(self._gene_blocks).values, 0, g1 - g0)
-        if self._rows is None:
-            # Row-major storage: read it once, keep it as stored (CSR), slice gene blocks from it.
-            self._rows = sp.vstack([sp.csr_matrix(b.values) for b in self.source.blocks()], format="csr")
-        return self._rows[:, g0:g1].tocsc()
+        if self._cols is None:
+            # Row-major storage: read it once and transpose it once (C-level) to compressed columns.
+            rows = sp.vstack([sp.csr_matrix(b.values) for b in self.source.blocks()], format="csr")
+            self._cols = rows.tocsc()
+            del rows
+        return self._cols[:, g0:g1]
 
 
 def _block_width(sources: list[MatrixSource], n_genes: int, chunk_size: int | None) -> int:

@@ -328,16 +328,20 @@ def _damaged(path: Path, exc: BaseException) -> InputError:
 
 
 def row_totals(source: MatrixSource, chunk_size: int | None = None) -> np.ndarray:
-    """Sum of each row (cell) in float64, in one pass over the stored values."""
+    """Sum of each row (cell), accumulated in float64, in one pass over the stored values.
+
+    (scipy's ``sum(axis=1, dtype=float64)`` of a float32 sparse matrix accumulates in float32,
+    which moves fractional totals; the stored values are converted before summing.)
+    """
     totals = np.zeros(source.shape[0], dtype=np.float64)
     for block in source.blocks(chunk_size):
         values = block.values
-        if sp.issparse(values) and values.format == "csc":
-            totals += np.bincount(
-                values.indices, weights=values.data.astype(np.float64), minlength=source.shape[0]
-            )
+        if sp.issparse(values):
+            coo = values.tocoo()
+            totals += np.bincount(coo.row + block.rows.start, weights=coo.data.astype(np.float64),
+                                  minlength=source.shape[0])
         else:
-            totals[block.rows] += np.asarray(values.sum(axis=1, dtype=np.float64)).ravel()
+            totals[block.rows] += np.asarray(values, dtype=np.float64).sum(axis=1)
     return totals
 
 

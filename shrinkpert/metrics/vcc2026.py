@@ -1,0 +1,562 @@
+r"""The six members of the Virtual Cell Challenge 2026 score, as cell-eval2's ``vcc2026`` preset.
+
+:func:`score_vcc2026` scores a predicted counts matrix against the measured one. The preset fixes
+everything (restated from cell-eval2 0.20.0, whose definitions these reproduce):
+
+* **Inputs**: raw integer counts on both sides, at most 1e6 counts per cell; the same genes in
+  the same order; every measured perturbation predicted and no other; unique cell names.
+* **Controls**: the *measured* control cells are the origin of every effect and the reference
+  group of every DE test, for the prediction too; predicted control cells are ignored.
+* **Pseudobulk** (``pds_cosine``, expression error): group count sums :math:`P_{pg}`, scaled to
+  :math:`T_b = 5\times10^4` and log-transformed once, :math:`\mu_{pg} = \log(1 + P_{pg} T_b /
+  \sum_h P_{ph})`.
+* **DE** (the four ``de_wilcoxon_*`` members): Wilcoxon rank-sum of each perturbation's cells
+  against the measured controls on :math:`\log(1 + 10^6 c/L)`, tie-corrected normal
+  approximation with continuity correction; genes kept when their mean CPM over the measured
+  controls exceeds 5 (one gene set for every perturbation and both sides); BH within each
+  perturbation; significant means :math:`q < 0.05`; :math:`\mathrm{lfc} = \log_2((\bar x_p +
+  10^{-9})/(\bar x_c + 10^{-9}))` of mean CPM.
+* **Target gene**: a perturbation whose label is a measured gene (or is mapped to one by
+  ``target_genes``) has that gene removed from its own DE sets and expression sums; for
+  ``pds_cosine`` every panel target gene is removed from the feature space once.
+
+Members (per perturbation :math:`p`; :math:`S^{r}`, :math:`S^{\hat r}` the measured and predicted
+significant sets, target removed):
+
+``pds_cosine``
+    :math:`1 - \rho_p/(n-1)` with :math:`\rho_p` the mid-rank (0-based, ties averaged) of the
+    cosine distance from the predicted effect :math:`\hat\mu_p - \mu_c` to the measured effect
+    :math:`\mu_p - \mu_c` among the distances to all :math:`n` measured effects.
+``expr_mse_unbiased_capped_norm`` (aggregate only)
+    :math:`\sum_p N_p / \sum_p D_p` with :math:`D_p = (\lVert\mu_p - \mu_c\rVert^2 - C_p - C_c)
+    / |G_p|` and :math:`N_p = (\lVert\hat\mu_p - \mu_p\rVert^2 - \tilde C_{\hat p} - C_p) /
+    |G_p|`, sums over :math:`G_p` (genes but the target); :math:`C` is the delete-one jackknife
+    :math:`\frac{n-1}{n}\sum_g\sum_i (v_{ig} - \bar v_g)^2` of the pseudobulk over a group's
+    cells, and the prediction's :math:`\tilde C_{\hat p} = \min(C_{\hat p}, C_p)\,\min(1, B/A)`
+    with :math:`A = \sum_p \min(C_{\hat p}, C_p)/|G_p|` and :math:`B` the weighted
+    across-perturbation centred sum of squares of the predicted pseudobulks (weights
+    :math:`1/|G_p|`, each row's target gene left out).
+``de_wilcoxon_direction_fidelity_yield_raw``
+    :math:`k/\max(n_{\hat r}, n_r)`: :math:`n_r = |S^r|`, :math:`n_{\hat r}` the predicted
+    significant genes whose measured lfc has a sign, :math:`k` those with the same sign.
+``de_wilcoxon_direction_reach_raw``
+    :math:`k^*/n_r`: the measured significant genes ranked by the prediction's confidence
+    (predicted-significant first, then :math:`q`, :math:`p`, :math:`|\mathrm{lfc}|` descending,
+    gene name); :math:`k^*` the deepest prefix (counted in genes with a measured sign) whose sign
+    agreement is at least 0.9.
+``de_wilcoxon_sig_jaccard``
+    :math:`|S^r\cap S^{\hat r}| / |S^r\cup S^{\hat r}|` (1 when both are empty).
+``de_wilcoxon_lfc_nmae``
+    :math:`\sum_{g}|\widehat{\mathrm{lfc}}_g - \mathrm{lfc}_g| / \sum_g |\mathrm{lfc}_g|` over
+    :math:`S^r` (finite measured lfc); only perturbations with at least 10 such genes
+    (reference-only gate), others NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._numba import resolve_threads, thread_limit
+from ..data.read import open_matrix, read_annotations
+from ..errors import CountsError, GeneMismatchError, InputError, MissingKeyError, ShrinkpertWarning
+from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
+from ._vcc2026_kernels import jackknife_block
+
+__all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET"]
+
+#: The preset's fixed settings (cell-eval2 0.20.0 ``configs/vcc2026.yaml``).
+PRESET = MappingProxyType({
+    "max_counts_per_cell": 1e6,
+    "target_sum": 1e6,
+    "bulk_target_sum": 5e4,
+    "min_control_cpm": 5.0,
+    "alpha": 0.05,
+    "epsilon": 1e-9,
+    "reach_purity": 0.9,
+    "lfc_nmae_min_genes": 10,
+})
+
+#: The six scored members, in cell-eval2's order of the brief.
+MEMBERS = (
+    "pds_cosine",
+    "expr_mse_unbiased_capped_norm",
+    "de_wilcoxon_direction_fidelity_yield_raw",
+    "de_wilcoxon_direction_reach_raw",
+    "de_wilcoxon_sig_jaccard",
+    "de_wilcoxon_lfc_nmae",
+)
+_PER_PERTURBATION = (
+    "pds_cosine",
+    "de_wilcoxon_direction_fidelity_yield_raw",
+    "de_wilcoxon_direction_reach_raw",
+    "de_wilcoxon_sig_jaccard",
+    "de_wilcoxon_lfc_nmae",
+    "expr_mse_unbiased_capped",
+    "expr_distance_unbiased",
+    "expr_mse_unbiased",
+    "expr_real_mass_ratio",
+)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class VCC2026Result:
+    """Per-perturbation members and the aggregate of the VCC 2026 preset.
+
+    Attributes
+    ----------
+    perturbations : pandas.Index
+    values : mapping of str to ndarray
+        Per-perturbation values of the five per-perturbation members and of the two components
+        of ``expr_mse_unbiased_capped_norm`` (``expr_mse_unbiased_capped``,
+        ``expr_distance_unbiased``); NaN where a member is undefined.
+    aggregate : mapping of str to float
+        Mean over perturbations with a finite value (``expr_mse_unbiased_capped_norm``: ratio
+        of the two components' sums over perturbations where both are finite).
+    de_truth, de_pred : WilcoxonResult
+        The DE tests behind the four ``de_wilcoxon_*`` members.
+    params : mapping
+    """
+
+    perturbations: pd.Index
+    values: Mapping[str, np.ndarray]
+    aggregate: Mapping[str, float]
+    de_truth: WilcoxonResult = field(repr=False)
+    de_pred: WilcoxonResult = field(repr=False)
+    params: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType({k: _frozen(v) for k, v in self.values.items()}))
+        object.__setattr__(self, "aggregate", MappingProxyType(dict(self.aggregate)))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def table(self) -> pd.DataFrame:
+        """Wide table: one row per perturbation, one column per per-perturbation value."""
+        return pd.DataFrame(dict(self.values), index=self.perturbations)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy ``perturbation, metric, value`` rows (cell-eval2's ``results.csv`` layout)."""
+        wide = self.table()
+        wide.index.name = "perturbation"
+        long = wide.reset_index().melt(id_vars="perturbation", var_name="metric", value_name="value")
+        return long[["perturbation", "metric", "value"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+def _side_labels(data, key: str, control: str, where: str) -> tuple[np.ndarray, pd.Index]:
+    obs, genes = read_annotations(data)
+    if key not in obs.columns:
+        raise MissingKeyError(
+            f"perturbation_key={key!r} is not a column of {where}.obs (columns: {list(obs.columns)!r}); "
+            "pass the column naming each cell's perturbation."
+        )
+    if not pd.Index(obs.index).is_unique:
+        dups = pd.Index(obs.index)[pd.Index(obs.index).duplicated()].unique()[:3].tolist()
+        raise InputError(
+            f"{where} has duplicate cell names (e.g. {dups!r}); the vcc2026 preset requires every "
+            "cell once. Remove the duplicates (or make names unique with obs_names_make_unique())."
+        )
+    labels = obs[key]
+    if labels.isna().any():
+        raise InputError(f"{where}.obs[{key!r}] has missing labels; label every cell.")
+    return labels.astype(str).to_numpy(), pd.Index(genes)
+
+
+def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk_size,
+                bulk_target_sum: float, max_counts: float, n_parts: int, fractional: bool = False):
+    """Validate counts; return group count sums, per-cell totals and jackknife terms."""
+    n_genes = None
+    with open_matrix(data, layer) as source:
+        n_cells, n_genes = source.shape
+        lib = np.zeros(n_cells)
+        sums = np.zeros((n_groups, n_genes))
+        valid = codes >= 0
+        for block in source.blocks(chunk_size):
+            values = block.values
+            stored = values.data if sp.issparse(values) else np.asarray(values).ravel()
+            _check_counts(stored, where, fractional)
+            if not source.by_rows:
+                mat = sp.csc_matrix(values, dtype=np.float64)
+                lib += np.asarray(mat.sum(axis=1)).ravel()
+                ind = _indicator(codes, valid, n_groups)
+                sums[:, block.cols] += np.asarray((ind @ mat).todense())
+            else:
+                mat = sp.csr_matrix(values, dtype=np.float64)
+                rows = np.arange(block.rows.start, block.rows.stop)
+                lib[rows] = np.asarray(mat.sum(axis=1)).ravel()
+                ind = _indicator(codes[rows], valid[rows], n_groups)
+                sums += np.asarray((ind @ mat).todense())
+        over = lib > max_counts
+        if over.any():
+            raise CountsError(
+                f"{where} has {int(over.sum())} cell(s) with more than {max_counts:.0e} counts "
+                f"(largest {lib.max():.6g}); the vcc2026 preset caps counts per cell at 1e6. "
+                "Submit raw UMI counts, not rescaled values."
+            )
+        totals = sums.sum(axis=1)
+        scale = np.zeros_like(totals)
+        scale[totals > 0] = bulk_target_sum / totals[totals > 0]
+        bulk = np.log1p(sums * scale[:, None])
+        group_totals = np.bincount(codes[valid], weights=lib[valid], minlength=n_groups)
+        s1 = np.zeros((n_groups, n_genes))
+        s2 = np.zeros((n_groups, n_genes))
+        for block in source.blocks(chunk_size):
+            mat = sp.csr_matrix(block.values, dtype=np.float64)
+            if not source.by_rows:
+                cols = block.cols
+                a1, a2 = np.zeros((n_groups, cols.stop - cols.start)), np.zeros((n_groups, cols.stop - cols.start))
+                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data, codes,
+                                lib, np.ascontiguousarray(sums[:, cols]), group_totals,
+                                np.ascontiguousarray(bulk[:, cols]), bulk_target_sum, n_parts, a1, a2)
+                s1[:, cols] += a1
+                s2[:, cols] += a2
+            else:
+                rows = slice(block.rows.start, block.rows.stop)
+                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data,
+                                np.ascontiguousarray(codes[rows]), lib[rows], sums, group_totals, bulk,
+                                bulk_target_sum, n_parts, s1, s2)
+    n = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
+    jk = np.zeros(n_groups)
+    for p in range(n_groups):
+        if n[p] < 2 or totals[p] <= 0:
+            continue
+        q = s2[p] - s1[p] ** 2 / n[p]
+        jk[p] = max(((n[p] - 1) / n[p]) * float(q.sum()), 0.0)
+    return bulk, jk, n
+
+
+def _indicator(codes: np.ndarray, valid: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    idx = np.flatnonzero(valid)
+    return sp.csr_matrix((np.ones(idx.size), (codes[idx], idx)), shape=(n_groups, codes.size))
+
+
+def _check_counts(values: np.ndarray, where: str, fractional: bool = False) -> None:
+    if values.size == 0:
+        return
+    if not np.isfinite(values).all():
+        raise CountsError(f"{where} contains NaN or infinite values; the vcc2026 preset needs raw integer counts.")
+    if values.min() < 0:
+        raise CountsError(
+            f"{where} contains negative values; the vcc2026 preset needs raw integer counts "
+            "(not centred, scaled or log-ratio values)."
+        )
+    if not fractional and np.any(values != np.floor(values)):
+        raise CountsError(
+            f"{where} contains non-integer values; the vcc2026 preset needs raw integer counts. "
+            "Do not submit normalised or log1p values: the preset normalises inside."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# members
+
+
+def _target_columns(perturbations: pd.Index, genes: pd.Index, target_genes) -> dict[int, int]:
+    lookup = {g: j for j, g in enumerate(genes)}
+    cols = {}
+    for i, p in enumerate(perturbations):
+        gene = target_genes.get(p, p) if target_genes is not None else p
+        if gene is not None and gene in lookup:
+            cols[i] = lookup[gene]
+    if perturbations.size and not cols:
+        raise InputError(
+            "No perturbation label names a measured gene, so no target gene could be excluded as the "
+            "vcc2026 preset requires; pass target_genes={label: gene} for construct-style labels."
+        )
+    return cols
+
+
+def _pds_cosine(pred_eff: np.ndarray, real_eff: np.ndarray, panel_cols: np.ndarray) -> np.ndarray:
+    keep = np.ones(real_eff.shape[1], dtype=bool)
+    keep[panel_cols] = False
+    if not keep.any():
+        raise InputError("Every measured gene is a panel target; pds_cosine has no features left to compare.")
+    a = np.ascontiguousarray(pred_eff[:, keep])
+    b = np.ascontiguousarray(real_eff[:, keep])
+    sim = a @ b.T
+    denom = np.sqrt(np.einsum("ig,ig->i", a, a))[:, None] * np.sqrt(np.einsum("jg,jg->j", b, b))[None, :]
+    cos = np.zeros_like(sim)
+    nz = denom != 0
+    cos[nz] = sim[nz] / denom[nz]
+    dist = np.clip(1.0 - cos, 0.0, 2.0)
+    n = b.shape[0]
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        row, match = dist[i], dist[i, i]
+        rank = np.count_nonzero(row < match) + (np.count_nonzero(row == match) - 1) / 2.0
+        out[i] = 1.0 if n - 1 <= 0 else 1.0 - rank / (n - 1)
+    return out
+
+
+def _expression_error(pred_bulk, pred_jk, real_bulk, real_jk, ctrl_bulk, ctrl_jk, cols: dict[int, int]):
+    """(expr_mse_unbiased_capped, expr_distance_unbiased, expr_mse_unbiased) per perturbation."""
+    n_p, n_g = real_bulk.shape
+    n_row = np.full(n_p, float(n_g))
+    for k in cols:
+        n_row[k] = n_g - 1
+    weights = np.divide(1.0, n_row, out=np.zeros_like(n_row), where=n_row > 0)
+
+    def per_gene(summed):
+        return np.divide(summed, n_row, out=np.full(n_p, np.nan), where=n_row > 0)
+
+    diff = real_bulk - ctrl_bulk
+    dist = np.einsum("ij,ij->i", diff, diff) - real_jk - ctrl_jk
+    for k, g in cols.items():
+        dist[k] -= (real_bulk[k, g] - ctrl_bulk[g]) ** 2
+    diff_pred = pred_bulk - real_bulk
+    plug_in = np.einsum("ij,ij->i", diff_pred, diff_pred)
+    for k, g in cols.items():
+        plug_in[k] -= (pred_bulk[k, g] - real_bulk[k, g]) ** 2
+    uncapped = plug_in - pred_jk - real_jk
+    term = np.minimum(pred_jk, real_jk)
+    claim = float((term * weights).sum())
+    if claim > 0.0:
+        budget = _across_budget(pred_bulk, cols, weights)
+        ratio = budget / claim
+        if ratio < 1.0:
+            term = term * ratio
+    return per_gene(plug_in - term - real_jk), per_gene(dist), per_gene(uncapped)
+
+
+def _across_budget(pred_bulk: np.ndarray, cols: dict[int, int], w: np.ndarray) -> float:
+    dev = pred_bulk - pred_bulk.mean(axis=0)
+    s1 = np.einsum("ij,i->j", dev, w)
+    s2 = np.einsum("ij,ij,i->j", dev, dev, w)
+    wsum = np.full(dev.shape[1], float(w.sum()))
+    cnt = np.full(dev.shape[1], float(dev.shape[0]))
+    for k, g in cols.items():
+        v = dev[k, g]
+        s1[g] -= w[k] * v
+        s2[g] -= w[k] * v * v
+        wsum[g] -= w[k]
+        cnt[g] -= 1.0
+    ok = (cnt >= 2.0) & (wsum > 0.0)
+    if not ok.any():
+        return 0.0
+    return float(np.maximum(s2[ok] - s1[ok] ** 2 / wsum[ok], 0.0).sum())
+
+
+def _de_members(truth: WilcoxonResult, pred: WilcoxonResult, cols: dict[int, int]) -> dict[str, np.ndarray]:
+    """The four DE members; each side keeps only the genes its own CPM gate tested."""
+    alpha, purity_floor = PRESET["alpha"], PRESET["reach_purity"]
+    min_genes = PRESET["lfc_nmae_min_genes"]
+    genes = np.asarray(truth.genes.astype(str))
+    n_p = len(truth.perturbations)
+    out = {name: np.full(n_p, np.nan) for name in (
+        "de_wilcoxon_direction_fidelity_yield_raw", "de_wilcoxon_direction_reach_raw",
+        "de_wilcoxon_sig_jaccard", "de_wilcoxon_lfc_nmae")}
+    for k in range(n_p):
+        in_r, in_h = truth.tested.copy(), pred.tested.copy()
+        if k in cols:
+            in_r[cols[k]] = in_h[cols[k]] = False
+        q_r, lfc_r = truth.q[k], truth.lfc[k]
+        q_h, p_h, lfc_h = pred.q[k], pred.p[k], pred.lfc[k]
+        sig_r = in_r & (q_r < alpha)
+        sig_h = in_h & (q_h < alpha)
+        sign_r = np.isfinite(lfc_r) & (lfc_r != 0)
+        committed = ~np.isnan(lfc_h) & (lfc_h != 0)
+        match = sign_r & committed & (np.sign(lfc_h) == np.sign(lfc_r))
+        n_conf = int(sig_r.sum())
+        # fidelity-yield (raw): k / max(n_pred, N_conf), over genes both sides tested
+        scored = sig_h & in_r & sign_r
+        n_pred, hits = int(scored.sum()), int((scored & match).sum())
+        den = max(n_pred, n_conf)
+        out["de_wilcoxon_direction_fidelity_yield_raw"][k] = hits / den if den else np.nan
+        # reach (raw): deepest prefix with sign purity >= 0.9 of the measured-significant genes
+        if n_conf:
+            sel = np.flatnonzero(sig_r & in_h)
+            key_q = np.where(np.isnan(q_h[sel]), np.inf, q_h[sel])
+            key_p = np.where(np.isnan(p_h[sel]), np.inf, p_h[sel])
+            key_l = np.where(np.isnan(lfc_h[sel]), -np.inf, np.abs(lfc_h[sel]))
+            order = sel[np.lexsort((genes[sel], -key_l, key_p, key_q, ~sig_h[sel]))]
+            n_denom = np.cumsum(sign_r[order])
+            n_match = np.cumsum(match[order])
+            ok = (n_denom > 0) & (n_match >= purity_floor * np.maximum(n_denom, 1))
+            ok &= n_match / np.maximum(n_denom, 1) >= purity_floor
+            k_star = int(n_denom[ok].max()) if ok.any() else 0
+            out["de_wilcoxon_direction_reach_raw"][k] = k_star / n_conf
+        # significant-set Jaccard
+        both = int((sig_r & sig_h).sum())
+        union = n_conf + int(sig_h.sum()) - both
+        out["de_wilcoxon_sig_jaccard"][k] = 1.0 if union == 0 else both / union
+        # LFC NMAE over the measured-significant genes with finite lfc, >= 10 of them
+        gate = sig_r & np.isfinite(lfc_r)
+        if gate.sum() >= min_genes:
+            real = lfc_r[gate]
+            guess = np.where(in_h & np.isfinite(lfc_h), lfc_h, 0.0)[gate]
+            denom = np.abs(real).mean()
+            if math.isfinite(denom) and denom != 0.0:
+                out["de_wilcoxon_lfc_nmae"][k] = np.abs(guess - real).mean() / denom
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# pipeline
+
+
+def score_vcc2026(
+    pred,
+    truth,
+    *,
+    perturbation_key: str = "perturbation",
+    control: str = "non-targeting",
+    layer: str | None = None,
+    target_genes: Mapping[str, str | None] | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+) -> VCC2026Result:
+    r"""Score predicted counts against measured counts with the VCC 2026 preset.
+
+    Definitions: module docstring (:mod:`shrinkpert.metrics.vcc2026`).
+
+    Parameters
+    ----------
+    pred, truth : AnnData or path to ``.h5ad``
+        Cells × genes raw integer counts (in memory, backed, or a file read in blocks). ``truth``
+        must hold control cells; ``pred`` must hold every perturbation of ``truth`` and no other
+        (its control cells, if any, are not used).
+    perturbation_key : str
+        ``obs`` column with each cell's perturbation (cell-eval2's ``pert_col``).
+    control : str
+        Control label.
+    layer : str, optional
+        Layer to read instead of ``X`` (both sides).
+    target_genes : mapping, optional
+        Perturbation label → its target gene (``None``: no target gene); by default a label is
+        its own target gene when it names a measured gene.
+    chunk_size : int, optional
+        Rows (or genes) per block when reading.
+    n_threads : int, optional
+        Numba threads.
+
+    Returns
+    -------
+    VCC2026Result
+
+    Raises
+    ------
+    CountsError
+        Non-integer, negative or non-finite values, or a cell with more than 1e6 counts.
+    InputError
+        Missing or extra perturbations, duplicate cell names, no control cells in ``truth``, or
+        no label resolves to a target gene.
+    GeneMismatchError
+        The two sides have different genes or gene order.
+    """
+    return _score(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer,
+                  target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+
+
+def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk_size, n_threads,
+           fractional_pred: bool = False, own_controls: bool = False) -> VCC2026Result:
+    """:func:`score_vcc2026`; ``fractional_pred`` admits non-integer predicted counts (the
+    emitted mean-response baseline is scaled control cells, as in cell-eval2);
+    ``own_controls`` takes the prediction's effects and DE tests against its own control cells
+    (cell-eval2's ``control_source="pred"``, which its replicate anchor uses)."""
+    t_labels, genes = _side_labels(truth, perturbation_key, control, "truth")
+    p_labels, p_genes = _side_labels(pred, perturbation_key, control, "pred")
+    if not p_genes.equals(genes):
+        raise GeneMismatchError(
+            "pred and truth have different genes (or gene order); the vcc2026 preset scores the same "
+            "gene axis on both sides. Reorder pred with pred[:, truth.var_names]."
+        )
+    if not (t_labels == control).any():
+        raise InputError(
+            f"truth has no control cells ({perturbation_key} == {control!r}); the vcc2026 preset takes "
+            "every effect and DE test relative to the measured controls."
+        )
+    perts = pd.Index(np.unique(t_labels[t_labels != control]), name=perturbation_key)
+    predicted = set(np.unique(p_labels[p_labels != control]))
+    missing = sorted(set(perts) - predicted)
+    extra = sorted(predicted - set(perts))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} measured perturbation(s) missing from pred (e.g. {missing[:3]!r})")
+        if extra:
+            parts.append(f"{len(extra)} perturbation(s) in pred that truth does not have (e.g. {extra[:3]!r})")
+        raise InputError(
+            "; ".join(parts) + ". The vcc2026 preset scores every measured perturbation, so pred must "
+            "predict exactly the measured set."
+        )
+    n_p = len(perts)
+    t_codes = perts.get_indexer(t_labels).astype(np.int64)
+    t_codes[t_labels == control] = n_p
+    p_codes = perts.get_indexer(p_labels).astype(np.int64)
+    if own_controls:
+        if not (p_labels == control).any():
+            raise InputError(f"pred has no control cells ({perturbation_key} == {control!r}).")
+        p_codes[p_labels == control] = n_p
+    with thread_limit(n_threads) as threads:
+        n_parts = max(1, resolve_threads(threads))
+        args = dict(layer=layer, chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
+                    max_counts=PRESET["max_counts_per_cell"], n_parts=n_parts)
+        real_bulk, real_jk, _ = _group_pass(truth, t_codes, n_p + 1, where="truth", **args)
+        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, where="pred",
+                                                       fractional=fractional_pred, **args)
+        de_args = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=True,
+                       target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
+                       epsilon=PRESET["epsilon"], n_threads=n_threads)
+        if own_controls:
+            de_truth, de_pred = wilcoxon_de(truth, **de_args), wilcoxon_de(pred, **de_args)
+        else:
+            de_truth, de_pred = wilcoxon_de_pair(pred, truth, **de_args)
+    pred_ctrl = pred_bulk[n_p] if own_controls else None
+    pred_bulk, pred_jk, n_pred_cells = pred_bulk[:n_p], pred_jk[:n_p], n_pred_cells[:n_p]
+    if (n_pred_cells == 0).any():
+        raise InputError("pred has a perturbation with no cells.")
+    cols = _target_columns(perts, genes, target_genes)
+    panel = np.unique(np.fromiter(cols.values(), dtype=np.int64, count=len(cols)))
+    ctrl = real_bulk[n_p]
+    origin = pred_ctrl if own_controls else ctrl
+    values = {"pds_cosine": _pds_cosine(pred_bulk - origin, real_bulk[:n_p] - ctrl, panel)}
+    values.update(_de_members(de_truth, de_pred, cols))
+    capped, distance, uncapped = _expression_error(pred_bulk, pred_jk, real_bulk[:n_p], real_jk[:n_p],
+                                                   ctrl, real_jk[n_p], cols)
+    values["expr_mse_unbiased"] = uncapped
+    values["expr_real_mass_ratio"] = np.expm1(real_bulk[:n_p]).sum(axis=1) / PRESET["bulk_target_sum"]
+    values["expr_mse_unbiased_capped"] = capped
+    values["expr_distance_unbiased"] = distance
+    aggregate = {}
+    for name in _PER_PERTURBATION:
+        v = values[name]
+        aggregate[name] = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+    both = np.isfinite(capped) & np.isfinite(distance)
+    den = float(distance[both].sum())
+    if den > 0:
+        aggregate["expr_mse_unbiased_capped_norm"] = float(capped[both].sum()) / den
+    else:
+        warnings.warn(
+            "expr_mse_unbiased_capped_norm is undefined: the measured effects sum to "
+            f"{den:.4g} after their sampling-noise correction (not positive), a property of the "
+            "reference panel, not of the prediction. Reported as NaN.",
+            ShrinkpertWarning,
+            stacklevel=2,
+        )
+        aggregate["expr_mse_unbiased_capped_norm"] = float("nan")
+    return VCC2026Result(
+        perturbations=perts,
+        values={k: values[k] for k in _PER_PERTURBATION},
+        aggregate={k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])},
+        de_truth=de_truth,
+        de_pred=de_pred,
+        params={"perturbation_key": perturbation_key, "control": control, "layer": layer,
+                "preset": "vcc2026", **PRESET},
+    )

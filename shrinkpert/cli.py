@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow the perturbed_centroid reference (the scored perturbations' own centroid; flagged)")
     p.add_argument("--weights", default="auto", choices=["auto", "none"],
                    help="gene weightings: auto (uniform + shrunken, + population with --population) or none")
+    p.add_argument("--preset", default=None, choices=["vcc2026", "cell-eval-v1"],
+                   help="a published evaluator's fixed settings (vcc2026: cell-eval2's VCC 2026 preset)")
+    p.add_argument("--format", default="shrinkpert", choices=["shrinkpert", "cell-eval2"],
+                   help="cell-eval2: also write results.csv and agg_results.csv in cell-eval2's layout (vcc2026)")
     p.add_argument("--truth-effects", default="raw", choices=["raw", "shrunk"],
                    help="score against raw true pseudobulks or the ash posterior means of the true effects")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
@@ -291,17 +295,27 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
     if args.command == "evaluate":
         from .evaluation import evaluate
 
-        result = evaluate(_predictions(args.pred), args.truth, perturbation_key=args.perturbation_key, control=args.control,
-                          exclude=args.exclude, scale=args.scale, layer=args.layer, target_sum=args.target_sum,
-                          metrics="default" if args.metrics is None else args.metrics,
-                          train=args.train, population=args.population,
-                          references="auto" if args.references == ["auto"] else args.references,
-                          allow_leakage=args.allow_leakage, weights=None if args.weights == "none" else "auto",
-                          truth_effects=args.truth_effects,
-                          baselines="default" if args.baselines is None else args.baselines,
-                          calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
-                          guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
-                          progress=args.progress)
+        options = dict(exclude=args.exclude, scale=args.scale, layer=args.layer, target_sum=args.target_sum,
+                       references="auto" if args.references == ["auto"] else args.references,
+                       weights=None if args.weights == "none" else "auto",
+                       metrics="default" if args.metrics is None else args.metrics,
+                       baselines="default" if args.baselines is None else args.baselines,
+                       calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
+                       guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
+                       train=args.train, population=args.population, allow_leakage=args.allow_leakage,
+                       truth_effects=args.truth_effects, progress=args.progress)
+        if args.preset is not None:  # the preset fixes these; pass only what the user set
+            options = {k: v for k, v in options.items() if k not in ("references", "weights", "metrics", "baselines")
+                       or v not in ("auto", "default")}
+            options["preset"] = args.preset
+        if args.format == "cell-eval2" and args.preset != "vcc2026":
+            from .errors import InputError
+
+            raise InputError("--format cell-eval2 needs --preset vcc2026.")
+        result = evaluate(_predictions(args.pred), args.truth, perturbation_key=args.perturbation_key,
+                          control=args.control, **options)
+        if args.format == "cell-eval2":
+            result.to_cell_eval2(out / "cell-eval2", force=True)
         from .report import save_table
 
         save_table(result, out, force=True)  # metrics.csv, summary.csv, params.json, table.json

@@ -75,6 +75,8 @@ class EvaluationConfig:
         ``gene_a, gene_b``): adds ``relationship_recall`` and ``map_agreement``.
     gene_sets : mapping or DataFrame, optional
         Gene sets (name -> genes): adds ``pathway_activity`` and ``map_agreement``.
+    preset : {None, "vcc2026", "cell-eval-v1"}
+        A published evaluator's fixed settings (:mod:`shrinkpert.evaluation.presets`).
     truth_effects : {"raw", "shrunk"}
         Score against the raw true pseudobulks or against the ash posterior means of the true
         effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`).
@@ -101,6 +103,7 @@ class EvaluationConfig:
     population: Any = None
     relationships: Any = None
     gene_sets: Any = None
+    preset: str | None = None
     truth_effects: str = "raw"
     chunk_size: int | None = None
     n_threads: int | None = None
@@ -117,6 +120,8 @@ class EvaluationConfig:
             raise InputError(f"escape_threshold must lie in (0, 1), got {self.escape_threshold!r}.")
         if self.truth_effects not in ("raw", "shrunk"):
             raise InputError(f"truth_effects must be 'raw' or 'shrunk', got {self.truth_effects!r}.")
+        if self.preset not in (None, "vcc2026", "cell-eval-v1"):
+            raise InputError(f"preset must be None, 'vcc2026' or 'cell-eval-v1', got {self.preset!r}.")
         if not 0 < self.level < 1:
             raise InputError(f"level must lie in (0, 1), got {self.level!r}.")
         if int(self.n_boot) != self.n_boot or self.n_boot < 0:

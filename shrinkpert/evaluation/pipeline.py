@@ -49,10 +49,11 @@ Flags in :meth:`MetricTable.summary` (semicolon-separated):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._vocab import CONTROL, PERTURBATION_KEY
+from ..errors import InputError
 from .config import EvaluationConfig
 from .steps import (
     DEFAULT_REFERENCES,
@@ -175,6 +176,19 @@ def evaluate(
     (1.0, 'mean', 'technical_duplicate')
     """
     config = (config or EvaluationConfig()).replace(**options)
+    if config.preset == "vcc2026":
+        from .presets import evaluate_vcc2026
+
+        if isinstance(pred, Mapping) or train is not None or exclude is not None:
+            raise InputError("preset='vcc2026' scores one prediction against its truth as cell-eval2 does; pass "
+                             "neither several models, train= nor exclude= (subset the files instead).")
+        return evaluate_vcc2026(pred, truth, perturbation_key=perturbation_key, control=control, seed=seed,
+                                config=config)
+    if config.preset == "cell-eval-v1":
+        from .presets import preset_options
+
+        fixed = preset_options("cell-eval-v1", metrics=metrics, weights=weights, references=references)
+        metrics, weights, references = fixed["metrics"], fixed["weights"], fixed["references"]
     inputs = read_inputs(pred, truth, perturbation_key=perturbation_key, control=control, exclude=exclude,
                          config=config)
     summaries = summarise(inputs, config=config, seed=seed, escape=escape)

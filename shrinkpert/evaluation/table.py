@@ -33,6 +33,7 @@ class MetricTable:
     perturbations: pd.Index
     genes: pd.Index
     params: Mapping[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", self.values.copy())
@@ -65,6 +66,22 @@ class MetricTable:
         half-split ceiling).
         """
         return self.summary_table.copy()
+
+    def to_cell_eval2(self, out: Any, *, force: bool = False) -> Any:
+        """Write cell-eval2's ``results.csv``, ``agg_results.csv`` and a run manifest into ``out``.
+
+        Only for tables of ``evaluate(..., preset="vcc2026")`` (the same member names and layout,
+        so leaderboards and scripts that read cell-eval2's output read these unchanged).
+        """
+        from ..errors import InputError
+
+        if "vcc2026" not in self.extras:
+            raise InputError("to_cell_eval2 needs a table of evaluate(..., preset='vcc2026'); this one has "
+                             f"preset={self.params.get('preset')!r}.")
+        from ..metrics.vcc2026_output import to_cell_eval2
+
+        return to_cell_eval2(self.extras["vcc2026"], out, calibrated=self.extras.get("vcc2026_calibrated"),
+                             force=force)
 
     def to_html(self, path: Any, *, title: str | None = None, extras: Mapping[str, Any] | None = None,
                 force: bool = False) -> Any:

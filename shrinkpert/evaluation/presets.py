@@ -1,0 +1,108 @@
+"""Published evaluators' fixed settings, selected with ``evaluate(..., preset=...)``.
+
+* ``"vcc2026"`` — cell-eval2's Virtual Cell Challenge 2026 preset: raw counts, Wilcoxon DE
+  against the truth's controls, the six members (:mod:`shrinkpert.metrics.vcc2026`), each
+  calibrated between the mean-response baseline :math:`b` and the replicate anchor :math:`r` as
+  cell-eval2 does (:math:`(u - b)/(r - b)`, clamped as published), plus shrinkpert's percentile
+  bootstrap intervals over perturbations and the anchor's seed spread. The table's
+  :meth:`~shrinkpert.MetricTable.to_cell_eval2` writes cell-eval2's ``results.csv`` and
+  ``agg_results.csv``.
+* ``"cell-eval-v1"`` — the 2025 challenge's three members under cell-eval v1's definitions
+  (already matched to ≤ 6.3e-8): ``metrics`` = :data:`~shrinkpert.metrics.VCC_METRICS`, the
+  control reference, no gene weights.
+
+A preset fixes what it fixes; passing a conflicting option (other metrics, references or weights)
+raises instead of silently changing the published definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .config import EvaluationConfig
+from .table import MetricTable
+
+__all__ = ["PRESETS", "preset_options", "evaluate_vcc2026"]
+
+#: Presets :func:`~shrinkpert.evaluate` knows.
+PRESETS = ("vcc2026", "cell-eval-v1")
+
+
+def preset_options(preset: str, *, metrics: Any, weights: Any, references: Any) -> dict[str, Any]:
+    """The ``metrics``/``weights``/``references`` of ``"cell-eval-v1"`` (refusing conflicting ones)."""
+    from ..metrics import VCC_METRICS
+
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {PRESETS}, got {preset!r}.")
+    fixed = {"metrics": list(VCC_METRICS), "weights": None, "references": ["control"]}
+    given = {"metrics": metrics, "weights": weights, "references": references}
+    defaults = {"metrics": "default", "weights": "auto", "references": "auto"}
+    clash = [k for k in fixed if not _same(given[k], defaults[k]) and not _same(given[k], fixed[k])]
+    if clash:
+        raise InputError(f"preset={preset!r} fixes {clash}; leave them at their defaults or drop the preset.")
+    return fixed
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+        return a == b
+    return isinstance(a, Sequence) and isinstance(b, Sequence) and list(a) == list(b)
+
+
+def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: str, seed: int,
+                     config: EvaluationConfig) -> MetricTable:
+    """The ``"vcc2026"`` preset as a :class:`~shrinkpert.MetricTable`.
+
+    ``to_frame()``: one row per (perturbation, member) with ``value`` and the mean-response
+    baseline's value (``baseline_mean_response``); ``summary()``: one row per member and for
+    ``avg_score`` with ``mean`` (the member's aggregate :math:`u`), ``calibrated``
+    (cell-eval2's score :math:`s`), ``ci_low``/``ci_high`` (bootstrap over perturbations),
+    ``baseline_mean_response`` (:math:`b`), ``baseline_replicate_anchor`` (:math:`r`) and
+    ``anchor_sd`` (its spread over the seeded half-splits).
+    """
+    from ..metrics.vcc2026 import MEMBERS, score_vcc2026
+    from ..metrics.vcc2026_calibration import baseline_vcc2026, bootstrap_vcc2026, replicate_anchor_vcc2026
+
+    common = dict(perturbation_key=perturbation_key, control=control, n_threads=config.n_threads)
+    result = score_vcc2026(pred, truth, layer=config.layer, chunk_size=config.chunk_size, **common)
+    baseline = baseline_vcc2026(truth, seed=seed, **common)
+    anchor = replicate_anchor_vcc2026(truth, base_seed=seed, **common)
+    calibrated = bootstrap_vcc2026(result, baseline, anchor, n_boot=max(int(config.n_boot), 1), level=config.level,
+                                   seed=seed)
+    perts = pd.Index(result.perturbations, name="perturbation")
+    rows = []
+    for name in MEMBERS:
+        if name not in result.values:
+            continue  # aggregate-only member
+        rows.append(pd.DataFrame({"perturbation": perts.astype(str), "metric": name, "weighting": "uniform",
+                                  "reference": "control", "value": np.asarray(result.values[name], dtype=float),
+                                  "baseline_mean_response": np.asarray(baseline.values[name], dtype=float)}))
+    values = pd.concat(rows, ignore_index=True)
+    ci = calibrated.ci.set_index("metric") if calibrated.ci is not None else None
+    summary = []
+    for name in (*MEMBERS, "avg_score"):
+        member = name != "avg_score"
+        summary.append({
+            "metric": name, "weighting": "uniform", "reference": "control",
+            "mean": result.aggregate[name] if member else np.nan, "median": np.nan,
+            "calibrated": calibrated.scores[name] if member else calibrated.avg_score,
+            "ci_low": ci.loc[name, "ci_low"] if ci is not None else np.nan,
+            "ci_high": ci.loc[name, "ci_high"] if ci is not None else np.nan,
+            "drf": np.nan, "bds": np.nan, "flags": "",
+            "negative": "mean_response", "positive": "replicate_anchor",
+            "n_valid": int(np.isfinite(np.asarray(result.values.get(name, [np.nan]), dtype=float)).sum()),
+            "baseline_mean_response": calibrated.baseline[name] if member else np.nan,
+            "baseline_replicate_anchor": calibrated.anchor[name] if member else np.nan,
+            "anchor_sd": anchor.sd[name] if member else np.nan,
+        })
+    table = pd.DataFrame(summary).set_index(["metric", "weighting", "reference"])
+    params = {"preset": "vcc2026", "perturbation_key": perturbation_key, "control": control, "seed": seed,
+              "n_boot": config.n_boot, "level": config.level, "anchor_splits": len(anchor.splits),
+              "avg_score": calibrated.avg_score}
+    return MetricTable(values, table, perts, pd.Index([], name="gene"), params,
+                       extras={"vcc2026": result, "vcc2026_calibrated": calibrated})

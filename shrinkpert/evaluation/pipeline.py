@@ -148,6 +148,8 @@ def evaluate(
         ``target_sum``, ``targets``, ``negative``, ``positive``, ``calibrate``, ``n_boot``,
         ``level``, ``alpha``, ``de_calls``, ``truth_cells``, ``escape_threshold``,
         ``guide_key``, ``cells_per_perturbation``, ``allow_leakage``, ``population``,
+        ``relationships`` / ``gene_sets`` (add the biology metrics), ``preset`` (``"vcc2026"``:
+        cell-eval2's VCC 2026 preset, see :mod:`shrinkpert.evaluation.presets`; ``"cell-eval-v1"``),
         ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects),
         ``chunk_size``, ``n_threads``, ``progress`` (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
 

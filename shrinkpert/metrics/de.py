@@ -290,6 +290,9 @@ def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 
         List length; ``None`` (cell-eval's ``overlap_at_N``) uses the number of true DE genes.
     alpha : float, default 0.05
         A gene is DE when ``q < alpha``.
+    shared : SharedIntermediates, optional
+        Where intermediates are shared with other metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -345,6 +348,9 @@ def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float 
         List length; ``None`` uses the number of predicted DE genes.
     alpha : float, default 0.05
         A gene is DE when ``q < alpha``.
+    shared : SharedIntermediates, optional
+        Where intermediates are shared with other metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -482,6 +488,9 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
         Predicted and true DE calls (the prediction's ``q`` is not used).
     alpha : float, default 0.05
         A gene is truly DE when its true ``q < alpha``.
+    shared : SharedIntermediates, optional
+        Where intermediates are shared with other metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------

@@ -530,6 +530,9 @@ def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None,
         Predicted and true changes from a reference profile.
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights.
+    shared : SharedIntermediates, optional
+        Where intermediates are shared with other metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------

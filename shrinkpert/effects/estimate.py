@@ -114,7 +114,11 @@ class EffectSizes:
         return ad.AnnData(X=np.array(self.effect), obs=obs, var=var, layers=layers, uns=uns)
 
     def summary(self) -> pd.DataFrame:
-        """One row per perturbation: cells, target, target effect and z, genes with |z| > 3."""
+        """One row per perturbation: cells, target, target effect and z, genes with |z| > 3.
+
+        ``target_effect``/``target_z`` are NaN when the target is not a measured gene; the column
+        ``target_nan_reason`` then says so (``"target_not_measured"``; empty otherwise).
+        """
         rows = np.arange(len(self.perturbations))
         has_t = self.target_index >= 0
         t_idx = np.where(has_t, self.target_index, 0)
@@ -126,6 +130,7 @@ class EffectSizes:
                 "target": self.target.astype(str),
                 "target_effect": np.where(has_t, self.effect[rows, t_idx], np.nan),
                 "target_z": np.where(has_t, z[rows, t_idx], np.nan),
+                "target_nan_reason": np.where(has_t, "", "target_not_measured"),
                 "n_genes_abs_z_gt_3": (np.abs(z) > 3).sum(axis=1),
                 "median_std_error": np.median(self.std_error, axis=1),
             },

@@ -80,15 +80,22 @@ class ShrunkEffects:
         })
 
     def to_anndata(self):
-        """Perturbations × genes AnnData, one layer per field."""
+        """Perturbations × genes AnnData, one layer per field; ``obs`` holds :meth:`summary` per
+        perturbation, ``var`` per gene the mean |effect|, mean |posterior mean| and the number of
+        perturbations with lfsr < 0.05."""
         import anndata as ad
 
         layers = {k: np.array(getattr(self, k)) for k in
                   ("effect", "std_error", "posterior_mean", "posterior_sd", "lfsr", "lfdr")}
         params = {k: v for k, v in self.params.items() if isinstance(v, (str, int, float, bool))}
-        return ad.AnnData(X=np.array(self.posterior_mean), obs=pd.DataFrame(index=self.perturbations.astype(str)),
-                          var=pd.DataFrame(index=self.genes.astype(str)), layers=layers,
-                          uns={"shrinkpert": {"params": params}})
+        obs = self.summary().set_axis(self.perturbations.astype(str))
+        obs.index.name = "perturbation"
+        var = pd.DataFrame({"mean_abs_effect": np.nanmean(np.abs(self.effect), axis=0),
+                            "mean_abs_posterior_mean": np.nanmean(np.abs(self.posterior_mean), axis=0),
+                            "n_lfsr_below_0.05": (self.lfsr < 0.05).sum(axis=0)},
+                           index=pd.Index(self.genes.astype(str), name="gene"))
+        return ad.AnnData(X=np.array(self.posterior_mean), obs=obs, var=var, layers=layers,
+                          uns={"shrinkpert": {"params": params, "X": "posterior_mean (log1p scale of the effects)"}})
 
     def summary(self, *, lfsr: float = 0.05) -> pd.DataFrame:
         """Per perturbation: genes with lfsr below ``lfsr``, mean |shrinkage|, prior null weight."""

@@ -101,3 +101,25 @@ def test_cli_defaults_equal_api_defaults(command, func):
     for name, value in defaults.items():
         if name in params and params[name].default is not inspect.Parameter.empty:
             assert params[name].default == value, name
+
+
+def test_evaluate_cli_defaults_equal_the_api_defaults():
+    import dataclasses
+
+    from shrinkpert import EvaluationConfig, evaluate
+
+    sub = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    cli = {a.dest: a.default for a in sub._actions}
+    api = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    api.update({f.name: f.default for f in dataclasses.fields(EvaluationConfig)})
+    # how the CLI spells a default the API spells otherwise
+    spelled = {"references": ["auto"], "metrics": None, "baselines": None, "weights": "auto"}
+    compared = 0
+    for name, value in cli.items():
+        if name in api:
+            expected = spelled.get(name, api[name])
+            assert value == expected, (name, value, api[name])
+            compared += 1
+    assert cli["no_calibrate"] is (not api["calibrate"])
+    assert compared >= 15

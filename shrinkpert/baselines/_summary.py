@@ -8,6 +8,7 @@ It is built with one call of :func:`~shrinkpert.stats.group.group_statistics` gr
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import as_rng
 from .._arrays import readonly as _readonly
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from .._validate import validate
@@ -124,7 +124,9 @@ def summarize_truth(
         Perturbations to keep (default every label except the control); cells of other labels
         are ignored.
     seed
-        Seed of the half split (int or ``numpy.random.Generator``).
+        Seed of the half split (non-negative int or ``numpy.random.Generator``). Each
+        perturbation's halves are drawn from a stream keyed by the seed and its label, so they do
+        not change when other perturbations are added to or removed from the truth.
     exclude
         Boolean per cell (``obs`` order): cells to leave out, e.g. escaping cells
         (``p_perturbed`` below a threshold), so that the truth is built from perturbed cells only.
@@ -166,7 +168,6 @@ def summarize_truth(
         keep = keep[keep != control]
     if len(keep) == 0:
         raise InputError("No perturbation besides the control; nothing to evaluate.")
-    rng = as_rng(seed)
     values = labels.to_numpy(dtype=object)
     half = np.full(len(values), None, dtype=object)
     counts = labels.value_counts()
@@ -176,9 +177,12 @@ def summarize_truth(
             f"truth: perturbations {small[:10]} have fewer than 2 cells and cannot be split into halves; "
             "leave them out with exclude=."
         )
-    for p in keep:  # sorted: the split depends only on the seed and the labels
+    # each perturbation's halves come from its own stream, keyed by (seed, label): they do not
+    # depend on which other perturbations are in the truth (a split-independent positive control)
+    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
+    for p in keep:
         rows = np.flatnonzero(values == p)
-        order = rng.permutation(len(rows))
+        order = np.random.default_rng([base, zlib.crc32(str(p).encode())]).permutation(len(rows))
         n_a = len(rows) // 2
         half[rows[order[:n_a]]] = "A"
         half[rows[order[n_a:]]] = "B"

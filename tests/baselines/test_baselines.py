@@ -193,3 +193,12 @@ def test_mean_all_and_the_leave_one_out_anticorrelation(summary):
     loo = mean_baseline(summary).mean - centroid
     truth = summary.mean - centroid
     np.testing.assert_allclose(loo, -truth / (len(summary.perturbations) - 1), rtol=0, atol=1e-12)
+
+
+def test_halves_do_not_depend_on_the_other_perturbations(papalexi):
+    whole = summarize_truth(papalexi, seed=4)
+    fewer = papalexi[~papalexi.obs["perturbation"].isin(["ATF2", "BRD4", "CAV1"])].copy()
+    part = summarize_truth(fewer, seed=4)
+    rows = whole.perturbations.get_indexer(part.perturbations)
+    np.testing.assert_array_equal(part.half_a_n, whole.half_a_n[rows])
+    np.testing.assert_allclose(part.half_a_mean, whole.half_a_mean[rows], rtol=1e-12, atol=1e-15)

@@ -346,19 +346,17 @@ reference-free: a common reference cancels in a difference of deltas); `model_me
 (± `bds_sd` over splits) and `drf_mean` — `evaluate`'s BDS and DRF of the technical duplicate over
 the leave-one-out mean response.
 
-**Zero, up to rounding.** The split-independent rows (control or population reference; uniform,
-shrunken or population weights; every metric but `discrimination_score_l1`) have a spread of
-≤ {notes['rounding']:.1g} — rounding, not dependence: `evaluate`'s truth summary (`summarize_truth`) draws each
-perturbation's duplicate halves from one seeded generator in sorted-label order, so the halves of a
-given perturbation (and the last bits of its full pseudobulk, collapsed from the halves) depend on
-how many test perturbations sort before it. `tests/evaluation/test_scenarios_claims.py` shows the
-scores are the same *bits* when that is held fixed (the alphabetically first perturbation, the same
-leading control cells in every file — the streaming pseudobulk takes a per-gene shift from a
-file's first 1,024 cells — and one thread); this script puts the same 1,100 control cells first in
-every file too. The same mechanism makes the **technical duplicate** (positive control) itself
-split-dependent: column `duplicate_split_sd_median` is the median SD of its score across splits
-(e.g. Pearson Δ against the control: {notes['dup_sd']}); seeding each perturbation's halves by its
-own label would remove this.
+**Zero.** The split-independent rows (control or population reference; uniform, shrunken or
+population weights; every metric but `discrimination_score_l1`, which ranks a perturbation against
+whichever perturbations are in the test set) have a spread of {notes['rounding']:.1g} across splits.
+Two things make that exact: `summarize_truth` draws each perturbation's duplicate halves from a
+stream keyed by (seed, label), so they do not depend on the other test perturbations, and this
+script puts the same 1,100 control cells first in every file (the streaming pseudobulk of
+non-integer data takes a per-gene shift from a file's first 1,024 cells; integer counts are exact
+in any order). The **technical duplicate** (positive control) is split-independent too: column
+`duplicate_split_sd_median` is the median SD of its score across splits (e.g. Pearson Δ against the
+control: {notes['dup_sd']}). `tests/evaluation/test_scenarios_claims.py` checks the bit-identity
+on a small screen.
 
 ## What the seed's trade-off looks like in numbers
 

@@ -56,6 +56,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError, ShrinkpertWarning
+from .mixture import fit_mixture_weights
 
 __all__ = [
     "ImpactCorrelation",
@@ -495,97 +496,6 @@ def transcriptome_impact(
     return frame
 
 
-# --------------------------------------------------------------------------- mixture weights (mix-SQP)
-
-
-def _qp_nonnegative(H: np.ndarray, c: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
-    """Minimise ``y'Hy/2 + c'y`` subject to ``y >= 0`` (``H`` positive definite).
-
-    Lawson-Hanson-style active set started from ``y = 0``: free the bound variable with the
-    most negative gradient (Lagrange multiplier), solve the unconstrained problem on the free
-    set, and if that point is infeasible move towards it until the first free variable
-    reaches 0 (it becomes bound again) and re-solve. Stops when no multiplier is below
-    ``-tol``. Mixture solutions are sparse, so the free set and the solves stay small.
-    """
-    k = c.size
-    y = np.zeros(k)
-    free = np.zeros(k, dtype=bool)
-    grad = c.copy()
-    for _ in range(max_iter):
-        bound = np.flatnonzero(~free)
-        if bound.size == 0:
-            break
-        j = bound[np.argmin(grad[bound])]
-        if grad[j] >= -tol:
-            break
-        free[j] = True
-        for _ in range(k + 1):
-            idx = np.flatnonzero(free)
-            z = np.linalg.solve(H[np.ix_(idx, idx)], -c[idx])
-            if np.all(z > 0):
-                y[:] = 0.0
-                y[idx] = z
-                break
-            neg = z <= 0
-            yi = y[idx]
-            steps = yi[neg] / (yi[neg] - z[neg])
-            alpha = float(steps.min())
-            y[idx] = yi + alpha * (z - yi)
-            leaving = idx[neg][np.argmin(steps)]
-            free[leaving] = False
-            free &= y > 0
-            y[~free] = 0.0
-            if leaving == j and alpha == 0.0:  # rounding: the new variable cannot move
-                return y
-        grad = H @ y + c
-    return y
-
-
-def _mixture_weights(
-    lik: np.ndarray, *, tol: float = 1e-8, max_iter: int = 200, eps: float = 1e-8
-) -> tuple[np.ndarray, int, bool]:
-    """Maximum-likelihood mixture weights for a fixed likelihood matrix (mix-SQP).
-
-    Minimises :math:`f(x) = -\\frac1n\\sum_j \\log(\\sum_k L_{jk}x_k + \\epsilon) + \\sum_k x_k`
-    over :math:`x \\ge 0` (its minimiser sums to 1, so :math:`\\pi = x/\\sum x`) by
-    sequential quadratic programming: each step minimises the second-order model with
-    gradient :math:`g = 1 - L^\\top(1/u)/n` and Hessian :math:`L^\\top D^2 L/n`
-    (:math:`u = Lx + \\epsilon`, :math:`D = \\mathrm{diag}(1/u)`) under :math:`x \\ge 0`, then
-    backtracks until the Armijo condition holds. Converged when no gradient entry is below
-    ``-tol`` (the KKT dual residual). Rows of ``lik`` may be rescaled freely beforehand.
-
-    Returns ``(pi, n_iter, converged)``.
-    """
-    n, k = lik.shape
-    x = np.full(k, 1.0 / k)
-
-    def objective(v: np.ndarray) -> float:
-        return float(-np.mean(np.log(lik @ v + eps)) + v.sum())
-
-    f = objective(x)
-    for it in range(1, max_iter + 1):
-        u = lik @ x + eps
-        scaled = lik / u[:, None]
-        g = 1.0 - scaled.sum(axis=0) / n
-        if g.min() >= -tol:
-            return x / x.sum(), it - 1, True
-        H = scaled.T @ scaled / n + 1e-10 * np.eye(k)
-        y = _qp_nonnegative(H, g - H @ x, tol * 1e-2, 10 * k + 100)
-        d = y - x
-        slope = float(g @ d)
-        step = 1.0
-        while step > 1e-10:
-            candidate = x + step * d
-            f_new = objective(candidate)
-            if f_new <= f + 0.01 * step * slope:
-                break
-            step *= 0.75
-        x, f = candidate, f_new
-        if slope > -1e-14 * max(1.0, abs(f)):
-            return x / x.sum(), it, True
-    return x / x.sum(), max_iter, False
-
-
 # --------------------------------------------------------------------------- bivariate
 
 
@@ -733,8 +643,8 @@ def impact_correlation(
     with :math:`U_k` every distinct matrix with diagonal :math:`(v_1, v_2)` and
     off-diagonal :math:`r\\sqrt{v_1 v_2}`, :math:`v_i \\in \\{0\\} \\cup` the variances that
     carry weight in a half-normal ash fit of set :math:`i` (uniform prior), and
-    :math:`r \\in` ``correlations``. The weights are maximum likelihood (mix-SQP, no
-    penalty) and
+    :math:`r \\in` ``correlations``. The weights are maximum likelihood
+    (:func:`~shrinkpert.effects.mixture.fit_mixture_weights`, mix-SQP, no penalty) and
 
     .. math::
 
@@ -754,7 +664,8 @@ def impact_correlation(
     exclude_genes : iterable of labels, optional
         Genes to leave out (needs Series input).
     tol : float, default 1e-8
-        Convergence tolerance of mix-SQP (KKT dual residual).
+        Convergence tolerance of mix-SQP (Frank–Wolfe gap of the normalised log likelihood; see
+        :func:`~shrinkpert.effects.mixture.fit_mixture_weights`).
 
     Returns
     -------
@@ -795,16 +706,14 @@ def impact_correlation(
     var2 = _halfnormal_support(b2, s2, grid_weight_threshold)
     comps = _bivariate_components(var1, var2, corrs)
     log_lik = _bivariate_log_lik(b1, s1, b2, s2, comps)
-    row_max = log_lik.max(axis=1, keepdims=True)
-    lik = np.exp(log_lik - row_max)
-    pi, n_iter, converged = _mixture_weights(lik, tol=tol)
+    fit = fit_mixture_weights(log_lik, log=True, tol=tol)
+    pi, n_iter, converged, loglik = fit.weights, fit.n_iter, fit.converged, fit.loglik
     if not converged:
         warnings.warn(
             f"mix-SQP did not converge in {n_iter} iterations; the correlation may be inexact.",
             ShrinkpertWarning,
             stacklevel=2,
         )
-    loglik = float(np.sum(np.log(lik @ pi) + row_max[:, 0]))
     s11, s12, s22 = (pi @ comps).tolist()
     cov = np.array([[s11, s12], [s12, s22]])
     corr = s12 / math.sqrt(s11 * s22) if s11 > 0 and s22 > 0 else math.nan

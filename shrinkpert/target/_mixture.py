@@ -93,14 +93,14 @@ def _shrink_rows(effect: np.ndarray, se: np.ndarray, exclude: np.ndarray) -> tup
     rows = np.flatnonzero(usable.any(axis=1))
     if len(rows) == 0:
         return pm, psd, lfsr
-    from ..effects.ash import _ash_batch
+    from ..effects.ash import ash_batch
 
     post = tuple(np.empty((len(rows), x.shape[1])) for _ in range(3))
     for start in range(0, len(rows), _ASH_ROWS):  # bounded memory; rows are independent problems
         part = rows[start:start + _ASH_ROWS]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShrinkpertWarning)
-            fit = _ash_batch(x[part], s[part], tol=_ASH_TOL, max_iter=_ASH_MAX_ITER)
+            fit = ash_batch(x[part], s[part], tol=_ASH_TOL, max_iter=_ASH_MAX_ITER)
         for out, value in zip(post, (fit.posterior_mean, fit.posterior_sd, fit.lfsr)):
             out[start:start + len(part)] = value
     ok = usable[rows]

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from scipy import optimize, special
 
-from shrinkpert.effects import impact
+from shrinkpert.effects import _mixture_kernels, impact
 from shrinkpert.effects.impact import ImpactCorrelation, impact_correlation, mixture_moments, transcriptome_impact
+from shrinkpert.effects.mixture import fit_mixture_weights
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "trade"
@@ -267,7 +268,8 @@ def test_mixture_weights_reach_the_em_optimum():
     sd = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
     total = np.sqrt(sd**2 + 1.0)
     lik = np.exp(-0.5 * (x[:, None] / total) ** 2) / total
-    pi, n_iter, converged = impact._mixture_weights(lik)
+    fit = fit_mixture_weights(lik)
+    pi, n_iter, converged = fit.weights, fit.n_iter, fit.converged
     assert converged and n_iter < 50
     assert pi.min() >= 0 and pi.sum() == pytest.approx(1.0, abs=1e-12)
     em = em_weights(lik, 20000)
@@ -287,7 +289,8 @@ def test_nonnegative_qp_equals_nnls():
     a = rng.normal(size=(40, 12))
     h = a.T @ a
     c = rng.normal(size=12) * 5
-    y = impact._qp_nonnegative(h, c, 1e-12, 500)
+    y = np.zeros(12)
+    _mixture_kernels.qp_active_set(h.copy(), c.copy(), y, 12, 1e-12, 500)
     # same problem as NNLS: 1/2 |R y + R^-T c|^2 with H = R'R
     r = np.linalg.cholesky(h).T
     ref, _ = optimize.nnls(r, -np.linalg.solve(r.T, c))

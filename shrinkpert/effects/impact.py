@@ -51,11 +51,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError, ShrinkpertWarning
+from . import _impact_kernels as _ik
+from . import ash as _ash
+from . import mixture as _mixture
 from .mixture import fit_mixture_weights
 
 __all__ = [
@@ -144,67 +148,68 @@ def mixture_moments(weights: Any, a: Any, b: Any, *, n_genes: int | None = None)
     }
 
 
-# --------------------------------------------------------------------------- the ash fit
+# --------------------------------------------------------------------------- the ash fits
+
+_BLOCK = 128  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
+_TOL = 1e-8  # ash's defaults for the optimiser
+_MAX_ITER = 1000
+
+# one fit: (betahat, se, grange) -> (weights, a, b, loglik)
+Problem = tuple[np.ndarray, np.ndarray, tuple[float, float]]
+Fitted = tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]
 
 
-def _fit_uniform_mixture(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """TRADE's ash call: half-uniform mixture, point mass kept, uniform Dirichlet prior, ``grange``.
+def _components_for(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """End points (a, b) of TRADE's ash prior on this subset: ash's automatic grid, half-uniform
+    components with a point mass, clipped to ``grange`` and de-duplicated."""
+    grid = _ash._grid(betahat, se, 0.0, math.sqrt(2.0))
+    g, _ = _ash._components(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
+    return g.a, g.b
 
-    Returns ``(weights, a, b, loglik)`` of the fitted :math:`\\hat g`.
+
+def _fit_uniform_mixtures(problems: Sequence[Problem]) -> list[Fitted]:
+    """TRADE's ash call on each problem: ``ash(betahat, se, mixture="halfuniform", pointmass=True,
+    prior="uniform", grange=grange)``, without the posterior (impact needs only ĝ).
+
+    Problems below :data:`~shrinkpert.effects.mixture.PARALLEL_FROM` genes go to one parallel
+    kernel call (problems across workers, each fit serial); larger ones run one at a time with
+    parallel passes over their genes. Either way each fit performs ash's computations on ash's
+    input, so the weights and log likelihood are ash's.
     """
-    from .ash import ash  # the adaptive-shrinkage module of this package
-
-    fit = ash(
-        betahat,
-        se,
-        mixture="halfuniform",
-        pointmass=True,
-        prior="uniform",
-        grange=grange,
-    )
-    prior = fit.prior
-    return (
-        np.asarray(prior.pi, dtype=np.float64),
-        np.asarray(prior.a, dtype=np.float64),
-        np.asarray(prior.b, dtype=np.float64),
-        float(fit.loglik),
-    )
-
-
-def _impact_of(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[dict[str, float], float]:
-    w, a, b, loglik = _fit_uniform_mixture(betahat, se, grange)
-    return mixture_moments(w, a, b, n_genes=betahat.size), loglik
-
-
-def _split_share(
-    betahat: np.ndarray,
-    se: np.ndarray,
-    significant: np.ndarray,
-    grange: tuple[float, float],
-    cache: dict[bytes, float],
-) -> tuple[float, float, float]:
-    """(share of impact, TI of S, TI of N) for the split ``significant`` / not.
-
-    ``cache`` maps a subset (its packed mask) to its TI, so that identical Bonferroni and
-    BH sets are fitted once.
-    """
-    n_s = int(significant.sum())
-    n_n = significant.size - n_s
-    if n_s == 0:
-        return 0.0, 0.0, math.nan
-
-    def ti_of(mask: np.ndarray) -> float:
-        key = np.packbits(mask).tobytes()
-        if key not in cache:
-            cache[key] = _impact_of(betahat[mask], se[mask], grange)[0]["transcriptome_wide_impact"]
-        return cache[key]
-
-    ti_s = ti_of(significant)
-    if n_n == 0:
-        return 1.0, ti_s, math.nan
-    ti_n = ti_of(~significant)
-    total = n_s * ti_s + n_n * ti_n
-    return (n_s * ti_s / total if total > 0 else math.nan), ti_s, ti_n
+    if not problems:
+        return []
+    comps = [_components_for(x, s, grange) for x, s, grange in problems]
+    sizes = np.array([x.size for x, _, _ in problems], dtype=np.int64)
+    small = np.flatnonzero(sizes < _mixture.PARALLEL_FROM)
+    out: list[Fitted | None] = [None] * len(problems)
+    if small.size:
+        ncomp = np.array([comps[q][0].size for q in small], dtype=np.int64)
+        kmax = int(ncomp.max())
+        a = np.zeros((small.size, kmax))
+        b = np.zeros((small.size, kmax))
+        for i, q in enumerate(small):
+            a[i, : ncomp[i]], b[i, : ncomp[i]] = comps[q]
+        offsets = np.concatenate([[0], np.cumsum(sizes[small])])
+        x = np.concatenate([problems[q][0] for q in small])
+        s = np.concatenate([problems[q][1] for q in small])
+        order = np.argsort(-sizes[small], kind="stable")
+        pi = np.zeros((small.size, kmax))
+        loglik = np.empty(small.size)
+        n_iter = np.empty(small.size, dtype=np.int64)
+        conv = np.empty(small.size, dtype=np.bool_)
+        workers = min(numba.get_num_threads(), small.size)
+        _ik.fit_uniform_many(x, s, offsets, a, b, ncomp, order, workers, _TOL, _MAX_ITER, _mixture.N_EM_WARMUP,
+                             _mixture.SQP_EPS, _mixture.CHUNK, pi, loglik, n_iter, conv)
+        for i, q in enumerate(small):
+            out[q] = (pi[i, : ncomp[i]].copy(), *comps[q], float(loglik[i]), bool(conv[i]))
+    for q in np.flatnonzero(sizes >= _mixture.PARALLEL_FROM):
+        x, s, _ = problems[q]
+        lo, hi = comps[q]
+        g = _ash.MixturePrior.uniform(np.full(lo.size, 1.0 / lo.size), lo, hi)
+        fit = _ash._fit(x, s, g, np.ones(lo.size), fixed=False, optimizer="mixsqp", tol=_TOL,
+                        max_iter=_MAX_ITER, dfv=np.inf)
+        out[q] = (np.asarray(fit.prior.pi), lo, hi, fit.loglik, fit.converged)
+    return out  # type: ignore[return-value]
 
 
 def _bh_reject(p: np.ndarray, alpha: float) -> np.ndarray:
@@ -212,17 +217,37 @@ def _bh_reject(p: np.ndarray, alpha: float) -> np.ndarray:
     return stats.false_discovery_control(p, method="bh") < alpha
 
 
-def _one_perturbation(
+@dataclass
+class _Plan:
+    """One perturbation between filtering and fitting: its row, genes and the subsets to fit.
+
+    ``subsets`` maps a packed gene mask to its position in the list of problems; the whole
+    set is key ``b""``. Identical Bonferroni and BH sets are fitted once.
+    """
+
+    row: dict[str, float]
+    x: np.ndarray
+    s: np.ndarray
+    grange: tuple[float, float]
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    subsets: dict[bytes, int] = field(default_factory=dict)
+
+
+def _plan(
     betahat: np.ndarray,
     se: np.ndarray,
-    pvalue: np.ndarray | None,
+    pvalue: np.ndarray,
     exclude: np.ndarray,
     *,
     model_significant: bool,
     alpha: float,
     max_abs_effect: float,
-) -> dict[str, float]:
-    """TRADE univariate for one perturbation (filters, fit, moments, significance split)."""
+    problems: list[Problem],
+) -> _Plan:
+    """TRADE univariate for one perturbation up to the fits: filters, grange, significance sets.
+
+    Appends the subsets to fit (all genes, then S and N of each split) to ``problems``.
+    """
     finite = np.isfinite(betahat) & np.isfinite(se) & (se > 0)
     if model_significant:
         finite &= np.isfinite(pvalue)
@@ -234,32 +259,59 @@ def _one_perturbation(
     row["n_excluded"] = int((finite & ~extreme & exclude).sum())
     x, s = betahat[keep], se[keep]
     row["n_genes"] = int(x.size)
+    plan = _Plan(row, x, s, (math.nan, math.nan))
     if x.size < 2:
+        return plan
+    plan.grange = (float(x.min()), float(x.max()))
+    plan.subsets[b""] = len(problems)
+    problems.append((x, s, plan.grange))
+    if model_significant:
+        p = pvalue[keep]
+        plan.splits = {"": p < alpha / p.size, "_fdr": _bh_reject(p, alpha)}
+        for mask in plan.splits.values():
+            if not mask.any():
+                continue
+            for part in (mask, ~mask) if not mask.all() else (mask,):
+                key = np.packbits(part).tobytes() + b"+"
+                if key not in plan.subsets:
+                    plan.subsets[key] = len(problems)
+                    problems.append((x[part], s[part], plan.grange))
+    return plan
+
+
+def _finish(plan: _Plan, fits: Sequence[Fitted]) -> dict[str, float]:
+    """The row of one perturbation from its fits: moments of ĝ and the significance shares."""
+    row = plan.row
+    if not plan.subsets:
         return row
-    grange = (float(x.min()), float(x.max()))
-    moments, loglik = _impact_of(x, s, grange)
+
+    def ti_of(mask: np.ndarray | None) -> float:
+        key = b"" if mask is None else np.packbits(mask).tobytes() + b"+"
+        w, a, b, _, _ = fits[plan.subsets[key]]
+        return mixture_moments(w, a, b)["transcriptome_wide_impact"]
+
+    w, a, b, loglik, _ = fits[plan.subsets[b""]]
+    moments = mixture_moments(w, a, b, n_genes=plan.x.size)
     row["transcriptome_wide_impact"] = moments["transcriptome_wide_impact"]
     row["effective_n_genes"] = moments["effective_n_genes"]
     row["mean"] = moments["mean"]
     row["loglik"] = loglik
-    if model_significant:
-        p = pvalue[keep]
-        bonferroni = p < alpha / p.size
-        fdr = _bh_reject(p, alpha)
-        cache: dict[bytes, float] = {}
-        share, ti_s, ti_n = _split_share(x, s, bonferroni, grange, cache)
+    for suffix, mask in plan.splits.items():
+        n_s = int(mask.sum())
+        n_n = mask.size - n_s
+        if n_s == 0:
+            share, ti_s, ti_n = 0.0, 0.0, math.nan
+        elif n_n == 0:
+            share, ti_s, ti_n = 1.0, ti_of(mask), math.nan
+        else:
+            ti_s, ti_n = ti_of(mask), ti_of(~mask)
+            total = n_s * ti_s + n_n * ti_n
+            share = n_s * ti_s / total if total > 0 else math.nan
         row |= {
-            "frac_impact_significant": share,
-            "impact_significant": ti_s,
-            "impact_nonsignificant": ti_n,
-            "n_significant": int(bonferroni.sum()),
-        }
-        share, ti_s, ti_n = _split_share(x, s, fdr, grange, cache)
-        row |= {
-            "frac_impact_significant_fdr": share,
-            "impact_significant_fdr": ti_s,
-            "impact_nonsignificant_fdr": ti_n,
-            "n_significant_fdr": int(fdr.sum()),
+            f"frac_impact_significant{suffix}": share,
+            f"impact_significant{suffix}": ti_s,
+            f"impact_nonsignificant{suffix}": ti_n,
+            f"n_significant{suffix}": n_s,
         }
     return row
 
@@ -462,18 +514,31 @@ def transcriptome_impact(
             raise InputError(f"pvalue must have the shape of the effects {beta.shape}.")
     exclude = _exclusion_masks(genes, perts, target_index, exclude_target, target_genes)
 
-    rows = range(beta.shape[0])
+    blocks = range(0, beta.shape[0], _BLOCK)
     if progress:
         from tqdm.auto import tqdm
 
-        rows = tqdm(rows, desc="transcriptome impact", unit="perturbation")
-    records = [
-        _one_perturbation(
-            beta[i], se[i], p[i], exclude[i],
-            model_significant=model_significant, alpha=alpha, max_abs_effect=max_abs_effect,
+        blocks = tqdm(blocks, desc="transcriptome impact", unit="block", unit_scale=_BLOCK)
+    records = []
+    n_fits = n_failed = 0
+    for start in blocks:
+        problems: list[Problem] = []
+        plans = [
+            _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
+                  max_abs_effect=max_abs_effect, problems=problems)
+            for i in range(start, min(start + _BLOCK, beta.shape[0]))
+        ]
+        fits = _fit_uniform_mixtures(problems)
+        n_fits += len(fits)
+        n_failed += sum(not f[4] for f in fits)
+        records.extend(_finish(plan, fits) for plan in plans)
+    if n_failed:
+        warnings.warn(
+            f"transcriptome_impact: mix-SQP stopped before its tolerance in {n_failed} of {n_fits} mixture "
+            "fits; the impact of those perturbations may be inexact.",
+            ShrinkpertWarning,
+            stacklevel=2,
         )
-        for i in rows
-    ]
     frame = pd.DataFrame.from_records(records, index=perts, columns=list(IMPACT_COLUMNS))
     for col in ("n_genes", "n_nonfinite", "n_extreme", "n_excluded"):
         frame[col] = frame[col].astype(np.int64)

@@ -13,6 +13,7 @@ MODULES = [
     "shrinkpert.effects.moderate",
     "shrinkpert.effects.shrink",
     "shrinkpert.effects.ash",
+    "shrinkpert.effects.mixture",
     "shrinkpert.metrics.evaluate",
     "shrinkpert.target.knockdown",
     "shrinkpert.target.escape",

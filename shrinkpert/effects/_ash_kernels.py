@@ -1,7 +1,8 @@
 """Numba kernels for adaptive shrinkage (:mod:`shrinkpert.effects.ash`).
 
 Everything here takes arrays and scalars and writes into preallocated outputs; the public
-wrapper validates the inputs, builds the prior grid and calls these kernels.
+wrapper validates the inputs, builds the prior grid and calls these kernels. The mixture
+weights come from the package's one solver, ``_mixture_kernels`` (mix-SQP and EM).
 
 Layout and conventions
 ----------------------

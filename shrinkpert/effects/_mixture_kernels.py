@@ -32,12 +32,22 @@ _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
     """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
     ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
-    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps."""
+    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps.
+
+    u_j sums over the support of x only: the skipped terms are exact zeros, so the sum is the
+    same to the last bit, and mixture solutions are sparse."""
     K = L.shape[1]
+    sup = np.empty(K, dtype=np.int64)
+    ns = 0
+    for k in range(K):
+        if x[k] != 0.0:
+            sup[ns] = k
+            ns += 1
     obj = 0.0
     for j in range(r0, r1):
         u = eps
-        for k in range(K):
+        for i in range(ns):
+            k = sup[i]
             u += L[j, k] * x[k]
         obj -= math.log(u)
         q = 1.0 / u

@@ -87,19 +87,22 @@ def test_mixture_moments_rejects_bad_mixtures():
 
 
 class RecordingFit:
-    """Stand-in for the ash fit: records what it is given, returns a fixed U[-1, 1] mixture."""
+    """Stand-in for the ash fits: records what each is given, returns a fixed U[-1, 1] mixture."""
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, betahat, se, grange):
-        self.calls.append((betahat.copy(), se.copy(), grange))
-        return np.array([0.5, 0.5]), np.array([0.0, -1.0]), np.array([0.0, 1.0]), -1.0
+    def __call__(self, problems):
+        out = []
+        for betahat, se, grange in problems:
+            self.calls.append((betahat.copy(), se.copy(), grange))
+            out.append((np.array([0.5, 0.5]), np.array([0.0, -1.0]), np.array([0.0, 1.0]), -1.0, True))
+        return out
 
 
 def test_filters_follow_trade(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = pd.Series([0.5, np.nan, 11.0, -12.0, 0.2, -0.3, 0.1, 2.0], index=list("abcdefgh"), name="P1")
     se = np.array([0.1, 0.2, 0.3, 0.3, np.inf, 0.2, 0.0, 0.4])
     out = transcriptome_impact(beta, se, target_genes=["h"], model_significant=False)
@@ -116,7 +119,7 @@ def test_filters_follow_trade(monkeypatch):
 
 def test_significance_split_counts_match_trade(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     res = deseq2_input()
     ref = json.loads((UNI / "trade_univariate.json").read_text())
     out = transcriptome_impact(
@@ -136,7 +139,7 @@ def test_significance_split_counts_match_trade(monkeypatch):
 
 
 def test_no_significant_gene_gives_zero_share(monkeypatch):
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", RecordingFit())
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", RecordingFit())
     rng = np.random.default_rng(5)
     out = transcriptome_impact(rng.normal(0, 0.01, 50), np.full(50, 1.0)).iloc[0]
     assert out["n_significant"] == 0 and out["frac_impact_significant"] == 0.0
@@ -145,7 +148,7 @@ def test_no_significant_gene_gives_zero_share(monkeypatch):
 
 def test_effects_object_excludes_each_target(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     rng = np.random.default_rng(6)
     effect = rng.normal(0, 0.3, (3, 20))
     effects = SimpleNamespace(
@@ -167,7 +170,7 @@ def test_effects_object_excludes_each_target(monkeypatch):
 
 
 def test_too_few_genes_warns(monkeypatch):
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", RecordingFit())
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", RecordingFit())
     with pytest.warns(ShrinkpertWarning, match="fewer than 2 usable genes"):
         out = transcriptome_impact(np.array([0.1, np.nan]), np.array([0.1, 0.1]))
     assert math.isnan(out["transcriptome_wide_impact"].iloc[0])
@@ -363,7 +366,7 @@ def test_impact_correlation_aligns_series_and_validates():
 
 def test_identical_significant_sets_are_fitted_once(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = np.r_[np.full(5, 8.0), np.zeros(95)]  # five genes at z = 80, the rest exactly null
     out = transcriptome_impact(beta, np.full(100, 0.1)).iloc[0]
     assert out["n_significant"] == out["n_significant_fdr"] == 5
@@ -386,7 +389,7 @@ def test_impact_correlation_tables():
 
 def test_series_inputs_are_aligned_by_gene(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = pd.Series([0.5, -0.2, 0.1], index=["a", "b", "c"])
     se = pd.Series([0.3, 0.1, 0.2], index=["c", "a", "b"])  # another order
     transcriptome_impact(beta, se, model_significant=False)

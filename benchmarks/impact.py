@@ -127,12 +127,16 @@ def main() -> None:
         old, new = frames["old"], frames["new"].iloc[: len(frames["old"])]
         per = table.set_index("job")["ms_per_perturbation_wall"]
         notes.append(f"speed-up per perturbation (wall): {per['old'] / per['new']:.2f}x")
+        conv = new["converged"].to_numpy()
+        notes.append(f"perturbations whose fits all reached mix-SQP's tolerance (new): {conv.sum()} of {conv.size}")
         for col in ("transcriptome_wide_impact", "effective_n_genes", "impact_nonsignificant",
                     "impact_nonsignificant_fdr", "loglik"):
             rel = ((new[col] - old[col]).abs() / old[col].abs()).to_numpy()
-            rel = rel[np.isfinite(rel)]
-            notes.append(f"{col}: max relative difference new vs old {rel.max():.2e}, "
-                         f"median {np.median(rel):.2e}, > 1e-8 in {(rel > 1e-8).sum()} of {rel.size}")
+            for label, sel in (("converged", conv), ("not converged", ~conv)):
+                r = rel[sel & np.isfinite(rel)]
+                if r.size:
+                    notes.append(f"{col} ({label}): max relative difference new vs old {r.max():.2e}, "
+                                 f"median {np.median(r):.2e}, > 1e-8 in {(r > 1e-8).sum()} of {r.size}")
     out = HERE / "results" / "impact"
     table.to_csv(out.with_suffix(".csv"), index=False)
     md = [f"# transcriptome_impact, {args.genes:,} genes (`python benchmarks/impact.py`)", "",

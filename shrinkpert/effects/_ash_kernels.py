@@ -32,7 +32,7 @@ import numpy as np
 from numba import prange
 
 from .._numba import kernel
-from ._mixture_kernels import OPT_EM, OPT_MIXSQP, loglik_rows, mixem, mixsqp
+from ._mixture_kernels import OPT_EM, loglik_rows, mixem, mixsqp
 
 NORMAL, UNIFORM, TRUNCNORM = 0, 1, 2
 

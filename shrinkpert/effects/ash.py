@@ -22,6 +22,7 @@ import pandas as pd
 from .._numba import thread_limit
 from ..errors import InputError, ShrinkpertWarning
 from . import _ash_kernels as _k
+from . import _mixture_kernels as _mk
 from . import mixture as _mixture
 
 __all__ = ["ash", "ash_batch", "AshResult", "AshBatchResult", "MixturePrior"]
@@ -1062,7 +1063,7 @@ def ash_batch(
     n_iter = np.empty(P, dtype=np.int64)
     conv = np.empty(P, dtype=np.bool_)
     n_used = np.empty(P, dtype=np.int64)
-    opt = _k.OPT_EM if optimizer == "em" else _k.OPT_MIXSQP
+    opt = _mk.OPT_EM if optimizer == "em" else _mk.OPT_MIXSQP
     iters = max_iter * 10 if optimizer == "em" else max_iter
     with thread_limit(n_threads):
         _k.ash_batch(X, S, _KINDS[kind], pad["loc"], pad["sd"], pad["a"], pad["b"], ncomp, pad["pen"], zero,

@@ -24,6 +24,8 @@ _INF = np.inf
 _HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
 _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
 _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
+_RESTART_FLOOR = 1e-6  # a stalled mix-SQP restarts from its weights raised to at least this ...
+_MAX_RESTARTS = 3  # ... at most this many times
 
 # --------------------------------------------------------------------------- optimisation passes
 
@@ -403,6 +405,11 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
        10, which keeps every observation's mixture density away from 0;
     4. sets weights below 1e-10 to 0 (unless that strands an observation).
 
+    If it stalls above the tolerance (no descent direction, or no acceptable step), it
+    restarts from the current weights raised to at least 1e-6 and renormalised, with the
+    exact Hessian on all coordinates (at most 3 times): on half-uniform mixtures an active set
+    that has dropped a needed component can otherwise end the search with a gap of ~1e-5.
+
     Stops when the Frank–Wolfe gap -(1 + Σx min_k g_k) <= tol. ``x`` is the start (length K)
     and receives the solution, clipped at 0 and normalised. Returns (n_iterations, converged).
     """
@@ -456,6 +463,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
     have_hess = True
     converged = False
+    restarts = 0
     it = 0
     for it in range(max_iter):
         if _fw_gap(g, x) <= tol:
@@ -499,13 +507,12 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         dd = 0.0
         for k in range(K):
             dd += (g[k] + 1.0) * p[k]
-        if not dd < 0.0:
-            break  # no descent direction left at machine precision
+        stalled = not dd < 0.0  # no descent direction left at machine precision
         phi = obj + sx
         gap = _fw_gap(g, x)
         alpha = 1.0
         accepted = False
-        while True:
+        while not stalled:
             sxt = 0.0
             for k in range(K):
                 v = x[k] + alpha * p[k]
@@ -534,7 +541,22 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
             if alpha < 1e-10:
                 break
         if not accepted:
-            break
+            if restarts >= _MAX_RESTARTS:
+                break
+            restarts += 1
+            tot = 0.0
+            for k in range(K):
+                x[k] = max(x[k], _RESTART_FLOOR)
+                tot += x[k]
+            for k in range(K):
+                x[k] /= tot
+            approx = False
+            m = K
+            for k in range(K):
+                idx[k] = k
+            obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
+            have_hess = True
+            continue
         for k in range(K):
             x[k] = xt[k]
             g[k] = gt[k]

@@ -127,6 +127,9 @@ def main() -> None:
         old, new = frames["old"], frames["new"].iloc[: len(frames["old"])]
         per = table.set_index("job")["ms_per_perturbation_wall"]
         notes.append(f"speed-up per perturbation (wall): {per['old'] / per['new']:.2f}x")
+        gain = (new["loglik"] - old["loglik"]).to_numpy()
+        notes.append(f"main-fit log likelihood new - old: min {gain.min():.2e}, max {gain.max():.2e} "
+                     "(positive: the new fit found a higher likelihood, i.e. the old one had stalled)")
         conv = new["converged"].to_numpy()
         notes.append(f"perturbations whose fits all reached mix-SQP's tolerance (new): {conv.sum()} of {conv.size}")
         for col in ("transcriptome_wide_impact", "effective_n_genes", "impact_nonsignificant",
@@ -137,6 +140,8 @@ def main() -> None:
                 if r.size:
                     notes.append(f"{col} ({label}): max relative difference new vs old {r.max():.2e}, "
                                  f"median {np.median(r):.2e}, > 1e-8 in {(r > 1e-8).sum()} of {r.size}")
+    notes.append("load average (1, 5, 15 min) at the end of the run: "
+                 + ", ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores")
     out = HERE / "results" / "impact"
     table.to_csv(out.with_suffix(".csv"), index=False)
     md = [f"# transcriptome_impact, {args.genes:,} genes (`python benchmarks/impact.py`)", "",

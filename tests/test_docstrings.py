@@ -18,6 +18,7 @@ MODULES = [
     "shrinkpert.ontarget.escape",
     "shrinkpert.ontarget.dosage",
     "shrinkpert.metrics.target_gene",
+    "shrinkpert.effects.mixture",
     "shrinkpert.reference.population",
     "shrinkpert.reference.bundled",
     "shrinkpert.calibration.ceiling",

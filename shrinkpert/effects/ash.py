@@ -1,8 +1,9 @@
 """Adaptive shrinkage (ash, Stephens 2016) of estimates with standard errors: :func:`ash`.
 
 A re-implementation of ``ashr::ash`` (ashr 2.2-65) with Numba kernels, checked against ashr's
-own output (``tests/golden/ashr``). The private :func:`_ash_batch` fits thousands of independent
-problems (e.g. one per perturbation) in one parallel call; :func:`shrink_effects` builds on it.
+own output (``tests/golden/ashr``). :func:`ash_batch` fits thousands of independent problems
+(e.g. one per perturbation) in one parallel call; :func:`shrink_effects` builds on it. The
+mixture weights come from :func:`shrinkpert.effects.mixture.fit_mixture_weights`'s kernels.
 """
 
 from __future__ import annotations
@@ -21,21 +22,19 @@ import pandas as pd
 from .._numba import thread_limit
 from ..errors import InputError, ShrinkpertWarning
 from . import _ash_kernels as _k
+from . import _mixture_kernels as _mk
+from . import mixture as _mixture
 
-__all__ = ["ash", "AshResult", "MixturePrior"]
+__all__ = ["ash", "ash_batch", "AshResult", "AshBatchResult", "MixturePrior"]
 
 logger = logging.getLogger("shrinkpert")
 
 MIXTURES = ("normal", "uniform", "halfuniform", "halfnormal", "+uniform", "-uniform")
 PRIORS = ("nullbiased", "uniform")
-OPTIMIZERS = ("mixsqp", "em")
+OPTIMIZERS = _mixture.OPTIMIZERS
 _KINDS = {"normal": _k.NORMAL, "uniform": _k.UNIFORM, "truncnormal": _k.TRUNCNORM}
-_CHUNK = 8192  # rows per work unit; fixed so results do not depend on the thread count
-_PARALLEL_FROM = 4 * _CHUNK  # smaller problems run on one thread (same chunks, same results)
-_SQP_EPS = 0.0  # constant added to every mixture density in the mix-SQP objective (mixsqp's eps)
-_N_EM_WARMUP = 2
-_SUBSAMPLE_FROM = 100_000  # mix-SQP on at least this many observations starts from a subsample's solution
-_SUBSAMPLE_SIZE = 50_000
+_CHUNK = _mixture.CHUNK
+_PARALLEL_FROM = _mixture.PARALLEL_FROM
 
 
 def _frozen(a: Any) -> np.ndarray:
@@ -490,12 +489,6 @@ class _Fit:
     converged: bool
 
 
-def _penalty(lam: np.ndarray, pi: np.ndarray) -> float:
-    sel = lam != 1.0
-    with np.errstate(divide="ignore"):
-        return float(np.sum((lam[sel] - 1.0) * np.log(pi[sel])))
-
-
 def _fit(x, s, g: MixturePrior, lam, *, fixed: bool, optimizer: str, tol: float, max_iter: int,
          dfv: float) -> _Fit:
     """Likelihood matrix, mixture weights (unless fixed), log likelihoods."""
@@ -508,28 +501,16 @@ def _fit(x, s, g: MixturePrior, lam, *, fixed: bool, optimizer: str, tol: float,
         _k.lik_matrix_par(x, s, kind, g.loc, g.sd, g.a, g.b, dfv, _CHUNK, L, rowmax)
     else:
         _k.lik_matrix_ser(x, s, kind, g.loc, g.sd, g.a, g.b, dfv, L, rowmax)
-    pen = lam - 1.0
     if fixed:
         pi = np.array(g.pi, dtype=np.float64)
         n_iter, converged = 0, True
     else:
         pi = np.full(kc, 1.0 / kc)
-        if optimizer == "em":
-            n_iter, converged = _k.mixem(L, pen, pi, tol, max_iter * 10, parallel, _CHUNK)
-        else:
-            n_em = _N_EM_WARMUP
-            if n >= _SUBSAMPLE_FROM:
-                # warm start: the same problem on every stride-th observation (penalty scaled to
-                # the subsample); the full problem then needs a few iterations on a small support
-                stride = n // _SUBSAMPLE_SIZE
-                Ls = np.ascontiguousarray(L[::stride])
-                _k.mixsqp(Ls, pen * (Ls.shape[0] / n), pi, _SQP_EPS, tol, max_iter, _N_EM_WARMUP,
-                          False, _CHUNK)
-                n_em = 0
-            n_iter, converged = _k.mixsqp(L, pen, pi, _SQP_EPS, tol, max_iter, n_em, parallel, _CHUNK)
-    loglik = float((_k.loglik_par if parallel else _k.loglik_chunked)(L, rowmax, pi, _CHUNK))
+        n_iter, converged = _mixture.solve_scaled(L, lam - 1.0, pi, optimizer=optimizer, tol=tol,
+                                                  max_iter=max_iter)
+    loglik = _mixture.scaled_loglik(L, rowmax, pi)
     prior = MixturePrior(g.kind, pi, g.loc, g.sd, g.a, g.b)
-    return _Fit(prior, lam, L, rowmax, loglik, loglik + _penalty(lam, pi), int(n_iter), bool(converged))
+    return _Fit(prior, lam, L, rowmax, loglik, loglik + _mixture.penalty(lam, pi), int(n_iter), bool(converged))
 
 
 def _brent_minimize(f: Callable[[float], float], lo: float, hi: float, tol: float) -> float:
@@ -928,8 +909,26 @@ def _posterior(x, s, fit: _Fit, pi_threshold: float, dfv: float) -> dict[str, np
 
 
 @dataclass(frozen=True)
-class _AshBatch:
-    """Output of :func:`_ash_batch` (P problems, G observations each, K_max grid slots)."""
+class AshBatchResult:
+    """Output of :func:`ash_batch`: P problems, G observations each, K_max grid slots.
+
+    Attributes
+    ----------
+    posterior_mean, posterior_sd, lfsr, lfdr : ndarray, shape (P, G)
+        Posterior summaries (as :class:`AshResult`; NaN for a row without usable entries).
+    negative_prob, qvalue, svalue : ndarray of shape (P, G) or None
+        Only with ``extra=True``.
+    kind : str
+        Component family (see :class:`MixturePrior`).
+    pi, loc, sd, a, b : ndarray, shape (P, K_max)
+        Fitted weights and components of each row's prior, NaN-padded beyond ``n_components``.
+    n_components : ndarray of int64, shape (P,)
+    mode, loglik, penloglik : ndarray, shape (P,)
+    n_iter : ndarray of int64, shape (P,)
+    converged : ndarray of bool, shape (P,)
+    n_used : ndarray of int64, shape (P,)
+        Entries of each row that entered the fit.
+    """
 
     posterior_mean: np.ndarray
     posterior_sd: np.ndarray
@@ -959,7 +958,7 @@ class _AshBatch:
                             self.b[p, :k])
 
 
-def _ash_batch(
+def ash_batch(
     betahat,
     sebetahat,
     *,
@@ -978,7 +977,7 @@ def _ash_batch(
     max_iter: int = 1000,
     extra: bool = False,
     n_threads: int | None = None,
-) -> _AshBatch:
+) -> AshBatchResult:
     """:func:`ash` on each row of ``betahat``/``sebetahat`` (P × G), all rows in one parallel kernel.
 
     Row p is an independent problem with its own grid (from its own included entries), prior
@@ -988,6 +987,34 @@ def _ash_batch(
     posterior; a row without usable entries gives NaN. ``extra`` also returns NegativeProb,
     q-values and s-values. ``mode`` and ``df`` may be a scalar or one value per row ("estimate"
     is not supported here).
+
+    Parameters
+    ----------
+    betahat, sebetahat : array-like of shape (P, G)
+        Estimates and standard errors, one problem per row (NaN excludes an entry; ±inf
+        betahat and negative sebetahat are errors).
+    mixture, pointmass, prior, null_weight, grid_mult, grange, optimizer, fixed_prior, pi_threshold, tol, max_iter
+        As in :func:`ash`, shared by all rows.
+    mode, df : float or array-like of shape (P,)
+        As in :func:`ash`, per row or shared.
+    extra : bool, default False
+        Also return NegativeProb, q-values and s-values.
+    n_threads : int, optional
+        Numba threads (default: all).
+
+    Returns
+    -------
+    AshBatchResult
+
+    Raises
+    ------
+    InputError
+        Shapes differ, ±inf estimates, negative standard errors, or an invalid option.
+
+    Warns
+    -----
+    ShrinkpertWarning
+        If the optimiser stops before converging on some row.
     """
     X = np.ascontiguousarray(betahat, dtype=np.float64)
     S = np.ascontiguousarray(sebetahat, dtype=np.float64)
@@ -1036,11 +1063,11 @@ def _ash_batch(
     n_iter = np.empty(P, dtype=np.int64)
     conv = np.empty(P, dtype=np.bool_)
     n_used = np.empty(P, dtype=np.int64)
-    opt = _k.OPT_EM if optimizer == "em" else _k.OPT_MIXSQP
+    opt = _mk.OPT_EM if optimizer == "em" else _mk.OPT_MIXSQP
     iters = max_iter * 10 if optimizer == "em" else max_iter
     with thread_limit(n_threads):
         _k.ash_batch(X, S, _KINDS[kind], pad["loc"], pad["sd"], pad["a"], pad["b"], ncomp, pad["pen"], zero,
-                     pad["fixed"], fixed_prior is not None, dfs, opt, _SQP_EPS, tol, iters, _N_EM_WARMUP,
+                     pad["fixed"], fixed_prior is not None, dfs, opt, _mixture.SQP_EPS, tol, iters, _mixture.N_EM_WARMUP,
                      pi_threshold, _CHUNK, extra, out["pm"], out["psd"], out["lfsr"], out["lfdr"],
                      ext["negp"], ext["qval"], ext["sval"], pi, loglik, penloglik, n_iter, conv, n_used)
     for p in range(P):  # the kernel writes pi only for the first ncomp[p] slots
@@ -1049,10 +1076,12 @@ def _ash_batch(
     if bad.size:
         warnings.warn(f"ash: the optimiser did not converge for {bad.size} of {P} problems (first: row "
                       f"{int(bad[0])}); raise max_iter.", ShrinkpertWarning, stacklevel=2)
-    return _AshBatch(
+    return AshBatchResult(
         posterior_mean=out["pm"], posterior_sd=out["psd"], lfsr=out["lfsr"], lfdr=out["lfdr"],
         negative_prob=ext["negp"] if extra else None, qvalue=ext["qval"] if extra else None,
         svalue=ext["sval"] if extra else None, kind=kind, pi=pi, loc=pad["loc"], sd=pad["sd"],
         a=pad["a"], b=pad["b"], n_components=ncomp, mode=modes, loglik=loglik, penloglik=penloglik,
         n_iter=n_iter, converged=conv, n_used=n_used,
     )
+
+

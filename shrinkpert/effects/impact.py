@@ -48,15 +48,19 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy import special
 
 from ..errors import InputError, ShrinkpertWarning
 from ..stats.testing import bh_adjust
+from . import _impact_kernels as _ik
+from . import ash as _ash
+from . import mixture as _mixture
+from .bivariate import ImpactCorrelation, impact_correlation
 
 __all__ = [
     "ImpactCorrelation",
@@ -64,8 +68,6 @@ __all__ = [
     "transcriptome_impact",
     "impact_correlation",
 ]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 IMPACT_COLUMNS = (
     "transcriptome_wide_impact",
@@ -84,6 +86,7 @@ IMPACT_COLUMNS = (
     "n_nonfinite",
     "n_extreme",
     "n_excluded",
+    "converged",
 )
 
 
@@ -144,67 +147,68 @@ def mixture_moments(weights: Any, a: Any, b: Any, *, n_genes: int | None = None)
     }
 
 
-# --------------------------------------------------------------------------- the ash fit
+# --------------------------------------------------------------------------- the ash fits
+
+_BLOCK = 128  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
+_TOL = 1e-8  # ash's defaults for the optimiser
+_MAX_ITER = 1000
+
+# one fit: (betahat, se, grange) -> (weights, a, b, loglik)
+Problem = tuple[np.ndarray, np.ndarray, tuple[float, float]]
+Fitted = tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]
 
 
-def _fit_uniform_mixture(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """TRADE's ash call: half-uniform mixture, point mass kept, uniform Dirichlet prior, ``grange``.
+def _components_for(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """End points (a, b) of TRADE's ash prior on this subset: ash's automatic grid, half-uniform
+    components with a point mass, clipped to ``grange`` and de-duplicated."""
+    grid = _ash._grid(betahat, se, 0.0, math.sqrt(2.0))
+    g, _ = _ash._components(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
+    return g.a, g.b
 
-    Returns ``(weights, a, b, loglik)`` of the fitted :math:`\\hat g`.
+
+def _fit_uniform_mixtures(problems: Sequence[Problem]) -> list[Fitted]:
+    """TRADE's ash call on each problem: ``ash(betahat, se, mixture="halfuniform", pointmass=True,
+    prior="uniform", grange=grange)``, without the posterior (impact needs only ĝ).
+
+    Problems below :data:`~shrinkpert.effects.mixture.PARALLEL_FROM` genes go to one parallel
+    kernel call (problems across workers, each fit serial); larger ones run one at a time with
+    parallel passes over their genes. Either way each fit performs ash's computations on ash's
+    input, so the weights and log likelihood are ash's.
     """
-    from .ash import ash  # the adaptive-shrinkage module of this package
-
-    fit = ash(
-        betahat,
-        se,
-        mixture="halfuniform",
-        pointmass=True,
-        prior="uniform",
-        grange=grange,
-    )
-    prior = fit.prior
-    return (
-        np.asarray(prior.pi, dtype=np.float64),
-        np.asarray(prior.a, dtype=np.float64),
-        np.asarray(prior.b, dtype=np.float64),
-        float(fit.loglik),
-    )
-
-
-def _impact_of(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[dict[str, float], float]:
-    w, a, b, loglik = _fit_uniform_mixture(betahat, se, grange)
-    return mixture_moments(w, a, b, n_genes=betahat.size), loglik
-
-
-def _split_share(
-    betahat: np.ndarray,
-    se: np.ndarray,
-    significant: np.ndarray,
-    grange: tuple[float, float],
-    cache: dict[bytes, float],
-) -> tuple[float, float, float]:
-    """(share of impact, TI of S, TI of N) for the split ``significant`` / not.
-
-    ``cache`` maps a subset (its packed mask) to its TI, so that identical Bonferroni and
-    BH sets are fitted once.
-    """
-    n_s = int(significant.sum())
-    n_n = significant.size - n_s
-    if n_s == 0:
-        return 0.0, 0.0, math.nan
-
-    def ti_of(mask: np.ndarray) -> float:
-        key = np.packbits(mask).tobytes()
-        if key not in cache:
-            cache[key] = _impact_of(betahat[mask], se[mask], grange)[0]["transcriptome_wide_impact"]
-        return cache[key]
-
-    ti_s = ti_of(significant)
-    if n_n == 0:
-        return 1.0, ti_s, math.nan
-    ti_n = ti_of(~significant)
-    total = n_s * ti_s + n_n * ti_n
-    return (n_s * ti_s / total if total > 0 else math.nan), ti_s, ti_n
+    if not problems:
+        return []
+    comps = [_components_for(x, s, grange) for x, s, grange in problems]
+    sizes = np.array([x.size for x, _, _ in problems], dtype=np.int64)
+    small = np.flatnonzero(sizes < _mixture.PARALLEL_FROM)
+    out: list[Fitted | None] = [None] * len(problems)
+    if small.size:
+        ncomp = np.array([comps[q][0].size for q in small], dtype=np.int64)
+        kmax = int(ncomp.max())
+        a = np.zeros((small.size, kmax))
+        b = np.zeros((small.size, kmax))
+        for i, q in enumerate(small):
+            a[i, : ncomp[i]], b[i, : ncomp[i]] = comps[q]
+        offsets = np.concatenate([[0], np.cumsum(sizes[small])])
+        x = np.concatenate([problems[q][0] for q in small])
+        s = np.concatenate([problems[q][1] for q in small])
+        order = np.argsort(-sizes[small], kind="stable")
+        pi = np.zeros((small.size, kmax))
+        loglik = np.empty(small.size)
+        n_iter = np.empty(small.size, dtype=np.int64)
+        conv = np.empty(small.size, dtype=np.bool_)
+        workers = min(numba.get_num_threads(), small.size)
+        _ik.fit_uniform_many(x, s, offsets, a, b, ncomp, order, workers, _TOL, _MAX_ITER, _mixture.N_EM_WARMUP,
+                             _mixture.SQP_EPS, _mixture.CHUNK, pi, loglik, n_iter, conv)
+        for i, q in enumerate(small):
+            out[q] = (pi[i, : ncomp[i]].copy(), *comps[q], float(loglik[i]), bool(conv[i]))
+    for q in np.flatnonzero(sizes >= _mixture.PARALLEL_FROM):
+        x, s, _ = problems[q]
+        lo, hi = comps[q]
+        g = _ash.MixturePrior.uniform(np.full(lo.size, 1.0 / lo.size), lo, hi)
+        fit = _ash._fit(x, s, g, np.ones(lo.size), fixed=False, optimizer="mixsqp", tol=_TOL,
+                        max_iter=_MAX_ITER, dfv=np.inf)
+        out[q] = (np.asarray(fit.prior.pi), lo, hi, fit.loglik, fit.converged)
+    return out  # type: ignore[return-value]
 
 
 def _bh_reject(p: np.ndarray, alpha: float) -> np.ndarray:
@@ -212,17 +216,37 @@ def _bh_reject(p: np.ndarray, alpha: float) -> np.ndarray:
     return bh_adjust(p) < alpha
 
 
-def _one_perturbation(
+@dataclass
+class _Plan:
+    """One perturbation between filtering and fitting: its row, genes and the subsets to fit.
+
+    ``subsets`` maps a packed gene mask to its position in the list of problems; the whole
+    set is key ``b""``. Identical Bonferroni and BH sets are fitted once.
+    """
+
+    row: dict[str, float]
+    x: np.ndarray
+    s: np.ndarray
+    grange: tuple[float, float]
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    subsets: dict[bytes, int] = field(default_factory=dict)
+
+
+def _plan(
     betahat: np.ndarray,
     se: np.ndarray,
-    pvalue: np.ndarray | None,
+    pvalue: np.ndarray,
     exclude: np.ndarray,
     *,
     model_significant: bool,
     alpha: float,
     max_abs_effect: float,
-) -> dict[str, float]:
-    """TRADE univariate for one perturbation (filters, fit, moments, significance split)."""
+    problems: list[Problem],
+) -> _Plan:
+    """TRADE univariate for one perturbation up to the fits: filters, grange, significance sets.
+
+    Appends the subsets to fit (all genes, then S and N of each split) to ``problems``.
+    """
     finite = np.isfinite(betahat) & np.isfinite(se) & (se > 0)
     if model_significant:
         finite &= np.isfinite(pvalue)
@@ -234,32 +258,60 @@ def _one_perturbation(
     row["n_excluded"] = int((finite & ~extreme & exclude).sum())
     x, s = betahat[keep], se[keep]
     row["n_genes"] = int(x.size)
+    plan = _Plan(row, x, s, (math.nan, math.nan))
     if x.size < 2:
+        return plan
+    plan.grange = (float(x.min()), float(x.max()))
+    plan.subsets[b""] = len(problems)
+    problems.append((x, s, plan.grange))
+    if model_significant:
+        p = pvalue[keep]
+        plan.splits = {"": p < alpha / p.size, "_fdr": _bh_reject(p, alpha)}
+        for mask in plan.splits.values():
+            if not mask.any():
+                continue
+            for part in (mask, ~mask) if not mask.all() else (mask,):
+                key = np.packbits(part).tobytes() + b"+"
+                if key not in plan.subsets:
+                    plan.subsets[key] = len(problems)
+                    problems.append((x[part], s[part], plan.grange))
+    return plan
+
+
+def _finish(plan: _Plan, fits: Sequence[Fitted]) -> dict[str, float]:
+    """The row of one perturbation from its fits: moments of ĝ and the significance shares."""
+    row = plan.row
+    row["converged"] = all(fits[q][4] for q in plan.subsets.values())
+    if not plan.subsets:
         return row
-    grange = (float(x.min()), float(x.max()))
-    moments, loglik = _impact_of(x, s, grange)
+
+    def ti_of(mask: np.ndarray | None) -> float:
+        key = b"" if mask is None else np.packbits(mask).tobytes() + b"+"
+        w, a, b, _, _ = fits[plan.subsets[key]]
+        return mixture_moments(w, a, b)["transcriptome_wide_impact"]
+
+    w, a, b, loglik, _ = fits[plan.subsets[b""]]
+    moments = mixture_moments(w, a, b, n_genes=plan.x.size)
     row["transcriptome_wide_impact"] = moments["transcriptome_wide_impact"]
     row["effective_n_genes"] = moments["effective_n_genes"]
     row["mean"] = moments["mean"]
     row["loglik"] = loglik
-    if model_significant:
-        p = pvalue[keep]
-        bonferroni = p < alpha / p.size
-        fdr = _bh_reject(p, alpha)
-        cache: dict[bytes, float] = {}
-        share, ti_s, ti_n = _split_share(x, s, bonferroni, grange, cache)
+    for suffix, mask in plan.splits.items():
+        n_s = int(mask.sum())
+        n_n = mask.size - n_s
+        if n_s == 0:
+            share, ti_s, ti_n = 0.0, 0.0, math.nan
+        elif n_n == 0:
+            share, ti_s, ti_n = 1.0, ti_of(mask), math.nan
+        else:
+            ti_s, ti_n = ti_of(mask), ti_of(~mask)
+            total = n_s * ti_s + n_n * ti_n
+            share = n_s * ti_s / total if total > 0 else math.nan
         row |= {
-            "frac_impact_significant": share,
-            "impact_significant": ti_s,
-            "impact_nonsignificant": ti_n,
-            "n_significant": int(bonferroni.sum()),
-        }
-        share, ti_s, ti_n = _split_share(x, s, fdr, grange, cache)
-        row |= {
-            "frac_impact_significant_fdr": share,
-            "impact_significant_fdr": ti_s,
-            "impact_nonsignificant_fdr": ti_n,
-            "n_significant_fdr": int(fdr.sum()),
+            f"frac_impact_significant{suffix}": share,
+            f"impact_significant{suffix}": ti_s,
+            f"impact_nonsignificant{suffix}": ti_n,
+            f"n_significant{suffix}": n_s,
         }
     return row
 
@@ -397,14 +449,21 @@ def transcriptome_impact(
         ``mean``, ``n_genes``, ``frac_impact_significant`` (Bonferroni),
         ``frac_impact_significant_fdr`` (BH), ``n_significant``, ``n_significant_fdr``,
         ``impact_significant`` / ``impact_nonsignificant`` (TI of each part, and ``_fdr``),
-        ``loglik`` (ash log-likelihood of the main fit) and the counts of dropped genes
-        ``n_nonfinite``, ``n_extreme``, ``n_excluded``. Fewer than two usable genes give NaN.
+        ``loglik`` (ash log-likelihood of the main fit), the counts of dropped genes
+        ``n_nonfinite``, ``n_extreme``, ``n_excluded``, and ``converged`` (every mixture fit of
+        the row reached the solver's tolerance). Fewer than two usable genes give NaN.
 
     Raises
     ------
     InputError
         Shapes disagree, ``std_error`` is missing or superfluous, ``alpha`` is outside (0, 1),
         or ``target_genes`` is given for unnamed genes.
+
+    Warns
+    -----
+    ShrinkpertWarning
+        Some mixture fit stopped before the solver's tolerance (see ``converged``), or some
+        perturbation has fewer than two usable genes.
 
     Notes
     -----
@@ -462,21 +521,35 @@ def transcriptome_impact(
             raise InputError(f"pvalue must have the shape of the effects {beta.shape}.")
     exclude = _exclusion_masks(genes, perts, target_index, exclude_target, target_genes)
 
-    rows = range(beta.shape[0])
+    blocks = range(0, beta.shape[0], _BLOCK)
     if progress:
         from tqdm.auto import tqdm
 
-        rows = tqdm(rows, desc="transcriptome impact", unit="perturbation")
-    records = [
-        _one_perturbation(
-            beta[i], se[i], p[i], exclude[i],
-            model_significant=model_significant, alpha=alpha, max_abs_effect=max_abs_effect,
+        blocks = tqdm(blocks, desc="transcriptome impact", unit="block", unit_scale=_BLOCK)
+    records = []
+    n_fits = n_failed = 0
+    for start in blocks:
+        problems: list[Problem] = []
+        plans = [
+            _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
+                  max_abs_effect=max_abs_effect, problems=problems)
+            for i in range(start, min(start + _BLOCK, beta.shape[0]))
+        ]
+        fits = _fit_uniform_mixtures(problems)
+        n_fits += len(fits)
+        n_failed += sum(not f[4] for f in fits)
+        records.extend(_finish(plan, fits) for plan in plans)
+    if n_failed:
+        warnings.warn(
+            f"transcriptome_impact: mix-SQP stopped before its tolerance in {n_failed} of {n_fits} mixture "
+            "fits; the impact of the perturbations with converged=False may be inexact.",
+            ShrinkpertWarning,
+            stacklevel=2,
         )
-        for i in rows
-    ]
     frame = pd.DataFrame.from_records(records, index=perts, columns=list(IMPACT_COLUMNS))
     for col in ("n_genes", "n_nonfinite", "n_extreme", "n_excluded"):
         frame[col] = frame[col].astype(np.int64)
+    frame["converged"] = frame["converged"].astype(bool)
     if not model_significant:
         frame = frame.drop(columns=[c for c in IMPACT_COLUMNS if "significant" in c])
     small = frame["n_genes"] < 2
@@ -494,335 +567,3 @@ def transcriptome_impact(
         "ash": {"mixture": "halfuniform", "pointmass": True, "prior": "uniform", "grange": "range of effects"},
     }
     return frame
-
-
-# --------------------------------------------------------------------------- mixture weights (mix-SQP)
-
-
-def _qp_nonnegative(H: np.ndarray, c: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
-    """Minimise ``y'Hy/2 + c'y`` subject to ``y >= 0`` (``H`` positive definite).
-
-    Lawson-Hanson-style active set started from ``y = 0``: free the bound variable with the
-    most negative gradient (Lagrange multiplier), solve the unconstrained problem on the free
-    set, and if that point is infeasible move towards it until the first free variable
-    reaches 0 (it becomes bound again) and re-solve. Stops when no multiplier is below
-    ``-tol``. Mixture solutions are sparse, so the free set and the solves stay small.
-    """
-    k = c.size
-    y = np.zeros(k)
-    free = np.zeros(k, dtype=bool)
-    grad = c.copy()
-    for _ in range(max_iter):
-        bound = np.flatnonzero(~free)
-        if bound.size == 0:
-            break
-        j = bound[np.argmin(grad[bound])]
-        if grad[j] >= -tol:
-            break
-        free[j] = True
-        for _ in range(k + 1):
-            idx = np.flatnonzero(free)
-            z = np.linalg.solve(H[np.ix_(idx, idx)], -c[idx])
-            if np.all(z > 0):
-                y[:] = 0.0
-                y[idx] = z
-                break
-            neg = z <= 0
-            yi = y[idx]
-            steps = yi[neg] / (yi[neg] - z[neg])
-            alpha = float(steps.min())
-            y[idx] = yi + alpha * (z - yi)
-            leaving = idx[neg][np.argmin(steps)]
-            free[leaving] = False
-            free &= y > 0
-            y[~free] = 0.0
-            if leaving == j and alpha == 0.0:  # rounding: the new variable cannot move
-                return y
-        grad = H @ y + c
-    return y
-
-
-def _mixture_weights(
-    lik: np.ndarray, *, tol: float = 1e-8, max_iter: int = 200, eps: float = 1e-8
-) -> tuple[np.ndarray, int, bool]:
-    """Maximum-likelihood mixture weights for a fixed likelihood matrix (mix-SQP).
-
-    Minimises :math:`f(x) = -\\frac1n\\sum_j \\log(\\sum_k L_{jk}x_k + \\epsilon) + \\sum_k x_k`
-    over :math:`x \\ge 0` (its minimiser sums to 1, so :math:`\\pi = x/\\sum x`) by
-    sequential quadratic programming: each step minimises the second-order model with
-    gradient :math:`g = 1 - L^\\top(1/u)/n` and Hessian :math:`L^\\top D^2 L/n`
-    (:math:`u = Lx + \\epsilon`, :math:`D = \\mathrm{diag}(1/u)`) under :math:`x \\ge 0`, then
-    backtracks until the Armijo condition holds. Converged when no gradient entry is below
-    ``-tol`` (the KKT dual residual). Rows of ``lik`` may be rescaled freely beforehand.
-
-    Returns ``(pi, n_iter, converged)``.
-    """
-    n, k = lik.shape
-    x = np.full(k, 1.0 / k)
-
-    def objective(v: np.ndarray) -> float:
-        return float(-np.mean(np.log(lik @ v + eps)) + v.sum())
-
-    f = objective(x)
-    for it in range(1, max_iter + 1):
-        u = lik @ x + eps
-        scaled = lik / u[:, None]
-        g = 1.0 - scaled.sum(axis=0) / n
-        if g.min() >= -tol:
-            return x / x.sum(), it - 1, True
-        H = scaled.T @ scaled / n + 1e-10 * np.eye(k)
-        y = _qp_nonnegative(H, g - H @ x, tol * 1e-2, 10 * k + 100)
-        d = y - x
-        slope = float(g @ d)
-        step = 1.0
-        while step > 1e-10:
-            candidate = x + step * d
-            f_new = objective(candidate)
-            if f_new <= f + 0.01 * step * slope:
-                break
-            step *= 0.75
-        x, f = candidate, f_new
-        if slope > -1e-14 * max(1.0, abs(f)):
-            return x / x.sum(), it, True
-    return x / x.sum(), max_iter, False
-
-
-# --------------------------------------------------------------------------- bivariate
-
-
-def _halfnormal_support(betahat: np.ndarray, se: np.ndarray, threshold: float) -> np.ndarray:
-    """Variances :math:`\\sigma_k^2 > 0` carrying weight in a half-normal ash fit (uniform prior).
-
-    TRADE's adaptive grid: ``ash(betahat, se, mixcompdist = "halfnormal", prior = "uniform")``
-    (here :func:`shrinkpert.effects.ash.ash`), then the distinct non-zero component standard
-    deviations whose summed weight (both halves) exceeds ``threshold``. Mix-SQP's active set
-    gives exact zeros, so with ``threshold = 0`` this is the support of the fit.
-    """
-    from .ash import ash
-
-    prior = ash(betahat, se, mixture="halfnormal", pointmass=True, prior="uniform").prior
-    sd = np.asarray(prior.sd, dtype=np.float64)
-    pi = np.asarray(prior.pi, dtype=np.float64)
-    values = np.unique(sd[sd > 0])
-    weight = np.array([pi[sd == v].sum() for v in values])
-    return values[weight > threshold] ** 2
-
-
-def _bivariate_components(var1: np.ndarray, var2: np.ndarray, correlations: np.ndarray) -> np.ndarray:
-    """Distinct 2x2 covariances diag(v1, v2) with off-diagonal r*sqrt(v1 v2), v in {0} U grid."""
-    v1 = np.concatenate([[0.0], var1])
-    v2 = np.concatenate([[0.0], var2])
-    mats = []
-    for a in v1:
-        for b in v2:
-            rs = correlations if (a > 0 and b > 0) else np.array([0.0])
-            for r in rs:
-                off = r * math.sqrt(a * b)
-                mats.append((a, off, b))
-    comps = np.unique(np.asarray(mats) + 0.0, axis=0)  # "+ 0.0" turns -0.0 into 0.0
-    return comps
-
-
-def _bivariate_log_lik(b1: np.ndarray, s1: np.ndarray, b2: np.ndarray, s2: np.ndarray, comps: np.ndarray) -> np.ndarray:
-    """log N2((b1, b2); 0, U_k + diag(s1^2, s2^2)) for every gene (rows) and component (columns)."""
-    c11 = comps[None, :, 0] + s1[:, None] ** 2
-    c12 = comps[None, :, 1]
-    c22 = comps[None, :, 2] + s2[:, None] ** 2
-    det = c11 * c22 - c12**2
-    x1 = b1[:, None]
-    x2 = b2[:, None]
-    quad = (c22 * x1**2 - 2.0 * c12 * x1 * x2 + c11 * x2**2) / det
-    return -_LOG_2PI - 0.5 * np.log(det) - 0.5 * quad
-
-
-@dataclass(frozen=True)
-class ImpactCorrelation:
-    """Noise-corrected correlation of the true effects of two effect sets (TRADE bivariate).
-
-    Attributes
-    ----------
-    correlation : float
-        :math:`\\Sigma_{12}/\\sqrt{\\Sigma_{11}\\Sigma_{22}}` (NaN when either variance is 0).
-    covariance : ndarray of shape (2, 2)
-        Mixture covariance of true effects :math:`\\Sigma = \\sum_k \\pi_k U_k`.
-    raw_correlation : float
-        Pearson correlation of the raw effects (attenuated by sampling noise).
-    loglik : float
-        Log-likelihood of the fitted bivariate mixture.
-    n_genes : int
-        Genes used (finite effects and positive standard errors in both sets).
-    components : ndarray of shape (K, 3)
-        Covariances :math:`U_k` as rows ``(U11, U12, U22)``.
-    weights : ndarray of shape (K,)
-        Fitted mixture weights.
-    params : mapping
-        ``correlations``, ``grid_weight_threshold``, ``n_variances`` (per set), ``converged``.
-    """
-
-    correlation: float
-    covariance: np.ndarray
-    raw_correlation: float
-    loglik: float
-    n_genes: int
-    components: np.ndarray
-    weights: np.ndarray
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("covariance", "components", "weights"):
-            arr = np.array(getattr(self, name), dtype=np.float64)
-            arr.flags.writeable = False
-            object.__setattr__(self, name, arr)
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
-
-    def to_frame(self) -> pd.DataFrame:
-        """The fitted mixture, one row per component: ``var1``, ``cov``, ``var2``, ``weight``."""
-        return pd.DataFrame(
-            {
-                "var1": self.components[:, 0],
-                "cov": self.components[:, 1],
-                "var2": self.components[:, 2],
-                "weight": self.weights,
-            }
-        )
-
-    def summary(self) -> pd.DataFrame:
-        """One row: ``correlation``, ``raw_correlation``, the three entries of Σ, ``n_genes``, ``loglik``."""
-        return pd.DataFrame(
-            {
-                "correlation": [self.correlation],
-                "raw_correlation": [self.raw_correlation],
-                "var1": [self.covariance[0, 0]],
-                "cov": [self.covariance[0, 1]],
-                "var2": [self.covariance[1, 1]],
-                "n_genes": [self.n_genes],
-                "loglik": [self.loglik],
-            }
-        )
-
-
-def _aligned_pair(betahat: Any, se: Any, name: str) -> tuple[np.ndarray, np.ndarray, pd.Index | None]:
-    b = _matrix(betahat, f"betahat{name}")
-    s = _matrix(se, f"se{name}")
-    if b.ndim != 1 or s.shape != b.shape:
-        raise InputError(f"betahat{name} and se{name} must be 1-D of equal length, got {b.shape} and {s.shape}.")
-    index = pd.Index(betahat.index) if isinstance(betahat, pd.Series) else None
-    return b, s, index
-
-
-def impact_correlation(
-    betahat1: Any,
-    se1: Any,
-    betahat2: Any,
-    se2: Any,
-    *,
-    correlations: Sequence[float] | None = None,
-    grid_weight_threshold: float = 0.0,
-    exclude_genes: Iterable[Any] | None = None,
-    tol: float = 1e-8,
-) -> ImpactCorrelation:
-    """Correlation of the true effects behind two effect sets, with sampling noise removed.
-
-    TRADE's bivariate mode with the ``"adaptive_grid"`` covariance set: the pairs
-    :math:`(\\hat\\beta_{1g}, \\hat\\beta_{2g})` are modelled as
-
-    .. math::
-
-        \\hat\\beta_g \\sim N_2\\big(0,\\, U_k + \\mathrm{diag}(s_{1g}^2, s_{2g}^2)\\big)
-        \\text{ with probability } \\pi_k,
-
-    with :math:`U_k` every distinct matrix with diagonal :math:`(v_1, v_2)` and
-    off-diagonal :math:`r\\sqrt{v_1 v_2}`, :math:`v_i \\in \\{0\\} \\cup` the variances that
-    carry weight in a half-normal ash fit of set :math:`i` (uniform prior), and
-    :math:`r \\in` ``correlations``. The weights are maximum likelihood (mix-SQP, no
-    penalty) and
-
-    .. math::
-
-        \\Sigma = \\sum_k \\pi_k U_k, \\qquad \\rho = \\Sigma_{12}/\\sqrt{\\Sigma_{11}\\Sigma_{22}}.
-
-    Parameters
-    ----------
-    betahat1, se1, betahat2, se2 : array-like or pandas.Series of shape (G,)
-        Effects and standard errors of the two sets. Series are aligned on their common
-        index (genes); arrays must have equal length. Genes with a non-finite value or a
-        non-positive standard error in either set are dropped.
-    correlations : sequence of float, default -1, -0.9, ..., 1
-        Correlations of the grid.
-    grid_weight_threshold : float, default 0
-        Keep a variance of the univariate fits when its weight exceeds this (TRADE's
-        ``component_varexplained_threshold``).
-    exclude_genes : iterable of labels, optional
-        Genes to leave out (needs Series input).
-    tol : float, default 1e-8
-        Convergence tolerance of mix-SQP (KKT dual residual).
-
-    Returns
-    -------
-    ImpactCorrelation
-
-    Raises
-    ------
-    InputError
-        Shapes disagree, fewer than 3 usable genes, or ``exclude_genes`` without gene names.
-    """
-    b1, s1, idx1 = _aligned_pair(betahat1, se1, "1")
-    b2, s2, idx2 = _aligned_pair(betahat2, se2, "2")
-    if idx1 is not None and idx2 is not None:
-        common = idx1.intersection(idx2, sort=False)
-        p1, p2 = idx1.get_indexer(common), idx2.get_indexer(common)
-        b1, s1, b2, s2 = b1[p1], s1[p1], b2[p2], s2[p2]
-        genes: pd.Index | None = common
-    else:
-        if b1.shape != b2.shape:
-            raise InputError(
-                f"The two effect sets have {b1.size} and {b2.size} genes; pass pandas.Series to align by gene."
-            )
-        genes = idx1 if idx1 is not None else idx2
-    keep = np.isfinite(b1) & np.isfinite(b2) & np.isfinite(s1) & np.isfinite(s2) & (s1 > 0) & (s2 > 0)
-    if exclude_genes is not None:
-        if genes is None:
-            raise InputError("exclude_genes needs gene names: pass the effects as pandas.Series indexed by gene.")
-        keep &= ~genes.isin(list(exclude_genes))
-    b1, s1, b2, s2 = b1[keep], s1[keep], b2[keep], s2[keep]
-    n = b1.size
-    if n < 3:
-        raise InputError(f"Only {n} genes have finite effects in both sets; need at least 3.")
-    corrs = np.round(np.linspace(-1.0, 1.0, 21), 12) if correlations is None else np.asarray(correlations, float)
-    if np.any(np.abs(corrs) > 1):
-        raise InputError("correlations must lie in [-1, 1].")
-
-    var1 = _halfnormal_support(b1, s1, grid_weight_threshold)
-    var2 = _halfnormal_support(b2, s2, grid_weight_threshold)
-    comps = _bivariate_components(var1, var2, corrs)
-    log_lik = _bivariate_log_lik(b1, s1, b2, s2, comps)
-    row_max = log_lik.max(axis=1, keepdims=True)
-    lik = np.exp(log_lik - row_max)
-    pi, n_iter, converged = _mixture_weights(lik, tol=tol)
-    if not converged:
-        warnings.warn(
-            f"mix-SQP did not converge in {n_iter} iterations; the correlation may be inexact.",
-            ShrinkpertWarning,
-            stacklevel=2,
-        )
-    loglik = float(np.sum(np.log(lik @ pi) + row_max[:, 0]))
-    s11, s12, s22 = (pi @ comps).tolist()
-    cov = np.array([[s11, s12], [s12, s22]])
-    corr = s12 / math.sqrt(s11 * s22) if s11 > 0 and s22 > 0 else math.nan
-    raw = float(np.corrcoef(b1, b2)[0, 1])
-    return ImpactCorrelation(
-        correlation=float(corr),
-        covariance=cov,
-        raw_correlation=raw,
-        loglik=loglik,
-        n_genes=int(n),
-        components=comps,
-        weights=pi,
-        params={
-            "correlations": tuple(corrs.tolist()),
-            "grid_weight_threshold": grid_weight_threshold,
-            "n_variances": (int(var1.size), int(var2.size)),
-            "n_iter": n_iter,
-            "converged": converged,
-        },
-    )

@@ -14,7 +14,7 @@ import pandas as pd
 from .._frames import long_frame
 from ..errors import InputError, ShrinkpertWarning
 from .._arrays import freeze as _freeze
-from .ash import MixturePrior, _ash_batch
+from .ash import MixturePrior, ash_batch
 from .estimate import EffectSizes
 
 __all__ = ["ShrunkEffects", "shrink_effects"]
@@ -206,7 +206,7 @@ def shrink_effects(
         Xb, Sb = X.T, se.T
     else:
         Xb, Sb = X.reshape(1, -1), se.reshape(1, -1)
-    fit = _ash_batch(Xb, Sb, mixture=mixture, pointmass=pointmass, prior=prior, null_weight=null_weight,
+    fit = ash_batch(Xb, Sb, mixture=mixture, pointmass=pointmass, prior=prior, null_weight=null_weight,
                      grid_mult=grid_mult, optimizer=optimizer, tol=tol, max_iter=max_iter, n_threads=n_threads)
 
     def back(a):

@@ -25,7 +25,8 @@ import pytest
 from scipy import integrate, optimize, special, stats
 
 from shrinkpert.effects import _ash_kernels as K
-from shrinkpert.effects.ash import AshResult, MixturePrior, _ash_batch, ash
+from shrinkpert.effects import _mixture_kernels as M
+from shrinkpert.effects.ash import AshResult, MixturePrior, ash, ash_batch
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "ashr"
@@ -548,9 +549,9 @@ def test_mixsqp_and_em_kernels_against_plain_em(seed, null_weight):
     for solver in ("sqp", "em"):
         pi = np.full(L.shape[1], 1.0 / L.shape[1])
         if solver == "sqp":
-            it, ok = K.mixsqp(L, pen, pi, 0.0, 1e-10, 1000, 2, False, 128)
+            it, ok = M.mixsqp(L, pen, pi, 0.0, 1e-10, 1000, 2, False, 128)
         else:
-            it, ok = K.mixem(L, pen, pi, 1e-10, 100000, False, 128)
+            it, ok = M.mixem(L, pen, pi, 1e-10, 100000, False, 128)
         assert ok
         assert pi.sum() == pytest.approx(1.0, abs=1e-14) and pi.min() >= 0
         # the kernels stop at gap 1e-10; recomputed in NumPy (rounding ~1e-15)
@@ -567,7 +568,7 @@ def test_mixsqp_parallel_and_serial_passes_agree_exactly():
     out = []
     for parallel in (False, True):
         pi = np.full(L.shape[1], 1.0 / L.shape[1])
-        K.mixsqp(L, pen, pi, 1e-10, 1e-8, 1000, 2, parallel, 512)
+        M.mixsqp(L, pen, pi, 1e-10, 1e-8, 1000, 2, parallel, 512)
         out.append(pi)
     np.testing.assert_array_equal(out[0], out[1])  # same chunks, same reduction order
 
@@ -588,7 +589,7 @@ def test_objective_pass_twin(m, n):
     g = np.empty(12)
     H = np.zeros((12, 12))
     for parallel in (False, True):
-        obj = K.objective_pass(L, pen, x, 1e-10, idx, m, True, True, parallel, chunk, np.empty((nch, 12)),
+        obj = M.objective_pass(L, pen, x, 1e-10, idx, m, True, True, parallel, chunk, np.empty((nch, 12)),
                                np.empty((nch, 12, 12)), np.empty(nch), g, H)
         W = n + pen.sum()
         u = L @ x + 1e-10
@@ -613,8 +614,8 @@ def test_loglik_kernels_twin():
     pi = rng.dirichlet(np.ones(6))
     twin = np.sum(np.log(L @ pi) + rowmax)
     # summation order only
-    assert K.loglik_rows(L, rowmax, pi) == pytest.approx(twin, rel=1e-12)
-    assert K.loglik_par(L, rowmax, pi, 1024) == pytest.approx(twin, rel=1e-12)
+    assert M.loglik_rows(L, rowmax, pi) == pytest.approx(twin, rel=1e-12)
+    assert M.loglik_par(L, rowmax, pi, 1024) == pytest.approx(twin, rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -625,7 +626,7 @@ def test_active_set_qp_twin(seed):
     H = A.T @ A + 1e-3 * np.eye(m)
     c = rng.normal(size=m) * 5
     y = np.full(m, 0.1)
-    K.qp_active_set(H.copy(), c.copy(), y, m, 1e-14, 500)
+    M.qp_active_set(H.copy(), c.copy(), y, m, 1e-14, 500)
     ref = optimize.minimize(lambda v: 0.5 * v @ H @ v + c @ v, np.full(m, 0.1), jac=lambda v: H @ v + c,
                             bounds=[(0, None)] * m, method="L-BFGS-B", options=dict(ftol=1e-15, gtol=1e-12))
     assert y.min() >= 0
@@ -704,7 +705,7 @@ def test_batch_equals_one_problem_at_a_time(mixture, optimizer):
     X[0, 3] = np.nan
     se[1, 4] = 0.0
     se[2, :] = np.inf  # nothing usable: NaN row
-    b = _ash_batch(X, se, mixture=mixture, optimizer=optimizer, extra=True)
+    b = ash_batch(X, se, mixture=mixture, optimizer=optimizer, extra=True)
     assert np.isnan(b.posterior_mean[2]).all() and not b.converged[2] and b.n_used[2] == 0
     for p in (0, 1, 3, 4, 5):
         r = ash(X[p], se[p], mixture=mixture, optimizer=optimizer)
@@ -718,9 +719,9 @@ def test_batch_equals_one_problem_at_a_time(mixture, optimizer):
 
 def test_batch_rejects_bad_input():
     with pytest.raises(InputError, match="same shape"):
-        _ash_batch(np.zeros((2, 3)), np.ones((3, 2)))
+        ash_batch(np.zeros((2, 3)), np.ones((3, 2)))
     with pytest.raises(InputError, match="negative"):
-        _ash_batch(np.zeros((2, 3)), -np.ones((2, 3)))
+        ash_batch(np.zeros((2, 3)), -np.ones((2, 3)))
 
 
 # =========================================================================== API and edge cases

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from scipy import optimize, special
 
-from shrinkpert.effects import impact
+from shrinkpert.effects import _mixture_kernels, impact
 from shrinkpert.effects.impact import ImpactCorrelation, impact_correlation, mixture_moments, transcriptome_impact
+from shrinkpert.effects.mixture import fit_mixture_weights
 from shrinkpert.errors import InputError, ShrinkpertWarning
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "trade"
@@ -86,19 +87,22 @@ def test_mixture_moments_rejects_bad_mixtures():
 
 
 class RecordingFit:
-    """Stand-in for the ash fit: records what it is given, returns a fixed U[-1, 1] mixture."""
+    """Stand-in for the ash fits: records what each is given, returns a fixed U[-1, 1] mixture."""
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, betahat, se, grange):
-        self.calls.append((betahat.copy(), se.copy(), grange))
-        return np.array([0.5, 0.5]), np.array([0.0, -1.0]), np.array([0.0, 1.0]), -1.0
+    def __call__(self, problems):
+        out = []
+        for betahat, se, grange in problems:
+            self.calls.append((betahat.copy(), se.copy(), grange))
+            out.append((np.array([0.5, 0.5]), np.array([0.0, -1.0]), np.array([0.0, 1.0]), -1.0, True))
+        return out
 
 
 def test_filters_follow_trade(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = pd.Series([0.5, np.nan, 11.0, -12.0, 0.2, -0.3, 0.1, 2.0], index=list("abcdefgh"), name="P1")
     se = np.array([0.1, 0.2, 0.3, 0.3, np.inf, 0.2, 0.0, 0.4])
     out = transcriptome_impact(beta, se, target_genes=["h"], model_significant=False)
@@ -115,7 +119,7 @@ def test_filters_follow_trade(monkeypatch):
 
 def test_significance_split_counts_match_trade(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     res = deseq2_input()
     ref = json.loads((UNI / "trade_univariate.json").read_text())
     out = transcriptome_impact(
@@ -135,7 +139,7 @@ def test_significance_split_counts_match_trade(monkeypatch):
 
 
 def test_no_significant_gene_gives_zero_share(monkeypatch):
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", RecordingFit())
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", RecordingFit())
     rng = np.random.default_rng(5)
     out = transcriptome_impact(rng.normal(0, 0.01, 50), np.full(50, 1.0)).iloc[0]
     assert out["n_significant"] == 0 and out["frac_impact_significant"] == 0.0
@@ -144,7 +148,7 @@ def test_no_significant_gene_gives_zero_share(monkeypatch):
 
 def test_effects_object_excludes_each_target(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     rng = np.random.default_rng(6)
     effect = rng.normal(0, 0.3, (3, 20))
     effects = SimpleNamespace(
@@ -166,7 +170,7 @@ def test_effects_object_excludes_each_target(monkeypatch):
 
 
 def test_too_few_genes_warns(monkeypatch):
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", RecordingFit())
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", RecordingFit())
     with pytest.warns(ShrinkpertWarning, match="fewer than 2 usable genes"):
         out = transcriptome_impact(np.array([0.1, np.nan]), np.array([0.1, 0.1]))
     assert math.isnan(out["transcriptome_wide_impact"].iloc[0])
@@ -267,7 +271,8 @@ def test_mixture_weights_reach_the_em_optimum():
     sd = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
     total = np.sqrt(sd**2 + 1.0)
     lik = np.exp(-0.5 * (x[:, None] / total) ** 2) / total
-    pi, n_iter, converged = impact._mixture_weights(lik)
+    fit = fit_mixture_weights(lik)
+    pi, n_iter, converged = fit.weights, fit.n_iter, fit.converged
     assert converged and n_iter < 50
     assert pi.min() >= 0 and pi.sum() == pytest.approx(1.0, abs=1e-12)
     em = em_weights(lik, 20000)
@@ -287,7 +292,8 @@ def test_nonnegative_qp_equals_nnls():
     a = rng.normal(size=(40, 12))
     h = a.T @ a
     c = rng.normal(size=12) * 5
-    y = impact._qp_nonnegative(h, c, 1e-12, 500)
+    y = np.zeros(12)
+    _mixture_kernels.qp_active_set(h.copy(), c.copy(), y, 12, 1e-12, 500)
     # same problem as NNLS: 1/2 |R y + R^-T c|^2 with H = R'R
     r = np.linalg.cholesky(h).T
     ref, _ = optimize.nnls(r, -np.linalg.solve(r.T, c))
@@ -360,7 +366,7 @@ def test_impact_correlation_aligns_series_and_validates():
 
 def test_identical_significant_sets_are_fitted_once(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = np.r_[np.full(5, 8.0), np.zeros(95)]  # five genes at z = 80, the rest exactly null
     out = transcriptome_impact(beta, np.full(100, 0.1)).iloc[0]
     assert out["n_significant"] == out["n_significant_fdr"] == 5
@@ -383,7 +389,7 @@ def test_impact_correlation_tables():
 
 def test_series_inputs_are_aligned_by_gene(monkeypatch):
     fake = RecordingFit()
-    monkeypatch.setattr(impact, "_fit_uniform_mixture", fake)
+    monkeypatch.setattr(impact, "_fit_uniform_mixtures", fake)
     beta = pd.Series([0.5, -0.2, 0.1], index=["a", "b", "c"])
     se = pd.Series([0.3, 0.1, 0.2], index=["c", "a", "b"])  # another order
     transcriptome_impact(beta, se, model_significant=False)

@@ -9,7 +9,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._vocab import MIN_CELLS, TARGET_SUM
-from ..data.read import open_matrix, read_annotations, row_totals, scale_factors
+from .._validate import validate
+from ..data.read import row_totals, scale_factors
 from ..errors import InputError
 from ._counts import _library_column
 from .escape import EscapeResult
@@ -74,7 +75,8 @@ def escape_aware_effects(
         raise InputError(f"threshold must be in (0, 1), got {threshold!r}.")
     if scale not in ("log1p", "log2fc"):
         raise InputError(f"scale={scale!r} is not one of 'log1p', 'log2fc'.")
-    obs, var_names = read_annotations(adata)
+    data = validate(adata, perturbation_key=None, layer=layer)  # the one boundary
+    obs, var_names = data.obs, data.genes
     if not pd.Index(obs.index).astype(str).equals(escape.obs_names):
         raise InputError(
             "The cells of adata do not match the escape result (names or order differ); pass the data "
@@ -89,13 +91,13 @@ def escape_aware_effects(
     if weighting == "hard":
         keep = is_ctrl | (np.nan_to_num(p, nan=0.0) >= threshold)
         labels = labels.where(keep, np.nan).rename("perturbation")
-        stats = group_statistics(adata, labels, layer=layer, normalize=normalize, target_sum=target_sum,
+        stats = group_statistics(data, labels, normalize=normalize, target_sum=target_sum,
                                  library_size=library_size, chunk_size=chunk_size)
     else:
         weights = np.where(is_ctrl, 1.0, np.nan_to_num(p, nan=0.0))
-        stats = _weighted_statistics(adata, labels, weights, layer=layer, normalize=normalize,
-                                     target_sum=target_sum, library_size=library_size, chunk_size=chunk_size,
-                                     genes=pd.Index(var_names).astype(str), statistics_class=GroupStatistics)
+        stats = _weighted_statistics(data, labels, weights, normalize=normalize, target_sum=target_sum,
+                                     library_size=library_size, chunk_size=chunk_size, genes=var_names,
+                                     statistics_class=GroupStatistics)
     effects = estimate_effects(stats, control=control, scale=scale, min_cells=min_cells)
     params = dict(effects.params)
     params.update(escape_weighting=weighting, escape_threshold=float(threshold) if weighting == "hard" else None)
@@ -104,15 +106,15 @@ def escape_aware_effects(
     return type(effects)(**fields)
 
 
-def _weighted_statistics(adata, labels, weights, *, layer, normalize, target_sum, library_size, chunk_size,
+def _weighted_statistics(data, labels, weights, *, normalize, target_sum, library_size, chunk_size,
                          genes, statistics_class):
     """Weighted per-group sums, means and variances in one pass (plus a row-total pass)."""
-    obs = read_annotations(adata)[0]
+    obs = data.obs
     codes, groups = pd.factorize(labels, sort=True)
     groups = pd.Index(groups.astype(str), name="perturbation")
     n_groups, n_genes = len(groups), len(genes)
     lib = _library_column(obs, library_size)
-    with open_matrix(adata, layer) as source:
+    with data.open() as source:
         totals = row_totals(source, chunk_size) if lib is None else lib
         scale = scale_factors(totals, target_sum)
         s1 = np.zeros((n_groups, n_genes))
@@ -143,7 +145,7 @@ def _weighted_statistics(adata, labels, weights, *, layer, normalize, target_sum
         n_eff = np.where(w_sq > 0, w_sum**2 / w_sq, 0.0)
     n_cells = np.round(n_eff).astype(np.int64)
     var = np.where(n_cells[:, None] > 1, var, np.nan)
-    params = {"groupby": "perturbation", "layer": layer, "normalize": normalize, "target_sum": float(target_sum),
+    params = {"groupby": "perturbation", "layer": data.layer, "normalize": normalize, "target_sum": float(target_sum),
               "library_size": library_size if isinstance(library_size, str) else None,
               "weights": "p_perturbed", "n_cells_total": int(len(obs))}
     sums = np.nan_to_num(mean) * n_cells[:, None]

@@ -183,17 +183,19 @@ def _demo_models(source, args, out: Path) -> None:
     import anndata as ad
     import numpy as np
 
+    import scipy.sparse as sp
+
     from .baselines import train_linear, train_mean
+    from .data.read import scale_factors
     from .evaluation import evaluate
     from .stats.group import group_statistics
 
     adata = ad.read_h5ad(source)
     adata = adata[~adata.obs[args.perturbation_key].astype(str).isin(args.exclude)].copy()
     counts = adata.X.tocsr().astype(np.float64)
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    counts = counts.multiply(1e4 / np.maximum(totals, 1)[:, None]).tocsr()
+    counts = sp.diags(scale_factors(np.asarray(counts.sum(axis=1)).ravel(), args.target_sum)) @ counts
     counts.data = np.log1p(counts.data)
-    adata.X = counts  # log1p of counts per 1e4
+    adata.X = counts.tocsr()  # log1p of counts per target_sum
     labels = adata.obs[args.perturbation_key].astype(str)
     perts = np.array(sorted(set(labels) - {args.control}))
     rng = np.random.default_rng(2021)

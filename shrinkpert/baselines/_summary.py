@@ -91,6 +91,20 @@ class TruthSummary:
         object.__setattr__(self, "genes", pd.Index(self.genes, name="gene"))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
+    def versus_control(self, mean: np.ndarray, var: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, Any]:
+        r"""Differences from the observed control and their Welch test, for pseudobulks of any side.
+
+        :math:`\bar x_{pg} - \bar x_{cg}` with :func:`~shrinkpert.stats.testing.welch` on the
+        variance terms :math:`s^2/n` (control variance floor); an undefined variance (a group of one
+        cell) counts as 0. Returns ``(difference, WelchTest)``.
+        """
+        from ..stats.testing import welch
+
+        n = np.asarray(n, dtype=np.float64)[:, None]
+        test = welch(np.nan_to_num(var, nan=0.0) / n, n,
+                     np.nan_to_num(self.control_var, nan=0.0)[None, :] / self.control_n, self.control_n)
+        return mean - self.control_mean[None, :], test
+
 
 def summarize_truth(
     truth: Any,

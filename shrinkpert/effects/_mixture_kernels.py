@@ -281,6 +281,17 @@ def qp_active_set(H, c, y, m, tol, max_iter):
 
 
 @kernel
+def clip_normalize(x):
+    """In place: :math:`x_k \\leftarrow \\max(x_k, 0) / \\sum_j \\max(x_j, 0)` (summed in index order)."""
+    tot = 0.0
+    for k in range(x.shape[0]):
+        x[k] = max(x[k], 0.0)
+        tot += x[k]
+    for k in range(x.shape[0]):
+        x[k] /= tot
+
+
+@kernel
 def _em_step(L, pen, x, parallel, chunk, gp, Hp, op, g, H, idx, xnew):
     """One EM step x_k <- (x_k Σ_j L_jk/u_j + c_k) / W. Returns (f(x), FW gap at x)."""
     n, K = L.shape
@@ -318,12 +329,7 @@ def mixem(L, pen, x, tol, max_iter, parallel, chunk):
     x2 = np.empty(K)
     x3 = np.empty(K)
     xs = np.empty(K)
-    tot = 0.0
-    for k in range(K):
-        x[k] = max(x[k], 0.0)
-        tot += x[k]
-    for k in range(K):
-        x[k] /= tot
+    clip_normalize(x)
     W = n * 1.0
     for k in range(K):
         W += pen[k]
@@ -375,13 +381,7 @@ def mixem(L, pen, x, tol, max_iter, parallel, chunk):
             obj0, gap = _em_step(L, pen, x, parallel, chunk, gp, Hp, op, g, H, idx, x1)
             n_steps += 1
             step_max = max(1.0, step_max / 4.0)
-    for k in range(K):
-        x[k] = max(x[k], 0.0)
-    tot = 0.0
-    for k in range(K):
-        tot += x[k]
-    for k in range(K):
-        x[k] /= tot
+    clip_normalize(x)
     return n_steps, converged
 
 
@@ -431,12 +431,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
     Hs = np.empty((K, K))
     cs = np.empty(K)
     ys = np.empty(K)
-    tot = 0.0
-    for k in range(K):
-        x[k] = max(x[k], 0.0)
-        tot += x[k]
-    for k in range(K):
-        x[k] /= tot
+    clip_normalize(x)
     for it in range(n_em):
         _em_step(L, pen, x, parallel, chunk, gp, Hp, op, g, H, idx, xt)
         for k in range(K):
@@ -588,13 +583,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
             have_hess = True
         else:
             have_hess = False
-    for k in range(K):
-        x[k] = max(x[k], 0.0)
-    tot = 0.0
-    for k in range(K):
-        tot += x[k]
-    for k in range(K):
-        x[k] /= tot
+    clip_normalize(x)
     if not converged:
         converged = _fw_gap(g, x) <= tol
     return it, converged

@@ -144,15 +144,7 @@ def auto_weights(weights: Any, truth: Any, *, population: Any) -> Any:
 def shrunk_truth(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any) -> np.ndarray:
     r"""Posterior pseudobulk :math:`\bar x_c + \tilde\beta_p` of one truth (see the module docstring)."""
     from ..effects import ash_batch
-    from ..stats.testing import welch
 
-    n = np.asarray(n, dtype=np.float64)[:, None]
-    test = welch(np.nan_to_num(var, nan=0.0) / n, n,
-                 np.nan_to_num(truth.control_var, nan=0.0)[None, :] / truth.control_n, truth.control_n)
-    fit = ash_batch(mean - truth.control_mean[None, :], test.std_error, tol=1e-5, max_iter=200)
+    lfc, test = truth.versus_control(mean, var, n)
+    fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
     return freeze(truth.control_mean[None, :] + np.nan_to_num(fit.posterior_mean))
-
-
-def leakage_flags(references: Sequence[str]) -> Mapping[str, bool]:
-    """Per reference: does it leak the scored perturbation into its own reference?"""
-    return {name: name == "perturbed_centroid" for name in references}

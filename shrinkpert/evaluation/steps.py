@@ -17,6 +17,7 @@ r"""The steps of :func:`~shrinkpert.evaluate`, each a function with its own resu
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -36,16 +37,14 @@ from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan
 from .config import EvaluationConfig
 from .registry import METRICS
-from .references import REFERENCE_NAMES, auto_weights, reference_vectors, resolve_references, shrunk_truth
+from .references import auto_weights, reference_vectors, resolve_references, shrunk_truth
 from .table import MetricTable
 
 __all__ = ["EvaluationInputs", "Summaries", "Side", "Scores", "read_inputs", "summarise", "make_sides", "score",
-           "tabulate", "REFERENCES", "DEFAULT_REFERENCES", "MODEL"]
+           "tabulate", "DEFAULT_REFERENCES", "MODEL"]
 
 log = logging.getLogger("shrinkpert")
 
-#: Delta references a metric can be computed under (see :mod:`shrinkpert.evaluation.references`).
-REFERENCES = REFERENCE_NAMES
 #: References of delta metrics computed by default: the control, plus the training centroid when
 #: ``train`` is given and the population when a reference is given.
 DEFAULT_REFERENCES = "auto"
@@ -437,12 +436,9 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
     (``"lfsr"``: ``lfc`` = posterior mean, ``q`` = local false sign rate).
     """
     from ..effects import ash_batch
-    from ..stats.testing import bh_adjust, welch, welch_pvalue
+    from ..stats.testing import bh_adjust, welch_pvalue
 
-    n = np.asarray(n, dtype=np.float64)[:, None]
-    test = welch(np.nan_to_num(var, nan=0.0) / n, n,
-                 np.nan_to_num(truth.control_var, nan=0.0)[None, :] / truth.control_n, truth.control_n)
-    lfc = mean - truth.control_mean[None, :]
+    lfc, test = truth.versus_control(mean, var, n)
     if method == "test":
         return DECalls(lfc=lfc, q=bh_adjust(welch_pvalue(lfc, test)), perturbations=perturbations, genes=genes)
     fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
@@ -518,6 +514,10 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     truth_de = ({which: de_calls(*truths[which], truth, perts, genes, config.de_calls) for which in used}
                 if any(spec.needs == "de" for spec, _, _ in jobs) else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
+    # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
+    biology = {"relationships": {} if config.relationships is None else
+               {"relationships": _relationships(config.relationships), "targets": _target_names(inputs, config)},
+               "gene_sets": {"gene_sets": config.gene_sets, "genes": list(genes)}}
     # the truth's intermediates, per (truth, input, weighting); each side gets fresh prediction caches
     truth_scopes: dict[tuple[str, str, str], dict] = {}
     for name, side in sides.items():
@@ -541,10 +541,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
             if "target_index" in parameters:
                 kwargs["target_index"] = tindex
             if "relationships" in parameters:
-                kwargs["relationships"] = _relationships(config.relationships)
-                kwargs["targets"] = _target_names(inputs, config)
+                kwargs.update(biology["relationships"])
             if "gene_sets" in parameters:
-                kwargs["gene_sets"], kwargs["genes"] = config.gene_sets, list(genes)
+                kwargs.update(biology["gene_sets"])
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
                     pred=pred_scopes.setdefault((data_ref, wname), {}),
@@ -578,6 +577,7 @@ def _target_names(inputs: EvaluationInputs, config: EvaluationConfig) -> list[st
     return [targets.get(p, p) for p in inputs.perturbations]
 
 
+@functools.lru_cache(maxsize=None)
 def _parameters(spec: MetricSpec) -> frozenset[str]:
     return frozenset(inspect.signature(spec.func).parameters)
 

@@ -176,3 +176,14 @@ def test_stalled_mixsqp_restarts_and_reaches_the_kkt_condition():
     # KKT of the simplex problem: grad_k <= 1 everywhere (= 1 on the support); the solver's gap
     # 1e-8, plus rounding of this recomputation
     assert grad.max() - 1.0 <= 2e-8
+
+
+def test_clip_normalize_kernel_matches_its_numpy_twin():
+    from shrinkpert.effects._mixture_kernels import clip_normalize
+
+    for x in (np.array([0.2, -1e-12, 0.5, 0.3]), np.random.default_rng(3).normal(size=40)):
+        x[0] = abs(x[0]) + 0.1  # at least one positive weight
+        expected = np.maximum(x, 0.0) / np.maximum(x, 0.0).sum()
+        got = x.copy()
+        clip_normalize(got)
+        np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from .._arrays import as_rng
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY
 from ..errors import InputError, ShrinkpertWarning
-from ._counts import _fit_zinb, _frozen, _library_column, _resolve, _scan, _shrink_vector
+from ._counts import _count_pass, _fit_zinb, _frozen, _library_column, _resolve, _shrink_vector
 from ._mixture import _R_HIGH, _R_LOW, _dispersion, _fit_one, _rate_effects, _shrink_rows
 
 __all__ = ["EscapeResult", "PenetranceTable", "classify_escape"]
@@ -388,7 +388,7 @@ def classify_escape(
         raise InputError("guide_strength=True fits one signature strength per guide; pass guide_key=<obs column>.")
     rng = as_rng(seed)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
-                           target_key=target_key, targets=targets, perturbations=perturbations)
+                           target_key=target_key, targets=targets, perturbations=perturbations, layer=layer)
     library = _library_column(obs, library_size)
     n_p, n_genes, n_cells = len(design.perturbations), len(design.genes), len(design.codes)
     codes = design.codes
@@ -397,8 +397,9 @@ def classify_escape(
 
     # ---- pass 1: row totals and raw group sums
     group = np.where((codes >= 0) & (codes <= n_p), codes, -1)
-    first = _scan(adata, layer, row_codes=np.full(n_cells, -1), pairs=np.zeros(0, dtype=np.int64),
-                  n_genes=n_genes, group_codes=group, n_groups=n_p + 1, chunk_size=chunk_size)
+    first = _count_pass(design, group_codes=group, chunk_size=chunk_size)
+    group_sums = first.statistics.sum
+    group_sq = first.statistics.m2 + group_sums**2 / np.maximum(first.statistics.n_cells, 1)[:, None]
     totals = first.totals if library is None else library
     control_rows = np.flatnonzero(codes == n_p)
     if len(control_rows) < 2:
@@ -419,8 +420,8 @@ def classify_escape(
             ShrinkpertWarning, stacklevel=2)
 
     # ---- effects, generic shift, specific effects, shrinkage
-    phi = _dispersion(first.group_sums, first.group_sq, lib_sum, lib_sq)
-    log_r, se, mu = _rate_effects(first.group_sums, lib_sum, lib_sq, n_p, phi)
+    phi = _dispersion(group_sums, group_sq, lib_sum, lib_sq)
+    log_r, se, mu = _rate_effects(group_sums, lib_sum, lib_sq, n_p, phi)
     tindex = design.target_index
     is_target = np.zeros((n_p, n_genes), dtype=bool)
     has_t = tindex >= 0
@@ -449,7 +450,7 @@ def classify_escape(
     e_t[small] = np.nan
     pm_t, _, lfsr_t = _shrink_vector(e_t, s_t)
     control_mean_count = np.full(n_p, np.nan)
-    control_mean_count[rows_t] = first.group_sums[n_p, tindex[rows_t]] / len(control_rows)
+    control_mean_count[rows_t] = group_sums[n_p, tindex[rows_t]] / len(control_rows)
     use_target = has_t & ~small & (lfsr_t < lfsr_threshold) & (control_mean_count >= min_control_mean)
     signature: list[np.ndarray] = []
     for k in range(n_p):
@@ -471,8 +472,7 @@ def classify_escape(
     keys += [np.array([k * n_genes + tindex[k]]) for k in np.flatnonzero(use_target)]
     keys.append(n_p * n_genes + used_targets)
     pairs = np.unique(np.concatenate(keys).astype(np.int64)) if keys else np.zeros(0, dtype=np.int64)
-    second = _scan(adata, layer, row_codes=row_codes, pairs=pairs, n_genes=n_genes, chunk_size=chunk_size)
-    entries = sp.csr_matrix((second.values, (second.rows, second.cols)), shape=(n_cells, n_genes))
+    entries = _count_pass(design, row_codes=row_codes, pairs=pairs, chunk_size=chunk_size).entries
 
     # target count models from control cells
     zinb = {}
@@ -520,7 +520,7 @@ def classify_escape(
                 lam = np.clip(np.where(eff != 0, pm[k, sig_genes] / eff, 0.0), 0.0, 1.0)
             sig = dict(xs=xs, lib=lib[cells], mu=mu[sig_genes], d=d_all[sig_genes],
                        ratio=np.exp(base[k, sig_genes] + pm[k, sig_genes]), lam=lam,
-                       xsum=first.group_sums[k, sig_genes] + 0.5, lsum=lib_sum[k], h=h[sig_genes])
+                       xsum=group_sums[k, sig_genes] + 0.5, lsum=lib_sum[k], h=h[sig_genes])
             if guide_strength and n_local > 1:
                 onehot = sp.csr_matrix((np.ones(len(cells)), (gl, np.arange(len(cells)))), shape=(n_local, len(cells)))
                 sig.update(xsum_g=np.asarray(onehot @ xs), lsum_g=np.bincount(gl, weights=lib[cells], minlength=n_local))

@@ -174,3 +174,43 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
         flags[j, NONFINITE] = n_bad
         flags[j, NEGATIVE] = n_neg
         flags[j, NONINTEGER] = n_frac
+
+
+@kernel
+def gather_block(data, indices, indptr, row_offset, col_offset, row_codes, want_ptr, want_genes,
+                 out_rows, out_cols, out_vals):
+    """Copy the wanted stored entries of one CSR block; returns how many were written.
+
+    Row ``i`` of the block is cell ``r = row_offset + i`` and its stored value at column
+    ``c = col_offset + indices[k]`` is wanted when ``row_codes[r] = q >= 0`` and ``c`` is among
+    ``want_genes[want_ptr[q]:want_ptr[q + 1]]`` (sorted; binary search) — the CSR layout of a
+    codes × genes boolean mask. Non-finite values are never copied (the accumulation kernels
+    count them and the caller raises).
+    """
+    n_out = 0
+    n_rows = indptr.shape[0] - 1
+    for i in range(n_rows):
+        q = row_codes[row_offset + i]
+        if q < 0:
+            continue
+        lo0, hi0 = want_ptr[q], want_ptr[q + 1]
+        if lo0 == hi0:
+            continue
+        for k in range(indptr[i], indptr[i + 1]):
+            x = data[k]
+            if x == 0 or not np.isfinite(x):
+                continue
+            c = col_offset + indices[k]
+            lo, hi = lo0, hi0
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if want_genes[mid] < c:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < hi0 and want_genes[lo] == c:
+                out_rows[n_out] = row_offset + i
+                out_cols[n_out] = c
+                out_vals[n_out] = x
+                n_out += 1
+    return n_out

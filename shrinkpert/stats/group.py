@@ -273,16 +273,13 @@ def _raise_on_flags(flags: np.ndarray, label: str, counts_required: bool, normal
     nonfinite, negative, nonint, zero_total = (int(x) for x in flags.sum(axis=0))
     if nonfinite:
         raise InputError(f"{label} contains {nonfinite} NaN or infinite values; remove or impute them first.")
+    need = f"normalize={normalize!r}" if normalize is not None else "this analysis"
+    fix = "Pass the raw-count layer (layer=...)" + (" or normalize=None for already-normalised data."
+                                                    if normalize is not None else ".")
     if counts_required and negative:
-        raise CountsError(
-            f"{label} contains {negative} negative values, but normalize={normalize!r} needs raw counts. "
-            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
-        )
+        raise CountsError(f"{label} contains {negative} negative values, but {need} needs raw counts. {fix}")
     if counts_required and nonint:
-        raise CountsError(
-            f"{label} contains {nonint} non-integer values, but normalize={normalize!r} needs raw counts. "
-            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
-        )
+        raise CountsError(f"{label} contains {nonint} non-integer values, but {need} needs raw counts. {fix}")
     if normalize is not None and zero_total:
         warnings.warn(
             f"{zero_total} cells of {label} have a library size of 0; they count as all-zero cells.",
@@ -427,17 +424,96 @@ def group_statistics(
     >>> stats.mean.shape
     (27, 299)
     """
+    data = validate(adata, perturbation_key=None, layer=layer) if not isinstance(adata, CellData) else adata
+    if layer is not None and layer != data.layer:
+        raise InputError(f"layer={layer!r} differs from the layer the input was validated with ({data.layer!r}).")
+    codes, groups = group_codes(data.obs, groupby)
+    if exclude is not None:
+        codes, groups = _drop_groups(codes, groups, exclude)
+    result = cell_pass(data, codes, groups, normalize=normalize, target_sum=target_sum, library_size=library_size,
+                       check_counts=check_counts, chunk_size=chunk_size, n_threads=n_threads, progress=progress,
+                       shard=shard)
+    stats = result.statistics
+    single = stats.n_cells == 1
+    if single.any() and shard is None:  # a shard's single cells are pooled by the merge
+        warnings.warn(
+            f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
+            ShrinkpertWarning,
+            stacklevel=2,
+        )
+    return stats
+
+
+@dataclass(frozen=True)
+class CellPass:
+    """What one pass over the matrix returns: group statistics, row totals and gathered entries.
+
+    Attributes
+    ----------
+    statistics : GroupStatistics
+    totals : ndarray of float64, shape (n_cells,)
+        Per cell, the sum of its stored values (before any normalisation), or ``library_size``
+        when given; 0 for cells outside the shard.
+    entries : scipy.sparse.csr_matrix or None
+        cells × genes, the stored values asked for with ``wanted`` (zeros elsewhere); ``None``
+        when nothing was asked for.
+    """
+
+    statistics: GroupStatistics
+    totals: np.ndarray
+    entries: sp.csr_matrix | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "totals", _freeze(self.totals))
+
+
+def cell_pass(
+    data: CellData,
+    codes: np.ndarray,
+    groups: pd.Index,
+    *,
+    normalize: str | None = None,
+    target_sum: float = TARGET_SUM,
+    library_size: str | np.ndarray | None = None,
+    check_counts: bool | None = None,
+    wanted: tuple[np.ndarray, sp.spmatrix] | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> CellPass:
+    """The one streaming pass: group statistics, per-cell totals and, optionally, chosen entries.
+
+    This is the engine behind :func:`group_statistics` for callers that already hold integer
+    group codes (other subpackages, e.g. the target-gene analyses, which also need the row
+    totals and a few stored values per cell read in the same pass).
+
+    Parameters
+    ----------
+    data
+        A validated input (:func:`shrinkpert._validate.validate`).
+    codes
+        Per cell, its group (``0 .. len(groups) - 1``) or -1 for no group.
+    groups
+        Group labels.
+    normalize, target_sum, library_size, check_counts, chunk_size, n_threads, progress, shard
+        As in :func:`group_statistics`.
+    wanted
+        ``(row_codes, mask)``: copy the stored value of cell :math:`i` at gene :math:`j` into
+        ``entries`` when ``row_codes[i] = q >= 0`` and ``mask[q, j]`` is true (``mask`` a
+        boolean sparse matrix, codes × genes). Values are copied as stored, before any
+        normalisation.
+
+    Returns
+    -------
+    CellPass
+    """
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
-    data = validate(adata, perturbation_key=None, layer=layer) if not isinstance(adata, CellData) else adata
-    if layer is not None and layer != data.layer:
-        raise InputError(f"layer={layer!r} differs from the layer the input was validated with ({data.layer!r}).")
     obs, var_names = data.obs, data.genes
-    codes, groups = group_codes(obs, groupby)
-    if exclude is not None:
-        codes, groups = _drop_groups(codes, groups, exclude)
+    codes = np.asarray(codes, dtype=np.int64)
     n_groups, n_genes = len(groups), len(var_names)
     fingerprint = input_fingerprint(obs.index, var_names, codes)
     rows = _shard_rows(shard, len(obs))
@@ -449,29 +525,23 @@ def group_statistics(
     lib = _library_sizes(library_size, obs, len(obs))
     mode = _MODES[normalize]
     counts_required = (normalize is not None) if check_counts is None else bool(check_counts)
+    gather = _Gather(wanted, len(obs), n_genes, rows) if wanted is not None else None
 
     with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
-        if source.kind == "dask":
+        if source.kind == "dask" and gather is None:
             sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
                                                        counts_required, rows, chunk_size)
         elif source.by_rows:
             sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                             counts_required, chunk_size, threads, totals, progress, rows)
+                                             counts_required, chunk_size, threads, totals, progress, rows, gather)
         else:
             sums, m2, nnz, flags = _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                                counts_required, chunk_size, totals, progress)
-        if source.kind != "dask":
+                                                counts_required, chunk_size, totals, progress, gather)
+        if source.kind != "dask" or gather is not None:
             library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
         _raise_on_flags(flags, source.label, counts_required, normalize)
 
-    single = n_cells == 1
-    if single.any() and shard is None:  # a shard's single cells are pooled by the merge
-        warnings.warn(
-            f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
-            ShrinkpertWarning,
-            stacklevel=2,
-        )
     n = n_cells[:, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / n
@@ -488,13 +558,51 @@ def group_statistics(
         "storage": source.kind,
         "n_cells_total": int(rows.stop - rows.start),
         "input_fingerprint": fingerprint,
-        "input_file": _file_identity(adata),
+        "input_file": _file_identity(data.source),
         "shard": (0, 1) if shard is None else (int(shard[0]), int(shard[1])),
         "rows": (int(rows.start), int(rows.stop)),
         "n_rows_total": int(len(obs)),
     }
-    return GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var,
-                           nnz, library, params)
+    stats = GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var, nnz, library, params)
+    totals[: rows.start] = 0.0
+    totals[rows.stop :] = 0.0
+    return CellPass(stats, totals, gather.result() if gather is not None else None)
+
+
+class _Gather:
+    """Collects the wanted stored entries block by block (:func:`_kernels.gather_block`)."""
+
+    def __init__(self, wanted, n_cells: int, n_genes: int, rows: slice):
+        row_codes, mask = wanted
+        row_codes = np.array(row_codes, dtype=np.int64)  # a copy: cells outside the shard are not gathered
+        row_codes[: rows.start] = -1
+        row_codes[rows.stop :] = -1
+        mask = sp.csr_matrix(mask, dtype=bool)
+        mask.sum_duplicates()
+        mask.sort_indices()
+        if row_codes.shape != (n_cells,) or mask.shape[1] != n_genes or \
+                (row_codes.size and row_codes.max() >= mask.shape[0]):
+            raise InputError(f"wanted: row codes {row_codes.shape} / mask {mask.shape} do not fit "
+                             f"{n_cells} cells × {n_genes} genes.")
+        self.row_codes = row_codes
+        self.ptr = mask.indptr.astype(np.int64)
+        self.genes = mask.indices.astype(np.int64)
+        self.shape = (n_cells, n_genes)
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, csr: sp.csr_matrix, row_offset: int, col_offset: int) -> None:
+        size = csr.nnz
+        r, c, v = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64), np.empty(size)
+        n = K.gather_block(csr.data, csr.indices, csr.indptr, row_offset, col_offset, self.row_codes, self.ptr,
+                           self.genes, r, c, v)
+        if n:
+            self.parts.append((r[:n].copy(), c[:n].copy(), v[:n].copy()))
+
+    def result(self) -> sp.csr_matrix:
+        if not self.parts:
+            return sp.csr_matrix(self.shape)
+        r, c, v = (np.concatenate(x) for x in zip(*self.parts))
+        return sp.csr_matrix((v, (r, c)), shape=self.shape)
 
 
 def _progress(total: int, enabled: bool, unit: str):
@@ -523,7 +631,7 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
 
 
 def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
-              threads, totals, progress, rows=None):
+              threads, totals, progress, rows=None, gather=None):
     n_genes = source.shape[1]
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
     shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
@@ -535,8 +643,10 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
         for block in source.blocks(chunk_size, rows=rows):
             rows = block.rows
             sub_lib = lib_all[rows] if use_lib else lib_all
-            acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
-                    counts_required, totals[rows])
+            values = block.values if sp.issparse(block.values) else sp.csr_matrix(block.values)
+            acc.add(values, codes[rows], sub_lib, use_lib, shift, mode, target_sum, counts_required, totals[rows])
+            if gather is not None:
+                gather.add(values.tocsr(), rows.start, 0)
             bar.update(rows.stop - rows.start)
     total = acc.acc[0]
     for t in range(1, acc.acc.shape[0]):
@@ -581,8 +691,9 @@ def _finalise(total: np.ndarray, n_cells: np.ndarray, shift: np.ndarray):
 
 
 def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,
-                 chunk_size, totals, progress):
+                 chunk_size, totals, progress, gather=None):
     n_genes = source.shape[1]
+    count_totals = lib is None and mode == 0  # else known before the pass
     if lib is not None:
         totals[:] = lib
     elif mode != 0:
@@ -609,6 +720,10 @@ def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts
             m2[:, cols] = b_m2
             nnz[:, cols] = b_nnz
             flags[0] += b_flags.sum(axis=0)
+            if count_totals:
+                totals += np.bincount(values.indices, weights=values.data, minlength=len(totals))
+            if gather is not None:
+                gather.add(values.tocsr(), 0, cols.start)
             bar.update(width)
     if mode != 0 and lib is None:
         flags[0, K.ZERO_TOTAL] = int((totals == 0).sum())

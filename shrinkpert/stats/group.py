@@ -47,7 +47,8 @@ class GroupStatistics:
 
     and ``n_nonzero`` counts cells with :math:`x_{ij} \\neq 0`. ``var`` is NaN for groups of one
     cell. ``library_size`` is the summed library size (row total before normalisation) of each
-    group, used for detection limits.
+    group, used for detection limits. Statistics rebuilt from means and variances alone
+    (:meth:`from_moments`) have ``n_nonzero`` and ``library_size`` set to ``None``.
 
     Attributes
     ----------
@@ -57,8 +58,8 @@ class GroupStatistics:
         Gene names.
     n_cells : ndarray of int64, shape (n_groups,)
     sum, mean, var : ndarray of float64, shape (n_groups, n_genes)
-    n_nonzero : ndarray of int64, shape (n_groups, n_genes)
-    library_size : ndarray of float64, shape (n_groups,)
+    n_nonzero : ndarray of int64, shape (n_groups, n_genes), or None
+    library_size : ndarray of float64, shape (n_groups,), or None
     params : mapping
         ``groupby``, ``layer``, ``normalize``, ``target_sum``, ``source``, ``n_cells_total``.
     """
@@ -69,14 +70,38 @@ class GroupStatistics:
     sum: np.ndarray
     mean: np.ndarray
     var: np.ndarray
-    n_nonzero: np.ndarray
-    library_size: np.ndarray
+    n_nonzero: np.ndarray | None
+    library_size: np.ndarray | None
     params: Mapping[str, Any]
 
     def __post_init__(self) -> None:
         for name in ("n_cells", "sum", "mean", "var", "n_nonzero", "library_size"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
+            if getattr(self, name) is not None or name not in ("n_nonzero", "library_size"):
+                object.__setattr__(self, name, _freeze(getattr(self, name)))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @classmethod
+    def from_moments(cls, groups: pd.Index, genes: pd.Index, mean: np.ndarray, var: np.ndarray,
+                     n_cells: np.ndarray, params: Mapping[str, Any]) -> GroupStatistics:
+        """Statistics known only through their means, variances and sizes (``sum = n · mean``).
+
+        Detection counts and library sizes are unknown, so ``n_nonzero`` and ``library_size``
+        are ``None`` (and :attr:`detection` raises).
+        """
+        n_cells = np.asarray(n_cells, dtype=np.int64)
+        return cls(pd.Index(groups), pd.Index(genes), n_cells, np.asarray(mean) * n_cells[:, None], mean, var,
+                   None, None, params)
+
+    def rows(self, labels: Sequence[str], what: str) -> np.ndarray:
+        """Row of each label in :attr:`groups`; a clear error naming the absent ones."""
+        idx = pd.Index(self.groups.astype(str)).get_indexer(pd.Index([str(x) for x in labels]))
+        if (idx < 0).any():
+            absent = [str(x) for x, i in zip(labels, idx) if i < 0]
+            raise MissingKeyError(
+                f"{what} {absent[:10]!r} are not among the groups of the input ({len(self.groups)} groups, e.g. "
+                f"{self.groups[:10].tolist()!r}); check the labels."
+            )
+        return idx
 
     @property
     def m2(self) -> np.ndarray:
@@ -87,6 +112,9 @@ class GroupStatistics:
     @property
     def detection(self) -> np.ndarray:
         """Fraction of cells with a non-zero value, ``n_nonzero / n_cells``."""
+        if self.n_nonzero is None:
+            raise InputError("These statistics were rebuilt from means and variances; detection is unknown. "
+                             "Compute them from the cells with group_statistics().")
         return self.n_nonzero / np.maximum(self.n_cells, 1)[:, None]
 
     def merge(self, other: GroupStatistics) -> GroupStatistics:
@@ -127,8 +155,9 @@ class GroupStatistics:
             sum=take(self.sum, ia, 0.0) + take(other.sum, ib, 0.0),
             mean=mean,
             var=var,
-            n_nonzero=take(self.n_nonzero, ia) + take(other.n_nonzero, ib),
-            library_size=take(self.library_size, ia, 0.0) + take(other.library_size, ib, 0.0),
+            n_nonzero=_both(self.n_nonzero, other.n_nonzero, lambda a, b: take(a, ia) + take(b, ib)),
+            library_size=_both(self.library_size, other.library_size,
+                               lambda a, b: take(a, ia, 0.0) + take(b, ib, 0.0)),
             params=params,
         )
 
@@ -143,7 +172,8 @@ class GroupStatistics:
         params = dict(self.params)
         params["groupby"] = tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name
         return GroupStatistics(groups, self.genes, self.n_cells[rows], self.sum[rows], self.mean[rows],
-                               self.var[rows], self.n_nonzero[rows], self.library_size[rows], params)
+                               self.var[rows], _rows_of(self.n_nonzero, rows), _rows_of(self.library_size, rows),
+                               params)
 
     def collapse(self, level: str | int) -> GroupStatistics:
         """Pool the groups of a MultiIndex over every level but ``level`` (Chan's update).
@@ -171,7 +201,7 @@ class GroupStatistics:
         params = dict(self.params)
         params["groupby"] = pooled.name
         return GroupStatistics(pooled, self.genes, add(self.n_cells), add(self.sum), mean, var,
-                               add(self.n_nonzero), add(self.library_size), params)
+                               _apply(add, self.n_nonzero), _apply(add, self.library_size), params)
 
     def to_anndata(self):
         """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""
@@ -182,9 +212,11 @@ class GroupStatistics:
             for level, name in enumerate(self.groups.names):
                 obs[name] = self.groups.get_level_values(level).astype(str)
         obs["n_obs_aggregated"] = self.n_cells
-        obs["library_size"] = self.library_size
-        layers = {"sum": np.array(self.sum), "mean": np.array(self.mean), "var": np.array(self.var),
-                  "n_nonzero": np.array(self.n_nonzero)}
+        if self.library_size is not None:
+            obs["library_size"] = self.library_size
+        layers = {"sum": np.array(self.sum), "mean": np.array(self.mean), "var": np.array(self.var)}
+        if self.n_nonzero is not None:
+            layers["n_nonzero"] = np.array(self.n_nonzero)
         uns = {"shrinkpert": {"params": {k: ("None" if v is None else v) for k, v in self.params.items()
                                           if isinstance(v, (str, int, float, type(None)))}}}
         return ad.AnnData(obs=obs, var=pd.DataFrame(index=self.genes.astype(str)), layers=layers, uns=uns)
@@ -199,7 +231,7 @@ class GroupStatistics:
                 "sum": self.sum.ravel(),
                 "mean": self.mean.ravel(),
                 "var": self.var.ravel(),
-                "n_nonzero": self.n_nonzero.ravel(),
+                **({} if self.n_nonzero is None else {"n_nonzero": self.n_nonzero.ravel()}),
             },
             index=index,
         )
@@ -214,12 +246,26 @@ class GroupStatistics:
         return pd.DataFrame(
             {
                 "n_cells": self.n_cells,
-                "mean_library_size": self.library_size / np.maximum(self.n_cells, 1),
-                "genes_detected": (self.n_nonzero > 0).sum(axis=1),
+                **({} if self.library_size is None
+                   else {"mean_library_size": self.library_size / np.maximum(self.n_cells, 1)}),
+                **({} if self.n_nonzero is None else {"genes_detected": (self.n_nonzero > 0).sum(axis=1)}),
                 "median_var": median_var,
             },
             index=self.groups,
         )
+
+
+def _rows_of(values: np.ndarray | None, rows) -> np.ndarray | None:
+    return None if values is None else values[rows]
+
+
+def _apply(f, values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else f(values)
+
+
+def _both(a: np.ndarray | None, b: np.ndarray | None, f) -> np.ndarray | None:
+    """``f(a, b)``, or ``None`` when either side is unknown (statistics from moments)."""
+    return None if a is None or b is None else f(a, b)
 
 
 class _RowAccumulator:

@@ -194,8 +194,11 @@ def summarize_truth(
     # each perturbation's halves come from its own stream, keyed by (seed, label): they do not
     # depend on which other perturbations are in the truth (a split-independent positive control)
     base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    for p in keep:
-        rows = np.flatnonzero(values == p)
+    code = keep.get_indexer(labels.astype(object).where(labels.notna(), None))
+    by_code = np.argsort(code, kind="stable")  # cells of each perturbation, in obs order
+    bounds = np.searchsorted(code[by_code], np.arange(len(keep) + 1))
+    for k, p in enumerate(keep):
+        rows = by_code[bounds[k]:bounds[k + 1]]
         order = np.random.default_rng([base, zlib.crc32(str(p).encode())]).permutation(len(rows))
         n_a = len(rows) // 2
         half[rows[order[:n_a]]] = "A"

@@ -269,17 +269,18 @@ def _both(a: np.ndarray | None, b: np.ndarray | None, f) -> np.ndarray | None:
 
 
 class _RowAccumulator:
-    """Per-thread partial sums for row-block sources: ``acc[t, g, j] = (S1, S2, count)``."""
+    """Sums for row-block sources, ``acc[g, j] = (S1, S2, count)``, shared by the threads."""
 
     def __init__(self, n_threads: int, n_groups: int, n_genes: int):
-        self.acc = np.zeros((n_threads, n_groups, n_genes, 3))
+        self.acc = np.zeros((n_groups, n_genes, 3))
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
     def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
         if not sp.issparse(values):
             values = sp.csr_matrix(values)  # one block only; zeros are implicit in the statistics anyway
         order = np.argsort(codes, kind="stable")
-        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
+        bounds = K.group_bounds(codes[order], self.flags.shape[0])
+        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, bounds, lib, use_lib, shift,
                          mode, target_sum, check_counts, self.acc, totals, self.flags)
 
 
@@ -673,7 +674,7 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
     with thread_limit(1):
         acc.add(block.values, codes, sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
                 False, np.zeros(rows))
-    return acc.acc[0, 0, :, 0] / max(rows, 1)
+    return acc.acc[0, :, 0] / max(rows, 1)
 
 
 def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
@@ -694,9 +695,7 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
             if gather is not None:
                 gather.add(values.tocsr(), rows.start, 0)
             bar.update(rows.stop - rows.start)
-    total = acc.acc[0]
-    for t in range(1, acc.acc.shape[0]):
-        total += acc.acc[t]
+    total = acc.acc
     flags = acc.flags
     del acc  # release the per-thread partials
     sums, m2, nnz = _finalise(total, n_cells, shift)

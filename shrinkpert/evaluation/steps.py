@@ -308,9 +308,10 @@ def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig
         if name in sides:
             raise InputError(f"The baseline {name!r} has the name of a model; rename the model.")
         half = b.truth == "half_a"
-        sides[name] = Side(freeze(np.array(b.mean)), s.half_b_var if half else s.var,
-                           s.half_b_n if half else s.n_cells, "half_a" if half else "full",
-                           str(b.params.get("kind")))
+        var, n = (s.half_b_var, s.half_b_n) if half else (s.var, s.n_cells)
+        if getattr(b, "var", None) is not None:  # a baseline made of cells (an exploit arm) brings its own
+            var, n = b.var, b.n
+        sides[name] = Side(freeze(np.array(b.mean)), var, n, "half_a" if half else "full", str(b.params.get("kind")))
     if config.calibrate and base:
         roles = {config.positive} | ({"mean", "mean_all", "control"} if config.negative == "auto"
                                      else {config.negative})
@@ -690,7 +691,7 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
                   perturbations: pd.Index, base: list[str], neg_name: str, positive: str,
                   bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Long-table rows and the summary row of one (metric, reference, weighting)."""
-    from ..baselines import ADVERSARIAL
+    from ..baselines import ADVERSARIAL, exploitable_arms
     from ..calibration import calibrate as calibrate_metric
 
     model = vals[model]
@@ -725,6 +726,8 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
     if ref == "perturbed_centroid":
         flags.append("leakage")
     row["flags"] = ";".join(flags)
+    arms = exploitable_arms({n: _finite_mean(v) for n, v in vals.items()}, neg_name, spec.is_better) if base else []
+    row.update(exploitable=bool(arms), exploit_arms=",".join(arms))
     row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
                positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))
     for name in base:

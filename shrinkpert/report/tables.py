@@ -34,7 +34,8 @@ FORMAT = "shrinkpert.MetricTable/1"
 #: Model name used when a table has no ``model`` column (a single prediction).
 DEFAULT_MODEL = "model"
 #: Columns that are labels (never converted to numbers when types are inferred).
-_LABELS = ("model", "perturbation", "metric", "weighting", "reference", "flags", "negative", "positive")
+_LABELS = ("model", "perturbation", "metric", "weighting", "reference", "flags", "negative", "positive",
+           "exploit_arms")
 _SUMMARY_INDEX = ("metric", "weighting", "reference")
 _NA = ("", "NaN", "nan")
 

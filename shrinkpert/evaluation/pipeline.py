@@ -185,7 +185,7 @@ def evaluate(
             raise InputError("preset='vcc2026' scores one prediction against its truth as cell-eval2 does; pass "
                              "neither several models, train= nor exclude= (subset the files instead).")
         return evaluate_vcc2026(pred, truth, perturbation_key=perturbation_key, control=control, seed=seed,
-                                config=config)
+                                config=config, baselines=baselines)
     if config.preset == "cell-eval-v1":
         from .presets import preset_options
 

@@ -711,6 +711,7 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
                   bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Long-table rows and the summary row of one (metric, reference, weighting)."""
     from ..baselines import ADVERSARIAL, exploitable_arms
+    from ..baselines.exploits import TARGET_ARMS
     from ..calibration import calibrate as calibrate_metric
 
     model = vals[model]
@@ -745,7 +746,8 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
     if ref == "perturbed_centroid":
         flags.append("leakage")
     row["flags"] = ";".join(flags)
-    arms = exploitable_arms({n: _finite_mean(v) for n, v in vals.items()}, neg_name, spec.is_better) if base else []
+    arms = exploitable_arms({n: _finite_mean(v) for n, v in vals.items()}, neg_name, spec.is_better,
+                            skip=TARGET_ARMS if spec.kind == "target" else ()) if base else []
     row.update(exploitable=bool(arms), exploit_arms=",".join(arms))
     row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
                positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))

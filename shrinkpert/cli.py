@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over perturbations")
     p.add_argument("--seed", type=int, default=0, help="seed of the half split, random baselines and bootstrap")
+    p.add_argument("--shard", type=_cli_scale._shard, default=None, metavar="i/N",
+                   help="score only block i (from 0) of N of the sorted perturbations; combine the folders with 'merge'")
 
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
@@ -306,6 +308,8 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
                        guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                        train=args.train, population=args.population, allow_leakage=args.allow_leakage,
                        truth_effects=args.truth_effects, progress=args.progress)
+        if args.shard is not None:
+            options["shard"] = args.shard
         if args.preset is not None:  # the preset fixes these; pass only what the user set
             options = {k: v for k, v in options.items() if k not in ("references", "weights", "metrics", "baselines")
                        or v not in ("auto", "default")}

@@ -82,6 +82,10 @@ class EvaluationConfig:
         effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`).
     chunk_size, n_threads, progress
         As in :func:`~shrinkpert.group_statistics`.
+    shard : (int, int), optional
+        ``(i, N)``: score only the ``i``-th of ``N`` blocks of the sorted perturbations; merge the
+        partial tables with :func:`~shrinkpert.evaluation.partition.merge_tables`
+        (:mod:`shrinkpert.evaluation.partition`).
     """
 
     scale: str = "auto"
@@ -108,8 +112,12 @@ class EvaluationConfig:
     chunk_size: int | None = None
     n_threads: int | None = None
     progress: bool = False
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        from .partition import check_shard
+
+        object.__setattr__(self, "shard", check_shard(self.shard))
         if self.scale not in ("auto", "log1p", "counts"):
             raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {self.scale!r}.")
         if self.de_calls not in DE_CALLS:

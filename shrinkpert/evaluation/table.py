@@ -67,8 +67,13 @@ class MetricTable:
         """
         return self.summary_table.copy()
 
+    def with_manifest(self, manifest: Mapping[str, Any]) -> MetricTable:
+        """A copy whose ``params["manifest"]`` is ``manifest`` (:mod:`shrinkpert.evaluation.manifest`)."""
+        return MetricTable(self.values, self.summary_table, self.perturbations, self.genes,
+                           {**self.params, "manifest": dict(manifest)}, extras=self.extras)
+
     def to_cell_eval2(self, out: Any, *, force: bool = False) -> Any:
-        """Write cell-eval2's ``results.csv``, ``agg_results.csv`` and a run manifest into ``out``.
+        """Write cell-eval2's ``results.csv``, ``agg_results.csv``, ``run_meta.json`` and ``manifest.json`` into ``out``.
 
         Only for tables of ``evaluate(..., preset="vcc2026")`` (the same member names and layout,
         so leaderboards and scripts that read cell-eval2's output read these unchanged).
@@ -79,9 +84,12 @@ class MetricTable:
             raise InputError("to_cell_eval2 needs a table of evaluate(..., preset='vcc2026'); this one has "
                              f"preset={self.params.get('preset')!r}.")
         from ..metrics.vcc2026_output import to_cell_eval2
+        from ..report.tables import write_manifest
 
-        return to_cell_eval2(self.extras["vcc2026"], out, calibrated=self.extras.get("vcc2026_calibrated"),
-                             force=force)
+        folder = to_cell_eval2(self.extras["vcc2026"], out, calibrated=self.extras.get("vcc2026_calibrated"),
+                               force=force)
+        write_manifest(self, folder, force=True)
+        return folder
 
     def to_html(self, path: Any, *, title: str | None = None, extras: Mapping[str, Any] | None = None,
                 force: bool = False) -> Any:

@@ -56,8 +56,11 @@ class EvaluationConfig:
         Welch t-test against the observed control (control variance floor) with BH within each
         perturbation, or ash's local false sign rate of the same effects.
     truth_cells : {"all", "perturbed", "weighted"}
-        Every true cell, or (escape-aware) the cells called perturbed in ``escape``;
-        ``"weighted"`` raises :class:`NotImplementedError`.
+        Every true cell; (escape-aware) the cells called perturbed in ``escape``; or every cell
+        weighted by its posterior probability of being perturbed
+        (:func:`~shrinkpert.ontarget.perturbed_weights`): weighted means, reliability-weighted
+        variances and Kish effective cell counts :math:`(\sum w)^2/\sum w^2`, so that DE calls
+        and standard-error based metrics see the weighted mean's own standard error.
     escape_threshold : float
         Cells with ``p_perturbed`` below it are escapers (``truth_cells="perturbed"``).
     guide_key : str, optional

@@ -137,7 +137,7 @@ def evaluate(
     escape, pred_escape
         :class:`~shrinkpert.ontarget.EscapeResult` of :func:`~shrinkpert.ontarget.classify_escape`
         run on the true cells (raw counts) and on the predicted cells together with the real
-        control cells. ``escape`` is needed by ``truth_cells="perturbed"``; both by
+        control cells. ``escape`` is needed by ``truth_cells="perturbed"`` and ``"weighted"``; both by
         ``penetrance_error`` (:math:`|\hat\pi_p - \pi_p|`).
     seed
         Fixes the half split, the random baselines, the cell samples and the bootstrap (the same
@@ -166,7 +166,7 @@ def evaluate(
     MissingKeyError
         Unknown metric, column, control label, ``exclude`` label or baseline role.
     NotImplementedError
-        ``truth_cells="weighted"``, or ``"additive"`` on data without combinations.
+        ``"additive"`` on data without combinations.
 
     Examples
     --------

@@ -65,7 +65,7 @@ from .steps import (
     tabulate,
     train_means,
 )
-from .table import MetricTable
+from .table import MetricTable, stack_truths
 
 __all__ = ["evaluate", "DEFAULT_REFERENCES"]
 
@@ -150,7 +150,8 @@ def evaluate(
         ``guide_key``, ``cells_per_perturbation``, ``allow_leakage``, ``population``,
         ``relationships`` / ``gene_sets`` (add the biology metrics), ``preset`` (``"vcc2026"``:
         cell-eval2's VCC 2026 preset, see :mod:`shrinkpert.evaluation.presets`; ``"cell-eval-v1"``),
-        ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects),
+        ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects;
+        ``("raw", "shrunk")``: both, side by side in a ``truth`` column),
         ``chunk_size``, ``n_threads``, ``progress`` (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
 
     Returns
@@ -198,8 +199,13 @@ def evaluate(
                                                              control=control, exclude=exclude, config=config)
     sides = make_sides(summaries, baselines=baselines, config=config, seed=seed, train=train_stats)
     train_mean = None if train_stats is None else train_means(train_stats, inputs.genes, control)
-    scores = score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
-                   config=config, seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean)
+    # one score and table per truth (raw pseudobulks, shrunken effects); several are stacked
+    truths = (config.truth_effects,) if isinstance(config.truth_effects, str) else config.truth_effects
+    runs = {name: config.replace(truth_effects=name) for name in truths}
+    scored = {name: score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
+                          config=runs[name], seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean)
+              for name in truths}
+    scores = scored[truths[0]]
     record = {
         "perturbation_key": perturbation_key, "control": control, "exclude": list(inputs.truth.excluded),
         **config.to_dict(), "scale": inputs.scale, "seed": seed,
@@ -213,4 +219,7 @@ def evaluate(
     }
     if config.truth_cells != "perturbed":
         record["escape_threshold"] = None
-    return tabulate(scores, config=config, seed=seed, params={"genes": inputs.genes, "record": record})
+    tables = {name: tabulate(scored[name], config=runs[name], seed=seed,
+                             params={"genes": inputs.genes, "record": {**record, **scored[name].params}})
+              for name in truths}
+    return tables[truths[0]] if isinstance(config.truth_effects, str) else stack_truths(tables)

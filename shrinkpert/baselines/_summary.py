@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -267,21 +267,12 @@ def summarize_truth(
     )
 
 
-@dataclass(frozen=True)
-class _Weighted:
-    """Weighted statistics seen as the arrays a :class:`TruthSummary` takes (Kish counts)."""
-
-    groups: pd.Index
-    mean: np.ndarray
-    var: np.ndarray
-    n_cells: np.ndarray
-    statistics: Any
-
-
-def _weighted(stats: Any, what: str) -> _Weighted:
-    """Kish effective counts, weighted means and reliability-weighted variances; refuses a weightless group."""
+def _weighted(stats: Any, what: str) -> SimpleNamespace:
+    """The arrays a :class:`TruthSummary` takes from weighted statistics: Kish effective counts,
+    weighted means, reliability-weighted variances (refuses a group of total weight 0)."""
     empty = stats.weight_sum <= 0
     if empty.any():
         raise InputError(f"{what}: {pd.Index(stats.groups.astype(str))[empty][:5].tolist()} have no cell with a "
                          "positive weight; give each perturbation's cells positive weights.")
-    return _Weighted(stats.groups, stats.mean, stats.var, stats.n_eff, stats.to_group_statistics())
+    return SimpleNamespace(groups=stats.groups, mean=stats.mean, var=stats.var, n_cells=stats.n_eff,
+                           statistics=stats.to_group_statistics())

@@ -36,6 +36,7 @@ from .._validate import CellData, validate
 from ..data.design import group_codes
 from ..data.read import row_totals, scale_factors
 from ..errors import CountsError, InputError
+from .group import _library_sizes
 
 __all__ = ["WeightedGroupStatistics", "weighted_group_statistics"]
 
@@ -214,7 +215,7 @@ def weighted_group_statistics(
         raise InputError("weights must be finite and non-negative (e.g. probabilities of being perturbed).")
     codes, groups = group_codes(obs, groupby)
     n_groups, n_genes = len(groups), len(data.genes)
-    lib = _library(library_size, obs)
+    lib = _library_sizes(library_size, obs, len(obs))
     used = (codes >= 0) & (weights > 0)
     wg = sp.csc_matrix((weights[used], (codes[used], np.flatnonzero(used))), shape=(n_groups, len(obs)))
     ones = sp.csc_matrix((np.ones(int(used.sum())), (codes[used], np.flatnonzero(used))), shape=(n_groups, len(obs)))
@@ -257,19 +258,3 @@ def weighted_group_statistics(
                                    mean, m2, nnz, np.bincount(codes[used], weights=weights[used] * totals[used],
                                                               minlength=n_groups), params)
 
-
-def _library(library_size: str | np.ndarray | None, obs: pd.DataFrame) -> np.ndarray | None:
-    """Per-cell library sizes from an ``obs`` column or an array, or None (row totals)."""
-    if library_size is None:
-        return None
-    if isinstance(library_size, str):
-        if library_size not in obs.columns:
-            from ..errors import MissingKeyError
-
-            raise MissingKeyError(f"library_size: obs has no column {library_size!r}.")
-        lib = obs[library_size].to_numpy(dtype=np.float64)
-    else:
-        lib = np.asarray(library_size, dtype=np.float64)
-    if lib.shape != (len(obs),) or not np.all(np.isfinite(lib)) or (lib < 0).any():
-        raise InputError(f"library_size must hold one finite, non-negative total per cell ({len(obs)},).")
-    return lib

@@ -78,3 +78,12 @@ def test_cli_truth_effects_raw_shrunk(tmp_path, data, both):
     assert written.summary().index.names == api.summary().index.names
     np.testing.assert_allclose(written.summary()["mean"], api.summary()["mean"], rtol=1e-12)
     assert set(written.to_frame()["truth"]) == {"raw", "shrunk"}
+
+
+def test_html_report_shows_each_truth_as_a_column(tmp_path, both):
+    from shrinkpert.report.tables import model_frames
+
+    values, summary = model_frames(both)
+    assert set(summary["model"]) == {"model (raw truth)", "model (shrunk truth)"} and "truth" not in values
+    html = both.to_html(tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "model (raw truth)" in html and "model (shrunk truth)" in html

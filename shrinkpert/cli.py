@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a published evaluator's fixed settings (vcc2026: cell-eval2's VCC 2026 preset)")
     p.add_argument("--format", default="shrinkpert", choices=["shrinkpert", "cell-eval2"],
                    help="cell-eval2: also write results.csv and agg_results.csv in cell-eval2's layout (vcc2026)")
-    p.add_argument("--truth-effects", default="raw", choices=["raw", "shrunk"],
-                   help="score against raw true pseudobulks or the ash posterior means of the true effects")
+    p.add_argument("--truth-effects", nargs="+", default="raw", choices=["raw", "shrunk"],
+                   help="score against raw true pseudobulks or the ash posterior means of the true effects; "
+                        "'raw shrunk' gives both side by side (a truth column)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
     p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over perturbations")
@@ -287,6 +288,13 @@ def _predictions(items: list[str]):
     return named
 
 
+def _truth_effects(value: str | list[str]) -> str | tuple[str, ...]:
+    """``--truth-effects``: one name as itself, several as a tuple (both side by side)."""
+    if isinstance(value, str):
+        return value
+    return value[0] if len(value) == 1 else tuple(value)
+
+
 def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
     """Run one subcommand and return the table to print (None: nothing to print)."""
     if args.command == "report":
@@ -307,7 +315,7 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
                        calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
                        guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                        train=args.train, population=args.population, allow_leakage=args.allow_leakage,
-                       truth_effects=args.truth_effects, progress=args.progress)
+                       truth_effects=_truth_effects(args.truth_effects), progress=args.progress)
         if args.shard is not None:
             options["shard"] = args.shard
         if args.preset is not None:  # the preset fixes these; pass only what the user set

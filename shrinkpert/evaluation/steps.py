@@ -180,8 +180,14 @@ def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, 
     exclude = _escape_exclusions(inputs.truth, escape, config.truth_cells, config.escape_threshold)
     stream = dict(target_sum=config.target_sum, chunk_size=config.chunk_size, n_threads=config.n_threads,
                   progress=config.progress)
+    weights = None
+    if config.truth_cells == "weighted":
+        from ..ontarget import perturbed_weights
+
+        weights = perturbed_weights(escape)
     truth = summarize_truth(inputs.truth, perturbation_key=inputs.truth.perturbation_key,
-                            control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude, **stream)
+                            control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude,
+                            weights=weights, **stream)
     preds = {}
     for name, data in inputs.preds.items():
         pstats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
@@ -228,21 +234,20 @@ def train_means(train_stats: Any, genes: pd.Index, control: str) -> np.ndarray:
 
 
 def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
-    """Cells left out of the truth: escapers when ``truth_cells="perturbed"``."""
+    """Cells left out of the truth: escapers when ``truth_cells="perturbed"`` (checks ``escape`` for both)."""
     from ..ontarget import EscapeResult
 
-    if truth_cells == "weighted":
-        raise NotImplementedError("truth_cells='weighted' is not implemented in evaluate(); use 'perturbed', or "
-                                  "shrinkpert.ontarget.escape_aware_effects(weighting='soft') for effect sizes.")
     if escape is not None and not isinstance(escape, EscapeResult):
         raise InputError(f"escape must be the EscapeResult of classify_escape(truth), got {type(escape).__name__}.")
     if truth_cells == "all":
         return None
     if escape is None:
-        raise InputError("truth_cells='perturbed' needs escape=classify_escape(<true cells, raw counts>).")
+        raise InputError(f"truth_cells={truth_cells!r} needs escape=classify_escape(<true cells, raw counts>).")
     if not pd.Index(truth.obs.index).astype(str).equals(escape.obs_names):
         raise InputError("escape was computed on other cells than truth (names or order differ); run "
                          "classify_escape on the same data.")
+    if truth_cells == "weighted":  # no cell left out: each is weighted (summarise, perturbed_weights)
+        return None
     table = escape.penetrance
     judged = table.index[table["evidence"] != "none"].astype(str)
     p = escape.p_perturbed

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["MetricTable"]
+__all__ = ["MetricTable", "stack_truths"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,25 @@ class MetricTable:
         from ..strata import stratify
 
         return stratify(self.to_frame(), difficulty, by=by, **options)
+
+
+def stack_truths(tables: Mapping[str, MetricTable]) -> MetricTable:
+    """One table of several truths (``{"raw": table, "shrunk": table}``), side by side.
+
+    The values gain a ``truth`` column and the summary a ``truth`` index level, after ``model``
+    when there are several models, else first; each truth's rows are its table's rows unchanged.
+    ``params["truth_effects"]`` lists the truths; the other params are the first table's.
+    """
+    first = next(iter(tables.values()))
+    values, summaries = [], []
+    for name, table in tables.items():
+        frame, summary = table.to_frame(), table.summary().reset_index()
+        for part in (frame, summary):
+            part.insert(1 if "model" in part.columns else 0, "truth", name)
+        values.append(frame)
+        summaries.append(summary)
+    names = [n for n in first.summary_table.index.names]
+    index = names[:1] + ["truth"] + names[1:] if names[0] == "model" else ["truth"] + names
+    params = {**first.params, "truth_effects": list(tables)}
+    return MetricTable(pd.concat(values, ignore_index=True), pd.concat(summaries, ignore_index=True).set_index(index),
+                       first.perturbations, first.genes, params, dict(first.extras))

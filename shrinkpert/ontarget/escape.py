@@ -244,7 +244,7 @@ def classify_escape(
     max_control_cells: int = 5000,
     seed: int | np.random.Generator = 0,
     chunk_size: int | None = None,
-    guide_strength: bool = False,
+    guide_strength: bool | None = None,
 ) -> EscapeResult:
     r"""Per-cell probability of being perturbed and per-perturbation penetrance.
 
@@ -295,7 +295,8 @@ def classify_escape(
         Rows per block when reading.
     guide_strength
         Give each guide its own perturbed state on the signature genes: one signature strength
-        per guide (see Notes; needs ``guide_key``). Off by default until validated.
+        per guide, shrunk towards the perturbation's by empirical Bayes (see Notes; needs
+        ``guide_key``). Default (``None``): on when ``guide_key`` is given.
 
     Returns
     -------
@@ -358,11 +359,17 @@ def classify_escape(
     its perturbed cells less than the perturbation's average, so with one perturbed state its
     perturbed cells look escaped. With this option guide :math:`k`'s group ratio of signature
     gene :math:`g` is :math:`R_{kg} = r^0_g (R_g/r^0_g)^{s_k}` with one strength :math:`s_k`
-    per guide (weighted regression of the guide's log ratios on the perturbation's, shrunk
-    towards 1 with a :math:`N(1, 0.5^2)` prior, clipped to [0, 3]), and its perturbed state is
-    :math:`r_{kg}(\pi) = (R_{kg} - (1-\pi) r^0_g)/\pi` — the same construction the target
-    channel already uses per guide. The penetrance :math:`\pi` stays common to the guides of a
-    perturbation.
+    per guide, and its perturbed state is :math:`r_{kg}(\pi) = (R_{kg} - (1-\pi) r^0_g)/\pi` — the
+    same construction the target channel already uses per guide. The penetrance :math:`\pi`
+    stays common to the guides of a perturbation. :math:`\hat s_k` is the weighted regression of
+    the guide's log ratios on the perturbation's (a weak :math:`N(1, 0.5^2)` prior, clipped to
+    [0, 3]); guides of one perturbation differ by chance (over-dispersed, correlated genes; more
+    escapers in one guide than another), so the strengths are shrunk towards their common value
+    by empirical Bayes: each guide's sampling variance from its cells (infinitesimal jackknife),
+    the spread of the true strengths between guides by DerSimonian and Laird's moment estimator,
+    :math:`s_k = 1 + B_k(\hat s_k/\bar s - 1)` with :math:`B_k = \tau^2/(\tau^2 + v_k/\bar s^2)`
+    (``_shrink_strengths`` in ``ontarget/_mixture.py``). Guides no more different than their
+    cells allow get :math:`s_k = 1`, the single perturbed state.
 
     Examples
     --------
@@ -386,6 +393,7 @@ def classify_escape(
         raise InputError(f"max_control_cells must be at least 10, got {max_control_cells!r}.")
     if guide_strength and guide_key is None:
         raise InputError("guide_strength=True fits one signature strength per guide; pass guide_key=<obs column>.")
+    guide_strength = guide_key is not None if guide_strength is None else bool(guide_strength)
     rng = as_rng(seed)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
                            target_key=target_key, targets=targets, perturbations=perturbations, layer=layer)

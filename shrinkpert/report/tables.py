@@ -225,7 +225,9 @@ def model_frames(table: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(values, summary)`` of a MetricTable, both flat and with a ``model`` column.
 
     A table of one prediction gets ``model = "model"``; a multi-model table keeps its own
-    column (or index level).
+    column (or index level). A table scored against several truths (``truth_effects=("raw",
+    "shrunk")``) shows each (model, truth) as its own column: ``model`` becomes
+    ``"<model> (<truth> truth)"``.
     """
     values = table.to_frame()
     summary = table.summary()
@@ -235,6 +237,8 @@ def model_frames(table: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         if "model" not in frame.columns:
             frame.insert(0, "model", DEFAULT_MODEL)
         frame["model"] = frame["model"].astype(str)
+        if "truth" in frame.columns:
+            frame["model"] = frame["model"] + " (" + frame.pop("truth").astype(str) + " truth)"
     missing = [c for c in ("metric", "weighting", "reference") if c not in summary.columns]
     if missing:
         raise InputError(f"table.summary() lacks the columns {missing}; pass a MetricTable from shrinkpert.evaluate.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, SimpleNamespace
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -153,7 +153,7 @@ def summarize_truth(
     weights
         Non-negative weight per cell (``obs`` order), e.g. the posterior probability of being
         perturbed: means are weighted, variances use reliability weights and cell counts are
-        Kish's effective numbers (:func:`~shrinkpert.stats.weighted.weighted_group_statistics`:
+        Kish's effective numbers (:func:`~shrinkpert.stats.cell_pass` with ``weights``:
         :math:`\\bar y = \\sum w y / W`, :math:`s^2 = \\sum w (y - \\bar y)^2 / (W - \\sum w^2 / W)`,
         :math:`n_\\mathrm{eff} = W^2 / \\sum w^2`), for the whole truth and each half.
 
@@ -169,7 +169,6 @@ def summarize_truth(
         A perturbation has fewer than 2 cells (it cannot be split), or the scale is ambiguous.
     """
     from ..stats.group import group_statistics
-    from ..stats.weighted import weighted_group_statistics
 
     if scale not in SCALES:
         raise InputError(f"scale must be one of {SCALES}, got {scale!r}.")
@@ -222,17 +221,16 @@ def summarize_truth(
     )
     half_labels = pd.Series(half, index=labels.index, name="half")
     normalize = None if data.scale == "log1p" else "log1p"
-    if weights is None:
-        stats = group_statistics(data, [group_labels, half_labels], normalize=normalize, target_sum=target_sum,
-                                 chunk_size=chunk_size, n_threads=n_threads, progress=progress)
-    else:
-        stats = weighted_group_statistics(data, [group_labels, half_labels], weights, normalize=normalize,
-                                          target_sum=target_sum, chunk_size=chunk_size)
+    stats = group_statistics(data, [group_labels, half_labels], normalize=normalize, target_sum=target_sum,
+                             weights=weights, chunk_size=chunk_size, n_threads=n_threads, progress=progress)
+    if weights is not None and (stats.weight_sum <= 0).any():
+        empty = stats.groups[stats.weight_sum <= 0]
+        raise InputError(f"truth: {[tuple(map(str, g)) for g in empty[:5]]} (perturbation, half) have no cell with a "
+                         "positive weight; give each perturbation's cells positive weights.")
     a = stats.select("half", "A")
     b = stats.select("half", "B")
     full = stats.collapse(perturbation_key)
-    if weights is not None:
-        a, b, full = (_weighted(s, what) for s, what in ((a, "half A"), (b, "half B"), (full, "truth")))
+    count = (lambda s: s.n_cells) if weights is None else (lambda s: s.n_eff)  # Kish's numbers when weighted
 
     def rows(s, what):
         idx = pd.Index(s.groups.astype(str)).get_indexer(keep)
@@ -248,18 +246,18 @@ def summarize_truth(
         control=control,
         mean=full.mean[ifull],
         var=full.var[ifull],
-        n_cells=full.n_cells[ifull],
+        n_cells=count(full)[ifull],
         half_a_mean=a.mean[ia],
         half_a_var=a.var[ia],
-        half_a_n=a.n_cells[ia],
+        half_a_n=count(a)[ia],
         half_b_mean=b.mean[ib],
         half_b_var=b.var[ib],
-        half_b_n=b.n_cells[ib],
+        half_b_n=count(b)[ib],
         control_mean=full.mean[ic],
         control_var=full.var[ic],
-        control_n=int(round(float(full.n_cells[ic]))),
+        control_n=int(round(float(count(full)[ic]))),
         scale=data.scale,
-        statistics=full if weights is None else full.statistics,
+        statistics=full,
         params={
             "perturbation_key": perturbation_key,
             "layer": layer,
@@ -268,14 +266,3 @@ def summarize_truth(
             "source": stats.params.get("source"),
         },
     )
-
-
-def _weighted(stats: Any, what: str) -> SimpleNamespace:
-    """The arrays a :class:`TruthSummary` takes from weighted statistics: Kish effective counts,
-    weighted means, reliability-weighted variances (refuses a group of total weight 0)."""
-    empty = stats.weight_sum <= 0
-    if empty.any():
-        raise InputError(f"{what}: {pd.Index(stats.groups.astype(str))[empty][:5].tolist()} have no cell with a "
-                         "positive weight; give each perturbation's cells positive weights.")
-    return SimpleNamespace(groups=stats.groups, mean=stats.mean, var=stats.var, n_cells=stats.n_eff,
-                           statistics=stats.to_group_statistics())

@@ -42,6 +42,8 @@ class EffectSizes:
         Mean and variance (ddof=1) of the perturbed cells, on the measurement scale
         (log1p-normalised for ``scale="log1p"``, normalised counts for ``"log2fc"``).
     n_cells : ndarray of int64, shape (n_perturbations,)
+        Cells per perturbation (from weighted statistics: Kish's effective numbers, rounded; the
+        standard errors use the unrounded ones).
     control : str
     control_n_cells : int
     control_mean, control_var : ndarray of float64, shape (n_genes,)
@@ -169,8 +171,7 @@ def _variance_term(mean, var, n, scale: str, eps: float | None):
 
 def _detection_limit(stats: GroupStatistics, control_row: int, scale: str) -> tuple[float, str]:
     """Smallest change one UMI makes in an average control cell, on the effect's measurement scale."""
-    n_c = stats.n_cells[control_row]
-    lib = stats.library_size[control_row] / max(n_c, 1)
+    lib = stats.library_size[control_row] / max(stats.total_weight[control_row], 1)
     normalize = stats.params.get("normalize")
     if normalize is not None and lib > 0:
         per_umi = stats.params["target_sum"] / lib
@@ -201,9 +202,10 @@ def _effects_from_stats(
             f"{sorted(labels)[:30]!r}. Pass control=<one of these>."
         )
     c = int(np.flatnonzero(labels == control)[0])
-    if stats.n_cells[c] < max(min_cells, 2):
+    n_all = stats.n_eff  # cells per group; Kish's effective numbers for weighted statistics
+    if n_all[c] < max(min_cells, 2):
         raise InputError(
-            f"The control {control!r} has {int(stats.n_cells[c])} cells; at least {max(min_cells, 2)} are "
+            f"The control {control!r} has {n_all[c]:g} cells; at least {max(min_cells, 2)} are "
             "needed for a variance. Check the control label or lower min_cells."
         )
     wanted = [p for p in labels if p != control] if perturbations is None else [str(p) for p in perturbations]
@@ -211,9 +213,9 @@ def _effects_from_stats(
     if (rows < 0).any():
         missing = [p for p, r in zip(wanted, rows) if r < 0]
         raise MissingKeyError(f"Perturbations {missing[:10]!r} are not among the groups; check perturbations=.")
-    too_small = stats.n_cells[rows] < min_cells
+    too_small = n_all[rows] < min_cells
     if too_small.any():
-        dropped = [f"{p} ({n} cells)" for p, n in zip(np.array(wanted)[too_small], stats.n_cells[rows][too_small])]
+        dropped = [f"{p} ({n:g} cells)" for p, n in zip(np.array(wanted)[too_small], n_all[rows][too_small])]
         warnings.warn(
             f"Dropping {len(dropped)} perturbations with fewer than min_cells={min_cells} cells: "
             + ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
@@ -225,7 +227,7 @@ def _effects_from_stats(
         raise InputError(f"No perturbation has at least min_cells={min_cells} cells.")
     perts = pd.Index(labels[rows], name="perturbation")
 
-    n_c = float(stats.n_cells[c])
+    n_c = float(n_all[c])
     delta, delta_rule = _detection_limit(stats, c, scale)
     eps = None
     if scale == "log2fc":
@@ -247,7 +249,7 @@ def _effects_from_stats(
     for lo in range(0, len(rows), 128):  # a few perturbations at a time: bounded temporaries
         part = slice(lo, lo + 128)
         r = rows[part]
-        n_p = stats.n_cells[r].astype(np.float64)[:, None]
+        n_p = n_all[r][:, None]
         zero_p = stats.var[r] == 0
         n_floored += int(zero_p.sum())
         var_p = np.where(zero_p, delta**2 / (n_p + 1), stats.var[r])
@@ -281,9 +283,9 @@ def _effects_from_stats(
         df=df,
         mean=stats.mean[rows],
         var=stats.var[rows],
-        n_cells=stats.n_cells[rows],
+        n_cells=np.round(n_all[rows]).astype(np.int64),
         control=control,
-        control_n_cells=int(n_c),
+        control_n_cells=int(round(n_c)),
         control_mean=mean_c,
         control_var=stats.var[c],
         target=names,

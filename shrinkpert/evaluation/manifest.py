@@ -7,10 +7,12 @@ files by :meth:`~shrinkpert.MetricTable.to_cell_eval2`. Fields:
 ``format``
     ``"shrinkpert.run-manifest/1"``.
 ``inputs``
-    A fingerprint per input (``truth``, ``pred`` or ``pred:<model>``, ``train``): for a file
-    (a path or a backed AnnData) its SHA-256, size and path; for an in-memory AnnData the SHA-256 of
-    its cell and gene names, ``obs`` label column and matrix (format, shape, dtype and every
-    stored value), plus its shape.
+    A fingerprint per input (``truth``, ``pred`` or ``pred:<model>``, ``train``), cheap next to
+    the scoring (it never reads the matrix of a file): for a file or ``.zarr`` store (a path or a
+    backed AnnData) its path, size in bytes and modification time; for an in-memory AnnData the
+    SHA-256 of its cell and gene names, ``obs`` label column, matrix format, shape, dtype, number
+    of stored values and the first 2**20 of them (a change further in goes unnoticed), plus its
+    shape.
 ``call``
     The scoring choices: ``perturbation_key``, ``control``, ``exclude``, ``metrics``, ``weights``,
     ``references``, ``baselines`` (named, or ``"default"``), ``seed``.
@@ -73,6 +75,9 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(_plain(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+_HASHED = 1 << 20  # stored values of an in-memory matrix that enter its fingerprint
+
+
 def _hash_array(h: Any, array: Any) -> None:
     array = np.ascontiguousarray(array)
     h.update(f"{array.dtype.str}{array.shape}".encode())
@@ -84,15 +89,16 @@ def fingerprint_input(data: Any, *, perturbation_key: str | None = None, layer: 
     import anndata as ad
     import scipy.sparse as sp
 
-    from .._io import sha256_file
-
     if data is None:
         return {"kind": "none"}
     if isinstance(data, ad.AnnData) and data.isbacked:
         data = data.filename
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        return {"kind": "file", "path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        stats = [f.stat() for f in files]
+        return {"kind": "file", "path": str(path.resolve()), "bytes": int(sum(st.st_size for st in stats)),
+                "mtime_ns": int(max((st.st_mtime_ns for st in stats), default=0))}
     if not isinstance(data, ad.AnnData):
         return {"kind": type(data).__name__}
     h = hashlib.sha256()
@@ -102,12 +108,13 @@ def fingerprint_input(data: Any, *, perturbation_key: str | None = None, layer: 
     if perturbation_key is not None and perturbation_key in data.obs.columns:
         h.update("\x1f".join(data.obs[perturbation_key].astype(str)).encode())
     matrix = data.layers[layer] if layer is not None and layer in data.layers else data.X
+    h.update(f"{type(matrix).__name__}{getattr(matrix, 'format', '')}{matrix.shape}{matrix.dtype}".encode())
     if sp.issparse(matrix):
-        h.update(matrix.format.encode())
-        for part in (matrix.indptr, matrix.indices, matrix.data):
+        h.update(str(matrix.nnz).encode())
+        for part in (matrix.indptr[:_HASHED], matrix.indices[:_HASHED], matrix.data[:_HASHED]):
             _hash_array(h, part)
-    else:
-        _hash_array(h, np.asarray(matrix))
+    elif isinstance(matrix, np.ndarray):
+        _hash_array(h, matrix.reshape(-1)[:_HASHED])
     return {"kind": "anndata", "shape": [int(data.n_obs), int(data.n_vars)], "sha256": h.hexdigest()}
 
 

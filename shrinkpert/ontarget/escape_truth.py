@@ -42,7 +42,7 @@ def perturbed_weights(escape: EscapeResult) -> np.ndarray:
     A weighted mean :math:`\sum_i w_i y_i / \sum_i w_i` with these weights estimates the mean of
     the perturbed cells without a hard call: a cell that is probably an escaper counts little
     instead of not at all, so no cell near the threshold flips the truth (see
-    :func:`~shrinkpert.stats.weighted.weighted_group_statistics` for its variance).
+    :func:`~shrinkpert.stats.cell_pass` with ``weights`` for its variance).
     """
     if not isinstance(escape, EscapeResult):
         raise InputError(f"escape must be the EscapeResult of classify_escape, got {type(escape).__name__}.")
@@ -108,7 +108,6 @@ def escape_aware_effects(
     """
     from ..effects.estimate import estimate_effects
     from ..stats.group import group_statistics
-    from ..stats.weighted import weighted_group_statistics
 
     if weighting not in ("hard", "soft"):
         raise InputError(f"weighting={weighting!r} is not one of 'hard', 'soft'.")
@@ -136,9 +135,8 @@ def escape_aware_effects(
                                  library_size=library_size, chunk_size=chunk_size)
     else:
         weights = np.where(is_ctrl, 1.0, np.nan_to_num(p, nan=0.0))
-        stats = weighted_group_statistics(data, labels.rename("perturbation"), weights, normalize=normalize,
-                                          target_sum=target_sum, library_size=library_size,
-                                          chunk_size=chunk_size).to_group_statistics()
+        stats = group_statistics(data, labels.rename("perturbation"), normalize=normalize, target_sum=target_sum,
+                                 library_size=library_size, weights=weights, chunk_size=chunk_size)
     effects = estimate_effects(stats, control=control, scale=scale, min_cells=min_cells)
     params = dict(effects.params)
     params.update(escape_weighting=weighting, escape_threshold=float(threshold) if weighting == "hard" else None)

@@ -72,7 +72,7 @@ def _transform_cached(x, scale, mode, table):
 
 
 @kernel(parallel=True)
-def accumulate_csr(data, indices, indptr, codes, order, bounds, lib, use_lib, shift, mode, target_sum,
+def accumulate_csr(data, indices, indptr, codes, weights, order, bounds, lib, use_lib, shift, mode, target_sum,
                    check_counts, acc, totals, flags):
     """Accumulate one CSR row block into the shared ``acc`` (G × P × 3).
 
@@ -110,6 +110,7 @@ def accumulate_csr(data, indices, indptr, codes, order, bounds, lib, use_lib, sh
             g = codes[i]
             if g < 0:
                 continue
+            w = weights[i]
             scale = _row_scale(total, mode, target_sum)
             table[:] = np.nan
             for k in range(start, stop):
@@ -118,8 +119,8 @@ def accumulate_csr(data, indices, indptr, codes, order, bounds, lib, use_lib, sh
                     continue
                 j = indices[k]
                 d = _transform_cached(x, scale, mode, table) - shift[j]
-                acc[g, j, 0] += d
-                acc[g, j, 1] += d * d
+                acc[g, j, 0] += w * d
+                acc[g, j, 1] += w * d * d
                 acc[g, j, 2] += 1.0
         flags[t, NONFINITE] += n_bad
         flags[t, NEGATIVE] += n_neg
@@ -142,18 +143,21 @@ def group_bounds(sorted_codes: np.ndarray, n_parts: int) -> np.ndarray:
 
 
 @kernel(parallel=True)
-def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_cells,
+def accumulate_csc(data, indices, indptr, codes, weights, scale, mode, check_counts, n_cells,
                    sums, m2, nnz, flags):
     """Exact two-pass statistics for a CSC gene block; writes columns of ``sums, m2, nnz``.
 
-    ``scale[i]`` is cell ``i``'s normalisation factor; ``n_cells[g]`` the size of group ``g``.
-    For group ``g`` with mean ``m``: ``m2 = sum_nz (v - m)**2 + (n_g - nnz_g) * m**2``.
+    ``scale[i]`` is cell ``i``'s normalisation factor and ``weights[i]`` its weight (1 for plain
+    statistics); ``n_cells[g]`` the total weight :math:`W_g` of group ``g``. With the weighted
+    mean ``m`` and :math:`W^{nz}_g` the weight of the group's cells with a stored value:
+    ``sums = sum_nz w v``, ``m2 = sum_nz w (v - m)**2 + (W_g - W^nz_g) * m**2``.
     ``flags`` has one row per gene of the block.
     """
     n_cols = indptr.shape[0] - 1
     n_groups = n_cells.shape[0]
     for j in prange(n_cols):
         acc = np.zeros(n_groups, dtype=np.float64)
+        w_nz = np.zeros(n_groups, dtype=np.float64)
         cnt = np.zeros(n_groups, dtype=np.int64)
         n_bad = 0
         n_neg = 0
@@ -167,25 +171,28 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
                 n_neg += 1
             if check_counts and x != np.floor(x):
                 n_frac += 1
-            g = codes[indices[k]]
+            i = indices[k]
+            g = codes[i]
             if g < 0 or x == 0:
                 continue
-            acc[g] += _transform(x, scale[indices[k]], mode)
+            acc[g] += weights[i] * _transform(x, scale[i], mode)
+            w_nz[g] += weights[i]
             cnt[g] += 1
         dev = np.zeros(n_groups, dtype=np.float64)
         for k in range(indptr[j], indptr[j + 1]):
             x = data[k]
-            g = codes[indices[k]]
+            i = indices[k]
+            g = codes[i]
             if g < 0 or x == 0 or not np.isfinite(x):
                 continue
-            d = _transform(x, scale[indices[k]], mode) - acc[g] / n_cells[g]
-            dev[g] += d * d
+            d = _transform(x, scale[i], mode) - acc[g] / n_cells[g]
+            dev[g] += weights[i] * d * d
         for g in range(n_groups):
             sums[g, j] = acc[g]
             nnz[g, j] = cnt[g]
             if n_cells[g] > 0:
                 mean = acc[g] / n_cells[g]
-                m2[g, j] = dev[g] + (n_cells[g] - cnt[g]) * mean * mean
+                m2[g, j] = dev[g] + (n_cells[g] - w_nz[g]) * mean * mean
         flags[j, NONFINITE] = n_bad
         flags[j, NEGATIVE] = n_neg
         flags[j, NONINTEGER] = n_frac

@@ -37,7 +37,8 @@ def _partial(values, codes, lib, shift, mode, target_sum, check_counts, n_groups
     totals = np.zeros(n_rows)
     use_lib = lib is not None
     order = np.argsort(codes, kind="stable")
-    K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, np.array([0, n_rows], dtype=np.int64),
+    K.accumulate_csr(values.data, values.indices, values.indptr, codes, np.ones(n_rows), order,
+                     np.array([0, n_rows], dtype=np.int64),
                      lib if use_lib else np.zeros(0), use_lib, shift, mode, target_sum,
                      check_counts, acc, totals, flags)
     keep = codes >= 0

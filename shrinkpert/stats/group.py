@@ -73,12 +73,32 @@ class GroupStatistics:
     n_nonzero: np.ndarray | None
     library_size: np.ndarray | None
     params: Mapping[str, Any]
+    weight_sum: np.ndarray | None = None
+    weight_sq: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_cells", "sum", "mean", "var", "n_nonzero", "library_size"):
-            if getattr(self, name) is not None or name not in ("n_nonzero", "library_size"):
+        for name in ("n_cells", "sum", "mean", "var", "n_nonzero", "library_size", "weight_sum", "weight_sq"):
+            if getattr(self, name) is not None:
                 object.__setattr__(self, name, _freeze(getattr(self, name)))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the cells carried weights (:func:`cell_pass` with ``weights=``)."""
+        return self.weight_sum is not None
+
+    @property
+    def n_eff(self) -> np.ndarray:
+        """Effective cells per group: ``n_cells`` (as float), or Kish's :math:`W^2/V` when weighted (0 if :math:`W = 0`)."""
+        if not self.weighted:
+            return self.n_cells.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.weight_sq > 0, self.weight_sum**2 / self.weight_sq, 0.0)
+
+    @property
+    def total_weight(self) -> np.ndarray:
+        """Total weight :math:`W` per group (the cell count, as float, when unweighted)."""
+        return self.weight_sum if self.weighted else self.n_cells.astype(np.float64)
 
     @classmethod
     def from_moments(cls, groups: pd.Index, genes: pd.Index, mean: np.ndarray, var: np.ndarray,
@@ -105,7 +125,12 @@ class GroupStatistics:
 
     @property
     def m2(self) -> np.ndarray:
-        """Sum of squared deviations from the group mean, :math:`(n_g - 1)\\,\\mathrm{var}`."""
+        """Sum of (weighted) squared deviations from the group mean: :math:`(n_g - 1)\\,\\mathrm{var}`,
+        or :math:`(W - V/W)\\,\\mathrm{var}` when weighted."""
+        if self.weighted:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                denom = (self.weight_sum - self.weight_sq / self.weight_sum)[:, None]
+            return np.where(np.isfinite(self.var), self.var * denom, 0.0)
         n = self.n_cells[:, None].astype(np.float64)
         return np.where(n > 1, self.var * (n - 1), 0.0)
 
@@ -127,6 +152,8 @@ class GroupStatistics:
         """
         if not self.genes.equals(other.genes):
             raise InputError("Cannot merge statistics over different genes; align the genes first.")
+        if self.weighted or other.weighted:
+            raise NotImplementedError("Merging weighted statistics is not implemented; compute them in one pass.")
         for key in ("normalize", "target_sum", "layer"):
             if self.params.get(key) != other.params.get(key):
                 raise InputError(f"Cannot merge statistics computed with different {key!r}.")
@@ -173,7 +200,7 @@ class GroupStatistics:
         params["groupby"] = tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name
         return GroupStatistics(groups, self.genes, self.n_cells[rows], self.sum[rows], self.mean[rows],
                                self.var[rows], _rows_of(self.n_nonzero, rows), _rows_of(self.library_size, rows),
-                               params)
+                               params, _rows_of(self.weight_sum, rows), _rows_of(self.weight_sq, rows))
 
     def collapse(self, level: str | int) -> GroupStatistics:
         """Pool the groups of a MultiIndex over every level but ``level`` (Chan's update).
@@ -192,16 +219,24 @@ class GroupStatistics:
             np.add.at(out, codes, values)
             return out
 
-        n_r = self.n_cells.astype(np.float64)[:, None]
-        n = add(self.n_cells).astype(np.float64)[:, None]
-        mean = add(n_r * self.mean) / n
-        m2 = add(self.m2) + add(n_r * (self.mean - mean[codes]) ** 2)
+        n_r = self.total_weight[:, None]  # cells, or total weights
+        n = add(self.total_weight)[:, None]
+        filled = np.where(n_r > 0, self.mean, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.where(n > 1, m2 / (n - 1), np.nan)
+            mean = add(n_r * filled) / n
+        m2 = add(self.m2) + add(n_r * (filled - np.nan_to_num(mean)[codes]) ** 2)
         params = dict(self.params)
         params["groupby"] = pooled.name
+        weight_sq = _apply(add, self.weight_sq)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.weighted:  # reliability weights, as in cell_pass
+                denom = n - weight_sq[:, None] / n
+                var = np.where((n**2 > weight_sq[:, None] * (1 + 1e-12)) & (denom > 0), m2 / denom, np.nan)
+            else:
+                var = np.where(n > 1, m2 / (n - 1), np.nan)
         return GroupStatistics(pooled, self.genes, add(self.n_cells), add(self.sum), mean, var,
-                               _apply(add, self.n_nonzero), _apply(add, self.library_size), params)
+                               _apply(add, self.n_nonzero), _apply(add, self.library_size), params,
+                               _apply(add, self.weight_sum), weight_sq)
 
     def to_anndata(self):
         """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""
@@ -275,13 +310,13 @@ class _RowAccumulator:
         self.acc = np.zeros((n_groups, n_genes, 3))
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
-    def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
+    def add(self, values, codes, weights, lib, use_lib, shift, mode, target_sum, check_counts, totals):
         if not sp.issparse(values):
             values = sp.csr_matrix(values)  # one block only; zeros are implicit in the statistics anyway
         order = np.argsort(codes, kind="stable")
         bounds = K.group_bounds(codes[order], self.flags.shape[0])
-        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, bounds, lib, use_lib, shift,
-                         mode, target_sum, check_counts, self.acc, totals, self.flags)
+        K.accumulate_csr(values.data, values.indices, values.indptr, codes, weights, order, bounds, lib, use_lib,
+                         shift, mode, target_sum, check_counts, self.acc, totals, self.flags)
 
 
 def _drop_groups(codes: np.ndarray, groups: pd.Index, exclude: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
@@ -383,6 +418,7 @@ def group_statistics(
     library_size: str | np.ndarray | None = None,
     check_counts: bool | None = None,
     exclude: Sequence[str] | None = None,
+    weights: np.ndarray | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -422,6 +458,9 @@ def group_statistics(
     exclude
         Labels of the (first) ``groupby`` column whose cells are left out (e.g. ``["unassigned"]``);
         each must be present.
+    weights
+        Optional weight per cell (``obs`` order): weighted means, reliability-weighted variances
+        and Kish effective counts (:func:`cell_pass` gives the formulas).
     chunk_size
         Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks. For a Dask
         matrix: rows per task (default: the array's row chunks).
@@ -478,8 +517,8 @@ def group_statistics(
     if exclude is not None:
         codes, groups = _drop_groups(codes, groups, exclude)
     result = cell_pass(data, codes, groups, normalize=normalize, target_sum=target_sum, library_size=library_size,
-                       check_counts=check_counts, chunk_size=chunk_size, n_threads=n_threads, progress=progress,
-                       shard=shard)
+                       check_counts=check_counts, weights=weights, chunk_size=chunk_size, n_threads=n_threads,
+                       progress=progress, shard=shard)
     stats = result.statistics
     single = stats.n_cells == 1
     if single.any() and shard is None:  # a shard's single cells are pooled by the merge
@@ -524,6 +563,7 @@ def cell_pass(
     library_size: str | np.ndarray | None = None,
     check_counts: bool | None = None,
     wanted: tuple[np.ndarray, sp.spmatrix] | None = None,
+    weights: np.ndarray | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -550,6 +590,19 @@ def cell_pass(
         ``entries`` when ``row_codes[i] = q >= 0`` and ``mask[q, j]`` is true (``mask`` a
         boolean sparse matrix, codes × genes). Values are copied as stored, before any
         normalisation.
+    weights
+        One finite, non-negative weight :math:`w_i` per cell (e.g. its posterior probability of
+        being perturbed); cells of weight 0 join no group. The statistics are then weighted:
+        with :math:`W = \\sum_i w_i` and :math:`V = \\sum_i w_i^2` over a group,
+        ``mean`` :math:`= \\sum_i w_i x_i / W`, ``var`` :math:`= \\sum_i w_i (x_i - \\bar x)^2 / (W - V/W)`
+        (reliability weights, ``numpy.cov(aweights=...)``; NaN unless :math:`n_\\mathrm{eff} > 1`),
+        ``weight_sum`` :math:`W`, ``weight_sq`` :math:`V`, :attr:`GroupStatistics.n_eff`
+        :math:`= W^2/V` (Kish), ``library_size`` :math:`\\sum_i w_i L_i`; ``n_cells`` and
+        ``n_nonzero`` still count cells. For fixed weights and independent cells,
+        :math:`\\operatorname{Var}(\\bar x) = \\sigma^2 / n_\\mathrm{eff}` and
+        :math:`E[\\mathrm{var}] = \\sigma^2`, so ``var / n_eff`` estimates the squared standard
+        error of the mean. Weighted sums are accumulated without the per-gene shift (the
+        implicit zeros then add nothing): about :math:`10^{-13}` relative precision on log1p data.
 
     Returns
     -------
@@ -568,7 +621,14 @@ def cell_pass(
         codes = codes.copy()
         codes[: rows.start] = -1
         codes[rows.stop :] = -1
-    n_cells = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.int64)
+    weighted = weights is not None
+    w = _cell_weights(weights, len(obs)) if weighted else np.ones(len(obs))
+    if weighted:
+        codes = np.where(w > 0, codes, -1)  # cells of weight 0 join no group
+    in_group = codes >= 0
+    n_cells = np.bincount(codes[in_group], minlength=n_groups).astype(np.int64)
+    size = np.bincount(codes[in_group], weights=w[in_group], minlength=n_groups) if weighted else \
+        n_cells.astype(np.float64)
     lib = _library_sizes(library_size, obs, len(obs))
     mode = _MODES[normalize]
     counts_required = (normalize is not None) if check_counts is None else bool(check_counts)
@@ -576,25 +636,30 @@ def cell_pass(
 
     with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
-        if source.kind == "dask" and gather is None:
+        if source.kind == "dask" and gather is None and not weighted:
             sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
                                                        counts_required, rows, chunk_size)
         elif source.by_rows:
-            sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
+            sums, m2, nnz, flags = _row_pass(source, codes, w, weighted, n_groups, size, lib, mode, target_sum,
                                              counts_required, chunk_size, threads, totals, progress, rows, gather)
         else:
-            sums, m2, nnz, flags = _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
+            sums, m2, nnz, flags = _column_pass(source, codes, w, n_groups, size, lib, mode, target_sum,
                                                 counts_required, chunk_size, totals, progress, gather)
-        if source.kind != "dask" or gather is not None:
-            library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
+        if source.kind != "dask" or gather is not None or weighted:
+            library = np.bincount(codes[in_group], weights=(w * totals)[in_group], minlength=n_groups)
         _raise_on_flags(flags, source.label, counts_required, normalize)
 
-    n = n_cells[:, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / n
+        mean = sums / size[:, None]
         var = np.maximum(m2, 0.0, out=m2)
-        var /= n - 1
-        var[n_cells <= 1] = np.nan
+        if weighted:  # reliability weights: M2 / (W - V/W), undefined unless n_eff > 1
+            weight_sq = np.bincount(codes[in_group], weights=w[in_group] ** 2, minlength=n_groups)
+            denom = size - weight_sq / size
+            var /= denom[:, None]
+            var[~((size**2 > weight_sq * (1 + 1e-12)) & (denom > 0))] = np.nan
+        else:
+            var /= size[:, None] - 1
+            var[n_cells <= 1] = np.nan
     params = {
         "groupby": tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name,
         "layer": data.layer,
@@ -610,10 +675,22 @@ def cell_pass(
         "rows": (int(rows.start), int(rows.stop)),
         "n_rows_total": int(len(obs)),
     }
-    stats = GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var, nnz, library, params)
+    if weighted:
+        params["weights"] = "per cell"
+    stats = GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var, nnz, library, params,
+                            weight_sum=size if weighted else None, weight_sq=weight_sq if weighted else None)
     totals[: rows.start] = 0.0
     totals[rows.stop :] = 0.0
     return CellPass(stats, totals, gather.result() if gather is not None else None)
+
+
+def _cell_weights(weights: Any, n_cells: int) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_cells,):
+        raise InputError(f"weights must have one entry per cell ({n_cells},); got shape {w.shape}.")
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise InputError("weights must be finite and non-negative (e.g. probabilities of being perturbed).")
+    return w
 
 
 class _Gather:
@@ -672,16 +749,18 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
     codes = np.zeros(rows, dtype=np.int64)
     sub_lib = lib[block.rows] if lib is not None else np.zeros(rows)
     with thread_limit(1):
-        acc.add(block.values, codes, sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
+        acc.add(block.values, codes, np.ones(rows), sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
                 False, np.zeros(rows))
     return acc.acc[0, :, 0] / max(rows, 1)
 
 
-def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
+def _row_pass(source, codes, weights, weighted, n_groups, size, lib, mode, target_sum, counts_required, chunk_size,
               threads, totals, progress, rows=None, gather=None):
     n_genes = source.shape[1]
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
-    shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
+    # weighted sums are not shifted: the implicit zeros then add nothing, whatever their weights
+    shift = np.zeros(n_genes) if weighted else _pilot_shift(source, lib, mode, target_sum, counts_required,
+                                                            integer_input)
     acc = _RowAccumulator(threads, n_groups, n_genes)
     use_lib = lib is not None
     lib_all = lib if use_lib else np.zeros(0)
@@ -691,14 +770,15 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
             rows = block.rows
             sub_lib = lib_all[rows] if use_lib else lib_all
             values = block.values if sp.issparse(block.values) else sp.csr_matrix(block.values)
-            acc.add(values, codes[rows], sub_lib, use_lib, shift, mode, target_sum, counts_required, totals[rows])
+            acc.add(values, codes[rows], weights[rows], sub_lib, use_lib, shift, mode, target_sum, counts_required,
+                    totals[rows])
             if gather is not None:
                 gather.add(values.tocsr(), rows.start, 0)
             bar.update(rows.stop - rows.start)
     total = acc.acc
     flags = acc.flags
-    del acc  # release the per-thread partials
-    sums, m2, nnz = _finalise(total, n_cells, shift)
+    del acc
+    sums, m2, nnz = _finalise(total, size, shift)
     return sums, m2, nnz, flags
 
 
@@ -714,7 +794,11 @@ def _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_r
 
 
 def _finalise(total: np.ndarray, n_cells: np.ndarray, shift: np.ndarray):
-    """``(sums, m2, nnz)`` from summed ``(S1, S2, count)`` over the non-zero values (``total``, G × P × 3)."""
+    """``(sums, m2, nnz)`` from summed ``(S1, S2, count)`` over the non-zero values (``total``, G × P × 3).
+
+    ``n_cells`` is each group's size — its total weight for weighted sums, which are never
+    shifted (``shift`` 0), so that :math:`M_2 = S_2 - S_1^2 / W`.
+    """
     n_groups = total.shape[0]
     s1, s2 = total[..., 0], total[..., 1]
     nnz = total[..., 2].astype(np.int64)  # counts are exact integers in float64
@@ -735,7 +819,7 @@ def _finalise(total: np.ndarray, n_cells: np.ndarray, shift: np.ndarray):
     return s1.copy(), s2.copy(), nnz
 
 
-def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,
+def _column_pass(source, codes, weights, n_groups, size, lib, mode, target_sum, counts_required,
                  chunk_size, totals, progress, gather=None):
     n_genes = source.shape[1]
     count_totals = lib is None and mode == 0  # else known before the pass
@@ -759,8 +843,8 @@ def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts
             b_m2 = np.zeros((n_groups, width))
             b_nnz = np.zeros((n_groups, width), dtype=np.int64)
             b_flags = np.zeros((width, 4), dtype=np.int64)
-            K.accumulate_csc(values.data, values.indices, values.indptr, codes, scale, mode,
-                             counts_required, n_cells, b_sums, b_m2, b_nnz, b_flags)
+            K.accumulate_csc(values.data, values.indices, values.indptr, codes, weights, scale, mode,
+                             counts_required, size, b_sums, b_m2, b_nnz, b_flags)
             sums[:, cols] = b_sums
             m2[:, cols] = b_m2
             nnz[:, cols] = b_nnz

@@ -114,17 +114,23 @@ def test_manifest_fingerprints(pair, whole, tmp_path):
     assert manifest["inputs"]["truth"]["shape"] == list(truth.shape)
     assert manifest["call"]["seed"] == 4 and manifest["call"]["metrics"] == METRICS
     assert {"shrinkpert", "numpy", "scipy", "anndata"} <= set(manifest["versions"])
-    # a file's fingerprint is its SHA-256, as sha256sum computes it
-    import hashlib
+    # a file's fingerprint is its path, size and modification time (the matrix is not read)
+    import os
 
     path = tmp_path / "truth.h5ad"
     truth.write_h5ad(path)
     from shrinkpert.evaluation.manifest import fingerprint_input
 
     entry = fingerprint_input(str(path))
-    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["bytes"] == path.stat().st_size
-    # the same content gives the same fingerprint, in another object
+    assert (entry["bytes"], entry["mtime_ns"]) == (path.stat().st_size, path.stat().st_mtime_ns)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: another input
+    assert fingerprint_input(str(path))["mtime_ns"] != entry["mtime_ns"]
+    # the same content gives the same fingerprint, in another object; a changed label does not
     assert fingerprint_input(truth.copy(), perturbation_key="perturbation")["sha256"] == \
+        fingerprint_input(truth, perturbation_key="perturbation")["sha256"]
+    other = truth.copy()
+    other.obs["perturbation"] = other.obs["perturbation"].astype(str).to_numpy()[::-1]
+    assert fingerprint_input(other, perturbation_key="perturbation")["sha256"] != \
         fingerprint_input(truth, perturbation_key="perturbation")["sha256"]
     out = save_table(whole, tmp_path / "saved")
     written = json.loads((out / "manifest.json").read_text())

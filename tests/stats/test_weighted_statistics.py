@@ -1,4 +1,4 @@
-"""weighted_group_statistics against NumPy's weighted mean and covariance, and Kish's variance by simulation."""
+"""group_statistics(weights=...) against NumPy's weighted mean and covariance, and Kish's variance by simulation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import scipy.sparse as sp
 
 from shrinkpert.errors import InputError
 from shrinkpert.stats import group_statistics
-from shrinkpert.stats.weighted import weighted_group_statistics
 
 
 def _counts(rng, n_cells=90, n_genes=8):
@@ -29,7 +28,7 @@ def test_weighted_mean_variance_and_kish_count_equal_numpy(storage, normalize):
     weights = rng.uniform(0, 1, size=len(obs))
     weights[:7] = 0.0  # cells of weight 0 are in no group
     adata = ad.AnnData(storage(x), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
-    got = weighted_group_statistics(adata, "group", weights, normalize=normalize, chunk_size=7)
+    got = group_statistics(adata, "group", weights=weights, normalize=normalize, chunk_size=7)
     y = np.log1p(x * 1e4 / x.sum(axis=1, keepdims=True)) if normalize == "log1p" else x
     labels = obs["group"].to_numpy()
     for k, group in enumerate(got.groups):
@@ -50,15 +49,15 @@ def test_unit_weights_give_the_unweighted_statistics_and_collapse_pools_exactly(
     x, obs = _counts(rng)
     adata = ad.AnnData(sp.csr_matrix(x), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])]))
     plain = group_statistics(adata, "group", normalize="log1p")
-    ones = weighted_group_statistics(adata, "group", np.ones(len(obs)), normalize="log1p")
+    ones = group_statistics(adata, "group", weights=np.ones(len(obs)), normalize="log1p")
     np.testing.assert_allclose(ones.mean, plain.mean, rtol=1e-12)
     np.testing.assert_allclose(ones.var, plain.var, rtol=1e-10)
     np.testing.assert_array_equal(ones.n_eff, plain.n_cells)
     # split every group in two, weight, pool: the same as weighting the groups directly
     halves = pd.Series(np.where(rng.uniform(size=len(obs)) < 0.5, "A", "B"), index=obs.index, name="half")
     weights = rng.uniform(0.05, 1, size=len(obs))
-    direct = weighted_group_statistics(adata, "group", weights, normalize="log1p")
-    pooled = weighted_group_statistics(adata, ["group", halves], weights, normalize="log1p").collapse("group")
+    direct = group_statistics(adata, "group", weights=weights, normalize="log1p")
+    pooled = group_statistics(adata, ["group", halves], weights=weights, normalize="log1p").collapse("group")
     np.testing.assert_allclose(pooled.mean, direct.mean, rtol=1e-12)
     np.testing.assert_allclose(pooled.var, direct.var, rtol=1e-10)
     np.testing.assert_allclose(pooled.n_eff, direct.n_eff, rtol=1e-14)
@@ -78,7 +77,7 @@ def test_kish_standard_error_matches_the_spread_of_weighted_means():
     obs = pd.DataFrame({"group": np.repeat([f"g{k:04d}" for k in range(n_groups)], size)},
                        index=[f"c{i}" for i in range(n_groups * size)])
     adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]))
-    got = weighted_group_statistics(adata, "group", np.tile(weights_one, n_groups))
+    got = group_statistics(adata, "group", weights=np.tile(weights_one, n_groups))
     n_eff = weights_one.sum() ** 2 / (weights_one**2).sum()
     np.testing.assert_allclose(got.n_eff, n_eff, rtol=1e-12)
     empirical = (got.mean**2).mean(axis=0)  # the true mean is 0: Var = E[mean^2], per gene
@@ -92,6 +91,6 @@ def test_bad_weights_are_refused():
     x, obs = _counts(rng, n_cells=20)
     adata = ad.AnnData(x, obs=obs)
     with pytest.raises(InputError, match="one entry per cell"):
-        weighted_group_statistics(adata, "group", np.ones(5))
+        group_statistics(adata, "group", weights=np.ones(5))
     with pytest.raises(InputError, match="finite and non-negative"):
-        weighted_group_statistics(adata, "group", np.r_[-1.0, np.ones(19)])
+        group_statistics(adata, "group", weights=np.r_[-1.0, np.ones(19)])

@@ -617,6 +617,7 @@ def cell_pass(
     n_groups, n_genes = len(groups), len(var_names)
     fingerprint = input_fingerprint(obs.index, var_names, codes)
     rows = _shard_rows(shard, len(obs))
+    grouped = codes >= 0  # in the whole input, before the shard
     if shard is not None:
         codes = codes.copy()
         codes[: rows.start] = -1
@@ -637,11 +638,12 @@ def cell_pass(
     with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
         if source.kind == "dask" and gather is None and not weighted:
-            sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                                       counts_required, rows, chunk_size)
+            sums, m2, nnz, flags, library = _dask_pass(source, codes, grouped, n_groups, n_cells, lib, mode,
+                                                       target_sum, counts_required, rows, chunk_size)
         elif source.by_rows:
-            sums, m2, nnz, flags = _row_pass(source, codes, w, weighted, n_groups, size, lib, mode, target_sum,
-                                             counts_required, chunk_size, threads, totals, progress, rows, gather)
+            sums, m2, nnz, flags = _row_pass(source, codes, grouped, w, weighted, n_groups, size, lib, mode,
+                                             target_sum, counts_required, chunk_size, threads, totals, progress,
+                                             rows, gather)
         else:
             sums, m2, nnz, flags = _column_pass(source, codes, w, n_groups, size, lib, mode, target_sum,
                                                 counts_required, chunk_size, totals, progress, gather)
@@ -735,8 +737,12 @@ def _progress(total: int, enabled: bool, unit: str):
     return tqdm(total=total, disable=not enabled, unit=unit, desc="shrinkpert: one pass")
 
 
-def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, integer_input) -> np.ndarray:
-    """Per-gene shift: 0 for raw integers, else the mean over the first 1,024 cells."""
+def _pilot_shift(source: MatrixSource, grouped, lib, mode, target_sum, counts_required, integer_input) -> np.ndarray:
+    """Per-gene shift: 0 for raw integers, else the mean over the grouped cells among the first 1,024.
+
+    ``grouped`` marks the cells that belong to a group in the whole input (a shard's pilot is the
+    whole input's, and cells left out, e.g. by ``exclude``, do not move the shift).
+    """
     n_genes = source.shape[1]
     if mode == 0 and integer_input:
         return np.zeros(n_genes)
@@ -746,21 +752,21 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
         return np.zeros(n_genes)  # integer-valued floats (counts stored as float): keep sums exact
     rows = block.values.shape[0]
     acc = _RowAccumulator(1, 1, n_genes)
-    codes = np.zeros(rows, dtype=np.int64)
+    codes = np.where(grouped[block.rows], 0, -1).astype(np.int64)
     sub_lib = lib[block.rows] if lib is not None else np.zeros(rows)
     with thread_limit(1):
         acc.add(block.values, codes, np.ones(rows), sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
                 False, np.zeros(rows))
-    return acc.acc[0, :, 0] / max(rows, 1)
+    return acc.acc[0, :, 0] / max(int((codes >= 0).sum()), 1)
 
 
-def _row_pass(source, codes, weights, weighted, n_groups, size, lib, mode, target_sum, counts_required, chunk_size,
-              threads, totals, progress, rows=None, gather=None):
+def _row_pass(source, codes, grouped, weights, weighted, n_groups, size, lib, mode, target_sum, counts_required,
+              chunk_size, threads, totals, progress, rows=None, gather=None):
     n_genes = source.shape[1]
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
     # weighted sums are not shifted: the implicit zeros then add nothing, whatever their weights
-    shift = np.zeros(n_genes) if weighted else _pilot_shift(source, lib, mode, target_sum, counts_required,
-                                                            integer_input)
+    shift = np.zeros(n_genes) if weighted else _pilot_shift(source, grouped, lib, mode, target_sum,
+                                                            counts_required, integer_input)
     acc = _RowAccumulator(threads, n_groups, n_genes)
     use_lib = lib is not None
     lib_all = lib if use_lib else np.zeros(0)
@@ -782,11 +788,11 @@ def _row_pass(source, codes, weights, weighted, n_groups, size, lib, mode, targe
     return sums, m2, nnz, flags
 
 
-def _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, rows, chunk_size):
+def _dask_pass(source, codes, grouped, n_groups, n_cells, lib, mode, target_sum, counts_required, rows, chunk_size):
     from .distributed import dask_row_pass
 
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
-    shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
+    shift = _pilot_shift(source, grouped, lib, mode, target_sum, counts_required, integer_input)
     total, library, flags = dask_row_pass(source.dask_array, codes, n_groups, lib, shift, mode, target_sum,
                                           counts_required, rows, chunk_size)
     sums, m2, nnz = _finalise(total, n_cells, shift)

@@ -26,6 +26,7 @@ _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
 _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 _RESTART_FLOOR = 1e-6  # a stalled mix-SQP restarts from its weights raised to at least this ...
 _MAX_RESTARTS = 3  # ... at most this many times
+_QP_REFINE = 10  # repeated Newton steps on one free set of the QP (nearly singular Hessians)
 
 # --------------------------------------------------------------------------- optimisation passes
 
@@ -214,10 +215,39 @@ def _chol_solve(A, free, m, rhs, out, work):
 
 
 @kernel
+def _qp_value(H, c, y, m):
+    """(½ yᵀHy + cᵀy, ½ |y|ᵀ|H||y| + |c|ᵀ|y|): the QP objective and the scale of its rounding."""
+    val = 0.0
+    scale = 0.0
+    for i in range(m):
+        hy = 0.0
+        ahy = 0.0
+        for l in range(m):
+            hy += H[i, l] * y[l]
+            ahy += abs(H[i, l] * y[l])
+        val += y[i] * (0.5 * hy + c[i])
+        scale += abs(y[i]) * (0.5 * ahy + abs(c[i]))
+    return val, scale
+
+
+@kernel
 def qp_active_set(H, c, y, m, tol, max_iter):
     """Minimise ½ yᵀHy + cᵀy subject to y >= 0 (primal active-set method), starting from the
     feasible ``y`` (overwritten with the solution). Only ``H[:m, :m]``, ``c[:m]``, ``y[:m]`` are
-    used. Returns the number of iterations."""
+    used. Returns the number of iterations (Cholesky solves).
+
+    Each iteration moves from ``y`` towards the minimiser of the quadratic over the free set F
+    (the others held at 0): ``p_F = -H_FF⁻¹ (H y + c)_F``, as far as feasibility allows. A
+    blocked step fixes the blocking coordinate at 0. An unblocked step is repeated on the same
+    free set while it still lowers the objective by more than its rounding (1e-14 of the
+    scale of its terms, at most :data:`_QP_REFINE` times: on nearly singular Hessians one
+    ridge-stabilised solve does not reach the minimiser); then the multipliers
+    ``(H y + c)_i`` of the fixed coordinates are inspected and the most negative one below
+    ``-tol`` is released, else ``y`` is optimal. (Testing the length of the next step instead,
+    as this solver did before, keeps taking steps of rounding size on mixtures with almost
+    collinear components until ``max_iter``.) A release undone by the very next ratio test
+    with a zero step is degenerate: the search stops there rather than cycle.
+    """
     free = np.empty(m, dtype=np.bool_)
     for i in range(m):
         free[i] = y[i] > 0.0
@@ -225,8 +255,12 @@ def qp_active_set(H, c, y, m, tol, max_iter):
     rhs = np.empty(m)
     p = np.empty(m)
     work = np.empty((m, m))
+    released = -1
+    refined = 0
+    val, scale = _qp_value(H, c, y, m)
     it = 0
-    for it in range(max_iter):
+    while it < max_iter:
+        it += 1
         for i in range(m):
             sm = c[i]
             for l in range(m):
@@ -237,27 +271,27 @@ def qp_active_set(H, c, y, m, tol, max_iter):
         for i in range(m):
             if free[i]:
                 nfree += 1
-        pmax = 0.0
         if nfree > 0:
             _chol_solve(H, free, m, rhs, p, work)
+        else:
             for i in range(m):
-                pmax = max(pmax, abs(p[i]))
-        ymax = 0.0
+                p[i] = 0.0
+        # exact minimum of the quadratic along p (>= 1: the ridge only shortens p), then the
+        # ratio test; on an unbounded ray the Newton step is kept
+        gp_ = 0.0
+        pHp = 0.0
         for i in range(m):
-            ymax = max(ymax, y[i])
-        if pmax <= 1e-14 * max(1.0, ymax):
-            # stationary on the free set: release the most negative multiplier, if any
-            worst = -1
-            wval = -tol
-            for i in range(m):
-                if not free[i] and grad[i] < wval:
-                    wval = grad[i]
-                    worst = i
-            if worst < 0:
-                break
-            free[worst] = True
-            continue
-        step = 1.0
+            if free[i]:
+                gp_ += grad[i] * p[i]
+                hp = 0.0
+                for l in range(m):
+                    if free[l]:
+                        hp += H[i, l] * p[l]
+                pHp += p[i] * hp
+        reach = _INF
+        if pHp > 0.0 and gp_ < 0.0:
+            reach = max(1.0, -gp_ / pHp)
+        step = reach
         block = -1
         for i in range(m):
             if free[i] and p[i] < 0.0:
@@ -265,16 +299,45 @@ def qp_active_set(H, c, y, m, tol, max_iter):
                 if tt < step:
                     step = tt
                     block = i
+        if step == _INF:
+            step = 1.0
         for i in range(m):
             if free[i]:
                 y[i] += step * p[i]
+                if y[i] < 0.0:
+                    y[i] = 0.0
         if block >= 0:
             y[block] = 0.0
             free[block] = False
+            val, scale = _qp_value(H, c, y, m)
+            refined = 0
+            if block == released and step == 0.0:
+                break  # degenerate: the coordinate just released cannot move
+            released = -1
+            continue
+        new_val, scale = _qp_value(H, c, y, m)
+        gain = val - new_val
+        val = new_val
+        if gain > 1e-14 * scale and refined < _QP_REFINE:
+            refined += 1
+            continue
+        # at the minimiser on the free set: release the most negative multiplier, if any
+        refined = 0
+        worst = -1
+        wval = -tol
         for i in range(m):
-            if y[i] < 0.0:
-                y[i] = 0.0
-    return it + 1
+            if not free[i]:
+                sm = c[i]
+                for l in range(m):
+                    sm += H[i, l] * y[l]
+                if sm < wval:
+                    wval = sm
+                    worst = i
+        if worst < 0:
+            break
+        free[worst] = True
+        released = worst
+    return it
 
 
 # --------------------------------------------------------------------------- mix-SQP and EM

@@ -23,6 +23,8 @@ OPT_MIXSQP, OPT_EM = 0, 1  # optimiser codes
 _INF = np.inf
 _HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
 _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
+_HESS_BATCH = 4  # Hessian rows added to H per sweep
+_EXACT_HESS_GAP = 1e-3  # below this Frank-Wolfe gap mix-SQP uses the exact Hessian
 _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 _RESTART_FLOOR = 1e-6  # a stalled mix-SQP restarts from its weights raised to at least this ...
 _MAX_RESTARTS = 3  # ... at most this many times
@@ -32,10 +34,30 @@ _QP_REFINE = 10  # repeated Newton steps on one free set of the QP (nearly singu
 
 
 @kernel
+def _hess_flush(H, buf, m, nb):
+    """H[a, b] += Σ_r buf[r, a] buf[r, b] over the nb buffered rows (lower triangle); four rows
+    per sweep of H."""
+    if nb == _HESS_BATCH:
+        for i in range(m):
+            a0 = buf[0, i]
+            a1 = buf[1, i]
+            a2 = buf[2, i]
+            a3 = buf[3, i]
+            for l in range(i + 1):
+                H[i, l] += a0 * buf[0, l] + a1 * buf[1, l] + a2 * buf[2, l] + a3 * buf[3, l]
+    else:
+        for r in range(nb):
+            for i in range(m):
+                a = buf[r, i]
+                for l in range(i + 1):
+                    H[i, l] += a * buf[r, l]
+
+
+@kernel
 def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
     """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
     ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
-    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps.
+    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps. ``buf`` (4 × m) batches Hessian rows.
 
     u_j sums over the support of x only: the skipped terms are exact zeros, so the sum is the
     same to the last bit, and mixture solutions are sparse."""
@@ -47,6 +69,7 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
             sup[ns] = k
             ns += 1
     obj = 0.0
+    nb = 0
     for j in range(r0, r1):
         u = eps
         for i in range(ns):
@@ -57,13 +80,15 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
         for k in range(K):
             g[k] -= q * L[j, k]
         if want_hess and j % hstride == 0:
-            q2 = q * q if u > 1e-150 else 1e300  # no overflow for absurdly small densities
+            qh = q if u > 1e-150 else 1e150  # no overflow for absurdly small densities
             for i in range(m):
-                buf[i] = L[j, idx[i]]
-            for i in range(m):
-                li = buf[i] * q2
-                for l in range(i + 1):
-                    H[i, l] += li * buf[l]
+                buf[nb, i] = L[j, idx[i]] * qh
+            nb += 1
+            if nb == _HESS_BATCH:
+                _hess_flush(H, buf, m, nb)
+                nb = 0
+    if nb > 0:
+        _hess_flush(H, buf, m, nb)
     return obj
 
 
@@ -75,7 +100,7 @@ def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
         gp[c, :] = 0.0
         if want_hess:
             Hp[c, :m, :m] = 0.0
-        buf = np.empty(m)
+        buf = np.empty((_HESS_BATCH, m))
         op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
@@ -84,7 +109,7 @@ def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
 def _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
-    buf = np.empty(m)
+    buf = np.empty((_HESS_BATCH, m))
     for c in range(nchunks):
         gp[c, :] = 0.0
         if want_hess:
@@ -460,7 +485,8 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
 
     1. forms the gradient g and the Hessian H on the working set: the support of x plus the
        coordinates whose gradient asks to enter (H from every s-th observation while the set
-       has more than 8 members and no step has needed backtracking yet);
+       has more than 8 members, no step has needed backtracking yet and the Frank–Wolfe gap
+       is still above 1e-3);
     2. solves the QP min_y ½ (y - x)ᵀH(y - x) + (g + 1)ᵀ(y - x), y >= 0 over the working set
        (other coordinates fixed) by an active-set method;
     3. backtracks along y - x (Armijo constant 0.01, factor 0.75, rounding noise of f
@@ -527,6 +553,8 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         if _fw_gap(g, x) <= tol:
             converged = True
             break
+        if _fw_gap(g, x) < _EXACT_HESS_GAP:
+            approx = False  # near the optimum a subsampled Hessian only gives a linear rate
         # working set: support of x and every coordinate whose gradient says it should enter
         sx = 0.0
         for k in range(K):

@@ -3,9 +3,9 @@
 Many independent uniform-mixture fits (the whole-transcriptome fit and the significant /
 non-significant refits of every perturbation) in one parallel call: likelihood matrix,
 mixture weights and log likelihood per fit, and nothing else (impact needs no posterior).
-Each fit runs exactly the computations of :func:`shrinkpert.effects.ash.ash` on the same
-input (same likelihood rows, same mix-SQP, same chunked log-likelihood sum), so the weights
-are identical to ash's.
+Each fit solves the problem of :func:`shrinkpert.effects.ash.ash` on the same input (same
+components, same mix-SQP, same chunked log-likelihood sum); the likelihood rows are computed
+in linear space (:func:`uniform_lik_rows`) and agree with ash's log-space kernel to rounding.
 """
 
 from __future__ import annotations

@@ -188,7 +188,8 @@ def main() -> None:
         old, new = frames["old"], frames["new"].iloc[: len(frames["old"])]
         per = table.set_index("job")["ms_per_perturbation_wall"]
         cpu = table.set_index("job")["ms_per_perturbation_cpu"]
-        notes.append(f"speed-up per perturbation: wall {per['old'] / per['new']:.2f}x, CPU {cpu['old'] / cpu['new']:.2f}x")
+        notes.append(f"speed-up per perturbation: wall {per['old'] / per['new']:.2f}x, "
+                     f"CPU {cpu['old'] / cpu['new']:.2f}x")
         gain = (new["loglik"] - old["loglik"]).to_numpy()
         notes.append(f"main-fit log likelihood new - old: min {gain.min():.2e}, max {gain.max():.2e} "
                      "(positive: the new fit found a higher likelihood, i.e. the old one had stalled)")

@@ -11,9 +11,13 @@ TRADE's default) and of the whole process, and its peak RSS:
   perturbations only (it is ~5× slower), to bound the CPU time of a run.
 
 A warm-up run of each job (a few perturbations) fills the Numba caches first. The results of
-the two jobs are compared on the perturbations both ran. Usage::
+the two jobs are compared on the perturbations both ran. With ``--breakdown N``, each tree
+also times the stages of its fits on the first N perturbations in a one-thread process:
+filters and significance sets, component grids, likelihood matrices, mix-SQP, log likelihood
+(CPU time per perturbation; this uses the package's private kernels, whose signatures are the
+same in both trees). Usage::
 
-    python benchmarks/impact.py --old /work/main
+    python benchmarks/impact.py --old /work/main --breakdown 20
 
 Results go to ``benchmarks/results/impact.csv`` and ``.md``. TRADE's own time (R, one core,
 10,000 genes: 2.5 s TI only, 7.5 s with the significance split) is from the project's design
@@ -78,10 +82,59 @@ def _child(data: str, n: int, out: str) -> None:
                       "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 
 
-def _run(tree: Path, data: str, n: int, out: str) -> dict:
+def _breakdown(data: str, n: int) -> None:
+    """CPU time per perturbation of each stage of the fits (one thread, after a warm-up)."""
+    import numpy as np
+
+    from shrinkpert.effects import _impact_kernels as ik
+    from shrinkpert.effects import _mixture_kernels as mk
+    from shrinkpert.effects import impact, mixture
+
+    arrays = np.load(data)
+    X, S = arrays["effect"][:n], arrays["std_error"][:n]
+    keep = np.zeros(X.shape[1], dtype=bool)
+    clock = time.process_time
+    for rep in range(2):  # the first pass compiles or loads the kernels
+        t = dict.fromkeys(("plan", "grids", "likelihood", "mixsqp", "loglik"), 0.0)
+        n_fits = n_iter = 0
+        for i in range(X.shape[0] if rep else 1):
+            c0 = clock()
+            problems: list = []
+            impact._plan(X[i], S[i], impact._z_pvalue(X[i], S[i]), keep, model_significant=True, alpha=0.05,
+                         max_abs_effect=10.0, problems=problems)
+            t["plan"] += clock() - c0
+            for x, s, grange in problems:
+                c0 = clock()
+                a, b = impact._components_for(x, s, grange)
+                c1 = clock()
+                L = np.empty((x.size, a.size))
+                rowmax = np.empty(x.size)
+                ik.uniform_lik_rows(x, s, a, b, L, rowmax)
+                c2 = clock()
+                pi = np.full(a.size, 1.0 / a.size)
+                it, _ = mk.mixsqp(L, np.zeros(a.size), pi, mixture.SQP_EPS, 1e-8, 1000, mixture.N_EM_WARMUP,
+                                  False, mixture.CHUNK)
+                c3 = clock()
+                mk.loglik_chunked(L, rowmax, pi, mixture.CHUNK)
+                c4 = clock()
+                t["grids"] += c1 - c0
+                t["likelihood"] += c2 - c1
+                t["mixsqp"] += c3 - c2
+                t["loglik"] += c4 - c3
+                n_fits += 1
+                n_iter += int(it)
+    out = {f"{k}_ms": 1e3 * v / n for k, v in t.items()}
+    out |= {"fits_per_perturbation": n_fits / n, "mixsqp_iterations_per_fit": n_iter / n_fits}
+    print(json.dumps(out))
+
+
+def _run(tree: Path, data: str, n: int, out: str, breakdown: bool = False) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
+    if breakdown:
+        env["NUMBA_NUM_THREADS"] = "1"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", data, str(n), out], env=env,
+    flag = "--breakdown-child" if breakdown else "--child"
+    proc = subprocess.run([sys.executable, __file__, flag, data, str(n), out], env=env,
                           capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["process"] = time.perf_counter() - t0
@@ -94,10 +147,15 @@ def main() -> None:
     ap.add_argument("--genes", type=int, default=10_000)
     ap.add_argument("--old", type=Path, default=None, help="another checkout to compare with")
     ap.add_argument("--old-perturbations", type=int, default=40)
+    ap.add_argument("--breakdown", type=int, default=0, help="time the stages on this many perturbations")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--breakdown-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(args.child[0], int(args.child[1]), args.child[2])
+        return
+    if args.breakdown_child:
+        _breakdown(args.breakdown_child[0], int(args.breakdown_child[1]))
         return
     import numpy as np
     import pandas as pd
@@ -109,7 +167,7 @@ def main() -> None:
         jobs = [("new", ROOT, args.perturbations)]
         if args.old is not None:
             jobs.append(("old", args.old.resolve(), min(args.old_perturbations, args.perturbations)))
-        rows, frames = [], {}
+        rows, frames, stages = [], {}, []
         for name, tree, n in jobs:
             _run(tree, data, 2, str(Path(tmp) / "warm.pkl"))  # compile / load the Numba caches
             res = _run(tree, data, n, str(Path(tmp) / f"{name}.pkl"))
@@ -121,12 +179,17 @@ def main() -> None:
                 "call_s": res["wall"], "process_s": res["process"], "peak_rss_gb": res["rss_gb"],
                 "warnings": " | ".join(res["warnings"]),
             })
+        for name, tree, _ in jobs if args.breakdown else ():
+            n = min(args.breakdown, args.perturbations)
+            stages.append({"job": name, "perturbations": n, **_run(tree, data, n, "", breakdown=True)})
     table = pd.DataFrame(rows)
     notes = []
     if "old" in frames:
         old, new = frames["old"], frames["new"].iloc[: len(frames["old"])]
         per = table.set_index("job")["ms_per_perturbation_wall"]
-        notes.append(f"speed-up per perturbation (wall): {per['old'] / per['new']:.2f}x")
+        cpu = table.set_index("job")["ms_per_perturbation_cpu"]
+        notes.append(f"speed-up per perturbation: wall {per['old'] / per['new']:.2f}x, "
+                     f"CPU {cpu['old'] / cpu['new']:.2f}x")
         gain = (new["loglik"] - old["loglik"]).to_numpy()
         notes.append(f"main-fit log likelihood new - old: min {gain.min():.2e}, max {gain.max():.2e} "
                      "(positive: the new fit found a higher likelihood, i.e. the old one had stalled)")
@@ -146,6 +209,11 @@ def main() -> None:
     table.to_csv(out.with_suffix(".csv"), index=False)
     md = [f"# transcriptome_impact, {args.genes:,} genes (`python benchmarks/impact.py`)", "",
           *_markdown(table.drop(columns="warnings")), ""]
+    if stages:
+        stage_table = pd.DataFrame(stages).drop(columns="process", errors="ignore")
+        stage_table.to_csv(out.with_name("impact_stages.csv"), index=False)
+        md += ["CPU ms per perturbation by stage (one thread; `--breakdown`):", "",
+               *_markdown(stage_table.drop(columns=["wall", "cpu", "rss_gb", "warnings"], errors="ignore")), ""]
     md += [f"- {n}" for n in notes]
     md += [f"- warnings ({r['job']}): {r['warnings'] or 'none'}" for r in rows]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")

@@ -3,9 +3,9 @@
 Many independent uniform-mixture fits (the whole-transcriptome fit and the significant /
 non-significant refits of every perturbation) in one parallel call: likelihood matrix,
 mixture weights and log likelihood per fit, and nothing else (impact needs no posterior).
-Each fit runs exactly the computations of :func:`shrinkpert.effects.ash.ash` on the same
-input (same likelihood rows, same mix-SQP, same chunked log-likelihood sum), so the weights
-are identical to ash's.
+Each fit solves the problem of :func:`shrinkpert.effects.ash.ash` on the same input (same
+components, same mix-SQP, same chunked log-likelihood sum); the likelihood rows are computed
+in linear space (:func:`uniform_lik_rows`) and agree with ash's log-space kernel to rounding.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TINY = 1e-200  # as in the ash kernels: scaled likelihoods below this are stored as 0
 _SMALLEST_MAX = 1e-250  # rows whose largest density is below this take the log-space route
+_SERIES_TERMS = 18  # terms of the anchored series: at w < 0.1 and |t| w < 0.5 the next is < 1e-19
+_ANCHORED_TW = 0.5  # anchored intervals with |t| w below this use the series (beyond, erfc loses < 2.2 bits)
+_SKIP_SQUARES = 76.0  # exp(-76/2) < 2^-54: a further tail on the same side is below half an ulp
+_SKIP_ACROSS = 8.5  # Q(8.5) < 2^-55: a tail across 0 is below half an ulp of 1 - Q(...)
 
 
 @kernel
@@ -58,48 +62,114 @@ def narrow_mass(c, h):
 
 
 @kernel
+def anchored_coefficients(t, e):
+    """``e[m] = He_m(t) / (m + 1)!`` for m < len(e): the series of an interval with one end at t.
+
+    From φ(t - v) = φ(t) Σ_m He_m(t) v^m / m! (the Hermite generating function),
+    Φ(t) - Φ(t - w) = φ(t) w Σ_m e_m w^m and Φ(t + w) - Φ(t) = φ(t) w Σ_m e_m (-w)^m.
+    ``h_m = He_m(t)/m!`` follows h_m = (t h_{m-1} - h_{m-2}) / m.
+    """
+    h_prev = 1.0
+    h = t
+    e[0] = 1.0
+    if e.shape[0] > 1:
+        e[1] = 0.5 * t
+    for m in range(2, e.shape[0]):
+        h_new = (t * h - h_prev) / m
+        h_prev = h
+        h = h_new
+        e[m] = h / (m + 1)
+
+
+@kernel
+def anchored_series(e, v):
+    """Σ_m e_m v^m by Horner's rule (``e`` from :func:`anchored_coefficients`)."""
+    total = 0.0
+    for m in range(e.shape[0] - 1, -1, -1):
+        total = total * v + e[m]
+    return total
+
+
+@kernel
+def _tail_pair_mass(lo, hi, t_lo, t_hi):
+    """Φ(hi) - Φ(lo) from the two tails min(Φ, 1 - Φ) at lo and hi."""
+    if hi <= 0.0:
+        return t_hi - t_lo
+    if lo >= 0.0:
+        return t_lo - t_hi
+    return 1.0 - t_lo - t_hi
+
+
+@kernel
+def _anchored_far_tail(t0, far):
+    """The tail at the far end ``far`` of an interval whose other end t0 has tail Q(|t0|), or 0
+    where it cannot change Φ(hi) - Φ(lo) as computed by :func:`_tail_pair_mass`.
+
+    Skipped (exactly, not approximately): on the same side of 0 and further out,
+    Q(|far|) <= exp(-(far² - t0²)/2) Q(|t0|) < 2^-54 Q(|t0|) once far² - t0² > 76, so
+    Q(|t0|) - Q(|far|) rounds to Q(|t0|); across 0, Q(|far|) <= Q(8.5) < 2^-55, so
+    1 - ... - Q(|far|) rounds as if it were 0.
+    """
+    if far * t0 >= 0.0:
+        if far * far - t0 * t0 > _SKIP_SQUARES:
+            return 0.0
+    elif abs(far) > _SKIP_ACROSS:
+        return 0.0
+    return _tail(far)
+
+
+@kernel
 def uniform_lik_rows(x, s, a, b, L, rowmax):
     """Row-max-scaled likelihood of U[a_k, b_k] components under normal errors, in linear space.
 
     L_jk ∝ [Φ((x_j - a_k)/s_j) - Φ((x_j - b_k)/s_j)] / (b_k - a_k) (a point mass a = b:
-    φ((x_j - a)/s_j)/s_j), with the difference taken between upper or lower tail
-    probabilities (one ``erfc`` each, the value at 0 shared by the half-uniform components) so
-    that it keeps its relative precision; short intervals (same rule as the ash kernels) use
-    :func:`narrow_mass`. Rows whose largest value would underflow take the log-space route of
-    the ash kernels. Same layout as the ash likelihood (``rowmax`` holds the log of the scale,
-    scaled values below 1e-200 stored as 0).
+    φ((x_j - a)/s_j)/s_j). The difference is taken between upper or lower tail probabilities
+    (one ``erfc`` each, the one at 0 shared by the half-uniform components) so that it keeps
+    its relative precision. Components with an end at 0 (every half-uniform component) that
+    are short, w = (b - a)/s < 0.1 and |x/s| w < 0.5, use the series of
+    :func:`anchored_coefficients` (coefficients once per row, one Horner sum per component, no
+    ``erfc``); other short intervals use :func:`narrow_mass`; far tails that cannot change
+    the result are not evaluated (:func:`_anchored_far_tail`). Rows whose largest value would
+    underflow take the log-space route of the ash kernels. Same layout as the ash likelihood
+    (``rowmax`` holds the log of the scale, scaled values below 1e-200 stored as 0).
     """
     n = x.shape[0]
     K = a.shape[0]
+    e = np.empty(_SERIES_TERMS)
     for j in range(n):
         xj = x[j]
         sj = s[j]
         inv_s = 1.0 / sj
         t0 = xj * inv_s
         tail0 = _tail(t0)
+        phi0 = math.exp(-0.5 * t0 * t0) * _INV_SQRT_2PI * inv_s
+        have_e = False
         mx = 0.0
         for k in range(K):
             ak = a[k]
             bk = b[k]
             hi = (xj - ak) * inv_s if ak != 0.0 else t0
             if ak == bk:
-                d = math.exp(-0.5 * hi * hi) * _INV_SQRT_2PI * inv_s
+                d = phi0 if ak == 0.0 else math.exp(-0.5 * hi * hi) * _INV_SQRT_2PI * inv_s
             else:
                 lo = (xj - bk) * inv_s if bk != 0.0 else t0
                 w = hi - lo
-                c = 0.5 * (lo + hi)
-                if w < _NARROW and abs(c) * w < 5.0:
-                    d = math.exp(-0.5 * c * c) * _INV_SQRT_2PI * narrow_mass(c, 0.5 * w) * inv_s
+                if (ak == 0.0 or bk == 0.0) and w < _NARROW and abs(t0) * w < _ANCHORED_TW:
+                    if not have_e:
+                        anchored_coefficients(t0, e)
+                        have_e = True
+                    v = (bk - ak) * inv_s
+                    d = phi0 * anchored_series(e, v if ak == 0.0 else -v)
+                elif ak == 0.0:
+                    d = _tail_pair_mass(lo, hi, _anchored_far_tail(t0, lo), tail0) / bk
+                elif bk == 0.0:
+                    d = _tail_pair_mass(lo, hi, tail0, _anchored_far_tail(t0, hi)) / (-ak)
                 else:
-                    t_lo = tail0 if bk == 0.0 else _tail(lo)
-                    t_hi = tail0 if ak == 0.0 else _tail(hi)
-                    if hi <= 0.0:
-                        mass = t_hi - t_lo
-                    elif lo >= 0.0:
-                        mass = t_lo - t_hi
+                    c = 0.5 * (lo + hi)
+                    if w < _NARROW and abs(c) * w < 5.0:
+                        d = math.exp(-0.5 * c * c) * _INV_SQRT_2PI * narrow_mass(c, 0.5 * w) * inv_s
                     else:
-                        mass = 1.0 - t_lo - t_hi
-                    d = mass / (bk - ak)
+                        d = _tail_pair_mass(lo, hi, _tail(lo), _tail(hi)) / (bk - ak)
             L[j, k] = d
             if d > mx:
                 mx = d

@@ -23,18 +23,41 @@ OPT_MIXSQP, OPT_EM = 0, 1  # optimiser codes
 _INF = np.inf
 _HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
 _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
+_HESS_BATCH = 4  # Hessian rows added to H per sweep
+_EXACT_HESS_GAP = 1e-3  # below this Frank-Wolfe gap mix-SQP uses the exact Hessian
 _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 _RESTART_FLOOR = 1e-6  # a stalled mix-SQP restarts from its weights raised to at least this ...
 _MAX_RESTARTS = 3  # ... at most this many times
+_QP_REFINE = 10  # repeated Newton steps on one free set of the QP (nearly singular Hessians)
 
 # --------------------------------------------------------------------------- optimisation passes
+
+
+@kernel
+def _hess_flush(H, buf, m, nb):
+    """H[a, b] += Σ_r buf[r, a] buf[r, b] over the nb buffered rows (lower triangle); four rows
+    per sweep of H."""
+    if nb == _HESS_BATCH:
+        for i in range(m):
+            a0 = buf[0, i]
+            a1 = buf[1, i]
+            a2 = buf[2, i]
+            a3 = buf[3, i]
+            for l in range(i + 1):
+                H[i, l] += a0 * buf[0, l] + a1 * buf[1, l] + a2 * buf[2, l] + a3 * buf[3, l]
+    else:
+        for r in range(nb):
+            for i in range(m):
+                a = buf[r, i]
+                for l in range(i + 1):
+                    H[i, l] += a * buf[r, l]
 
 
 @kernel
 def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
     """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
     ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
-    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps.
+    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps. ``buf`` (4 × m) batches Hessian rows.
 
     u_j sums over the support of x only: the skipped terms are exact zeros, so the sum is the
     same to the last bit, and mixture solutions are sparse."""
@@ -46,6 +69,7 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
             sup[ns] = k
             ns += 1
     obj = 0.0
+    nb = 0
     for j in range(r0, r1):
         u = eps
         for i in range(ns):
@@ -56,13 +80,15 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
         for k in range(K):
             g[k] -= q * L[j, k]
         if want_hess and j % hstride == 0:
-            q2 = q * q if u > 1e-150 else 1e300  # no overflow for absurdly small densities
+            qh = q if u > 1e-150 else 1e150  # no overflow for absurdly small densities
             for i in range(m):
-                buf[i] = L[j, idx[i]]
-            for i in range(m):
-                li = buf[i] * q2
-                for l in range(i + 1):
-                    H[i, l] += li * buf[l]
+                buf[nb, i] = L[j, idx[i]] * qh
+            nb += 1
+            if nb == _HESS_BATCH:
+                _hess_flush(H, buf, m, nb)
+                nb = 0
+    if nb > 0:
+        _hess_flush(H, buf, m, nb)
     return obj
 
 
@@ -74,7 +100,7 @@ def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
         gp[c, :] = 0.0
         if want_hess:
             Hp[c, :m, :m] = 0.0
-        buf = np.empty(m)
+        buf = np.empty((_HESS_BATCH, m))
         op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
@@ -83,7 +109,7 @@ def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
 def _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
-    buf = np.empty(m)
+    buf = np.empty((_HESS_BATCH, m))
     for c in range(nchunks):
         gp[c, :] = 0.0
         if want_hess:
@@ -214,10 +240,39 @@ def _chol_solve(A, free, m, rhs, out, work):
 
 
 @kernel
+def _qp_value(H, c, y, m):
+    """(½ yᵀHy + cᵀy, ½ |y|ᵀ|H||y| + |c|ᵀ|y|): the QP objective and the scale of its rounding."""
+    val = 0.0
+    scale = 0.0
+    for i in range(m):
+        hy = 0.0
+        ahy = 0.0
+        for l in range(m):
+            hy += H[i, l] * y[l]
+            ahy += abs(H[i, l] * y[l])
+        val += y[i] * (0.5 * hy + c[i])
+        scale += abs(y[i]) * (0.5 * ahy + abs(c[i]))
+    return val, scale
+
+
+@kernel
 def qp_active_set(H, c, y, m, tol, max_iter):
     """Minimise ½ yᵀHy + cᵀy subject to y >= 0 (primal active-set method), starting from the
     feasible ``y`` (overwritten with the solution). Only ``H[:m, :m]``, ``c[:m]``, ``y[:m]`` are
-    used. Returns the number of iterations."""
+    used. Returns the number of iterations (Cholesky solves).
+
+    Each iteration moves from ``y`` towards the minimiser of the quadratic over the free set F
+    (the others held at 0): ``p_F = -H_FF⁻¹ (H y + c)_F``, as far as feasibility allows. A
+    blocked step fixes the blocking coordinate at 0. An unblocked step is repeated on the same
+    free set while it still lowers the objective by more than its rounding (1e-14 of the
+    scale of its terms, at most :data:`_QP_REFINE` times: on nearly singular Hessians one
+    ridge-stabilised solve does not reach the minimiser); then the multipliers
+    ``(H y + c)_i`` of the fixed coordinates are inspected and the most negative one below
+    ``-tol`` is released, else ``y`` is optimal. (Testing the length of the next step instead,
+    as this solver did before, keeps taking steps of rounding size on mixtures with almost
+    collinear components until ``max_iter``.) A release undone by the very next ratio test
+    with a zero step is degenerate: the search stops there rather than cycle.
+    """
     free = np.empty(m, dtype=np.bool_)
     for i in range(m):
         free[i] = y[i] > 0.0
@@ -225,8 +280,12 @@ def qp_active_set(H, c, y, m, tol, max_iter):
     rhs = np.empty(m)
     p = np.empty(m)
     work = np.empty((m, m))
+    released = -1
+    refined = 0
+    val, scale = _qp_value(H, c, y, m)
     it = 0
-    for it in range(max_iter):
+    while it < max_iter:
+        it += 1
         for i in range(m):
             sm = c[i]
             for l in range(m):
@@ -237,27 +296,27 @@ def qp_active_set(H, c, y, m, tol, max_iter):
         for i in range(m):
             if free[i]:
                 nfree += 1
-        pmax = 0.0
         if nfree > 0:
             _chol_solve(H, free, m, rhs, p, work)
+        else:
             for i in range(m):
-                pmax = max(pmax, abs(p[i]))
-        ymax = 0.0
+                p[i] = 0.0
+        # exact minimum of the quadratic along p (>= 1: the ridge only shortens p), then the
+        # ratio test; on an unbounded ray the Newton step is kept
+        gp_ = 0.0
+        pHp = 0.0
         for i in range(m):
-            ymax = max(ymax, y[i])
-        if pmax <= 1e-14 * max(1.0, ymax):
-            # stationary on the free set: release the most negative multiplier, if any
-            worst = -1
-            wval = -tol
-            for i in range(m):
-                if not free[i] and grad[i] < wval:
-                    wval = grad[i]
-                    worst = i
-            if worst < 0:
-                break
-            free[worst] = True
-            continue
-        step = 1.0
+            if free[i]:
+                gp_ += grad[i] * p[i]
+                hp = 0.0
+                for l in range(m):
+                    if free[l]:
+                        hp += H[i, l] * p[l]
+                pHp += p[i] * hp
+        reach = _INF
+        if pHp > 0.0 and gp_ < 0.0:
+            reach = max(1.0, -gp_ / pHp)
+        step = reach
         block = -1
         for i in range(m):
             if free[i] and p[i] < 0.0:
@@ -265,16 +324,45 @@ def qp_active_set(H, c, y, m, tol, max_iter):
                 if tt < step:
                     step = tt
                     block = i
+        if step == _INF:
+            step = 1.0
         for i in range(m):
             if free[i]:
                 y[i] += step * p[i]
+                if y[i] < 0.0:
+                    y[i] = 0.0
         if block >= 0:
             y[block] = 0.0
             free[block] = False
+            val, scale = _qp_value(H, c, y, m)
+            refined = 0
+            if block == released and step == 0.0:
+                break  # degenerate: the coordinate just released cannot move
+            released = -1
+            continue
+        new_val, scale = _qp_value(H, c, y, m)
+        gain = val - new_val
+        val = new_val
+        if gain > 1e-14 * scale and refined < _QP_REFINE:
+            refined += 1
+            continue
+        # at the minimiser on the free set: release the most negative multiplier, if any
+        refined = 0
+        worst = -1
+        wval = -tol
         for i in range(m):
-            if y[i] < 0.0:
-                y[i] = 0.0
-    return it + 1
+            if not free[i]:
+                sm = c[i]
+                for l in range(m):
+                    sm += H[i, l] * y[l]
+                if sm < wval:
+                    wval = sm
+                    worst = i
+        if worst < 0:
+            break
+        free[worst] = True
+        released = worst
+    return it
 
 
 # --------------------------------------------------------------------------- mix-SQP and EM
@@ -397,7 +485,8 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
 
     1. forms the gradient g and the Hessian H on the working set: the support of x plus the
        coordinates whose gradient asks to enter (H from every s-th observation while the set
-       has more than 8 members and no step has needed backtracking yet);
+       has more than 8 members, no step has needed backtracking yet and the Frank–Wolfe gap
+       is still above 1e-3);
     2. solves the QP min_y ½ (y - x)ᵀH(y - x) + (g + 1)ᵀ(y - x), y >= 0 over the working set
        (other coordinates fixed) by an active-set method;
     3. backtracks along y - x (Armijo constant 0.01, factor 0.75, rounding noise of f
@@ -464,6 +553,8 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
         if _fw_gap(g, x) <= tol:
             converged = True
             break
+        if _fw_gap(g, x) < _EXACT_HESS_GAP:
+            approx = False  # near the optimum a subsampled Hessian only gives a linear rate
         # working set: support of x and every coordinate whose gradient says it should enter
         sx = 0.0
         for k in range(K):

@@ -172,8 +172,8 @@ def _fit_uniform_mixtures(problems: Sequence[Problem]) -> list[Fitted]:
 
     Problems below :data:`~shrinkpert.effects.mixture.PARALLEL_FROM` genes go to one parallel
     kernel call (problems across workers, each fit serial); larger ones run one at a time with
-    parallel passes over their genes. Either way each fit performs ash's computations on ash's
-    input, so the weights and log likelihood are ash's.
+    parallel passes over their genes. Either way each fit solves ash's problem on ash's input
+    with ash's solver, so the weights and log likelihood are ash's to the solver's tolerance.
     """
     if not problems:
         return []

@@ -131,6 +131,57 @@ def test_narrow_mass_series_against_quadrature(c, h):
     assert IK.narrow_mass(c, h) == pytest.approx(ref / (2 * h), rel=1e-13)
 
 
+def test_anchored_coefficients_kernel_matches_its_numpy_twin():
+    for t in (0.0, 1.3, -4.0, 37.0):
+        e = np.empty(IK._SERIES_TERMS)
+        IK.anchored_coefficients(t, e)
+        m = np.arange(e.size)
+        unit = np.eye(e.size)
+        # twin: He_m(t) / (m + 1)! from NumPy's probabilists' Hermite polynomials
+        twin = np.array([np.polynomial.hermite_e.hermeval(t, unit[i]) for i in m]) / special.factorial(m + 1)
+        np.testing.assert_allclose(e, twin, rtol=1e-13, atol=1e-300)
+
+
+# (t, w, side): the corners of the region where the kernel uses the series (w < 0.1, |t| w < 0.5)
+@pytest.mark.parametrize("t,w", [(0.0, 0.099), (1e-9, 1e-9), (4.9, 0.099), (-4.9, 0.099), (-400.0, 0.00124),
+                                 (39.0, 0.0125), (2.0, 0.05)])
+@pytest.mark.parametrize("side", [1, -1])
+def test_anchored_series_against_quadrature(t, w, side):
+    """phi(t) w S(w) = Phi(t) - Phi(t - w) and phi(t) w S(-w) = Phi(t + w) - Phi(t)."""
+    e = np.empty(IK._SERIES_TERMS)
+    IK.anchored_coefficients(t, e)
+    got = w * IK.anchored_series(e, side * w)
+    # the integral relative to phi(t): exp(-t v -v^2/2) over [-w, 0] or [0, w] (v = u - t)
+    lo, hi = (-w, 0.0) if side == 1 else (0.0, w)
+    ref, _ = integrate.quad(lambda v: np.exp(-t * v - 0.5 * v * v), lo, hi, epsabs=0, epsrel=2e-14)
+    # 18 terms leave a truncation error below 1e-19 here; the rest is rounding
+    assert got == pytest.approx(ref, rel=1e-13)
+
+
+def test_skipped_far_tails_do_not_change_the_mass():
+    """The far tail is skipped only where the difference of tails rounds to the same value."""
+    rng = np.random.default_rng(12)
+    t0 = np.concatenate([[0.0, 1e-300], rng.normal(0, 3, 300), rng.uniform(-40, 40, 100)])
+    checked = 0
+    for t in t0:
+        # far ends on either side, clustered around both thresholds (8.5 across 0, squares gap 76)
+        reach = np.sqrt(t * t + 76.0)
+        fars = np.concatenate([t + rng.uniform(-12, 12, 40), np.sign(t or 1.0) * (reach + rng.uniform(-1e-3, 1e-3, 5)),
+                               rng.uniform(-8.6, -8.4, 3), rng.uniform(8.4, 8.6, 3)])
+        for far in fars:
+            lo, hi = min(t, far), max(t, far)
+            if lo == hi:
+                continue
+            t_far = IK._anchored_far_tail(t, far)
+            full = IK._tail(far)
+            tail0 = IK._tail(t)
+            pair = (t_far, tail0) if far < t else (tail0, t_far)
+            ref = (full, tail0) if far < t else (tail0, full)
+            assert IK._tail_pair_mass(lo, hi, *pair) == IK._tail_pair_mass(lo, hi, *ref)
+            checked += t_far == 0.0 and full > 0.0
+    assert checked > 100  # the skip happened, on tails that were not zero
+
+
 def test_fitted_uniform_mixtures_equal_ash():
     """The batched, posterior-free fits give ash's prior (same model, same solver): weights and
     log likelihood of ash(..., mixture='halfuniform', prior='uniform', grange=...)."""
@@ -187,3 +238,34 @@ def test_clip_normalize_kernel_matches_its_numpy_twin():
         got = x.copy()
         clip_normalize(got)
         np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
+
+
+def test_active_set_qp_on_nearly_collinear_components():
+    """The QP of a mix-SQP step on a half-uniform likelihood (neighbouring narrow components have
+    almost equal columns, so the Hessian is nearly singular) must stop at its solution after a
+    few active-set changes. The earlier rule (stop when the next step is short) took steps of
+    rounding size here until its limit of 50 (m + 1) iterations."""
+    from shrinkpert.effects import _mixture_kernels as MK
+
+    rng = np.random.default_rng(4)
+    n = 500
+    s = rng.uniform(0.05, 0.6, n)
+    beta = np.where(rng.random(n) < 0.2, rng.normal(0, 1, n), 0.0) + s * rng.normal(size=n)
+    a, b = impact._components_for(beta, s, (float(beta.min()), float(beta.max())))
+    L = np.empty((n, a.size))
+    IK.uniform_lik_rows(beta, s, a, b, L, np.empty(n))
+    m = a.size
+    x = np.full(m, 1.0 / m)
+    u = L @ x
+    H = (L / u[:, None] ** 2).T @ L / n  # Hessian and gradient of -mean log(L x)
+    g = -(L / u[:, None]).sum(axis=0) / n
+    c = g + 1.0 - H @ x  # the QP in y of mix-SQP: 1/2 (y - x)'H(y - x) + (g + 1)'(y - x)
+    assert np.linalg.cond(H) > 1e12
+    y = x.copy()
+    n_iter = MK.qp_active_set(H.copy(), c.copy(), y, m, 1e-14, 50 * (m + 1))
+    assert n_iter <= 2 * m
+    q = lambda v: 0.5 * v @ H @ v + c @ v  # noqa: E731
+    ref = optimize.minimize(q, x, jac=lambda v: H @ v + c, bounds=[(0, None)] * m, method="L-BFGS-B",
+                            options=dict(ftol=1e-16, gtol=1e-13, maxiter=20000))
+    # at least as low as L-BFGS-B, to rounding of q (~1e-16)
+    assert y.min() >= 0 and q(y) <= ref.fun + 1e-14

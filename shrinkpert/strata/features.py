@@ -68,7 +68,8 @@ import pandas as pd
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from ..effects.shrink import ShrunkEffects, shrink_effects
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
-from ._profiles import aligned_genes, cosine_similarity, fit_effects, own_target_zeroed, prior_impact
+from ._profiles import (aligned_genes, cosine_similarity, fit_effects, fit_effects_and_halves, own_target_zeroed,
+                        prior_impact)
 from .essential import essentiality
 from .rules import StrataRules, assign_strata
 
@@ -287,7 +288,7 @@ def difficulty(
         ``train`` cells have other genes than ``truth``.
     """
     from ..effects.impact import transcriptome_impact
-    from ..effects.replicability import replicability as split_half
+    from ..effects.replicability import split_scores
     from ._ontarget import EscapeResult, classify_escape, knockdown
 
     if impact not in IMPACT_METHODS:
@@ -300,8 +301,12 @@ def difficulty(
         raise InputError(f"escape must be a classify_escape result of truth, got {type(escape).__name__}.")
     rules = StrataRules() if rules is None else rules
 
-    effects = fit_effects(truth, perturbation_key=perturbation_key, control=control, layer=layer,
-                               targets=targets, min_cells=min_cells, n_threads=n_threads, chunk_size=chunk_size)
+    options = dict(perturbation_key=perturbation_key, control=control, layer=layer, targets=targets,
+                   min_cells=min_cells, n_threads=n_threads, chunk_size=chunk_size)
+    if replicability:  # one pass serves the effects and the split halves
+        effects, half_stats = fit_effects_and_halves(truth, seed=seed, **options)
+    else:
+        effects = fit_effects(truth, **options)
     perts = pd.Index(effects.perturbations.astype(str), name="perturbation")
     if len(perts) < 2:
         raise InputError(f"truth has {len(perts)} perturbation(s) besides the control; difficulty needs at least 2.")
@@ -343,8 +348,8 @@ def difficulty(
     if replicability:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShrinkpertWarning)  # small halves: NaN rows below
-            rep = split_half(truth, n_splits=1, seed=seed, perturbation_key=perturbation_key, control=control,
-                             min_cells=min_cells, layer=layer, perturbations=list(perts), n_threads=n_threads)
+            rep = split_scores(half_stats, control=control, min_cells=min_cells, perturbations=list(perts),
+                               n_threads=n_threads)
         rep = rep.set_index(rep["perturbation"].astype(str))
         rep_raw = rep["raw_correlation"].reindex(perts).to_numpy(dtype=np.float64)
         rep_shrunk = rep["shrunk_correlation"].reindex(perts).to_numpy(dtype=np.float64)

@@ -27,7 +27,9 @@ control, :func:`~shrinkpert.estimate_effects` with its control variance floor):
   rejects no gene).
 * **Replicability.** ``replicability_raw`` / ``replicability_shrunk``: Pearson correlation of the
   effects (raw / shrunk) of two disjoint random halves of the cells, one split
-  (:func:`~shrinkpert.replicability`; one more pass over the cells).
+  (:func:`~shrinkpert.replicability` with ``n_splits=1``, the same halves and values). The effects
+  and the halves come from one pass over the cells grouped by perturbation × half, the effects
+  from the halves pooled (equal to a pass by perturbation up to floating-point rounding).
 * **Target.** ``knockdown_log2fc`` (raw) and ``knockdown_shrunk_log2fc`` (ash posterior mean) of
   the target gene, ``knockdown_flag`` (:func:`shrinkpert.ontarget.knockdown`), ``penetrance`` and
   ``penetrance_evidence`` (:func:`shrinkpert.ontarget.classify_escape`); NaN/empty when the target
@@ -255,7 +257,8 @@ def difficulty(
     perturbation_key, control, layer, targets
         As in :func:`~shrinkpert.estimate_effects`.
     replicability
-        Compute split-half replicability (one more pass over the cells); ``False`` gives NaN.
+        Compute split-half replicability (the pass is then grouped by perturbation × half, and two
+        more ash fits are made); ``False`` gives NaN.
     penetrance, escape
         Penetrance from ``escape`` (a :func:`~shrinkpert.ontarget.classify_escape` result of
         ``truth``) when given; otherwise computed when ``penetrance`` is true (the slowest feature).

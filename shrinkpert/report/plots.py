@@ -31,13 +31,17 @@ FAMILY_COLORS = {"expression": "#d9ead3", "rank": "#cfe2f3", "de": "#fff2cc", "d
                  "target": "#fce5cd"}
 
 
-def _pyplot() -> Any:
+def _matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("The HTML report draws its figures with matplotlib; install it with "
+        raise ImportError("The HTML report needs matplotlib (colour maps, dot plots); install it with "
                           "`pip install 'shrinkpert[plot]'` (or `pip install matplotlib`).") from None
-    matplotlib.use("Agg", force=False)
+    return matplotlib
+
+
+def _pyplot() -> Any:
+    _matplotlib().use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
@@ -54,22 +58,12 @@ def _to_uri(fig: Any, *, tight: bool = True) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _label_inches(labels: Sequence[str], fontsize: float) -> float:
-    """Approximate width of the longest label (an average glyph is about 0.6 em)."""
-    return 0.6 * fontsize / 72 * max((len(x) for x in labels), default=0)
-
-
 def model_color(i: int) -> str:
     return MODEL_COLORS[i % len(MODEL_COLORS)]
 
 
 def _colormap(name: str) -> Any:
-    try:
-        from matplotlib import colormaps
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("The HTML report colours its figures with matplotlib; install it with "
-                          "`pip install 'shrinkpert[plot]'` (or `pip install matplotlib`).") from None
-    return colormaps[name]
+    return _matplotlib().colormaps[name]
 
 
 def _hex(rgba: Sequence[float]) -> str:

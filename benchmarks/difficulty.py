@@ -9,7 +9,8 @@ each in this process after a warm-up on a small screen (Numba compilation exclud
 * ``difficulty_core``: ``difficulty(replicability=False, penetrance=False)`` — effects, two ash
   fits (effects and specific effects), knockdown (a pass reading only target counts), novelty,
   co-expression (a pass reading only control cells' target genes), marker-ness;
-* ``difficulty``: ``difficulty(penetrance=False)`` — plus split-half replicability (one more pass
+* ``difficulty``: ``difficulty(penetrance=False)`` — plus split-half replicability (the effects'
+  pass is grouped by perturbation × half instead of by perturbation, two more effect estimates
   and two more ash fits);
 * ``systematic_variation``: ``systematic_variation(metrics=None)``.
 
@@ -38,9 +39,9 @@ from shrinkpert._io import atomic_path  # noqa: E402
 
 
 def timed(fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, out, time.process_time() - cpu
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "screen.h5ad"
-        t_sim, _ = timed(lambda: sp.datasets.simulate(n_cells=args.cells, n_genes=args.genes,
+        t_sim, _, _ = timed(lambda: sp.datasets.simulate(n_cells=args.cells, n_genes=args.genes,
                                                       n_perturbations=args.perturbations, seed=0, path=path))
         jobs = {
             "floor": lambda: sp.estimate_effects(path),
@@ -66,19 +67,21 @@ def main() -> None:
         }
         rows = []
         for name, job in jobs.items():
-            seconds, out = timed(job)
-            rows.append({"job": name, "wall_s": seconds, "cells": args.cells, "genes": args.genes,
+            seconds, out, cpu = timed(job)
+            rows.append({"job": name, "wall_s": seconds, "cpu_s": cpu, "cells": args.cells, "genes": args.genes,
                          "perturbations": args.perturbations})
             if name == "difficulty":
                 strata = out["stratum"].value_counts().to_dict()
     frame = pd.DataFrame(rows)
     frame["x_floor"] = frame["wall_s"] / frame.loc[frame["job"] == "floor", "wall_s"].iloc[0]
+    frame["cpu_x_floor"] = frame["cpu_s"] / frame.loc[frame["job"] == "floor", "cpu_s"].iloc[0]
     frame["load_average_1min"] = os.getloadavg()[0]
     frame["cpu"] = f"{platform.machine()} x{os.cpu_count()}"
     out_dir = HERE / "results"
     with atomic_path(out_dir / "difficulty.csv", force=True) as tmp_path:
         frame.to_csv(tmp_path, index=False)
-    text = (f"Machine: {os.cpu_count()} cores (shared); one run per job after a warm-up; simulate took "
+    text = (f"Machine: {os.cpu_count()} cores (shared); one run per job after a warm-up; wall and CPU (all "
+            f"threads of the process) seconds; simulate took "
             f"{t_sim:.1f} s; strata of the difficulty run: {strata}.\n\n```\n{frame.to_string(index=False)}\n```\n")
     with atomic_path(out_dir / "difficulty.md", force=True) as tmp_path:
         tmp_path.write_text(text)

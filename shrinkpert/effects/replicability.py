@@ -12,12 +12,10 @@ from .._arrays import as_rng
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY
 from ..data.read import read_annotations
 from ..errors import InputError, ShrinkpertWarning
-from ..stats.group import group_statistics
+from ..stats.group import GroupStatistics, group_statistics
 from .estimate import EffectSizes, estimate_effects
 
-__all__ = ["replicability", "split_halves"]
-
-
+__all__ = ["replicability", "split_halves", "split_scores"]
 
 
 def split_halves(
@@ -87,6 +85,68 @@ def _noise_corrected(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarra
     return float(np.cov(a, b)[0, 1] / np.sqrt(va * vb))
 
 
+_COLUMNS = ("split", "perturbation", "n_cells_a", "n_cells_b", "n_genes", "raw_correlation", "shrunk_correlation",
+            "noise_corrected_correlation", "raw_error", "shrunk_error")
+
+
+def split_scores(
+    stats: GroupStatistics,
+    *,
+    control: str = CONTROL,
+    scale: str = "log1p",
+    min_cells: int = MIN_CELLS,
+    perturbations: list[str] | None = None,
+    exclude_target: bool = True,
+    mixture: str = "normal",
+    n_threads: int | None = None,
+) -> pd.DataFrame:
+    """The scores of :func:`replicability` for one split, from statistics grouped by (label, half).
+
+    ``stats`` is :func:`~shrinkpert.group_statistics` grouped by ``[perturbation_key, halves]``
+    with ``halves`` from :func:`split_halves` (control cells split too), normalised as ``scale``
+    needs. Each half's effects are estimated against that half's control; ``perturbations``
+    (default: every label but the control) absent from a half, or with fewer than ``min_cells``
+    cells in it, are left out. Returns one row per perturbation (columns of :func:`replicability`
+    without ``split``).
+    """
+    from .shrink import shrink_effects
+
+    effects: dict[str, EffectSizes] = {}
+    for h in ("A", "B"):
+        half_stats = stats.select("half", h)
+        present = set(half_stats.groups.astype(str))
+        wanted = [p for p in (perturbations or sorted(present - {control})) if p in present]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShrinkpertWarning)  # small halves are reported below
+            effects[h] = estimate_effects(half_stats, control=control, scale=scale, perturbations=wanted,
+                                          min_cells=min_cells)
+    common = effects["A"].perturbations.intersection(effects["B"].perturbations, sort=False)
+    if len(common) == 0:
+        raise InputError("No perturbation has enough cells in both halves; lower min_cells or use split='random'.")
+    # subset() copies every array; skip it when a half already holds exactly these rows
+    a, b = (e if e.perturbations.equals(common) else e.subset(common) for e in (effects["A"], effects["B"]))
+    sa = shrink_effects(a, mixture=mixture, n_threads=n_threads)
+    sb = shrink_effects(b, mixture=mixture, n_threads=n_threads)
+    genes = np.arange(len(a.genes))
+    rows = []
+    for k, pert in enumerate(common):
+        keep = genes != a.target_index[k] if exclude_target else np.ones(len(genes), bool)
+        ba, bb = a.effect[k, keep], b.effect[k, keep]
+        pa, pb = sa.posterior_mean[k, keep], sb.posterior_mean[k, keep]
+        rows.append({
+            "perturbation": pert,
+            "n_cells_a": int(a.n_cells[k]),
+            "n_cells_b": int(b.n_cells[k]),
+            "n_genes": int(keep.sum()),
+            "raw_correlation": _pearson(ba, bb),
+            "shrunk_correlation": _pearson(pa, pb),
+            "noise_corrected_correlation": _noise_corrected(ba, a.std_error[k, keep], bb, b.std_error[k, keep]),
+            "raw_error": float(np.mean((ba - bb) ** 2)),
+            "shrunk_error": float(np.mean((pa - bb) ** 2)),
+        })
+    return pd.DataFrame(rows, columns=list(_COLUMNS[1:]))
+
+
 def replicability(
     adata: Any,
     *,
@@ -144,8 +204,6 @@ def replicability(
         One row per (split, perturbation) with the scores above, ``n_cells_a``, ``n_cells_b`` and
         ``n_genes``.
     """
-    from .shrink import shrink_effects
-
     if int(n_splits) < 1:
         raise InputError(f"n_splits must be a positive integer, got {n_splits!r}.")
     obs, _ = read_annotations(adata)
@@ -155,42 +213,14 @@ def replicability(
     rows = []
     for s in range(int(n_splits)):
         halves = split_halves(obs, perturbation_key=perturbation_key, split=split, seed=rng)
-        labels = obs[perturbation_key].astype("string")
         stats = group_statistics(adata, [perturbation_key, halves], layer=layer,
                                  normalize={"log1p": "log1p", "log2fc": "total"}[scale],
                                  n_threads=n_threads, progress=progress)
-        effects: dict[str, EffectSizes] = {}
-        for h in ("A", "B"):
-            half_stats = stats.select("half", h)
-            present = set(half_stats.groups.astype(str))
-            wanted = [p for p in (perturbations or sorted(set(labels.dropna()) - {control})) if p in present]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ShrinkpertWarning)  # small halves are reported below
-                effects[h] = estimate_effects(half_stats, control=control, scale=scale, perturbations=wanted,
-                                              min_cells=min_cells)
-        common = effects["A"].perturbations.intersection(effects["B"].perturbations, sort=False)
-        if len(common) == 0:
-            raise InputError("No perturbation has enough cells in both halves; lower min_cells or use split='random'.")
-        a, b = effects["A"].subset(common), effects["B"].subset(common)
-        sa, sb = shrink_effects(a, mixture=mixture), shrink_effects(b, mixture=mixture)
-        genes = np.arange(len(a.genes))
-        for k, pert in enumerate(common):
-            keep = genes != a.target_index[k] if exclude_target else np.ones(len(genes), bool)
-            ba, bb = a.effect[k, keep], b.effect[k, keep]
-            pa, pb = sa.posterior_mean[k, keep], sb.posterior_mean[k, keep]
-            rows.append({
-                "split": s,
-                "perturbation": pert,
-                "n_cells_a": int(a.n_cells[k]),
-                "n_cells_b": int(b.n_cells[k]),
-                "n_genes": int(keep.sum()),
-                "raw_correlation": _pearson(ba, bb),
-                "shrunk_correlation": _pearson(pa, pb),
-                "noise_corrected_correlation": _noise_corrected(ba, a.std_error[k, keep], bb, b.std_error[k, keep]),
-                "raw_error": float(np.mean((ba - bb) ** 2)),
-                "shrunk_error": float(np.mean((pa - bb) ** 2)),
-            })
-    frame = pd.DataFrame(rows)
+        labels = obs[perturbation_key].astype("string")
+        wanted = perturbations or sorted(set(labels.dropna()) - {control})
+        rows.append(split_scores(stats, control=control, scale=scale, min_cells=min_cells, perturbations=wanted,
+                                 exclude_target=exclude_target, mixture=mixture, n_threads=n_threads).assign(split=s))
+    frame = pd.concat(rows, ignore_index=True)[list(_COLUMNS)]
     frame.attrs["params"] = {"split": split, "n_splits": int(n_splits), "scale": scale, "mixture": mixture,
                              "exclude_target": exclude_target, "control": control}
     return frame

@@ -1,8 +1,11 @@
-"""Figures of the HTML report, drawn with matplotlib (imported lazily) and returned as SVG data URIs.
+"""Figures of the HTML report, returned as SVG data URIs.
 
 Every function takes tidy frames (see :func:`shrinkpert.report.tables.model_frames`) and returns
-``data:image/svg+xml;base64,...`` text for an ``<img>`` tag; figures are closed after drawing, and
-SVG ids are salted deterministically so the same table gives the same bytes.
+``data:image/svg+xml;base64,...`` text for an ``<img>`` tag. The summary grid, calibration strips
+and distributions are rectangles, lines, markers and text written directly as SVG elements
+(:mod:`shrinkpert.report._svg`; matplotlib only supplies the colour map); the free-form dot plots
+of extra sections are drawn with matplotlib (imported lazily; figures closed after drawing, SVG
+ids salted deterministically). The same table gives the same bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _svg
+
 __all__ = ["summary_grid", "calibration_strips", "distributions", "generic_dots", "MODEL_COLORS"]
 
 NEGATIVE_COLOR = "#7f7f7f"
@@ -26,13 +31,17 @@ FAMILY_COLORS = {"expression": "#d9ead3", "rank": "#cfe2f3", "de": "#fff2cc", "d
                  "target": "#fce5cd"}
 
 
-def _pyplot() -> Any:
+def _matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("The HTML report draws its figures with matplotlib; install it with "
+        raise ImportError("The HTML report needs matplotlib (colour maps, dot plots); install it with "
                           "`pip install 'shrinkpert[plot]'` (or `pip install matplotlib`).") from None
-    matplotlib.use("Agg", force=False)
+    return matplotlib
+
+
+def _pyplot() -> Any:
+    _matplotlib().use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
@@ -49,13 +58,16 @@ def _to_uri(fig: Any, *, tight: bool = True) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _label_inches(labels: Sequence[str], fontsize: float) -> float:
-    """Approximate width of the longest label (an average glyph is about 0.6 em)."""
-    return 0.6 * fontsize / 72 * max((len(x) for x in labels), default=0)
-
-
 def model_color(i: int) -> str:
     return MODEL_COLORS[i % len(MODEL_COLORS)]
+
+
+def _colormap(name: str) -> Any:
+    return _matplotlib().colormaps[name]
+
+
+def _hex(rgba: Sequence[float]) -> str:
+    return "#" + "".join(f"{int(round(255 * float(c))):02x}" for c in rgba[:3])
 
 
 def summary_grid(grid: pd.DataFrame, models: Sequence[str]) -> str:
@@ -64,50 +76,55 @@ def summary_grid(grid: pd.DataFrame, models: Sequence[str]) -> str:
     ``grid`` has one row per (family, label, model) with ``calibrated``, ``ci_low``, ``ci_high``,
     ``flagged`` and ``inverted`` (the positive control does not beat the negative one, so the
     score has no meaning: drawn in grey); rows are drawn in their order of first appearance.
+    Written as SVG elements (:mod:`shrinkpert.report._svg`).
     """
-    plt = _pyplot()
+    cmap = _colormap("viridis_r")
     rows = grid.drop_duplicates(["family", "label"])[["family", "label", "flagged", "inverted"]].reset_index(drop=True)
-    n_rows, n_models = len(rows), len(models)
-    fig = plt.figure(figsize=(3.0 + 2.2 * n_models, 0.8 + 0.36 * n_rows))
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_xlim(-1.4, n_models + 0.05)
-    ax.set_ylim(n_rows - 0.4, -1.3)
-    ax.axis("off")
-    cmap = plt.get_cmap("viridis_r")
+    n_rows = len(rows)
+    row_h, cell_w, head = 26.0, 170.0, 30.0
+    labels = [r["label"] + (" (!)" if r["flagged"] else "") for _, r in rows.iterrows()]
+    label_w = 12.0 + max((_svg.text_width(x, 11.0) for x in labels), default=0.0)
+    fam_x = 4.0
+    x0 = fam_x + 22.0 + label_w
+    canvas = _svg.Canvas(x0 + cell_w * len(models) + 6.0, head + row_h * n_rows + 6.0)
     lookup = grid.set_index(["label", "model"])
-    scale = 0.5  # a score of 1 fills half a cell; bars are clipped to [0, 1.2]
+    bar = 0.5 * (cell_w - 12.0)  # a score of 1 fills half a cell; bars are clipped to [0, 1.2]
+    for j, model in enumerate(models):
+        canvas.text(x0 + cell_w * (j + 0.5), head / 2, model, size=12.0, anchor="middle", color=model_color(j),
+                    bold=True)
     for i, row in rows.iterrows():
-        ax.text(-0.33, i, row["label"] + (" (!)" if row["flagged"] else ""), ha="right", va="center", fontsize=9,
-                color="#b35806" if row["flagged"] else "black")
+        yc = head + row_h * (i + 0.5)
+        canvas.text(x0 - 8.0, yc, labels[i], size=11.0, anchor="end", color="#b35806" if row["flagged"] else "#000000")
         for j, model in enumerate(models):
-            ax.add_patch(plt.Rectangle((j + 0.02, i - 0.46), 0.96, 0.92, color="#f3f3f3", lw=0))
+            left = x0 + cell_w * j
+            canvas.rect(left + 2.0, yc - row_h * 0.46, cell_w - 4.0, row_h * 0.92, fill="#f3f3f3")
             if (row["label"], model) not in lookup.index:
                 continue
             cell = lookup.loc[(row["label"], model)]
             c, lo, hi = (float(cell[k]) for k in ("calibrated", "ci_low", "ci_high"))
             if not np.isfinite(c):
-                ax.text(j + 0.5, i, "n/a (not calibrated)", ha="center", va="center", fontsize=7.5, color="#666666")
+                canvas.text(left + cell_w / 2, yc, "n/a (not calibrated)", size=9.0, anchor="middle", color="#666666")
                 continue
-            x0 = j + 0.05
-            fill = "#d0d0d0" if row["inverted"] else cmap(float(np.clip(c, 0, 1)))
-            ax.add_patch(plt.Rectangle((x0, i - 0.3), scale * float(np.clip(c, 0, 1.2)), 0.6, color=fill, lw=0))
+            start = left + 6.0
+            fill = "#d0d0d0" if row["inverted"] else _hex(cmap(float(np.clip(c, 0, 1))))
+            canvas.rect(start, yc - row_h * 0.3, bar * float(np.clip(c, 0, 1.2)), row_h * 0.6, fill=fill)
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.plot([x0 + scale * float(np.clip(lo, 0, 1.2)), x0 + scale * float(np.clip(hi, 0, 1.2))], [i, i],
-                        color="black", lw=1.0)
-            ax.plot([x0 + scale, x0 + scale], [i - 0.42, i + 0.42], color=POSITIVE_COLOR, lw=0.8, ls=":")
-            ax.text(j + 0.67, i - 0.06, f"{c:.2f}", ha="left", va="bottom", fontsize=9, fontweight="bold",
-                    color="#888888" if row["inverted"] else "black")
+                canvas.line(start + bar * float(np.clip(lo, 0, 1.2)), yc, start + bar * float(np.clip(hi, 0, 1.2)), yc,
+                            stroke="#000000", width=1.3)
+            canvas.line(start + bar, yc - row_h * 0.42, start + bar, yc + row_h * 0.42, stroke=POSITIVE_COLOR,
+                        width=1.0, dash="2,2")
+            number_x = left + cell_w * 0.67
+            canvas.text(number_x, yc - 1.0, f"{c:.2f}", size=11.0, bold=True, baseline="alphabetic",
+                        color="#888888" if row["inverted"] else "#000000")
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.text(j + 0.67, i + 0.02, f"[{lo:.2f}, {hi:.2f}]", ha="left", va="top", fontsize=6.5,
-                        color="#444444")
-    for j, model in enumerate(models):
-        ax.text(j + 0.5, -0.85, model, ha="center", va="center", fontsize=10, fontweight="bold",
-                color=model_color(j))
+                canvas.text(number_x, yc + 1.5, f"[{lo:.2f}, {hi:.2f}]", size=8.0, baseline="hanging",
+                            color="#444444")
     for family, block in rows.groupby("family", sort=False):
-        top, bottom = block.index.min() - 0.46, block.index.max() + 0.46
-        ax.add_patch(plt.Rectangle((-0.3, top), 0.25, bottom - top, color=FAMILY_COLORS.get(family, "#eeeeee"), lw=0))
-        ax.text(-0.175, (top + bottom) / 2, family, rotation=90, ha="center", va="center", fontsize=8)
-    return _to_uri(fig)
+        top = head + row_h * (block.index.min() + 0.04)
+        bottom = head + row_h * (block.index.max() + 0.96)
+        canvas.rect(fam_x, top, 18.0, bottom - top, fill=FAMILY_COLORS.get(family, "#eeeeee"))
+        canvas.text(fam_x + 9.0, (top + bottom) / 2, family, size=10.0, anchor="middle", rotate=-90.0)
+    return canvas.uri()
 
 
 def _entities(models: Sequence[str], negative: str, positive: str,
@@ -124,94 +141,95 @@ def calibration_strips(strips: Sequence[dict[str, Any]], models: Sequence[str]) 
     """One panel per metric row: each entity's mean with its bootstrap interval, on the metric's scale.
 
     Each item of ``strips`` has ``label``, ``negative``, ``positive``, ``adversarial`` (names),
-    ``greater_is_better``, ``flags`` and ``points``: source name → (mean, low, high).
+    ``greater_is_better``, ``flags`` and ``points``: source name → (mean, low, high). Written as
+    SVG elements (:mod:`shrinkpert.report._svg`), the panels stacked in one drawing.
     """
-    plt = _pyplot()
-    n_lanes = max(len(_entities(models, s["negative"], s["positive"], s["adversarial"])) for s in strips)
-    height = 0.22 * n_lanes + 0.45
-    fig, axes = plt.subplots(len(strips), 1, figsize=(8.0, height * len(strips) + 0.3), squeeze=False)
-    for ax, strip in zip(axes[:, 0], strips):
-        ents = _entities(models, strip["negative"], strip["positive"], strip["adversarial"])
-        for y, (label, source, color, marker) in enumerate(ents):
-            mean, low, high = strip["points"].get(source, (np.nan, np.nan, np.nan))
+    lane, title_h, axis_h, flag_h, gap, plot_w = 15.0, 20.0, 20.0, 13.0, 12.0, 560.0
+    ents_of = [_entities(models, s["negative"], s["positive"], s["adversarial"]) for s in strips]
+    left = 12.0 + max(_svg.text_width(e[0], 9.0) for ents in ents_of for e in ents)
+    heights = [title_h + lane * len(ents) + 6.0 + axis_h + (flag_h if s["flags"] else 0.0) + gap
+               for s, ents in zip(strips, ents_of)]
+    canvas = _svg.Canvas(left + plot_w + 20.0, sum(heights) + 4.0)
+    top = 4.0
+    for strip, ents, height in zip(strips, ents_of, heights):
+        points = [strip["points"].get(source, (np.nan, np.nan, np.nan)) for _, source, _, _ in ents]
+        scale = _svg.Scale(np.ravel(points), left, left + plot_w)
+        lanes_top = top + title_h
+        bottom = lanes_top + lane * len(ents) + 6.0
+        scale.draw(canvas, lanes_top, bottom)
+        canvas.text(left, top + 8.0, strip["label"], size=11.0)
+        canvas.text(left + plot_w, top + 8.0, "better →" if strip["greater_is_better"] else "← better", size=9.0,
+                    anchor="end", color="#555555")
+        canvas.line(left, lanes_top, left, bottom, stroke="#555555", width=0.8)
+        for i, ((label, _, color, marker), (mean, low, high)) in enumerate(zip(ents, points)):
+            y = lanes_top + 3.0 + lane * (len(ents) - 1 - i + 0.5)  # the first entity at the bottom
+            canvas.line(left - 3.0, y, left, y, stroke="#555555", width=0.8)
+            canvas.text(left - 5.0, y, label, size=9.0, anchor="end")
             if np.isfinite(low) and np.isfinite(high):
-                ax.plot([low, high], [y, y], color=color, lw=1.6)
+                canvas.line(float(scale(low)), y, float(scale(high)), y, stroke=color, width=2.0)
             if np.isfinite(mean):
-                ax.plot([mean], [y], marker=marker, color=color, ms=5, ls="none")
-        ax.set_yticks(range(len(ents)))
-        ax.set_yticklabels([e[0] for e in ents], fontsize=6.5)
-        ax.set_ylim(-0.7, len(ents) - 0.3)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
-        ax.tick_params(axis="x", labelsize=7)
-        ax.grid(axis="x", color="#e5e5e5", lw=0.5)
-        ax.set_axisbelow(True)
-        ax.set_title(strip["label"], loc="left", fontsize=8.5)
-        ax.set_title(("better →" if strip["greater_is_better"] else "← better"), loc="right", fontsize=7,
-                     color="#555555")
+                canvas.marker(marker, float(scale(mean)), y, 7.0, color)
         if strip["flags"]:
-            ax.set_xlabel("flags: " + strip["flags"].replace(";", "; ").replace(",", ", "), fontsize=6.5,
-                          color="#b35806", loc="left")
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    # fixed margins in inches (tight layouts cost a text layout pass per tick label)
-    total = height * len(strips) + 0.3
-    left = 0.25 + max(_label_inches([e[0] for e in _entities(models, s["negative"], s["positive"], s["adversarial"])],
-                                    6.5) for s in strips)
-    fig.set_size_inches(left + 6.4, total)
-    fig.subplots_adjust(left=left / (left + 6.4), right=0.97, top=1 - 0.3 / total, bottom=0.4 / total, hspace=0.75)
-    return _to_uri(fig, tight=False)
+            canvas.text(left, bottom + axis_h + 4.0, "flags: " + strip["flags"].replace(";", "; ").replace(",", ", "),
+                        size=9.0, color="#b35806")
+        top += height
+    return canvas.uri()
 
 
 def distributions(panels: Sequence[dict[str, Any]], models: Sequence[str], *, ncols: int = 3) -> str:
     """Small multiples: per metric row, box plots of per-perturbation values by entity.
 
     Each panel has ``label``, ``negative``, ``positive``, ``greater_is_better`` and ``values``:
-    source name → 1-D array over perturbations (NaN left out).
+    source name → 1-D array over perturbations (NaN left out). Written as SVG elements
+    (:mod:`shrinkpert.report._svg`).
     """
-    plt = _pyplot()
     n = len(panels)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    n_lanes = len(models) + 2
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (0.3 * n_lanes + 0.75) * nrows), squeeze=False)
+    names = ["negative", *models, "positive"]
+    lane, title_h, axis_h, gap, plot_w, col_gap = 15.0, 30.0, 20.0, 14.0, 230.0, 24.0
+    label_w = 10.0 + max(_svg.text_width(x, 9.0) for x in names)
+    panel_h = title_h + lane * len(names) + 6.0 + axis_h + gap
+    canvas = _svg.Canvas(label_w + ncols * (plot_w + col_gap), nrows * panel_h + 4.0)
     rng = np.random.default_rng(0)  # jitter only
-    for k, ax in enumerate(axes.ravel()):
-        if k >= n:
-            ax.axis("off")
-            continue
-        panel = panels[k]
+    for k, panel in enumerate(panels):
+        row, col = divmod(k, ncols)
+        left = label_w + col * (plot_w + col_gap)
+        top = 4.0 + row * panel_h
         lanes = [("negative", panel["negative"], NEGATIVE_COLOR)]
         lanes += [(m, f"model:{m}", model_color(i)) for i, m in enumerate(models)]
         lanes.append(("positive", panel["positive"], POSITIVE_COLOR))
-        for y, (_, source, color) in enumerate(lanes):
+        data = []
+        for _, source, _ in lanes:
             v = np.asarray(panel["values"].get(source, []), dtype=np.float64)
-            v = v[np.isfinite(v)]
+            data.append(v[np.isfinite(v)])
+        scale = _svg.Scale(np.concatenate(data) if data else [], left, left + plot_w, n_ticks=4)
+        lanes_top = top + title_h
+        bottom = lanes_top + lane * len(lanes) + 6.0
+        scale.draw(canvas, lanes_top, bottom)
+        canvas.line(left, lanes_top, left, bottom, stroke="#555555", width=0.8)
+        arrow = "better →" if panel["greater_is_better"] else "← better"
+        canvas.text(left, top + 7.0, f"{panel['label']}   {arrow}", size=9.0)
+        canvas.text(left, top + 19.0, f"neg: {panel['negative']}, pos: {panel['positive']}", size=9.0)
+        for i, ((name, _, color), v) in enumerate(zip(lanes, data)):
+            y = lanes_top + 3.0 + lane * (len(lanes) - 1 - i + 0.5)  # negative at the bottom
+            canvas.line(left - 3.0, y, left, y, stroke="#555555", width=0.8)
+            if col == 0:
+                canvas.text(left - 5.0, y, name, size=9.0, anchor="end")
             if v.size == 0:
                 continue
             q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
             lo = v[v >= q1 - 1.5 * (q3 - q1)].min()
             hi = v[v <= q3 + 1.5 * (q3 - q1)].max()
-            ax.add_patch(plt.Rectangle((q1, y - 0.28), q3 - q1, 0.56, facecolor="white", edgecolor=color, lw=0.9))
-            ax.plot([med, med], [y - 0.28, y + 0.28], color=color, lw=1.4)
-            ax.plot([lo, q1], [y, y], color=color, lw=0.8)
-            ax.plot([q3, hi], [y, y], color=color, lw=0.8)
-            ax.scatter(v, y + rng.uniform(-0.18, 0.18, v.size), s=3, color=color, alpha=0.6, lw=0)
-        ax.set_yticks(range(len(lanes)))
-        ax.set_yticklabels([lane[0] for lane in lanes] if k % ncols == 0 else [], fontsize=6.5)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-        ax.tick_params(axis="x", labelsize=6.5)
-        arrow = "better →" if panel["greater_is_better"] else "← better"
-        ax.set_title(f"{panel['label']}   {arrow}\nneg: {panel['negative']}, pos: {panel['positive']}", fontsize=7,
-                     loc="left")
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    panel_h = 0.3 * n_lanes + 0.75
-    label = 0.2 + _label_inches(["negative", "positive", *models], 6.5)
-    width = label + ncols * 2.6
-    fig.set_size_inches(width, panel_h * nrows)
-    fig.subplots_adjust(left=label / width, right=0.98, wspace=0.15, hspace=0.8 / panel_h * 1.6,
-                        top=1 - 0.3 / (panel_h * nrows), bottom=0.3 / (panel_h * nrows))
-    return _to_uri(fig, tight=False)
+            half = 0.28 * lane
+            canvas.rect(float(scale(q1)), y - half, float(scale(q3) - scale(q1)), 2 * half, fill="#ffffff",
+                        stroke=color, stroke_width=1.0)
+            canvas.line(float(scale(med)), y - half, float(scale(med)), y + half, stroke=color, width=1.8)
+            canvas.line(float(scale(lo)), y, float(scale(q1)), y, stroke=color, width=1.0)
+            canvas.line(float(scale(q3)), y, float(scale(hi)), y, stroke=color, width=1.0)
+            for x, dy in zip(scale(v), rng.uniform(-0.18, 0.18, v.size) * lane):
+                canvas.circle(float(x), y + float(dy), 1.3, fill=color, opacity=0.6)
+    return canvas.uri()
 
 
 def generic_dots(frame: pd.DataFrame, labels: Sequence[str], columns: Sequence[str]) -> str:

@@ -12,7 +12,7 @@ from ..effects.estimate import EffectSizes, estimate_effects
 from ..effects.shrink import ShrunkEffects
 from ..errors import GeneMismatchError, InputError
 
-__all__ = ["fit_effects", "own_target_zeroed", "cosine_similarity", "prior_impact", "aligned_genes"]
+__all__ = ["fit_effects", "fit_effects_and_halves", "own_target_zeroed", "cosine_similarity", "prior_impact", "aligned_genes"]
 
 
 def fit_effects(truth: Any, *, perturbation_key: str, control: str, layer: str | None,
@@ -21,6 +21,34 @@ def fit_effects(truth: Any, *, perturbation_key: str, control: str, layer: str |
     """Effects vs control (log1p scale, control variance floor), one pass over the cells."""
     return estimate_effects(truth, perturbation_key=perturbation_key, control=control, layer=layer,
                             targets=targets, min_cells=min_cells, chunk_size=chunk_size, n_threads=n_threads)
+
+
+def fit_effects_and_halves(truth: Any, *, perturbation_key: str, control: str, layer: str | None,
+                           targets: Mapping[str, str] | None, min_cells: int, seed: int, n_threads: int | None,
+                           chunk_size: int | None = None) -> tuple[EffectSizes, Any]:
+    """:func:`fit_effects` and the split-half statistics of :func:`~shrinkpert.replicability` (one
+    split, ``seed``) from one pass over the cells.
+
+    The pass is grouped by (label, half) with the halves of ``replicability(n_splits=1, seed=seed)``
+    (control cells split too), so those statistics are the ones it computes; the effects come from
+    the halves pooled per label (Chan's update, :meth:`GroupStatistics.collapse`), which equals
+    the one-pass means and variances up to floating-point rounding (summation order).
+    Returns ``(effects, statistics grouped by (label, half))``.
+    """
+    from .._arrays import as_rng
+    from .._validate import MIN_CONTROL_CELLS, validate
+    from ..effects.replicability import split_halves
+    from ..stats.group import group_statistics
+
+    data = validate(truth, perturbation_key=perturbation_key, control=control, layer=layer,
+                    min_control_cells=max(int(min_cells), MIN_CONTROL_CELLS))
+    halves = split_halves(data.obs, perturbation_key=perturbation_key, seed=as_rng(seed))
+    stats = group_statistics(data, [data.labels(), halves], layer=layer, normalize="log1p", chunk_size=chunk_size,
+                             n_threads=n_threads)
+    effects = estimate_effects(stats.collapse(perturbation_key), perturbation_key=perturbation_key, control=control,
+                               layer=layer, perturbations=list(data.perturbations), targets=targets,
+                               min_cells=min_cells)
+    return effects, stats
 
 
 def own_target_zeroed(values: np.ndarray, target_index: np.ndarray) -> np.ndarray:

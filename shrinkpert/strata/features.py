@@ -27,7 +27,9 @@ control, :func:`~shrinkpert.estimate_effects` with its control variance floor):
   rejects no gene).
 * **Replicability.** ``replicability_raw`` / ``replicability_shrunk``: Pearson correlation of the
   effects (raw / shrunk) of two disjoint random halves of the cells, one split
-  (:func:`~shrinkpert.replicability`; one more pass over the cells).
+  (:func:`~shrinkpert.replicability` with ``n_splits=1``, the same halves and values). The effects
+  and the halves come from one pass over the cells grouped by perturbation × half, the effects
+  from the halves pooled (equal to a pass by perturbation up to floating-point rounding).
 * **Target.** ``knockdown_log2fc`` (raw) and ``knockdown_shrunk_log2fc`` (ash posterior mean) of
   the target gene, ``knockdown_flag`` (:func:`shrinkpert.ontarget.knockdown`), ``penetrance`` and
   ``penetrance_evidence`` (:func:`shrinkpert.ontarget.classify_escape`); NaN/empty when the target
@@ -68,7 +70,8 @@ import pandas as pd
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from ..effects.shrink import ShrunkEffects, shrink_effects
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
-from ._profiles import aligned_genes, cosine_similarity, fit_effects, own_target_zeroed, prior_impact
+from ._profiles import (aligned_genes, cosine_similarity, fit_effects, fit_effects_and_halves, own_target_zeroed,
+                        prior_impact)
 from .essential import essentiality
 from .rules import StrataRules, assign_strata
 
@@ -254,7 +257,8 @@ def difficulty(
     perturbation_key, control, layer, targets
         As in :func:`~shrinkpert.estimate_effects`.
     replicability
-        Compute split-half replicability (one more pass over the cells); ``False`` gives NaN.
+        Compute split-half replicability (the pass is then grouped by perturbation × half, and two
+        more ash fits are made); ``False`` gives NaN.
     penetrance, escape
         Penetrance from ``escape`` (a :func:`~shrinkpert.ontarget.classify_escape` result of
         ``truth``) when given; otherwise computed when ``penetrance`` is true (the slowest feature).
@@ -287,7 +291,7 @@ def difficulty(
         ``train`` cells have other genes than ``truth``.
     """
     from ..effects.impact import transcriptome_impact
-    from ..effects.replicability import replicability as split_half
+    from ..effects.replicability import split_scores
     from ._ontarget import EscapeResult, classify_escape, knockdown
 
     if impact not in IMPACT_METHODS:
@@ -300,8 +304,12 @@ def difficulty(
         raise InputError(f"escape must be a classify_escape result of truth, got {type(escape).__name__}.")
     rules = StrataRules() if rules is None else rules
 
-    effects = fit_effects(truth, perturbation_key=perturbation_key, control=control, layer=layer,
-                               targets=targets, min_cells=min_cells, n_threads=n_threads, chunk_size=chunk_size)
+    options = dict(perturbation_key=perturbation_key, control=control, layer=layer, targets=targets,
+                   min_cells=min_cells, n_threads=n_threads, chunk_size=chunk_size)
+    if replicability:  # one pass serves the effects and the split halves
+        effects, half_stats = fit_effects_and_halves(truth, seed=seed, **options)
+    else:
+        effects = fit_effects(truth, **options)
     perts = pd.Index(effects.perturbations.astype(str), name="perturbation")
     if len(perts) < 2:
         raise InputError(f"truth has {len(perts)} perturbation(s) besides the control; difficulty needs at least 2.")
@@ -343,8 +351,8 @@ def difficulty(
     if replicability:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ShrinkpertWarning)  # small halves: NaN rows below
-            rep = split_half(truth, n_splits=1, seed=seed, perturbation_key=perturbation_key, control=control,
-                             min_cells=min_cells, layer=layer, perturbations=list(perts), n_threads=n_threads)
+            rep = split_scores(half_stats, control=control, min_cells=min_cells, perturbations=list(perts),
+                               n_threads=n_threads)
         rep = rep.set_index(rep["perturbation"].astype(str))
         rep_raw = rep["raw_correlation"].reindex(perts).to_numpy(dtype=np.float64)
         rep_shrunk = rep["shrunk_correlation"].reindex(perts).to_numpy(dtype=np.float64)

@@ -112,3 +112,21 @@ def test_training_cells_and_gene_mismatch(small_screen):
     assert set(out["nearest_training"]) <= train_perts | {""}
     with pytest.raises(GeneMismatchError, match="different genes"):
         sp.difficulty(small_screen, train=train[:, :-1].copy(), replicability=False, penetrance=False)
+
+
+def test_one_pass_replicability_and_effects_match_the_public_functions(small_screen, table):
+    # difficulty() takes the effects and the split halves from one pass grouped by (label, half):
+    # the replicability columns must be replicability(n_splits=1, seed=0)'s, bit for bit, and the
+    # effects those of estimate_effects (pooled halves: equal up to summation order)
+    from shrinkpert.strata._profiles import fit_effects_and_halves
+
+    rep = sp.replicability(small_screen, n_splits=1, seed=0, control="non-targeting",
+                           perturbations=list(table.index)).set_index("perturbation")
+    np.testing.assert_array_equal(table["replicability_raw"], rep["raw_correlation"].reindex(table.index))
+    np.testing.assert_array_equal(table["replicability_shrunk"], rep["shrunk_correlation"].reindex(table.index))
+    effects, _ = fit_effects_and_halves(small_screen, perturbation_key="perturbation", control="non-targeting",
+                                        layer=None, targets=None, min_cells=5, seed=0, n_threads=None)
+    direct = sp.estimate_effects(small_screen, control="non-targeting", min_cells=5)
+    assert effects.perturbations.equals(direct.perturbations)
+    np.testing.assert_allclose(effects.effect, direct.effect, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(effects.std_error, direct.std_error, rtol=1e-12, atol=0)

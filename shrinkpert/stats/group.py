@@ -214,10 +214,11 @@ class GroupStatistics:
         codes, pooled = pd.factorize(self.groups.get_level_values(level), sort=True)
         pooled = pd.Index(pooled, name=self.groups.names[level] if isinstance(level, int) else level)
 
-        def add(values):
-            out = np.zeros((len(pooled),) + values.shape[1:], dtype=values.dtype)
-            np.add.at(out, codes, values)
-            return out
+        order = np.argsort(codes, kind="stable")  # sub-groups of each pooled group, in their order
+        starts = np.searchsorted(codes[order], np.arange(len(pooled)))
+
+        def add(values):  # every pooled group has at least one sub-group (factorize)
+            return np.add.reduceat(values[order], starts, axis=0)
 
         n_r = self.total_weight[:, None]  # cells, or total weights
         n = add(self.total_weight)[:, None]

@@ -25,17 +25,17 @@ Data files go to ``benchmarks/data/`` (git-ignored); results to
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _process import child, run_job  # noqa: E402
 SCALES = {
     "small": dict(n_cells=20_000, n_genes=2_000, n_perturbations=50),
     "medium": dict(n_cells=100_000, n_genes=5_000, n_perturbations=200),
@@ -108,32 +108,7 @@ def _job_crispyx(path: str) -> dict:
     return {"check": 0.0}
 
 
-def _child(job: str, path: str) -> None:
-    start = time.perf_counter()
-    result = globals()[f"_job_{job}"](path)
-    result["inner_s"] = time.perf_counter() - start
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("RESULT " + json.dumps(result))
-
-
 # ----------------------------------------------------------------------------- driver
-def _run(job: str, path: Path, timeout: float) -> dict:
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, __file__, "--job", job, "--path", str(path)],
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout>{timeout:.0f}s"}
-    wall = time.perf_counter() - start
-    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"status": f"failed: {tail[0][:120]}"}
-    out = json.loads(lines[-1][7:])
-    out.update(status="ok", wall_s=wall)
-    return out
-
-
 def _generate(scale: str) -> Path:
     import shrinkpert as sp
 
@@ -157,7 +132,7 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        _child(args.job, args.path)
+        child(globals()[f"_job_{args.job}"], args.path)
         return
 
     import numpy as np
@@ -168,8 +143,8 @@ def main() -> None:
         path = _generate(scale)
         size_gb = path.stat().st_size / 2**30
         for job in args.jobs:
-            _run(job, path, args.timeout)  # warm-up: page cache and Numba caches
-            runs = [_run(job, path, args.timeout) for _ in range(args.repeats)]
+            run_job(__file__, job, ["--path", str(path)], args.timeout)  # warm-up: page cache and Numba caches
+            runs = [run_job(__file__, job, ["--path", str(path)], args.timeout) for _ in range(args.repeats)]
             ok = [r for r in runs if r.get("status") == "ok"]
             row = {"scale": scale, "job": job, "file_gb": round(size_gb, 2)}
             if ok:

@@ -30,9 +30,6 @@ Results: ``benchmarks/results/perturbations.{csv,md}`` (rows of other P kept).
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import group_statistics as gs  # noqa: E402  (the same floor job)
+from _process import child, run_job  # noqa: E402
 
 JOBS = ("floor", "evaluate")
 CONTROL = "non-targeting"
@@ -118,33 +116,6 @@ def _job_evaluate(path: str) -> dict:
     return {"check": float(s["mean"].abs().sum()), "n_summary": int(len(s))}
 
 
-def _child(job: str, path: str) -> None:
-    start = time.perf_counter()
-    result = globals()[f"_job_{job}"](path)
-    result["inner_s"] = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    result["peak_rss_gb"] = max(own, children)
-    print("RESULT " + json.dumps(result))
-
-
-# ----------------------------------------------------------------------------- driver
-def _run(job: str, path: Path, timeout: float) -> dict:
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, __file__, "--job", job, "--path", str(path)],
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout>{timeout:.0f}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"status": f"failed: {tail[0][:160]}"}
-    out = json.loads(lines[-1][7:])
-    out.update(status="ok", wall_s=time.perf_counter() - start)
-    return out
-
-
 def _sparse_gb(path: Path) -> float:
     import h5py
 
@@ -177,7 +148,7 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        _child(args.job, args.path)
+        child(globals()[f"_job_{args.job}"], args.path)
         return
     results = HERE / "results"
     results.mkdir(exist_ok=True)
@@ -189,7 +160,7 @@ def main() -> None:
         sparse = _sparse_gb(path)
         got = {}
         for job in args.jobs:
-            got[job] = _run(job, path, args.timeout)
+            got[job] = run_job(__file__, job, ["--path", str(path)], args.timeout)
             print(f"[P={n_p}] {job}: {got[job]}", flush=True)
         floor = got.get("floor", {}).get("wall_s")
         for job, r in got.items():

@@ -1,0 +1,44 @@
+"""Whole-process timing shared by the benchmark scripts: run one job in a fresh interpreter.
+
+A script calls :func:`run_job` for each job; the child (the same script, started with
+``--job NAME`` and its own arguments) calls :func:`child` with the job function, which prints one
+``RESULT {json}`` line with the job's own numbers, its inner time and its peak RSS (the process or
+its children, whichever is larger).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+
+def child(job: Callable[..., dict], *args: Any) -> None:
+    """Run ``job(*args)`` in this (child) process and print its ``RESULT`` line."""
+    start = time.perf_counter()
+    result = job(*args)
+    result["inner_s"] = time.perf_counter() - start
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    result["peak_rss_gb"] = max(own, children)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_job(script: str, job: str, arguments: list[str], timeout: float) -> dict:
+    """Time ``python script --job job *arguments`` as a whole process: its result plus ``status`` and ``wall_s``."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, script, "--job", job, *arguments],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout>{timeout:.0f}s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"status": f"failed: {tail[0][:160]}"}
+    out = json.loads(lines[-1][7:])
+    out.update(status="ok", wall_s=time.perf_counter() - start)
+    return out

@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _process import child, run_job  # noqa: E402
+
 SCALES = {
     "small": dict(n_cells=20_000, n_genes=2_000, n_perturbations=50),
     "medium": dict(n_cells=100_000, n_genes=5_000, n_perturbations=200),

@@ -66,8 +66,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._numba import resolve_threads, thread_limit
-from ..data.read import open_matrix, read_annotations
-from ..errors import CountsError, GeneMismatchError, InputError, MissingKeyError, ShrinkpertWarning
+from .._validate import CellData, validate
+from ..errors import CountsError, GeneMismatchError, InputError, ShrinkpertWarning
 from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
 from ._vcc2026_kernels import jackknife_block
 
@@ -160,30 +160,22 @@ class VCC2026Result:
 # inputs
 
 
-def _side_labels(data, key: str, control: str, where: str) -> tuple[np.ndarray, pd.Index]:
-    obs, genes = read_annotations(data)
-    if key not in obs.columns:
-        raise MissingKeyError(
-            f"perturbation_key={key!r} is not a column of {where}.obs (columns: {list(obs.columns)!r}); "
-            "pass the column naming each cell's perturbation."
-        )
-    if not pd.Index(obs.index).is_unique:
-        dups = pd.Index(obs.index)[pd.Index(obs.index).duplicated()].unique()[:3].tolist()
-        raise InputError(
-            f"{where} has duplicate cell names (e.g. {dups!r}); the vcc2026 preset requires every "
-            "cell once. Remove the duplicates (or make names unique with obs_names_make_unique())."
-        )
-    labels = obs[key]
-    if labels.isna().any():
-        raise InputError(f"{where}.obs[{key!r}] has missing labels; label every cell.")
-    return labels.astype(str).to_numpy(), pd.Index(genes)
+def validate_pair(pred, truth, *, perturbation_key: str, control: str, layer: str | None,
+                  pred_controls: bool = False) -> tuple[CellData, CellData]:
+    """Both inputs through the one boundary (:func:`~shrinkpert._validate.validate`): unique cell
+    and gene names, the label column, the truth's control with at least 3 cells (``pred``'s only
+    when ``pred_controls``)."""
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control, layer=layer)
+    p = validate(pred, side="pred", perturbation_key=perturbation_key, control=control, layer=layer,
+                 require_control=pred_controls)
+    return p, t
 
 
-def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk_size,
-                bulk_target_sum: float, max_counts: float, n_parts: int, fractional: bool = False):
-    """Validate counts; return group count sums, per-cell totals and jackknife terms."""
-    n_genes = None
-    with open_matrix(data, layer) as source:
+def _group_pass(data: CellData, codes: np.ndarray, n_groups: int, chunk_size, bulk_target_sum: float,
+                max_counts: float, n_parts: int, fractional: bool = False):
+    """Check the count rules; return the log pseudobulks, jackknife terms and cells per group."""
+    where = data.side
+    with data.open() as source:
         n_cells, n_genes = source.shape
         lib = np.zeros(n_cells)
         sums = np.zeros((n_groups, n_genes))
@@ -428,10 +420,11 @@ def score_vcc2026(
 
     Parameters
     ----------
-    pred, truth : AnnData or path to ``.h5ad``
-        Cells × genes raw integer counts (in memory, backed, or a file read in blocks). ``truth``
-        must hold control cells; ``pred`` must hold every perturbation of ``truth`` and no other
-        (its control cells, if any, are not used).
+    pred, truth : AnnData, path to ``.h5ad`` or CellData
+        Cells × genes raw integer counts (in memory, backed, or a file read in blocks), each
+        validated once at the boundary (:func:`~shrinkpert._validate.validate`). ``truth`` must
+        hold at least 3 control cells; ``pred`` must hold every perturbation of ``truth`` and no
+        other (its control cells, if any, are not used). Cells without a label are left out.
     perturbation_key : str
         ``obs`` column with each cell's perturbation (cell-eval2's ``pert_col``).
     control : str
@@ -453,39 +446,34 @@ def score_vcc2026(
     Raises
     ------
     CountsError
-        Non-integer, negative or non-finite values, or a cell with more than 1e6 counts.
+        The preset's count rules: non-integer, negative or non-finite values, or a cell with more
+        than 1e6 counts (the message names the rule and the side).
     InputError
-        Missing or extra perturbations, duplicate cell names, no control cells in ``truth``, or
-        no label resolves to a target gene.
+        Missing or extra perturbations, duplicate cell or gene names, fewer than 3 control cells
+        in ``truth``, or no label resolves to a target gene.
+    MissingKeyError
+        The label column or the control label is absent.
     GeneMismatchError
         The two sides have different genes or gene order.
     """
-    return _score(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer,
-                  target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+    pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer)
+    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
 
 
-def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk_size, n_threads,
-           fractional_pred: bool = False, own_controls: bool = False) -> VCC2026Result:
-    """:func:`score_vcc2026`; ``fractional_pred`` admits non-integer predicted counts (the
-    emitted mean-response baseline is scaled control cells, as in cell-eval2);
+def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threads, fractional_pred: bool = False,
+           own_controls: bool = False) -> VCC2026Result:
+    """:func:`score_vcc2026` on validated inputs; ``fractional_pred`` admits non-integer predicted
+    counts (the emitted mean-response baseline is scaled control cells, as in cell-eval2);
     ``own_controls`` takes the prediction's effects and DE tests against its own control cells
     (cell-eval2's ``control_source="pred"``, which its replicate anchor uses)."""
-    t_labels, genes = _side_labels(truth, perturbation_key, control, "truth")
-    p_labels, p_genes = _side_labels(pred, perturbation_key, control, "pred")
-    if not p_genes.equals(genes):
+    genes, perts = truth.genes, truth.perturbations
+    if not pred.genes.equals(genes):
         raise GeneMismatchError(
             "pred and truth have different genes (or gene order); the vcc2026 preset scores the same "
             "gene axis on both sides. Reorder pred with pred[:, truth.var_names]."
         )
-    if not (t_labels == control).any():
-        raise InputError(
-            f"truth has no control cells ({perturbation_key} == {control!r}); the vcc2026 preset takes "
-            "every effect and DE test relative to the measured controls."
-        )
-    perts = pd.Index(np.unique(t_labels[t_labels != control]), name=perturbation_key)
-    predicted = set(np.unique(p_labels[p_labels != control]))
-    missing = sorted(set(perts) - predicted)
-    extra = sorted(predicted - set(perts))
+    missing = sorted(set(perts) - set(pred.perturbations))
+    extra = sorted(set(pred.perturbations) - set(perts))
     if missing or extra:
         parts = []
         if missing:
@@ -496,23 +484,20 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
             "; ".join(parts) + ". The vcc2026 preset scores every measured perturbation, so pred must "
             "predict exactly the measured set."
         )
+    if own_controls and pred.control is None:
+        raise InputError(f"pred has no control cells ({truth.perturbation_key} == {truth.control!r}).")
     n_p = len(perts)
-    t_codes = perts.get_indexer(t_labels).astype(np.int64)
-    t_codes[t_labels == control] = n_p
-    p_codes = perts.get_indexer(p_labels).astype(np.int64)
-    if own_controls:
-        if not (p_labels == control).any():
-            raise InputError(f"pred has no control cells ({perturbation_key} == {control!r}).")
-        p_codes[p_labels == control] = n_p
+    # same sorted perturbations on both sides, so the codes agree; pred's controls are n_p too
+    p_codes = pred.codes if own_controls else np.where(pred.codes < n_p, pred.codes, -1)
     with thread_limit(n_threads) as threads:
         n_parts = max(1, resolve_threads(threads))
-        args = dict(layer=layer, chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
+        args = dict(chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
                     max_counts=PRESET["max_counts_per_cell"], n_parts=n_parts)
-        real_bulk, real_jk, _ = _group_pass(truth, t_codes, n_p + 1, where="truth", **args)
-        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, where="pred",
-                                                       fractional=fractional_pred, **args)
-        de_args = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=True,
-                       target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
+        real_bulk, real_jk, _ = _group_pass(truth, truth.codes, n_p + 1, **args)
+        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, fractional=fractional_pred,
+                                                       **args)
+        de_args = dict(perturbation_key=truth.perturbation_key, control=truth.control, layer=truth.layer,
+                       normalize=True, target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
                        epsilon=PRESET["epsilon"], n_threads=n_threads)
         if own_controls:
             de_truth, de_pred = wilcoxon_de(truth, **de_args), wilcoxon_de(pred, **de_args)
@@ -557,6 +542,6 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
         aggregate={k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])},
         de_truth=de_truth,
         de_pred=de_pred,
-        params={"perturbation_key": perturbation_key, "control": control, "layer": layer,
+        params={"perturbation_key": truth.perturbation_key, "control": truth.control, "layer": truth.layer,
                 "preset": "vcc2026", **PRESET},
     )

@@ -1,9 +1,13 @@
-"""Numba kernel: Mann–Whitney U of every group against one control group, per gene.
+"""Numba kernels of the Wilcoxon engine: Mann–Whitney U of every group against one control
+group, per gene, and the two moves of stored values it needs.
 
-The input is one block of genes in compressed-column form holding only the positive values
-(zeros are implicit). Zeros form one tie group at the bottom of every ranking, so a gene costs
-a sort of its positive values per group plus a binary search of each perturbed value among the
-control's sorted positive values; nothing proportional to the number of cells is touched.
+The test's input is one block of genes in compressed-column form holding only the positive
+values (zeros are implicit). Zeros form one tie group at the bottom of every ranking, so a gene
+costs a sort of its positive values per group plus a binary search of each perturbed value
+among the control's sorted positive values; nothing proportional to the number of cells is
+touched. :func:`scatter_rows` transposes row blocks into a preallocated compressed-column copy
+(no second copy of the matrix); :func:`gather_columns` turns a range of those columns into the
+test's input (group code and normalised value of each stored entry).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from numba import prange
 
 from .._numba import kernel
 
-__all__ = ["mwu_block"]
+__all__ = ["mwu_block", "scatter_rows", "gather_columns"]
 
 
 @kernel(parallel=True)
@@ -124,3 +128,52 @@ def mwu_block(indptr, codes, values, group_sizes, control, u_out, p_out):  # pra
             z = (u - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)
             p = math.erfc(z / sqrt2)
             p_out[g, j] = min(max(p, 0.0), 1.0)
+
+
+@kernel
+def scatter_rows(indptr, indices, data, row0, keep, fill, out_rows, out_values):  # pragma: no cover - compiled
+    """Append the kept rows of one CSR row block to a compressed-column copy.
+
+    Row ``i`` of the block is row ``row0 + i`` of the matrix; it is copied when ``keep[row0 + i]``.
+    Entry ``(r, j, v)`` goes to position ``fill[j]`` of ``out_rows``/``out_values`` (``r``, ``v``)
+    and ``fill[j]`` advances, so blocks scattered in row order leave every column sorted by row.
+    ``fill`` starts as the copy's column pointers (without the last).
+    """
+    n_rows = indptr.shape[0] - 1
+    for i in range(n_rows):
+        r = row0 + i
+        if not keep[r]:
+            continue
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            pos = fill[j]
+            out_rows[pos] = r
+            out_values[pos] = data[k]
+            fill[j] = pos + 1
+
+
+@kernel(parallel=True)
+def gather_columns(indptr, rows, values, divisor, row_codes, g0, start, out_codes, out_values, sums):  # pragma: no cover - compiled
+    r"""Group code and normalised value of every stored entry of columns ``g0 .. g0 + len(start)``.
+
+    For column ``g0 + j``, its entries ``k`` (row :math:`r_k`, value :math:`c_k`) go, in order, to
+    positions ``start[j], start[j] + 1, ...`` of ``out_codes``/``out_values``: the code
+    ``row_codes[r]`` and :math:`c_k / d_{r}` (``divisor``), or code ``-1`` when the row has no group
+    or the value is 0. ``sums[code, g0 + j]`` accumulates the normalised values in entry order.
+    """
+    for j in prange(start.shape[0]):
+        g = g0 + j
+        pos = start[j]
+        for k in range(indptr[g], indptr[g + 1]):
+            r = rows[k]
+            c = row_codes[r]
+            v = float(values[k])
+            if c >= 0 and v != 0.0:
+                x = v / divisor[r]
+                out_codes[pos] = c
+                out_values[pos] = x
+                sums[c, g] += x
+            else:
+                out_codes[pos] = -1
+                out_values[pos] = 0.0
+            pos += 1

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import shrinkpert as spkg
-from shrinkpert.errors import CountsError, GeneMismatchError, InputError
+from shrinkpert.errors import CountsError, GeneMismatchError, InputError, MissingKeyError
 from shrinkpert.metrics._vcc2026_kernels import jackknife_block
 from shrinkpert.metrics.vcc2026 import MEMBERS, score_vcc2026
 from shrinkpert.metrics.vcc2026_output import to_cell_eval2
@@ -149,18 +149,21 @@ def test_backed_file_and_dense_give_same_numbers(pairs, tmp_path):
 
 
 def _tiny():
-    X = np.array([[1, 2, 0], [2, 1, 1], [0, 3, 1], [4, 0, 2], [1, 1, 1], [2, 2, 0]], dtype=np.float32)
-    obs = pd.DataFrame({"perturbation": [CONTROL, CONTROL, "g1", "g1", "g2", "g2"]},
-                       index=[f"c{i}" for i in range(6)])
+    X = np.array([[1, 2, 0], [2, 1, 1], [1, 1, 2], [0, 3, 1], [4, 0, 2], [1, 1, 1], [2, 2, 0]], dtype=np.float32)
+    obs = pd.DataFrame({"perturbation": [CONTROL, CONTROL, CONTROL, "g1", "g1", "g2", "g2"]},
+                       index=[f"c{i}" for i in range(7)])
     return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
 
 
 @pytest.mark.parametrize(
     ("edit", "error", "match"),
     [
-        (lambda a: a.X.data.__setitem__(0, 1.5), CountsError, "non-integer"),
-        (lambda a: a.X.data.__setitem__(0, -1.0), CountsError, "negative"),
-        (lambda a: a.X.data.__setitem__(0, 2e6), CountsError, "more than 1e\\+06 counts"),
+        (lambda a: a.X.data.__setitem__(0, 1.5), CountsError, "pred contains non-integer values; the vcc2026 "
+         "preset needs raw integer counts"),
+        (lambda a: a.X.data.__setitem__(0, -1.0), CountsError, "pred contains negative values; the vcc2026 preset"),
+        (lambda a: a.X.data.__setitem__(0, np.nan), CountsError, "pred contains NaN or infinite values"),
+        (lambda a: a.X.data.__setitem__(0, 2e6), CountsError, "pred has 1 cell\\(s\\) with more than 1e\\+06 "
+         "counts .* caps counts per cell at 1e6"),
     ],
 )
 def test_bad_counts(edit, error, match):
@@ -174,7 +177,8 @@ def test_bad_counts(edit, error, match):
 def test_bad_panels():
     truth = _tiny()
     missing = truth[truth.obs["perturbation"] != "g2"].copy()
-    with pytest.raises(InputError, match="missing from pred"):
+    with pytest.raises(InputError, match="1 measured perturbation\\(s\\) missing from pred .* The vcc2026 preset "
+                       "scores every measured perturbation"):
         score_vcc2026(missing, truth)
     extra = truth.copy()
     extra.obs["perturbation"] = extra.obs["perturbation"].astype(str).replace({"g2": "g9"})
@@ -182,15 +186,18 @@ def test_bad_panels():
         score_vcc2026(extra, truth)
     with pytest.warns(UserWarning, match="not unique"):
         dup = ad.concat([truth, truth[:1]])
-    with pytest.raises(InputError, match="duplicate cell names"):
+    with pytest.raises(InputError, match="pred: Cell names are duplicated"):
         score_vcc2026(dup, truth)
     renamed = truth.copy()
     renamed.var_names = ["a", "b", "c"]
     with pytest.raises(GeneMismatchError, match="different genes"):
         score_vcc2026(renamed, truth)
     no_ctrl = truth[truth.obs["perturbation"] != CONTROL].copy()
-    with pytest.raises(InputError, match="no control cells"):
+    with pytest.raises(MissingKeyError, match="truth: Control label 'non-targeting' is not in"):
         score_vcc2026(truth, no_ctrl)
+    few = truth[1:].copy()
+    with pytest.raises(InputError, match="truth: the control 'non-targeting' has 2 cells; at least 3"):
+        score_vcc2026(truth, few)
 
 
 def test_writer_layout(pairs, tmp_path):

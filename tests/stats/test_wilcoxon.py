@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from shrinkpert.errors import GeneMismatchError, InputError, MissingKeyError
-from shrinkpert.stats._wilcoxon_kernels import gather_columns, mwu_block, scatter_rows
+from shrinkpert.stats._wilcoxon_kernels import gather_columns, grid_sort, mwu_block, scatter_rows
 from shrinkpert.stats.wilcoxon import wilcoxon_de, wilcoxon_de_pair
 
 CONTROL = "non-targeting"
@@ -180,6 +180,22 @@ def test_unlabelled_cells_belong_to_no_group():
     kept = _adata(X[:30], labels[:30])
     np.testing.assert_array_equal(res.p, wilcoxon_de(kept).p)
     assert list(res.perturbations) == ["A"]
+
+
+@pytest.mark.parametrize("kind", ["spread", "ties", "crowded", "one", "equal"])
+def test_grid_sort_matches_numpy_sort(kind):
+    """Twin: numpy.sort. Spread values, many ties, a crowd next to an outlier (the fallback)."""
+    rng = np.random.default_rng(10)
+    values = {
+        "spread": rng.gamma(2.0, 1.0, size=301),
+        "ties": rng.integers(1, 6, size=200).astype(np.float64),
+        "crowded": np.concatenate([5.0 + rng.random(150) * 1e-6, [100.0]]),
+        "one": np.array([3.0]),
+        "equal": np.full(7, 2.5),
+    }[kind]
+    a = rng.permutation(values)
+    grid_sort(a, np.empty(a.size), np.empty(a.size + 1, dtype=np.int64))
+    np.testing.assert_array_equal(a, np.sort(values))
 
 
 def _scatter_twin(csr: sp.csr_matrix, keep: np.ndarray):

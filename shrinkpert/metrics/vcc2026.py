@@ -69,7 +69,7 @@ from .._numba import resolve_threads, thread_limit
 from .._validate import CellData, validate
 from ..errors import CountsError, GeneMismatchError, InputError, ShrinkpertWarning
 from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
-from ._vcc2026_kernels import jackknife_block
+from ._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 
 __all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET"]
 
@@ -173,28 +173,33 @@ def validate_pair(pred, truth, *, perturbation_key: str, control: str, layer: st
 
 def _group_pass(data: CellData, codes: np.ndarray, n_groups: int, chunk_size, bulk_target_sum: float,
                 max_counts: float, n_parts: int, fractional: bool = False):
-    """Check the count rules; return the log pseudobulks, jackknife terms and cells per group."""
+    """Check the count rules; return the log pseudobulks, jackknife terms and cells per group.
+
+    Two passes over the matrix: group sums and cell totals (with the count checks), then the
+    jackknife's stored-value terms (:mod:`~shrinkpert.metrics._vcc2026_kernels`).
+    """
     where = data.side
+    valid = codes >= 0
     with data.open() as source:
         n_cells, n_genes = source.shape
         lib = np.zeros(n_cells)
         sums = np.zeros((n_groups, n_genes))
-        valid = codes >= 0
         for block in source.blocks(chunk_size):
-            values = block.values
-            stored = values.data if sp.issparse(values) else np.asarray(values).ravel()
-            _check_counts(stored, where, fractional)
-            if not source.by_rows:
-                mat = sp.csc_matrix(values, dtype=np.float64)
-                lib += np.asarray(mat.sum(axis=1)).ravel()
-                ind = _indicator(codes, valid, n_groups)
-                sums[:, block.cols] += np.asarray((ind @ mat).todense())
+            mat = _canonical(block.values, source.by_rows)
+            _check_counts(mat.data, where, fractional)
+            weights = mat.data.astype(np.float64)
+            if source.by_rows:
+                rows = np.repeat(np.arange(block.rows.start, block.rows.stop), np.diff(mat.indptr))
+                cols, first = mat.indices, 0
             else:
-                mat = sp.csr_matrix(values, dtype=np.float64)
-                rows = np.arange(block.rows.start, block.rows.stop)
-                lib[rows] = np.asarray(mat.sum(axis=1)).ravel()
-                ind = _indicator(codes[rows], valid[rows], n_groups)
-                sums += np.asarray((ind @ mat).todense())
+                rows = mat.indices
+                cols, first = np.repeat(np.arange(mat.shape[1]), np.diff(mat.indptr)), block.cols.start
+            lib += np.bincount(rows, weights=weights, minlength=n_cells)
+            keep = valid[rows]
+            width = mat.shape[1]
+            sums[:, first : first + width] += np.bincount(
+                codes[rows[keep]] * width + cols[keep], weights=weights[keep], minlength=n_groups * width
+            ).reshape(n_groups, width)
         over = lib > max_counts
         if over.any():
             raise CountsError(
@@ -206,25 +211,38 @@ def _group_pass(data: CellData, codes: np.ndarray, n_groups: int, chunk_size, bu
         scale = np.zeros_like(totals)
         scale[totals > 0] = bulk_target_sum / totals[totals > 0]
         bulk = np.log1p(sums * scale[:, None])
+        n = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
         group_totals = np.bincount(codes[valid], weights=lib[valid], minlength=n_groups)
+        # the jackknife's series (see the kernels' module): cell shares, their power sums
+        positive = group_totals > 0
+        inv = np.divide(1.0, group_totals, out=np.zeros(n_groups), where=positive)
+        share = np.where(valid, lib * inv[np.where(valid, codes, 0)], 0.0)
+        max_share = np.zeros(n_groups)
+        np.maximum.at(max_share, codes[valid], share[valid])
+        terms = series_terms(max_share)
+        terms[~positive] = 0
+        moments = np.stack([np.bincount(codes[valid], weights=share[valid] ** m, minlength=n_groups)
+                            for m in range(2 * int(terms.max()) + 2)], axis=1)
+        alpha = bulk_target_sum * sums * inv[:, None]
+        delta = np.log1p(alpha) - bulk
         s1 = np.zeros((n_groups, n_genes))
         s2 = np.zeros((n_groups, n_genes))
         for block in source.blocks(chunk_size):
-            mat = sp.csr_matrix(block.values, dtype=np.float64)
+            mat = _canonical(block.values, True)
             if not source.by_rows:
                 cols = block.cols
                 a1, a2 = np.zeros((n_groups, cols.stop - cols.start)), np.zeros((n_groups, cols.stop - cols.start))
-                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data, codes,
-                                lib, np.ascontiguousarray(sums[:, cols]), group_totals,
-                                np.ascontiguousarray(bulk[:, cols]), bulk_target_sum, n_parts, a1, a2)
+                jackknife_block(mat.indptr, mat.indices, mat.data, codes, lib, np.ascontiguousarray(sums[:, cols]),
+                                group_totals, np.ascontiguousarray(bulk[:, cols]),
+                                np.ascontiguousarray(alpha[:, cols]), np.ascontiguousarray(delta[:, cols]),
+                                bulk_target_sum, terms, n_parts, a1, a2)
                 s1[:, cols] += a1
                 s2[:, cols] += a2
             else:
                 rows = slice(block.rows.start, block.rows.stop)
-                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data,
-                                np.ascontiguousarray(codes[rows]), lib[rows], sums, group_totals, bulk,
-                                bulk_target_sum, n_parts, s1, s2)
-    n = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
+                jackknife_block(mat.indptr, mat.indices, mat.data, np.ascontiguousarray(codes[rows]), lib[rows],
+                                sums, group_totals, bulk, alpha, delta, bulk_target_sum, terms, n_parts, s1, s2)
+    jackknife_base(alpha, delta, moments, n, terms, s1, s2)
     jk = np.zeros(n_groups)
     for p in range(n_groups):
         if n[p] < 2 or totals[p] <= 0:
@@ -234,9 +252,15 @@ def _group_pass(data: CellData, codes: np.ndarray, n_groups: int, chunk_size, bu
     return bulk, jk, n
 
 
-def _indicator(codes: np.ndarray, valid: np.ndarray, n_groups: int) -> sp.csr_matrix:
-    idx = np.flatnonzero(valid)
-    return sp.csr_matrix((np.ones(idx.size), (codes[idx], idx)), shape=(n_groups, codes.size))
+def _canonical(values, by_rows: bool):
+    """One block as CSR (``by_rows``) or CSC with int64 pointers and indices, duplicates summed."""
+    mat = sp.csr_matrix(values) if by_rows else sp.csc_matrix(values)
+    if not mat.has_canonical_format:
+        mat = mat.copy()
+        mat.sum_duplicates()
+    mat.indptr = mat.indptr.astype(np.int64, copy=False)
+    mat.indices = mat.indices.astype(np.int64, copy=False)
+    return mat
 
 
 def _check_counts(values: np.ndarray, where: str, fractional: bool = False) -> None:

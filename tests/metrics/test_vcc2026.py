@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 import shrinkpert as spkg
 from shrinkpert.errors import CountsError, GeneMismatchError, InputError, MissingKeyError
-from shrinkpert.metrics._vcc2026_kernels import jackknife_block
+from shrinkpert.metrics._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 from shrinkpert.metrics.vcc2026 import MEMBERS, score_vcc2026
 from shrinkpert.metrics.vcc2026_output import to_cell_eval2
 
@@ -112,24 +112,37 @@ def _twin_jackknife(X: np.ndarray, codes: np.ndarray, n_groups: int, ts: float) 
     return out
 
 
-def test_jackknife_kernel_matches_twin():
+@pytest.mark.parametrize("n_parts", [1, 2])
+def test_jackknife_kernels_match_twin(n_parts):
+    """Series for zero counts + exact stored values (groups 0-2) and the literal path (group 3, two
+    cells: a cell share above MAX_SHARE) against the literal delete-one twin."""
     rng = np.random.default_rng(7)
-    X = rng.poisson(2.0, size=(40, 7)).astype(np.float64)
-    codes = rng.integers(-1, 3, size=40).astype(np.int64)
-    n_groups = 3
+    X = rng.poisson(2.0, size=(60, 7)).astype(np.float64)
+    X[:, 3] = 0  # a gene no cell expresses
+    codes = rng.integers(-1, 3, size=60).astype(np.int64)
+    codes[:2] = 3
+    X[5] = 0  # an empty cell
+    n_groups = 4
     csr = sp.csr_matrix(X)
     lib = X.sum(1)
     sums = np.stack([X[codes == p].sum(0) for p in range(n_groups)])
-    totals = sums.sum(1)
-    bulk = np.log1p(sums * (5e4 / totals)[:, None])
-    s1 = np.zeros((n_groups, 7))
-    s2 = np.zeros((n_groups, 7))
-    group_totals = np.array([lib[codes == p].sum() for p in range(n_groups)])
-    jackknife_block(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, codes, lib, sums,
-                    group_totals, bulk, 5e4, 2, s1, s2)
-    n = np.bincount(codes[codes >= 0], minlength=n_groups)
+    totals = np.array([lib[codes == p].sum() for p in range(n_groups)])
+    bulk = np.log1p(sums * (5e4 / sums.sum(1))[:, None])
+    share = lib / totals[np.maximum(codes, 0)]
+    max_share = np.array([share[codes == p].max() for p in range(n_groups)])
+    terms = series_terms(max_share)
+    assert (terms[:3] > 0).all() and terms[3] == 0
+    moments = np.array([[np.sum(share[codes == p] ** m) for m in range(2 * terms.max() + 2)]
+                        for p in range(n_groups)])
+    alpha = 5e4 * sums / totals[:, None]
+    delta = np.log1p(alpha) - bulk
+    n = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.float64)
+    s1, s2 = np.zeros((n_groups, 7)), np.zeros((n_groups, 7))
+    jackknife_block(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, codes, lib, sums, totals,
+                    bulk, alpha, delta, 5e4, terms, n_parts, s1, s2)
+    jackknife_base(alpha, delta, moments, n, terms, s1, s2)
     got = (n - 1) / n * (s2 - s1**2 / n[:, None]).sum(1)
-    np.testing.assert_allclose(got, _twin_jackknife(X, codes, n_groups, 5e4), rtol=1e-10)
+    np.testing.assert_allclose(got, _twin_jackknife(X, codes, n_groups, 5e4), rtol=1e-12)  # measured 2e-15
 
 
 def test_backed_file_and_dense_give_same_numbers(pairs, tmp_path):

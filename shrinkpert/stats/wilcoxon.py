@@ -1,10 +1,14 @@
 """Wilcoxon rank-sum (Mann–Whitney U) differential expression of each perturbation vs control.
 
-:func:`wilcoxon_de` streams the matrix (in memory, CSR/CSC, or an ``.h5ad`` file) in blocks of
-genes, ranks each gene's positive values with the zeros as one tie group, and returns U, the
+:func:`wilcoxon_de` reads the matrix (in memory, CSR/CSC/dense, or an ``.h5ad`` file) in blocks —
+a counting pass, then a scatter — into one compressed-column copy of its stored values (no
+second layout), tests gene block by gene block —
+each gene's positive values ranked with the zeros as one tie group — and returns U, the
 tie-corrected two-sided normal-approximation p-value with continuity correction (the rule of
 ``scipy.stats.mannwhitneyu(..., method="asymptotic")``), Benjamini–Hochberg q-values within each
-perturbation and log2 fold changes of the normalised means.
+perturbation and log2 fold changes of the normalised means. Inputs pass the boundary
+(:func:`~shrinkpert._validate.validate`) once; the engine works on the encoded
+:class:`~shrinkpert._validate.CellData`.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ _EXPORTS = {
     "evaluate": ".evaluation",
     "EvaluationConfig": ".evaluation",
     "MetricTable": ".evaluation",
+    "merge_tables": ".evaluation",
     "METRICS": ".evaluation",
     "strata": ".strata",
     "difficulty": ".strata",

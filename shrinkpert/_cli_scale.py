@@ -4,6 +4,11 @@
 row range; ``shrinkpert merge part_* --out whole`` checks the parts' provenance and combines
 them. Both write ``stats.npz`` (reloadable with :func:`shrinkpert.load_statistics`, and the
 input of ``merge``), ``stats.h5ad`` and ``summary.csv`` into their ``--out`` folder.
+
+``merge`` also combines the folders of ``shrinkpert evaluate --shard i/N`` (recognised by the
+``shard`` entry of their ``manifest.json``) into the evaluation of the whole run
+(:func:`shrinkpert.evaluation.partition.merge_tables`): one verb for "put the parts of a sharded
+run back together", whichever command made them.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_parsers(subparsers) -> None:
     """Add the ``merge`` subcommand."""
-    p = subparsers.add_parser("merge", help="combine the statistics of row shards (stats --shard) into the whole")
-    p.add_argument("parts", nargs="+", help="output folders of 'stats --shard' (or their stats.npz files)")
+    p = subparsers.add_parser("merge", help="combine the parts of a sharded run (stats --shard or evaluate --shard)")
+    p.add_argument("parts", nargs="+", help="output folders of 'stats --shard' (or their stats.npz files) or of "
+                   "'evaluate --shard' (recognised by their manifest.json)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out folder")
     p.add_argument("--no-check", action="store_true",
@@ -67,7 +73,22 @@ def run_stats(args: argparse.Namespace, out: Path) -> pd.DataFrame:
 
 
 def run_merge(args: argparse.Namespace, out: Path) -> pd.DataFrame:
-    """``shrinkpert merge``: check and combine the parts."""
+    """``shrinkpert merge``: check and combine the parts (statistics, or evaluation partials)."""
+    from .evaluation.partition import is_partial
     from .stats.shards import merge_statistics
+
+    partial = [is_partial(p) for p in args.parts]
+    if any(partial):
+        from .errors import InputError
+        from .evaluation.partition import merge_tables
+        from .report import save_table
+
+        if not all(partial):
+            raise InputError("merge: some parts are evaluation shards and some are not; merge one kind at a time.")
+        if args.no_check:
+            raise InputError("merge: --no-check does not apply to evaluation shards (their checks make the merge exact).")
+        table = merge_tables(args.parts)
+        save_table(table, out, force=True)
+        return table.summary()
 
     return _write(merge_statistics([Path(p) for p in args.parts], check=not args.no_check), out)

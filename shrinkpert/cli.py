@@ -121,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--de-test", default="welch", choices=["welch", "wilcoxon"],
                    help="test behind the DE calls: Welch on pseudobulks, or Wilcoxon rank-sum on cells vs the true "
                         "control cells (BH per perturbation either way)")
-    p.add_argument("--truth-effects", default="raw", choices=["raw", "shrunk"],
-                   help="score against raw true pseudobulks or the ash posterior means of the true effects")
+    p.add_argument("--truth-effects", nargs="+", default="raw", choices=["raw", "shrunk"],
+                   help="score against raw true pseudobulks or the ash posterior means of the true effects; "
+                        "'raw shrunk' gives both side by side (a truth column)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default set if omitted)")
     p.add_argument("--no-calibrate", action="store_true", help="skip calibrated scores, DRF and BDS")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over perturbations")
     p.add_argument("--seed", type=int, default=0, help="seed of the half split, random baselines and bootstrap")
+    p.add_argument("--shard", type=_cli_scale._shard, default=None, metavar="i/N",
+                   help="score only block i (from 0) of N of the sorted perturbations; combine the folders with 'merge'")
 
     p = sub.add_parser("demo", help="run the main job on the bundled Papalexi 2021 data")
     _add_common(p, needs_input=False)
@@ -288,6 +291,13 @@ def _predictions(items: list[str]):
     return named
 
 
+def _truth_effects(value: str | list[str]) -> str | tuple[str, ...]:
+    """``--truth-effects``: one name as itself, several as a tuple (both side by side)."""
+    if isinstance(value, str):
+        return value
+    return value[0] if len(value) == 1 else tuple(value)
+
+
 def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
     """Run one subcommand and return the table to print (None: nothing to print)."""
     if args.command == "report":
@@ -308,7 +318,10 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
                        calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
                        guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                        train=args.train, population=args.population, allow_leakage=args.allow_leakage,
-                       truth_effects=args.truth_effects, de_test=args.de_test, progress=args.progress)
+                       truth_effects=_truth_effects(args.truth_effects), de_test=args.de_test,
+                       progress=args.progress)
+        if args.shard is not None:
+            options["shard"] = args.shard
         if args.preset is not None:  # the preset fixes these; pass only what the user set
             options = {k: v for k, v in options.items() if k not in ("references", "weights", "metrics", "baselines")
                        or v not in ("auto", "default")}

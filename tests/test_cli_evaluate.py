@@ -24,7 +24,8 @@ def test_evaluate_writes_the_api_tables(tmp_path, papalexi, capsys):
     assert code == 0
     assert "pearson_delta" in capsys.readouterr().out
     # the two tables plus the manifest the report reads; no temp files left
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "params.json", "summary.csv", "table.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "metrics.csv", "params.json", "summary.csv",
+                                                     "table.json"]
     api = evaluate(str(pred_path), str(truth_path), metrics=["mae", "pearson_delta", "discrimination_score_l1"],
                    n_boot=40, seed=3)
     frame = pd.read_csv(out / "metrics.csv")

@@ -5,6 +5,8 @@ baseline returns a :class:`BaselinePrediction` (perturbations × genes means). S
 :mod:`shrinkpert.baselines.baselines` for the formulas. :mod:`shrinkpert.baselines.train` fits
 the mean and linear baselines on training perturbations instead (:func:`train_mean`,
 :func:`train_linear`) and guards the split (:func:`check_disjoint`).
+:mod:`shrinkpert.baselines.exploits` holds the exploit arms (predictions that game a metric
+without biology), scored beside the baselines.
 """
 
 from .._validate import detect_scale
@@ -24,6 +26,7 @@ from .baselines import (
     shuffled_labels,
     technical_duplicate,
 )
+from .exploits import EXPLOITS, exploit_baselines, exploit_cells, exploitable_arms
 from .train import check_disjoint, train_linear, train_mean
 
 __all__ = [
@@ -47,4 +50,8 @@ __all__ = [
     "train_mean",
     "train_linear",
     "check_disjoint",
+    "EXPLOITS",
+    "exploit_baselines",
+    "exploit_cells",
+    "exploitable_arms",
 ]

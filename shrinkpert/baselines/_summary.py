@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,9 @@ class TruthSummary:
     mean, var : ndarray, shape (n_perturbations, n_genes)
         :math:`\\bar x_{pg}` and the ddof=1 variance over all cells of perturbation :math:`p`.
     n_cells : ndarray of int64, shape (n_perturbations,)
+        Cells per perturbation; with ``weights`` (:func:`summarize_truth`) Kish's effective
+        numbers :math:`(\\sum w)^2/\\sum w^2` (float64 unless all are whole numbers), so that
+        ``var / n_cells`` is the squared standard error of the weighted mean.
     half_a_mean, half_a_var, half_b_mean, half_b_var : ndarray, shape (n_perturbations, n_genes)
         The same over the two halves; half A holds :math:`\\lfloor n_p/2 \\rfloor` cells drawn
         without replacement with ``seed``, half B the rest.
@@ -84,7 +87,9 @@ class TruthSummary:
                      "control_mean", "control_var"):
             object.__setattr__(self, name, _readonly(getattr(self, name)))
         for name in ("n_cells", "half_a_n", "half_b_n"):
-            arr = np.array(getattr(self, name), dtype=np.int64)
+            values = np.asarray(getattr(self, name))
+            whole = values.dtype.kind != "f" or bool(np.all(values == np.round(values)))
+            arr = np.array(values, dtype=np.int64 if whole else np.float64)  # effective numbers stay float
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "perturbations", pd.Index(self.perturbations, name="perturbation"))
@@ -117,6 +122,7 @@ def summarize_truth(
     perturbations: Any = None,
     seed: int | np.random.Generator = 0,
     exclude: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
@@ -144,6 +150,12 @@ def summarize_truth(
     exclude
         Boolean per cell (``obs`` order): cells to leave out, e.g. escaping cells
         (``p_perturbed`` below a threshold), so that the truth is built from perturbed cells only.
+    weights
+        Non-negative weight per cell (``obs`` order), e.g. the posterior probability of being
+        perturbed: means are weighted, variances use reliability weights and cell counts are
+        Kish's effective numbers (:func:`~shrinkpert.stats.weighted.weighted_group_statistics`:
+        :math:`\\bar y = \\sum w y / W`, :math:`s^2 = \\sum w (y - \\bar y)^2 / (W - \\sum w^2 / W)`,
+        :math:`n_\\mathrm{eff} = W^2 / \\sum w^2`), for the whole truth and each half.
 
     Returns
     -------
@@ -157,6 +169,7 @@ def summarize_truth(
         A perturbation has fewer than 2 cells (it cannot be split), or the scale is ambiguous.
     """
     from ..stats.group import group_statistics
+    from ..stats.weighted import weighted_group_statistics
 
     if scale not in SCALES:
         raise InputError(f"scale must be one of {SCALES}, got {scale!r}.")
@@ -194,8 +207,11 @@ def summarize_truth(
     # each perturbation's halves come from its own stream, keyed by (seed, label): they do not
     # depend on which other perturbations are in the truth (a split-independent positive control)
     base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    for p in keep:
-        rows = np.flatnonzero(values == p)
+    code = keep.get_indexer(labels.astype(object).where(labels.notna(), None))
+    by_code = np.argsort(code, kind="stable")  # cells of each perturbation, in obs order
+    bounds = np.searchsorted(code[by_code], np.arange(len(keep) + 1))
+    for k, p in enumerate(keep):
+        rows = by_code[bounds[k]:bounds[k + 1]]
         order = np.random.default_rng([base, zlib.crc32(str(p).encode())]).permutation(len(rows))
         n_a = len(rows) // 2
         half[rows[order[:n_a]]] = "A"
@@ -205,18 +221,18 @@ def summarize_truth(
         [None if h is None else f"{v}" for v, h in zip(values, half)], index=labels.index, name=perturbation_key
     )
     half_labels = pd.Series(half, index=labels.index, name="half")
-    stats = group_statistics(
-        data,
-        [group_labels, half_labels],
-        normalize=None if data.scale == "log1p" else "log1p",
-        target_sum=target_sum,
-        chunk_size=chunk_size,
-        n_threads=n_threads,
-        progress=progress,
-    )
+    normalize = None if data.scale == "log1p" else "log1p"
+    if weights is None:
+        stats = group_statistics(data, [group_labels, half_labels], normalize=normalize, target_sum=target_sum,
+                                 chunk_size=chunk_size, n_threads=n_threads, progress=progress)
+    else:
+        stats = weighted_group_statistics(data, [group_labels, half_labels], weights, normalize=normalize,
+                                          target_sum=target_sum, chunk_size=chunk_size)
     a = stats.select("half", "A")
     b = stats.select("half", "B")
     full = stats.collapse(perturbation_key)
+    if weights is not None:
+        a, b, full = (_weighted(s, what) for s, what in ((a, "half A"), (b, "half B"), (full, "truth")))
 
     def rows(s, what):
         idx = pd.Index(s.groups.astype(str)).get_indexer(keep)
@@ -241,9 +257,9 @@ def summarize_truth(
         half_b_n=b.n_cells[ib],
         control_mean=full.mean[ic],
         control_var=full.var[ic],
-        control_n=int(full.n_cells[ic]),
+        control_n=int(round(float(full.n_cells[ic]))),
         scale=data.scale,
-        statistics=full,
+        statistics=full if weights is None else full.statistics,
         params={
             "perturbation_key": perturbation_key,
             "layer": layer,
@@ -252,3 +268,14 @@ def summarize_truth(
             "source": stats.params.get("source"),
         },
     )
+
+
+def _weighted(stats: Any, what: str) -> SimpleNamespace:
+    """The arrays a :class:`TruthSummary` takes from weighted statistics: Kish effective counts,
+    weighted means, reliability-weighted variances (refuses a group of total weight 0)."""
+    empty = stats.weight_sum <= 0
+    if empty.any():
+        raise InputError(f"{what}: {pd.Index(stats.groups.astype(str))[empty][:5].tolist()} have no cell with a "
+                         "positive weight; give each perturbation's cells positive weights.")
+    return SimpleNamespace(groups=stats.groups, mean=stats.mean, var=stats.var, n_cells=stats.n_eff,
+                           statistics=stats.to_group_statistics())

@@ -80,6 +80,9 @@ class BaselinePrediction:
     truth : {"full", "half_a"}
         Which true means it is scored against: all cells, or half A (duplicates).
     params : mapping
+    var, n : ndarray, optional
+        Variance ``(n_perturbations, n_genes)`` and cells ``(n_perturbations,)`` its DE test
+        uses; ``None`` (most baselines, which have no cells): the true perturbation's.
     """
 
     name: str
@@ -88,6 +91,8 @@ class BaselinePrediction:
     mean: np.ndarray
     truth: str = "full"
     params: Mapping[str, Any] = field(default_factory=dict)
+    var: np.ndarray | None = None
+    n: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         mean = np.array(self.mean, dtype=np.float64)
@@ -98,6 +103,16 @@ class BaselinePrediction:
             raise InputError(f"baseline {self.name!r}: truth must be 'full' or 'half_a', got {self.truth!r}.")
         mean.setflags(write=False)
         object.__setattr__(self, "mean", mean)
+        if (self.var is None) != (self.n is None):
+            raise InputError(f"baseline {self.name!r}: give both var and n, or neither.")
+        if self.var is not None:
+            var, n = np.array(self.var, dtype=np.float64), np.array(self.n, dtype=np.int64)
+            if var.shape != mean.shape or n.shape != (mean.shape[0],):
+                raise InputError(f"baseline {self.name!r}: var {var.shape} and n {n.shape} must match mean {mean.shape}.")
+            var.setflags(write=False)
+            n.setflags(write=False)
+            object.__setattr__(self, "var", var)
+            object.__setattr__(self, "n", n)
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     def to_frame(self) -> pd.DataFrame:
@@ -350,7 +365,9 @@ _ALL = BASELINES + ("additive", "linear")
 def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default", *,
                    seed: int | np.random.Generator = 0,
                    targets: Mapping[str, str] | None = None) -> dict[str, BaselinePrediction]:
-    """Build several baselines by name (``"default"`` = :data:`BASELINES`).
+    """Build several baselines by name (``"default"`` = :data:`BASELINES` and the exploit arms the data allow).
+
+    Exploit arms (:data:`~shrinkpert.baselines.exploits.EXPLOITS`) may be named too; they come last.
 
     Raises
     ------
@@ -359,11 +376,16 @@ def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default"
     NotImplementedError
         ``"additive"`` on data without combinations.
     """
-    names = list(BASELINES) if isinstance(names, str) and names == "default" else (
-        [names] if isinstance(names, str) else list(names))
-    unknown = [n for n in names if n not in _ALL]
+    from .exploits import EXPLOITS, exploit_baselines
+
+    default = isinstance(names, str) and names == "default"
+    names = list(BASELINES) if default else ([names] if isinstance(names, str) else list(names))
+    unknown = [n for n in names if n not in _ALL + EXPLOITS]
     if unknown:
-        raise InputError(f"unknown baselines {unknown}; choose from {list(_ALL)}.")
+        raise InputError(f"unknown baselines {unknown}; choose from {list(_ALL + EXPLOITS)}.")
+    arms = exploit_baselines(summary, "default" if default else [n for n in names if n in EXPLOITS], seed=seed,
+                             targets=targets)
+    names = [n for n in names if n not in EXPLOITS]
     builders = {
         "control": lambda: control_baseline(summary),
         "mean": lambda: mean_baseline(summary),
@@ -378,4 +400,4 @@ def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default"
         "additive": lambda: additive_baseline(summary),
         "linear": lambda: linear_baseline(summary, targets=targets),
     }
-    return {n: builders[n]() for n in names}
+    return {**{n: builders[n]() for n in names}, **arms}

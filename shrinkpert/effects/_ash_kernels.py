@@ -391,6 +391,17 @@ def log_comp_dens(x, s, kind, loc, sd, a, b, df):
 
 
 @kernel
+def truncnorm_below(lo, hi, c):
+    """Mean and variance of :math:`Z \\sim N(0, 1)` truncated to ``[lo, hi]``, and :math:`P(Z \\le c)` under it."""
+    mz, vz = truncnorm_moments(lo, hi)
+    if c <= lo:
+        return mz, vz, 0.0
+    if c >= hi:
+        return mz, vz, 1.0
+    return mz, vz, math.exp(norm_logdiff(lo, c) - norm_logdiff(lo, hi))
+
+
+@kernel
 def comp_posterior(x, s, kind, loc, sd, a, b, df):
     """Posterior (mean, variance, P(β <= 0)) of β given x under one prior component."""
     if kind == UNIFORM:
@@ -399,14 +410,7 @@ def comp_posterior(x, s, kind, loc, sd, a, b, df):
         if df == _INF:
             lo = (a - x) / s
             hi = (b - x) / s
-            mz, vz = truncnorm_moments(lo, hi)
-            c = -x / s
-            if c <= lo:
-                p = 0.0
-            elif c >= hi:
-                p = 1.0
-            else:
-                p = math.exp(norm_logdiff(lo, c) - norm_logdiff(lo, hi))
+            mz, vz, p = truncnorm_below(lo, hi, -x / s)
             return x + s * mz, s * s * vz, p
         # β = x - s T with T ~ t_df truncated to [(x - b)/s, (x - a)/s]
         lo = (x - b) / s
@@ -430,14 +434,7 @@ def comp_posterior(x, s, kind, loc, sd, a, b, df):
         return m1, v1, norm_cdf(-m1 / r)
     lo = (a - m1) / r
     hi = (b - m1) / r
-    mz, vz = truncnorm_moments(lo, hi)
-    c = -m1 / r
-    if c <= lo:
-        p = 0.0
-    elif c >= hi:
-        p = 1.0
-    else:
-        p = math.exp(norm_logdiff(lo, c) - norm_logdiff(lo, hi))
+    mz, vz, p = truncnorm_below(lo, hi, -m1 / r)
     return m1 + r * mz, v1 * vz, p
 
 
@@ -456,14 +453,7 @@ def comp_prior_moments(kind, loc, sd, a, b):
         return loc, sd * sd, norm_cdf(-loc / sd)
     lo = (a - loc) / sd
     hi = (b - loc) / sd
-    mz, vz = truncnorm_moments(lo, hi)
-    c = -loc / sd
-    if c <= lo:
-        p = 0.0
-    elif c >= hi:
-        p = 1.0
-    else:
-        p = math.exp(norm_logdiff(lo, c) - norm_logdiff(lo, hi))
+    mz, vz, p = truncnorm_below(lo, hi, -loc / sd)
     return loc + sd * mz, sd * sd * vz, p
 
 

@@ -7,6 +7,7 @@ flow: it is the only one that uses them all.
 """
 
 from .config import EvaluationConfig
+from .partition import merge_tables
 from .pipeline import DEFAULT_REFERENCES, evaluate
 from .registry import METRICS
 from .steps import (
@@ -41,4 +42,5 @@ __all__ = [
     "Summaries",
     "Side",
     "Scores",
+    "merge_tables",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 from .._vocab import TARGET_SUM
 from ..errors import InputError
 
-__all__ = ["EvaluationConfig", "DE_CALLS", "DE_TESTS", "TRUTH_CELLS"]
+__all__ = ["EvaluationConfig", "DE_CALLS", "DE_TESTS", "TRUTH_CELLS", "TRUTH_EFFECTS"]
 
 #: How DE genes are called: Welch t-test + BH, or ash local false sign rates.
 DE_CALLS = ("test", "lfsr")
@@ -26,6 +26,8 @@ DE_CALLS = ("test", "lfsr")
 DE_TESTS = ("welch", "wilcoxon")
 #: Which true cells define the truth.
 TRUTH_CELLS = ("all", "perturbed", "weighted")
+#: What the sides are scored against: raw true pseudobulks or the shrunken true effects.
+TRUTH_EFFECTS = ("raw", "shrunk")
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ class EvaluationConfig:
         ``target_sum``), BH within each perturbation; the fold changes are the same mean
         differences either way (:mod:`shrinkpert.evaluation.rank_calls`).
     truth_cells : {"all", "perturbed", "weighted"}
-        Every true cell, or (escape-aware) the cells called perturbed in ``escape``;
-        ``"weighted"`` raises :class:`NotImplementedError`.
+        Every true cell; (escape-aware) the cells called perturbed in ``escape``; or every cell
+        weighted by its posterior probability of being perturbed
+        (:func:`~shrinkpert.ontarget.perturbed_weights`): weighted means, reliability-weighted
+        variances and Kish effective cell counts :math:`(\sum w)^2/\sum w^2`, so that DE calls
+        and standard-error based metrics see the weighted mean's own standard error.
     escape_threshold : float
         Cells with ``p_perturbed`` below it are escapers (``truth_cells="perturbed"``).
     guide_key : str, optional
@@ -85,11 +90,17 @@ class EvaluationConfig:
         Gene sets (name -> genes): adds ``pathway_activity`` and ``map_agreement``.
     preset : {None, "vcc2026", "cell-eval-v1"}
         A published evaluator's fixed settings (:mod:`shrinkpert.evaluation.presets`).
-    truth_effects : {"raw", "shrunk"}
+    truth_effects : {"raw", "shrunk"} or sequence of them
         Score against the raw true pseudobulks or against the ash posterior means of the true
-        effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`).
+        effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`); a sequence such as
+        ``("raw", "shrunk")`` scores against each, side by side: the table gains a ``truth``
+        column (and index level), and each truth's rows equal those of a run with that truth alone.
     chunk_size, n_threads, progress
         As in :func:`~shrinkpert.group_statistics`.
+    shard : (int, int), optional
+        ``(i, N)``: score only the ``i``-th of ``N`` blocks of the sorted perturbations; merge the
+        partial tables with :func:`~shrinkpert.evaluation.partition.merge_tables`
+        (:mod:`shrinkpert.evaluation.partition`).
     """
 
     scale: str = "auto"
@@ -117,8 +128,12 @@ class EvaluationConfig:
     chunk_size: int | None = None
     n_threads: int | None = None
     progress: bool = False
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        from .partition import check_shard
+
+        object.__setattr__(self, "shard", check_shard(self.shard))
         if self.scale not in ("auto", "log1p", "counts"):
             raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {self.scale!r}.")
         if self.de_calls not in DE_CALLS:
@@ -132,8 +147,12 @@ class EvaluationConfig:
             raise InputError(f"truth_cells must be one of {TRUTH_CELLS}, got {self.truth_cells!r}.")
         if not 0 < self.escape_threshold < 1:
             raise InputError(f"escape_threshold must lie in (0, 1), got {self.escape_threshold!r}.")
-        if self.truth_effects not in ("raw", "shrunk"):
-            raise InputError(f"truth_effects must be 'raw' or 'shrunk', got {self.truth_effects!r}.")
+        if not isinstance(self.truth_effects, str):  # several truths, side by side
+            object.__setattr__(self, "truth_effects", tuple(self.truth_effects))
+        effects = (self.truth_effects,) if isinstance(self.truth_effects, str) else self.truth_effects
+        if not effects or len(set(effects)) != len(effects) or not set(effects) <= set(TRUTH_EFFECTS):
+            raise InputError(f"truth_effects must be 'raw', 'shrunk' or a sequence of distinct ones such as "
+                             f"('raw', 'shrunk'), got {self.truth_effects!r}.")
         if self.preset not in (None, "vcc2026", "cell-eval-v1"):
             raise InputError(f"preset must be None, 'vcc2026' or 'cell-eval-v1', got {self.preset!r}.")
         if not 0 < self.level < 1:
@@ -157,6 +176,8 @@ class EvaluationConfig:
         """The fields as a plain dictionary (for manifests)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["targets"] = dict(self.targets) if self.targets is not None else None
+        if not isinstance(self.truth_effects, str):
+            out["truth_effects"] = list(self.truth_effects)
         if self.population is not None:
             out["population"] = getattr(self.population, "name", str(self.population))
         for name in ("relationships", "gene_sets"):

@@ -55,6 +55,8 @@ from typing import Any
 from .._vocab import CONTROL, PERTURBATION_KEY
 from ..errors import InputError
 from .config import EvaluationConfig
+from .manifest import run_manifest
+from .partition import shard_record, shard_rows
 from .steps import (
     DEFAULT_REFERENCES,
     make_sides,
@@ -65,7 +67,7 @@ from .steps import (
     tabulate,
     train_means,
 )
-from .table import MetricTable
+from .table import MetricTable, stack_truths
 
 __all__ = ["evaluate", "DEFAULT_REFERENCES"]
 
@@ -137,7 +139,7 @@ def evaluate(
     escape, pred_escape
         :class:`~shrinkpert.ontarget.EscapeResult` of :func:`~shrinkpert.ontarget.classify_escape`
         run on the true cells (raw counts) and on the predicted cells together with the real
-        control cells. ``escape`` is needed by ``truth_cells="perturbed"``; both by
+        control cells. ``escape`` is needed by ``truth_cells="perturbed"`` and ``"weighted"``; both by
         ``penetrance_error`` (:math:`|\hat\pi_p - \pi_p|`).
     seed
         Fixes the half split, the random baselines, the cell samples and the bootstrap (the same
@@ -150,8 +152,10 @@ def evaluate(
         ``guide_key``, ``cells_per_perturbation``, ``allow_leakage``, ``population``,
         ``relationships`` / ``gene_sets`` (add the biology metrics), ``preset`` (``"vcc2026"``:
         cell-eval2's VCC 2026 preset, see :mod:`shrinkpert.evaluation.presets`; ``"cell-eval-v1"``),
-        ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects),
-        ``chunk_size``, ``n_threads``, ``progress`` (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
+        ``truth_effects`` (``"shrunk"``: score against the ash posterior means of the true effects;
+        ``("raw", "shrunk")``: both, side by side in a ``truth`` column),
+        ``chunk_size``, ``n_threads``, ``progress``, ``shard`` (``(i, N)``: score one block of the
+        perturbations, :mod:`shrinkpert.evaluation.partition`) (documented there). An unknown name raises :class:`~shrinkpert.errors.InputError`.
 
     Returns
     -------
@@ -166,7 +170,7 @@ def evaluate(
     MissingKeyError
         Unknown metric, column, control label, ``exclude`` label or baseline role.
     NotImplementedError
-        ``truth_cells="weighted"``, or ``"additive"`` on data without combinations.
+        ``"additive"`` on data without combinations.
 
     Examples
     --------
@@ -178,14 +182,21 @@ def evaluate(
     (1.0, 'mean', 'technical_duplicate')
     """
     config = (config or EvaluationConfig()).replace(**options)
+    call = {"perturbation_key": perturbation_key, "control": control, "exclude": exclude, "metrics": metrics,
+            "weights": weights if weights is None or isinstance(weights, str) else "<given>",
+            "references": references, "baselines": baselines, "seed": seed, "preset": config.preset}
+    if config.preset == "vcc2026" and config.shard is not None:
+        raise NotImplementedError("shard= is not implemented for preset='vcc2026' (its expression member and "
+                                  "calibration pool every perturbation's pseudobulk); score the whole panel.")
     if config.preset == "vcc2026":
         from .presets import evaluate_vcc2026
 
         if isinstance(pred, Mapping) or train is not None or exclude is not None:
             raise InputError("preset='vcc2026' scores one prediction against its truth as cell-eval2 does; pass "
                              "neither several models, train= nor exclude= (subset the files instead).")
-        return evaluate_vcc2026(pred, truth, perturbation_key=perturbation_key, control=control, seed=seed,
-                                config=config)
+        table = evaluate_vcc2026(pred, truth, perturbation_key=perturbation_key, control=control, seed=seed,
+                                 config=config, baselines=baselines)
+        return table.with_manifest(run_manifest(pred=pred, truth=truth, call=call, config=config))
     if config.preset == "cell-eval-v1":
         from .presets import preset_options
 
@@ -198,8 +209,15 @@ def evaluate(
                                                              control=control, exclude=exclude, config=config)
     sides = make_sides(summaries, baselines=baselines, config=config, seed=seed, train=train_stats)
     train_mean = None if train_stats is None else train_means(train_stats, inputs.genes, control)
-    scores = score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
-                   config=config, seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean)
+    rows = shard_rows(len(inputs.perturbations), config.shard)
+    # one score and table per truth (raw pseudobulks, shrunken effects); several are stacked
+    truths = (config.truth_effects,) if isinstance(config.truth_effects, str) else config.truth_effects
+    runs = {name: config.replace(truth_effects=name) for name in truths}
+    scored = {name: score(inputs, summaries, sides, metrics=metrics, weights=weights, references=references,
+                          config=runs[name], seed=seed, escape=escape, pred_escape=pred_escape, train_mean=train_mean,
+                          rows=rows)
+              for name in truths}
+    scores = scored[truths[0]]
     record = {
         "perturbation_key": perturbation_key, "control": control, "exclude": list(inputs.truth.excluded),
         **config.to_dict(), "scale": inputs.scale, "seed": seed,
@@ -213,4 +231,9 @@ def evaluate(
     }
     if config.truth_cells != "perturbed":
         record["escape_threshold"] = None
-    return tabulate(scores, config=config, seed=seed, params={"genes": inputs.genes, "record": record})
+    record["manifest"] = run_manifest(pred=pred, truth=truth, train=train, call=call, config=config,
+                                      shard=shard_record(inputs.perturbations, config.shard, rows))
+    tables = {name: tabulate(scored[name], config=runs[name], seed=seed,
+                             params={"genes": inputs.genes, "record": {**record, **scored[name].params}})
+              for name in truths}
+    return tables[truths[0]] if isinstance(config.truth_effects, str) else stack_truths(tables)

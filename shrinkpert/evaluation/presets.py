@@ -55,7 +55,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: str, seed: int,
-                     config: EvaluationConfig) -> MetricTable:
+                     config: EvaluationConfig, baselines: Any = None) -> MetricTable:
     """The ``"vcc2026"`` preset as a :class:`~shrinkpert.MetricTable`.
 
     ``to_frame()``: one row per (perturbation, member) with ``value`` and the mean-response
@@ -63,8 +63,13 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
     ``avg_score`` with ``mean`` (the member's aggregate :math:`u`), ``calibrated``
     (cell-eval2's score :math:`s`), ``ci_low``/``ci_high`` (bootstrap over perturbations),
     ``baseline_mean_response`` (:math:`b`), ``baseline_replicate_anchor`` (:math:`r`) and
-    ``anchor_sd`` (its spread over the seeded half-splits).
+    ``anchor_sd`` (its spread over the seeded half-splits). ``baselines`` names exploit arms
+    (:mod:`shrinkpert.evaluation.exploits`; ``"default"``: all): each adds ``baseline_<arm>``
+    (raw) and ``calibrated_<arm>`` columns, and ``exploitable``/``exploit_arms`` mark the members
+    an arm beats the mean-response baseline on.
     """
+    from .exploits import resolve_arms, score_arms_vcc2026
+
     from ..metrics.vcc2026 import MEMBERS, score_vcc2026
     from ..metrics.vcc2026_calibration import baseline_vcc2026, bootstrap_vcc2026, replicate_anchor_vcc2026
 
@@ -74,6 +79,7 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
     anchor = replicate_anchor_vcc2026(truth, base_seed=seed, **common)
     calibrated = bootstrap_vcc2026(result, baseline, anchor, n_boot=max(int(config.n_boot), 1), level=config.level,
                                    seed=seed)
+    arms = score_arms_vcc2026(truth, resolve_arms(baselines), baseline=baseline, anchor=anchor, seed=seed, **common)
     perts = pd.Index(result.perturbations, name="perturbation")
     rows = []
     for name in MEMBERS:
@@ -81,7 +87,8 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
             continue  # aggregate-only member
         rows.append(pd.DataFrame({"perturbation": perts.astype(str), "metric": name, "weighting": "uniform",
                                   "reference": "control", "value": np.asarray(result.values[name], dtype=float),
-                                  "baseline_mean_response": np.asarray(baseline.values[name], dtype=float)}))
+                                  "baseline_mean_response": np.asarray(baseline.values[name], dtype=float),
+                                  **{f"baseline_{a}": arms.values[a][name] for a in arms.values}}))
     values = pd.concat(rows, ignore_index=True)
     ci = calibrated.ci.set_index("metric") if calibrated.ci is not None else None
     summary = []
@@ -99,10 +106,15 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
             "baseline_mean_response": calibrated.baseline[name] if member else np.nan,
             "baseline_replicate_anchor": calibrated.anchor[name] if member else np.nan,
             "anchor_sd": anchor.sd[name] if member else np.nan,
+            **{f"baseline_{a}": arms.raw[a][name] if member else np.nan for a in arms.raw},
+            **{f"calibrated_{a}": arms.scores[a][name] if member else np.nan for a in arms.scores},
+            "exploitable": member and any(arms.beats_baseline(a, name) for a in arms.scores),
+            "exploit_arms": ",".join(a for a in arms.scores if member and arms.beats_baseline(a, name)),
         })
     table = pd.DataFrame(summary).set_index(["metric", "weighting", "reference"])
     params = {"preset": "vcc2026", "perturbation_key": perturbation_key, "control": control, "seed": seed,
               "n_boot": config.n_boot, "level": config.level, "anchor_splits": len(anchor.splits),
-              "avg_score": calibrated.avg_score}
+              "avg_score": calibrated.avg_score, "exploit_arms": list(arms.scores),
+              "exploit_arms_refused": dict(arms.refused)}
     return MetricTable(values, table, perts, pd.Index([], name="gene"), params,
-                       extras={"vcc2026": result, "vcc2026_calibrated": calibrated})
+                       extras={"vcc2026": result, "vcc2026_calibrated": calibrated, "vcc2026_arms": arms})

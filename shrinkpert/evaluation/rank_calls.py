@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..metrics import DECalls
 from .config import EvaluationConfig
 
@@ -51,7 +53,7 @@ class RankCalls:
     models: Mapping[str, DECalls]
 
 
-def rank_calls(inputs: Any, summaries: Any, config: EvaluationConfig) -> RankCalls:
+def rank_calls(inputs: Any, summaries: Any, config: EvaluationConfig, rows: np.ndarray | None = None) -> RankCalls:
     """Wilcoxon DE calls of the truth and every model (see the module docstring).
 
     Parameters
@@ -61,6 +63,9 @@ def rank_calls(inputs: Any, summaries: Any, config: EvaluationConfig) -> RankCal
     summaries : Summaries
         Their pseudobulks (:func:`~shrinkpert.evaluation.steps.summarise`): the fold changes.
     config : EvaluationConfig
+    rows : ndarray of int, optional
+        Positions of the perturbations to return (a shard); every perturbation is tested (BH is
+        within each perturbation, so a shard's calls are those of the whole run).
 
     Raises
     ------
@@ -80,12 +85,13 @@ def rank_calls(inputs: Any, summaries: Any, config: EvaluationConfig) -> RankCal
                                       f"it (pred[:, truth.var_names]) or use de_test='welch'.")
     options = dict(perturbation_key=truth.perturbation_key, control=truth.control, layer=truth.layer,
                    normalize=inputs.scale == "counts", target_sum=config.target_sum, n_threads=config.n_threads)
-    perts, genes, control_mean = inputs.perturbations, inputs.genes, summaries.truth.control_mean[None, :]
+    sel = slice(None) if rows is None else np.asarray(rows)
+    perts, genes, control_mean = inputs.perturbations[sel], inputs.genes, summaries.truth.control_mean[None, :]
     tested = wilcoxon_de(truth, **options)
-    calls = DECalls(lfc=summaries.truth.mean - control_mean, q=tested.q, perturbations=perts, genes=genes)
+    calls = DECalls(lfc=summaries.truth.mean[sel] - control_mean, q=tested.q[sel], perturbations=perts, genes=genes)
     models = {}
     for name, data in inputs.preds.items():
         tested = wilcoxon_de(data, reference=truth, **options)
-        mean = summaries.preds[name][0]
-        models[name] = DECalls(lfc=mean - control_mean, q=tested.q, perturbations=perts, genes=genes)
+        mean = summaries.preds[name][0][sel]
+        models[name] = DECalls(lfc=mean - control_mean, q=tested.q[sel], perturbations=perts, genes=genes)
     return RankCalls(truth=calls, models=models)

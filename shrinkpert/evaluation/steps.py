@@ -181,8 +181,14 @@ def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, 
     exclude = _escape_exclusions(inputs.truth, escape, config.truth_cells, config.escape_threshold)
     stream = dict(target_sum=config.target_sum, chunk_size=config.chunk_size, n_threads=config.n_threads,
                   progress=config.progress)
+    weights = None
+    if config.truth_cells == "weighted":
+        from ..ontarget import perturbed_weights
+
+        weights = perturbed_weights(escape)
     truth = summarize_truth(inputs.truth, perturbation_key=inputs.truth.perturbation_key,
-                            control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude, **stream)
+                            control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude,
+                            weights=weights, **stream)
     preds = {}
     for name, data in inputs.preds.items():
         pstats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
@@ -229,21 +235,20 @@ def train_means(train_stats: Any, genes: pd.Index, control: str) -> np.ndarray:
 
 
 def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
-    """Cells left out of the truth: escapers when ``truth_cells="perturbed"``."""
+    """Cells left out of the truth: escapers when ``truth_cells="perturbed"`` (checks ``escape`` for both)."""
     from ..ontarget import EscapeResult
 
-    if truth_cells == "weighted":
-        raise NotImplementedError("truth_cells='weighted' is not implemented in evaluate(); use 'perturbed', or "
-                                  "shrinkpert.ontarget.escape_aware_effects(weighting='soft') for effect sizes.")
     if escape is not None and not isinstance(escape, EscapeResult):
         raise InputError(f"escape must be the EscapeResult of classify_escape(truth), got {type(escape).__name__}.")
     if truth_cells == "all":
         return None
     if escape is None:
-        raise InputError("truth_cells='perturbed' needs escape=classify_escape(<true cells, raw counts>).")
+        raise InputError(f"truth_cells={truth_cells!r} needs escape=classify_escape(<true cells, raw counts>).")
     if not pd.Index(truth.obs.index).astype(str).equals(escape.obs_names):
         raise InputError("escape was computed on other cells than truth (names or order differ); run "
                          "classify_escape on the same data.")
+    if truth_cells == "weighted":  # no cell left out: each is weighted (summarise, perturbed_weights)
+        return None
     table = escape.penetrance
     judged = table.index[table["evidence"] != "none"].astype(str)
     p = escape.p_perturbed
@@ -309,9 +314,10 @@ def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig
         if name in sides:
             raise InputError(f"The baseline {name!r} has the name of a model; rename the model.")
         half = b.truth == "half_a"
-        sides[name] = Side(freeze(np.array(b.mean)), s.half_b_var if half else s.var,
-                           s.half_b_n if half else s.n_cells, "half_a" if half else "full",
-                           str(b.params.get("kind")))
+        var, n = (s.half_b_var, s.half_b_n) if half else (s.var, s.n_cells)
+        if getattr(b, "var", None) is not None:  # a baseline made of cells (an exploit arm) brings its own
+            var, n = b.var, b.n
+        sides[name] = Side(freeze(np.array(b.mean)), var, n, "half_a" if half else "full", str(b.params.get("kind")))
     if config.calibrate and base:
         roles = {config.positive} | ({"mean", "mean_all", "control"} if config.negative == "auto"
                                      else {config.negative})
@@ -449,8 +455,11 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
 
 def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side], *, metrics: Any,
           weights: Any, references: Any, config: EvaluationConfig, seed: int, escape: Any = None,
-          pred_escape: Any = None, train_mean: np.ndarray | None = None) -> Scores:
+          pred_escape: Any = None, train_mean: np.ndarray | None = None, rows: np.ndarray | None = None) -> Scores:
     """Step 4: every (metric, reference, weighting) for every side.
+
+    ``rows``: positions of the perturbations to score (a shard, see
+    :mod:`shrinkpert.evaluation.partition`); the others still serve as candidates of rank metrics.
 
     Side by side (the model, then each baseline), so that a side's intermediates (deltas, DE
     calls, ranks, distance matrices) are shared by its metrics through
@@ -470,8 +479,8 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
     jobs = tuple((spec, ref, wname) for spec in specs for ref in _spec_references(spec, refs)
                  for wname in (weightings if spec.weighted else ("uniform",)))
     values: dict[tuple[str, str, str], dict[str, np.ndarray]] = {(s.name, r, w): {} for s, r, w in jobs}
-    _score_pseudobulks(jobs, values, inputs, summaries, sides, weightings, refs, vectors, config)
-    _score_cells_and_guides(jobs, values, inputs, summaries, sides, config, seed, escape, pred_escape)
+    _score_pseudobulks(jobs, values, inputs, summaries, sides, weightings, refs, vectors, config, rows=rows)
+    _score_cells_and_guides(jobs, values, inputs, summaries, sides, config, seed, escape, pred_escape, rows=rows)
     params = {"metrics": [s.name for s in specs], "weightings": list(weightings), "references": refs,
               "leakage": "perturbed_centroid" in refs, "truth_effects": config.truth_effects,
               "uniform_weight_fallback": {name: list(w.params.get("uniform_fallback", []))
@@ -480,7 +489,8 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
               "population_reference": getattr(population, "name", None),
               "de_test": _DE_DESCRIPTION[config.de_calls] if config.de_test == "welch" else WILCOXON_DESCRIPTION,
               "targets_measured": int((tindex >= 0).sum())}
-    return Scores(jobs, values, tuple(sides), inputs.models, inputs.perturbations, params,
+    scored = inputs.perturbations if rows is None else inputs.perturbations[rows]
+    return Scores(jobs, values, tuple(sides), inputs.models, scored, params,
                   MappingProxyType(_ceilings(jobs, summaries.truth, weightings, config)))
 
 
@@ -503,10 +513,19 @@ def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                        weightings: Mapping[str, np.ndarray | None], refs: list[str],
-                       vectors: Mapping[str, np.ndarray], config: EvaluationConfig) -> None:
-    """Fill the metrics of means, deltas and DE calls; the others get NaN here (filled later)."""
+                       vectors: Mapping[str, np.ndarray], config: EvaluationConfig,
+                       rows: np.ndarray | None = None) -> None:
+    """Fill the metrics of means, deltas and DE calls; the others get NaN here (filled later).
+
+    With ``rows``, metrics of one perturbation at a time see only those rows; the others (rank,
+    biology) are computed over all perturbations and keep those rows.
+    """
+    from .partition import ROW_SEPARABLE
+
     truth = summaries.truth
     perts, genes, tindex = inputs.perturbations, inputs.genes, inputs.target_index
+    sel = slice(None) if rows is None else np.asarray(rows)
+    n_out = len(perts[sel])
     truths = {"full": (truth.mean, truth.var, truth.n_cells),
               "half_a": (truth.half_a_mean, truth.half_a_var, truth.half_a_n)}
     used = {side.truth for side in sides.values()}
@@ -514,8 +533,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     targets = {which: (shrunk_truth(*truths[which], truth) if config.truth_effects == "shrunk" else truths[which][0])
                for which in used}
     needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
-    ranked = rank_calls(inputs, summaries, config) if needs_de and config.de_test == "wilcoxon" else None
-    truth_de = ({which: de_calls(*truths[which], truth, perts, genes, config.de_calls) for which in used}
+    ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
+    truth_de = ({which: de_calls(*(x[sel] for x in truths[which]), truth, perts[sel], genes, config.de_calls)
+                 for which in used}
                 if needs_de and ranked is None else {"full": ranked.truth} if ranked is not None else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
@@ -531,41 +551,45 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
         for spec, ref, wname in jobs:
             out = values[(spec.name, ref, wname)]
             if spec.needs in ("penetrance", "dose", "cells"):
-                out[name] = np.full(len(perts), np.nan)
+                out[name] = np.full(n_out, np.nan)
                 continue
             if spec.reference_free and ref not in ("none", refs[0]):
                 out[name] = values[(spec.name, refs[0], wname)][name]
                 continue
             on_means = spec.needs == "means" or spec.reference_free
             data_ref = "none" if on_means or spec.needs == "de" else ref
+            part = rows is not None and spec.kind in ROW_SEPARABLE  # computed on the shard's rows only
+            own = sel if part else slice(None)
             kwargs: dict[str, Any] = {}
             if weightings[wname] is not None:
-                kwargs["weights"] = weightings[wname]
+                kwargs["weights"] = weightings[wname][own]
             parameters = _parameters(spec)
             if "target_index" in parameters:
-                kwargs["target_index"] = tindex
+                kwargs["target_index"] = tindex[own]
             if "relationships" in parameters:
                 kwargs.update(biology["relationships"])
             if "gene_sets" in parameters:
                 kwargs.update(biology["gene_sets"])
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
-                    pred=pred_scopes.setdefault((data_ref, wname), {}),
-                    truth=truth_scopes.setdefault((side.truth, data_ref, wname), {}))
+                    pred=pred_scopes.setdefault((data_ref, wname, part), {}),
+                    truth=truth_scopes.setdefault((side.truth, data_ref, wname, part), {}))
             if on_means:
-                a, b = side.mean, targets[side.truth]
+                a, b = side.mean[own], targets[side.truth][own]
             elif spec.needs == "deltas":
-                a, b = pred_deltas[ref], truth_deltas[(side.truth, ref)]
+                a, b = pred_deltas[ref][own], truth_deltas[(side.truth, ref)][own]
             else:  # de
                 if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
-                    out[name] = np.full(len(perts), np.nan)
+                    out[name] = np.full(n_out, np.nan)
                     continue
                 if pred_de is None:
                     pred_de = (ranked.models[name] if ranked is not None else
-                               de_calls(side.mean, side.var, side.n, truth, perts, genes, config.de_calls))
+                               de_calls(side.mean[sel], side.var[sel], side.n[sel], truth, perts[sel], genes,
+                                        config.de_calls))
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
-            out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perts))
+            result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
+            out[name] = (result if part else result[sel]).reshape(n_out)
 
 
 def _relationships(value: Any) -> pd.DataFrame:
@@ -621,14 +645,15 @@ def _guide_responses(data: CellData, inputs: EvaluationInputs, control_mean: np.
 
 def _score_cells_and_guides(jobs, values, inputs: EvaluationInputs, summaries: Summaries,
                             sides: Mapping[str, Side], config: EvaluationConfig, seed: int, escape: Any,
-                            pred_escape: Any) -> None:
+                            pred_escape: Any, rows: np.ndarray | None = None) -> None:
     """Fill the metrics of cells (model, control and technical duplicate), penetrance and guides (model)."""
     specs = {spec.name: spec for spec, _, _ in jobs}
-    perts = inputs.perturbations
+    perts = inputs.perturbations if rows is None else inputs.perturbations[rows]
     cell_specs = [spec for spec in specs.values() if spec.needs == "cells"]
     for k, (model, pred) in enumerate(inputs.preds.items()):
-        if cell_specs:
-            plan = sample_plan(inputs.truth, pred, perts, config.cells_per_perturbation, seed)
+        if cell_specs:  # the plan's draws follow all sorted labels; a shard keeps its perturbations' rows
+            plan = sample_plan(inputs.truth, pred, inputs.perturbations, config.cells_per_perturbation, seed)
+            plan = {p: plan[p] for p in perts}
             cell_values = distribution_values(cell_specs, pred, inputs.truth, plan, counts=inputs.scale == "counts",
                                               target_sum=config.target_sum, chunk_size=config.chunk_size)
             for spec in cell_specs:
@@ -698,7 +723,8 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
                   perturbations: pd.Index, base: list[str], neg_name: str, positive: str,
                   bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Long-table rows and the summary row of one (metric, reference, weighting)."""
-    from ..baselines import ADVERSARIAL
+    from ..baselines import ADVERSARIAL, exploitable_arms
+    from ..baselines.exploits import TARGET_ARMS
     from ..calibration import calibrate as calibrate_metric
 
     model = vals[model]
@@ -733,6 +759,9 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
     if ref == "perturbed_centroid":
         flags.append("leakage")
     row["flags"] = ";".join(flags)
+    arms = exploitable_arms({n: _finite_mean(v) for n, v in vals.items()}, neg_name, spec.is_better,
+                            skip=TARGET_ARMS if spec.kind == "target" else ()) if base else []
+    row.update(exploitable=bool(arms), exploit_arms=",".join(arms))
     row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
                positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))
     for name in base:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["MetricTable"]
+__all__ = ["MetricTable", "stack_truths"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,13 @@ class MetricTable:
         """
         return self.summary_table.copy()
 
+    def with_manifest(self, manifest: Mapping[str, Any]) -> MetricTable:
+        """A copy whose ``params["manifest"]`` is ``manifest`` (:mod:`shrinkpert.evaluation.manifest`)."""
+        return MetricTable(self.values, self.summary_table, self.perturbations, self.genes,
+                           {**self.params, "manifest": dict(manifest)}, extras=self.extras)
+
     def to_cell_eval2(self, out: Any, *, force: bool = False) -> Any:
-        """Write cell-eval2's ``results.csv``, ``agg_results.csv`` and a run manifest into ``out``.
+        """Write cell-eval2's ``results.csv``, ``agg_results.csv``, ``run_meta.json`` and ``manifest.json`` into ``out``.
 
         Only for tables of ``evaluate(..., preset="vcc2026")`` (the same member names and layout,
         so leaderboards and scripts that read cell-eval2's output read these unchanged).
@@ -79,9 +84,12 @@ class MetricTable:
             raise InputError("to_cell_eval2 needs a table of evaluate(..., preset='vcc2026'); this one has "
                              f"preset={self.params.get('preset')!r}.")
         from ..metrics.vcc2026_output import to_cell_eval2
+        from ..report.tables import write_manifest
 
-        return to_cell_eval2(self.extras["vcc2026"], out, calibrated=self.extras.get("vcc2026_calibrated"),
-                             force=force)
+        folder = to_cell_eval2(self.extras["vcc2026"], out, calibrated=self.extras.get("vcc2026_calibrated"),
+                               force=force)
+        write_manifest(self, folder, force=True)
+        return folder
 
     def to_html(self, path: Any, *, title: str | None = None, extras: Mapping[str, Any] | None = None,
                 force: bool = False) -> Any:
@@ -98,3 +106,25 @@ class MetricTable:
         from ..strata import stratify
 
         return stratify(self.to_frame(), difficulty, by=by, **options)
+
+
+def stack_truths(tables: Mapping[str, MetricTable]) -> MetricTable:
+    """One table of several truths (``{"raw": table, "shrunk": table}``), side by side.
+
+    The values gain a ``truth`` column and the summary a ``truth`` index level, after ``model``
+    when there are several models, else first; each truth's rows are its table's rows unchanged.
+    ``params["truth_effects"]`` lists the truths; the other params are the first table's.
+    """
+    first = next(iter(tables.values()))
+    values, summaries = [], []
+    for name, table in tables.items():
+        frame, summary = table.to_frame(), table.summary().reset_index()
+        for part in (frame, summary):
+            part.insert(1 if "model" in part.columns else 0, "truth", name)
+        values.append(frame)
+        summaries.append(summary)
+    names = [n for n in first.summary_table.index.names]
+    index = names[:1] + ["truth"] + names[1:] if names[0] == "model" else ["truth"] + names
+    params = {**first.params, "truth_effects": list(tables)}
+    return MetricTable(pd.concat(values, ignore_index=True), pd.concat(summaries, ignore_index=True).set_index(index),
+                       first.perturbations, first.genes, params, dict(first.extras))

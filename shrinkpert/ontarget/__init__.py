@@ -11,13 +11,14 @@
 
 from .dosage import DoseResponse, dose_response, isotonic_fit
 from .escape import EscapeResult, PenetranceTable, classify_escape
-from .escape_truth import escape_aware_effects
+from .escape_truth import escape_aware_effects, perturbed_weights
 from .knockdown import CellKnockdown, Knockdown, KnockdownTable, knockdown
 
 __all__ = [
     "knockdown",
     "classify_escape",
     "escape_aware_effects",
+    "perturbed_weights",
     "dose_response",
     "isotonic_fit",
     "Knockdown",

@@ -1,8 +1,8 @@
 r"""Count-model machinery shared by :mod:`~shrinkpert.ontarget.knockdown` and :mod:`~shrinkpert.ontarget.escape` (private).
 
 * :func:`_resolve`: the design of the target-gene problem (perturbations, guides, target columns);
-* :func:`_scan`: one pass over the matrix keeping only the (cell, gene) entries asked for, plus
-  row totals and raw group sums;
+* :func:`_count_pass`: one pass over the raw counts (the shared engine) keeping the (cell, gene)
+  entries asked for, plus row totals and raw group sums;
 * :func:`_fit_zinb`: the zero-inflated negative-binomial fit of control counts (EM) and its
   log-likelihood :func:`_zinb_logpmf`;
 * :func:`_shrink_vector`: adaptive shrinkage of one vector of effects.
@@ -22,14 +22,12 @@ import scipy.sparse as sp
 from scipy.special import gammaln, ndtr
 
 from ..data.design import encode_design
-from .._validate import validate
-from ..data.read import open_matrix
+from .._validate import CellData, validate
+from ..stats import CellPass, cell_pass
 from ..errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
 
 log = logging.getLogger("shrinkpert")
 
-_DENSE_MAP_LIMIT = 1 << 25  # (groups x genes) slots of the dense lookup used by _scan
-_BLOCK_VALUES = 1 << 20  # stored values per block read by _scan
 
 
 def _frozen(values: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -54,6 +52,7 @@ class _Design(NamedTuple):
     guides: pd.Index | None  # guide labels (targeting guides only), None without guide_key
     guide_codes: np.ndarray | None  # per cell: index into guides, -1 for controls and others
     guide_perturbation: np.ndarray | None  # per guide: perturbation code
+    data: CellData  # the validated input (reader of the counts)
 
 
 def _resolve(
@@ -65,9 +64,10 @@ def _resolve(
     target_key: str | None,
     targets: Mapping[str, str] | None,
     perturbations: Sequence[str] | None,
+    layer: str | None = None,
 ) -> tuple[_Design, pd.DataFrame]:
     """Encode cells, perturbations, targets and guides; validate names (no data read)."""
-    data = validate(adata, perturbation_key=perturbation_key, control=control)  # the one boundary
+    data = validate(adata, perturbation_key=perturbation_key, control=control, layer=layer)  # the one boundary
     obs, genes = data.obs, data.genes
     if target_key is not None and targets is not None:
         raise InputError("Pass either target_key= (an obs column) or targets= (a mapping), not both.")
@@ -110,7 +110,7 @@ def _resolve(
         idx = np.flatnonzero(sel)
         guide_codes[idx] = [lookup.get(g, -1) if g is not None else -1 for g in raw[idx]]
     return _Design(pd.Index(obs.index).astype(str), genes, design.perturbations, control, design.codes,
-                   target, tindex, guides, guide_codes, guide_pert), obs
+                   target, tindex, guides, guide_codes, guide_pert, data), obs
 
 
 def _library_column(obs: pd.DataFrame, library_size: str | np.ndarray | None) -> np.ndarray | None:
@@ -132,106 +132,28 @@ def _library_column(obs: pd.DataFrame, library_size: str | np.ndarray | None) ->
     return lib
 
 
-# =========================================================================== the extraction pass
+# =========================================================================== the count pass
 
 
-class _Scan(NamedTuple):
-    """What one pass over the matrix returned."""
+def _count_pass(design: _Design, *, group_codes: np.ndarray | None = None, row_codes: np.ndarray | None = None,
+                pairs: np.ndarray | None = None, chunk_size: int | None = None) -> CellPass:
+    """One pass over the raw counts through the shared engine (:func:`shrinkpert.stats.cell_pass`).
 
-    totals: np.ndarray  # per-cell row totals (float64)
-    rows: np.ndarray  # extracted entries: cell index
-    cols: np.ndarray  # gene index
-    values: np.ndarray  # raw value (float64)
-    group_sums: np.ndarray | None  # (n_groups, n_genes) sums of raw values, when asked
-    group_sq: np.ndarray | None  # (n_groups, n_genes) sums of squared raw values, when asked
-
-
-def _block_rows(source, chunk_size: int | None) -> int:
-    """Rows (or genes, for column storage) per block: ``chunk_size`` or ~2**20 stored values."""
-    if chunk_size is not None:
-        return int(chunk_size)
-    major = source.shape[0] if source.by_rows else source.shape[1]
-    per_line = max(source.nnz / max(major, 1), 1.0)
-    return int(max(1, min(major, _BLOCK_VALUES // per_line)))
-
-
-def _scan(
-    adata: Any,
-    layer: str | None,
-    *,
-    row_codes: np.ndarray,
-    pairs: np.ndarray,
-    n_genes: int,
-    group_codes: np.ndarray | None = None,
-    n_groups: int = 0,
-    chunk_size: int | None = None,
-) -> _Scan:
-    """One pass: row totals, the wanted entries and (optionally) raw group sums and squares.
-
-    Parameters
-    ----------
-    row_codes
-        Per cell, the code under which its wanted genes are listed in ``pairs`` (-1: extract
-        nothing from this cell).
-    pairs
-        Sorted unique int64 keys ``code * n_genes + gene`` of the wanted (code, gene) entries.
-    group_codes, n_groups
-        When given, also sum every gene and its square over the cells of each group (-1: no group).
-    chunk_size
-        Rows per block (genes for column storage); default about 2**20 stored values, so the
-        working memory stays a few tens of MB whatever the matrix size.
-
-    Raises
-    ------
-    InputError
-        Shape mismatch or NaN/inf values.
-    CountsError
-        Negative or non-integer values.
+    ``group_codes`` (per cell, -1: none) give raw group sums; ``row_codes`` and ``pairs`` (sorted
+    keys ``code * n_genes + gene``) name the stored entries to keep. Values must be counts.
     """
-    from ._escape_kernels import scan_block
-
-    row_codes = np.ascontiguousarray(row_codes, dtype=np.int64)
-    n_codes = int(row_codes.max()) + 1 if row_codes.size and row_codes.max() >= 0 else 0
-    use_map = 0 < n_codes * n_genes <= _DENSE_MAP_LIMIT
-    slot_map = np.zeros((n_codes if use_map else 0, n_genes if use_map else 0), dtype=np.bool_)
-    keys = np.ascontiguousarray(pairs, dtype=np.int64)
-    if use_map and len(keys):
-        slot_map[keys // n_genes, keys % n_genes] = True
-    accumulate = group_codes is not None
-    groups = np.ascontiguousarray(group_codes if accumulate else np.full(len(row_codes), -1), dtype=np.int64)
-    sums = np.zeros((n_groups if accumulate else 0, n_genes))
-    squares = np.zeros_like(sums)
-    flags = np.zeros(2, dtype=np.int64)
-    out_rows, out_cols, out_vals = [], [], []
-    with open_matrix(adata, layer) as source:
-        n_cells = source.shape[0]
-        if source.shape[1] != n_genes or row_codes.shape != (n_cells,):
-            raise InputError(f"{source.label} has shape {source.shape}, which does not match obs × var.")
-        totals = np.zeros(n_cells)
-        for block in source.blocks(_block_rows(source, chunk_size)):
-            values = block.values
-            csr = values.tocsr() if sp.issparse(values) else sp.csr_matrix(np.asarray(values))
-            size = csr.nnz
-            rows_b = np.empty(size, dtype=np.int64)
-            cols_b = np.empty(size, dtype=np.int64)
-            vals_b = np.empty(size, dtype=np.float64)
-            n_out = scan_block(csr.data, csr.indices, csr.indptr, block.rows.start, block.cols.start, row_codes,
-                               groups, use_map, slot_map, keys, n_genes, totals, sums, squares, rows_b, cols_b,
-                               vals_b, flags)
-            if flags[0]:
-                raise InputError(f"{source.label} contains NaN or infinite values; remove or impute them first.")
-            if flags[1]:
-                raise CountsError(
-                    f"{source.label} must hold raw counts (non-negative integers) for target-gene metrics. "
-                    "Pass the raw-count layer with layer=..."
-                )
-            if n_out:
-                out_rows.append(rows_b[:n_out].copy())
-                out_cols.append(cols_b[:n_out].copy())
-                out_vals.append(vals_b[:n_out].copy())
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(0, dtype=dt))
-    return _Scan(totals, cat(out_rows, np.int64), cat(out_cols, np.int64), cat(out_vals, np.float64),
-                 sums if accumulate else None, squares if accumulate else None)
+    n_cells, n_genes = len(design.codes), len(design.genes)
+    codes = np.full(n_cells, -1, dtype=np.int64) if group_codes is None else group_codes
+    n_groups = int(codes.max()) + 1 if codes.size and codes.max() >= 0 else 0
+    wanted = None
+    if row_codes is not None:
+        keys = np.asarray(pairs, dtype=np.int64)
+        n_codes = max(int(row_codes.max()) + 1 if row_codes.size else 0, 1)
+        mask = sp.csr_matrix((np.ones(len(keys), dtype=bool), (keys // n_genes, keys % n_genes)),
+                             shape=(n_codes, n_genes))
+        wanted = (row_codes, mask)
+    return cell_pass(design.data, codes, pd.RangeIndex(n_groups), check_counts=True, wanted=wanted,
+                     chunk_size=chunk_size)
 
 
 # =========================================================================== count model

@@ -162,6 +162,47 @@ def _guide_ratios(sig, nu):
     return np.exp(base[None, :] + strength[:, None] * dg[None, :]), strength, dg, coef_x, coef_l
 
 
+def _shrink_strengths(strength, coef_x, coef_l, sig, guide_of_cell):
+    r"""Empirical-Bayes shrinkage of the guides' relative strengths towards the perturbation's (1).
+
+    A guide's strength :math:`\hat s_k` (:func:`_guide_ratios`) varies from cell to cell far more
+    than its regression weights say: genes of one cell move together (library size, cell state),
+    counts are over-dispersed, and by chance one guide's cells hold more escapers than another's.
+    Its sampling variance is therefore taken from its cells, by the infinitesimal jackknife:
+    :math:`v_k = \sum_{i \in k} (\delta_i - \bar\delta_k)^2`, with :math:`\delta_i` the
+    first-order change of :math:`\hat s_k` when cell :math:`i` leaves. The strengths are measured
+    against the perturbation's *shrunken* ratio, so exchangeable guides share a common strength
+    :math:`\bar s = \sum_k \hat s_k v_k^{-1} / \sum_k v_k^{-1}` (above 1 by as much as ash shrank
+    the signature) and only a guide's strength relative to it, :math:`\hat s_k / \bar s`, is a
+    guide effect. Their variance between guides is DerSimonian and Laird's moment estimate
+    :math:`\tau^2 = \max(0, (Q - (K - 1)) / (\sum_k u_k^{-1} - \sum_k u_k^{-2} / \sum_k u_k^{-1}))`,
+    :math:`Q = \sum_k (\hat s_k / \bar s - 1)^2 / u_k`, :math:`u_k = v_k / \bar s^2`, over the
+    :math:`K` guides with at least 2 cells, and each guide's strength is
+    :math:`s_k = 1 + B_k (\hat s_k / \bar s - 1)`, :math:`B_k = \tau^2/(\tau^2 + u_k)`
+    (:math:`\delta_i` scaled by :math:`B_k / \bar s`). Guides no more different than their cells
+    allow (:math:`\tau^2 = 0`) all get strength 1: the single perturbed state of
+    ``guide_strength=False``.
+    """
+    n_guides = len(strength)
+    delta = np.einsum("ij,ij->i", sig["xs"], coef_x[guide_of_cell]) - sig["lib"] * coef_l[guide_of_cell]
+    n = np.bincount(guide_of_cell, minlength=n_guides)
+    mean = np.bincount(guide_of_cell, weights=delta, minlength=n_guides) / np.maximum(n, 1)
+    v = np.bincount(guide_of_cell, weights=(delta - mean[guide_of_cell]) ** 2, minlength=n_guides)
+    ok = (n >= 2) & (v > 0)
+    weight = np.zeros(n_guides)  # B_k
+    relative = np.zeros(n_guides)  # s_k / s_bar - 1
+    common = 1.0
+    if ok.sum() >= 2 and (strength[ok] / v[ok]).sum() > 0:
+        common = float((strength[ok] / v[ok]).sum() / (1.0 / v[ok]).sum())
+        u = v[ok] / common**2
+        relative[ok] = strength[ok] / common - 1.0
+        q = float((relative[ok] ** 2 / u).sum())
+        tau2 = max(0.0, (q - (ok.sum() - 1)) / ((1 / u).sum() - (1 / u**2).sum() / (1 / u).sum()))
+        weight[ok] = tau2 / (tau2 + u)
+    scale = weight / common
+    return 1.0 + weight * relative, coef_x * scale[:, None], coef_l * scale
+
+
 def _signature_llr(sig, rows, ratio, strength, nu, pis, loo=None):
     r"""Signature part of the per-cell log likelihood ratio (cells ``rows``) over the penetrance grid.
 
@@ -212,7 +253,9 @@ def _fit_one(sig, tgt, grid, nus, n_guides, guide_of_cell):
             l0 = np.zeros(n)
             if sig is not None:
                 if "xsum_g" in sig:  # per-guide perturbed state: one signature strength per guide
-                    ratio_g, strength, dg, coef_x, coef_l = _guide_ratios(sig, nu)
+                    _, strength, dg, coef_x, coef_l = _guide_ratios(sig, nu)
+                    strength, coef_x, coef_l = _shrink_strengths(strength, coef_x, coef_l, sig, guide_of_cell)
+                    ratio_g = np.exp(nu * sig["h"][None, :] + strength[:, None] * dg[None, :])
                     for k in range(ratio_g.shape[0]):
                         rows = guide_of_cell == k
                         if rows.any():

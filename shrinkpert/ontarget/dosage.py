@@ -381,7 +381,7 @@ def _from_cells(adata, *, perturbation_key, control, guide_key, bins, layer, lib
                    min_cells=min_cells, chunk_size=chunk_size)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control,
                            guide_key=guide_key if bins is None else None, target_key=target_key,
-                           targets=targets, perturbations=perturbations)
+                           targets=targets, perturbations=perturbations, layer=layer)
     n_p = len(design.perturbations)
     codes = design.codes
     labels = np.full(len(codes), None, dtype=object)

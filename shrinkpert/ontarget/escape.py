@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from .._arrays import as_rng
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY
 from ..errors import InputError, ShrinkpertWarning
-from ._counts import _fit_zinb, _frozen, _library_column, _resolve, _scan, _shrink_vector
+from ._counts import _count_pass, _fit_zinb, _frozen, _library_column, _resolve, _shrink_vector
 from ._mixture import _R_HIGH, _R_LOW, _dispersion, _fit_one, _rate_effects, _shrink_rows
 
 __all__ = ["EscapeResult", "PenetranceTable", "classify_escape"]
@@ -244,7 +244,7 @@ def classify_escape(
     max_control_cells: int = 5000,
     seed: int | np.random.Generator = 0,
     chunk_size: int | None = None,
-    guide_strength: bool = False,
+    guide_strength: bool | None = None,
 ) -> EscapeResult:
     r"""Per-cell probability of being perturbed and per-perturbation penetrance.
 
@@ -295,7 +295,8 @@ def classify_escape(
         Rows per block when reading.
     guide_strength
         Give each guide its own perturbed state on the signature genes: one signature strength
-        per guide (see Notes; needs ``guide_key``). Off by default until validated.
+        per guide, shrunk towards the perturbation's by empirical Bayes (see Notes; needs
+        ``guide_key``). Default (``None``): on when ``guide_key`` is given.
 
     Returns
     -------
@@ -358,11 +359,17 @@ def classify_escape(
     its perturbed cells less than the perturbation's average, so with one perturbed state its
     perturbed cells look escaped. With this option guide :math:`k`'s group ratio of signature
     gene :math:`g` is :math:`R_{kg} = r^0_g (R_g/r^0_g)^{s_k}` with one strength :math:`s_k`
-    per guide (weighted regression of the guide's log ratios on the perturbation's, shrunk
-    towards 1 with a :math:`N(1, 0.5^2)` prior, clipped to [0, 3]), and its perturbed state is
-    :math:`r_{kg}(\pi) = (R_{kg} - (1-\pi) r^0_g)/\pi` — the same construction the target
-    channel already uses per guide. The penetrance :math:`\pi` stays common to the guides of a
-    perturbation.
+    per guide, and its perturbed state is :math:`r_{kg}(\pi) = (R_{kg} - (1-\pi) r^0_g)/\pi` — the
+    same construction the target channel already uses per guide. The penetrance :math:`\pi`
+    stays common to the guides of a perturbation. :math:`\hat s_k` is the weighted regression of
+    the guide's log ratios on the perturbation's (a weak :math:`N(1, 0.5^2)` prior, clipped to
+    [0, 3]); guides of one perturbation differ by chance (over-dispersed, correlated genes; more
+    escapers in one guide than another), so the strengths are shrunk towards their common value
+    by empirical Bayes: each guide's sampling variance from its cells (infinitesimal jackknife),
+    the spread of the true strengths between guides by DerSimonian and Laird's moment estimator,
+    :math:`s_k = 1 + B_k(\hat s_k/\bar s - 1)` with :math:`B_k = \tau^2/(\tau^2 + v_k/\bar s^2)`
+    (``_shrink_strengths`` in ``ontarget/_mixture.py``). Guides no more different than their
+    cells allow get :math:`s_k = 1`, the single perturbed state.
 
     Examples
     --------
@@ -386,9 +393,10 @@ def classify_escape(
         raise InputError(f"max_control_cells must be at least 10, got {max_control_cells!r}.")
     if guide_strength and guide_key is None:
         raise InputError("guide_strength=True fits one signature strength per guide; pass guide_key=<obs column>.")
+    guide_strength = guide_key is not None if guide_strength is None else bool(guide_strength)
     rng = as_rng(seed)
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
-                           target_key=target_key, targets=targets, perturbations=perturbations)
+                           target_key=target_key, targets=targets, perturbations=perturbations, layer=layer)
     library = _library_column(obs, library_size)
     n_p, n_genes, n_cells = len(design.perturbations), len(design.genes), len(design.codes)
     codes = design.codes
@@ -397,8 +405,9 @@ def classify_escape(
 
     # ---- pass 1: row totals and raw group sums
     group = np.where((codes >= 0) & (codes <= n_p), codes, -1)
-    first = _scan(adata, layer, row_codes=np.full(n_cells, -1), pairs=np.zeros(0, dtype=np.int64),
-                  n_genes=n_genes, group_codes=group, n_groups=n_p + 1, chunk_size=chunk_size)
+    first = _count_pass(design, group_codes=group, chunk_size=chunk_size)
+    group_sums = first.statistics.sum
+    group_sq = first.statistics.m2 + group_sums**2 / np.maximum(first.statistics.n_cells, 1)[:, None]
     totals = first.totals if library is None else library
     control_rows = np.flatnonzero(codes == n_p)
     if len(control_rows) < 2:
@@ -419,8 +428,8 @@ def classify_escape(
             ShrinkpertWarning, stacklevel=2)
 
     # ---- effects, generic shift, specific effects, shrinkage
-    phi = _dispersion(first.group_sums, first.group_sq, lib_sum, lib_sq)
-    log_r, se, mu = _rate_effects(first.group_sums, lib_sum, lib_sq, n_p, phi)
+    phi = _dispersion(group_sums, group_sq, lib_sum, lib_sq)
+    log_r, se, mu = _rate_effects(group_sums, lib_sum, lib_sq, n_p, phi)
     tindex = design.target_index
     is_target = np.zeros((n_p, n_genes), dtype=bool)
     has_t = tindex >= 0
@@ -449,7 +458,7 @@ def classify_escape(
     e_t[small] = np.nan
     pm_t, _, lfsr_t = _shrink_vector(e_t, s_t)
     control_mean_count = np.full(n_p, np.nan)
-    control_mean_count[rows_t] = first.group_sums[n_p, tindex[rows_t]] / len(control_rows)
+    control_mean_count[rows_t] = group_sums[n_p, tindex[rows_t]] / len(control_rows)
     use_target = has_t & ~small & (lfsr_t < lfsr_threshold) & (control_mean_count >= min_control_mean)
     signature: list[np.ndarray] = []
     for k in range(n_p):
@@ -471,8 +480,7 @@ def classify_escape(
     keys += [np.array([k * n_genes + tindex[k]]) for k in np.flatnonzero(use_target)]
     keys.append(n_p * n_genes + used_targets)
     pairs = np.unique(np.concatenate(keys).astype(np.int64)) if keys else np.zeros(0, dtype=np.int64)
-    second = _scan(adata, layer, row_codes=row_codes, pairs=pairs, n_genes=n_genes, chunk_size=chunk_size)
-    entries = sp.csr_matrix((second.values, (second.rows, second.cols)), shape=(n_cells, n_genes))
+    entries = _count_pass(design, row_codes=row_codes, pairs=pairs, chunk_size=chunk_size).entries
 
     # target count models from control cells
     zinb = {}
@@ -520,7 +528,7 @@ def classify_escape(
                 lam = np.clip(np.where(eff != 0, pm[k, sig_genes] / eff, 0.0), 0.0, 1.0)
             sig = dict(xs=xs, lib=lib[cells], mu=mu[sig_genes], d=d_all[sig_genes],
                        ratio=np.exp(base[k, sig_genes] + pm[k, sig_genes]), lam=lam,
-                       xsum=first.group_sums[k, sig_genes] + 0.5, lsum=lib_sum[k], h=h[sig_genes])
+                       xsum=group_sums[k, sig_genes] + 0.5, lsum=lib_sum[k], h=h[sig_genes])
             if guide_strength and n_local > 1:
                 onehot = sp.csr_matrix((np.ones(len(cells)), (gl, np.arange(len(cells)))), shape=(n_local, len(cells)))
                 sig.update(xsum_g=np.asarray(onehot @ xs), lsum_g=np.bincount(gl, weights=lib[cells], minlength=n_local))

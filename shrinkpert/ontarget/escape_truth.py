@@ -6,16 +6,56 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .._vocab import MIN_CELLS, TARGET_SUM
 from .._validate import validate
-from ..data.read import row_totals, scale_factors
 from ..errors import InputError
-from ._counts import _library_column
 from .escape import EscapeResult
 
-__all__ = ["escape_aware_effects"]
+__all__ = ["escape_aware_effects", "perturbed_weights"]
+
+#: A weighted perturbation needs at least this Kish effective number of cells, else all its
+#: cells keep weight 1 (as ``truth_cells="perturbed"`` never leaves fewer than 2 cells).
+MIN_EFFECTIVE_CELLS = 2.0
+
+
+def perturbed_weights(escape: EscapeResult) -> np.ndarray:
+    r"""Per-cell weights of an escape-weighted truth: the posterior probability of being perturbed.
+
+    Parameters
+    ----------
+    escape
+        The result of :func:`~shrinkpert.ontarget.classify_escape` on the true cells.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_cells,)
+        ``obs`` order: :math:`w_i = P(\text{perturbed} \mid x_i)` (``p_perturbed``) for the cells
+        of perturbations with evidence of an effect; 1 for control cells, for cells of a
+        perturbation without evidence (``evidence == "none"``: the mixture has no perturbed state
+        to weight by) or not classified (``p_perturbed`` NaN), and for every cell of a
+        perturbation whose Kish effective number :math:`(\sum_i w_i)^2 / \sum_i w_i^2` would
+        fall below 2 (a penetrance of 0).
+
+    Notes
+    -----
+    A weighted mean :math:`\sum_i w_i y_i / \sum_i w_i` with these weights estimates the mean of
+    the perturbed cells without a hard call: a cell that is probably an escaper counts little
+    instead of not at all, so no cell near the threshold flips the truth (see
+    :func:`~shrinkpert.stats.weighted.weighted_group_statistics` for its variance).
+    """
+    if not isinstance(escape, EscapeResult):
+        raise InputError(f"escape must be the EscapeResult of classify_escape, got {type(escape).__name__}.")
+    table = escape.penetrance
+    judged = np.isin(escape.perturbation, table.index[table["evidence"] != "none"].astype(str))
+    p = escape.p_perturbed
+    weights = np.where(judged & np.isfinite(p), np.clip(np.nan_to_num(p), 0.0, 1.0), 1.0)
+    for pert in np.unique(escape.perturbation[judged]):
+        cells = escape.perturbation == pert
+        w = weights[cells]
+        if not (w**2).sum() > 0 or w.sum() ** 2 / (w**2).sum() < MIN_EFFECTIVE_CELLS:
+            weights[cells] = 1.0
+    return weights
 
 
 def escape_aware_effects(
@@ -67,7 +107,8 @@ def escape_aware_effects(
     caller's choice; this function only builds the alternatives.
     """
     from ..effects.estimate import estimate_effects
-    from ..stats.group import GroupStatistics, group_statistics
+    from ..stats.group import group_statistics
+    from ..stats.weighted import weighted_group_statistics
 
     if weighting not in ("hard", "soft"):
         raise InputError(f"weighting={weighting!r} is not one of 'hard', 'soft'.")
@@ -76,7 +117,7 @@ def escape_aware_effects(
     if scale not in ("log1p", "log2fc"):
         raise InputError(f"scale={scale!r} is not one of 'log1p', 'log2fc'.")
     data = validate(adata, perturbation_key=None, layer=layer)  # the one boundary
-    obs, var_names = data.obs, data.genes
+    obs = data.obs
     if not pd.Index(obs.index).astype(str).equals(escape.obs_names):
         raise InputError(
             "The cells of adata do not match the escape result (names or order differ); pass the data "
@@ -95,9 +136,9 @@ def escape_aware_effects(
                                  library_size=library_size, chunk_size=chunk_size)
     else:
         weights = np.where(is_ctrl, 1.0, np.nan_to_num(p, nan=0.0))
-        stats = _weighted_statistics(data, labels, weights, normalize=normalize, target_sum=target_sum,
-                                     library_size=library_size, chunk_size=chunk_size, genes=var_names,
-                                     statistics_class=GroupStatistics)
+        stats = weighted_group_statistics(data, labels.rename("perturbation"), weights, normalize=normalize,
+                                          target_sum=target_sum, library_size=library_size,
+                                          chunk_size=chunk_size).to_group_statistics()
     effects = estimate_effects(stats, control=control, scale=scale, min_cells=min_cells)
     params = dict(effects.params)
     params.update(escape_weighting=weighting, escape_threshold=float(threshold) if weighting == "hard" else None)
@@ -105,50 +146,3 @@ def escape_aware_effects(
     fields["params"] = params
     return type(effects)(**fields)
 
-
-def _weighted_statistics(data, labels, weights, *, normalize, target_sum, library_size, chunk_size,
-                         genes, statistics_class):
-    """Weighted per-group sums, means and variances in one pass (plus a row-total pass)."""
-    obs = data.obs
-    codes, groups = pd.factorize(labels, sort=True)
-    groups = pd.Index(groups.astype(str), name="perturbation")
-    n_groups, n_genes = len(groups), len(genes)
-    lib = _library_column(obs, library_size)
-    with data.open() as source:
-        totals = row_totals(source, chunk_size) if lib is None else lib
-        scale = scale_factors(totals, target_sum)
-        s1 = np.zeros((n_groups, n_genes))
-        s2 = np.zeros((n_groups, n_genes))
-        nnz = np.zeros((n_groups, n_genes), dtype=np.int64)
-        for block in source.blocks(chunk_size):
-            values = block.values
-            coo = values.tocoo() if sp.issparse(values) else sp.coo_matrix(np.asarray(values))
-            r = coo.row.astype(np.int64) + block.rows.start
-            c = coo.col.astype(np.int64) + block.cols.start
-            y = coo.data.astype(np.float64) * scale[r]
-            if normalize == "log1p":
-                y = np.log1p(y)
-            g = codes[r]
-            keep = (g >= 0) & (weights[r] > 0)
-            g, c, y, w = g[keep], c[keep], y[keep], weights[r[keep]]
-            np.add.at(s1, (g, c), w * y)
-            np.add.at(s2, (g, c), w * y * y)
-            np.add.at(nnz, (g, c), 1)
-    ok = codes >= 0
-    w_sum = np.bincount(codes[ok], weights=weights[ok], minlength=n_groups)
-    w_sq = np.bincount(codes[ok], weights=weights[ok] ** 2, minlength=n_groups)
-    lib_w = np.bincount(codes[ok], weights=weights[ok] * totals[ok], minlength=n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / w_sum[:, None]
-        m2 = np.maximum(s2 - w_sum[:, None] * mean**2, 0.0)
-        var = m2 / (w_sum - w_sq / w_sum)[:, None]
-        n_eff = np.where(w_sq > 0, w_sum**2 / w_sq, 0.0)
-    n_cells = np.round(n_eff).astype(np.int64)
-    var = np.where(n_cells[:, None] > 1, var, np.nan)
-    params = {"groupby": "perturbation", "layer": data.layer, "normalize": normalize, "target_sum": float(target_sum),
-              "library_size": library_size if isinstance(library_size, str) else None,
-              "weights": "p_perturbed", "n_cells_total": int(len(obs))}
-    sums = np.nan_to_num(mean) * n_cells[:, None]
-    lib_mean = np.where(w_sum > 0, lib_w / np.where(w_sum > 0, w_sum, 1.0), 0.0)
-    return statistics_class(groups, genes, n_cells, sums, np.nan_to_num(mean), var, nnz,
-                            lib_mean * n_cells, params)

@@ -25,7 +25,7 @@ from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from ..data.read import scale_factors
 from ..stats.testing import welch
 from ..errors import InputError
-from ._counts import _Design, _frozen, _library_column, _resolve, _scan, _shrink_vector
+from ._counts import _count_pass, _Design, _frozen, _library_column, _resolve, _shrink_vector
 
 __all__ = ["Knockdown", "KnockdownTable", "CellKnockdown", "knockdown"]
 
@@ -233,7 +233,7 @@ class _TargetData(NamedTuple):
     target_genes: np.ndarray  # gene index of each column of control_counts
 
 
-def _read_targets(adata, design: _Design, layer, library, chunk_size) -> _TargetData:
+def _read_targets(design: _Design, library, chunk_size) -> _TargetData:
     """One pass: own-target count of each perturbed cell, all target counts of control cells."""
     n_genes = len(design.genes)
     n_p = len(design.perturbations)
@@ -243,7 +243,7 @@ def _read_targets(adata, design: _Design, layer, library, chunk_size) -> _Target
     keys = [np.flatnonzero(design.target_index >= 0) * n_genes + design.target_index[design.target_index >= 0],
             n_p * n_genes + measured]
     pairs = np.unique(np.concatenate(keys).astype(np.int64))
-    scan = _scan(adata, layer, row_codes=row_codes, pairs=pairs, n_genes=n_genes, chunk_size=chunk_size)
+    scan = _count_pass(design, row_codes=row_codes, pairs=pairs, chunk_size=chunk_size)
     totals = scan.totals if library is None else library
     n_cells = len(design.codes)
     codes = design.codes
@@ -257,7 +257,8 @@ def _read_targets(adata, design: _Design, layer, library, chunk_size) -> _Target
     col_of_gene[measured] = np.arange(len(measured))
     pos_in_control = np.full(n_cells, -1)
     pos_in_control[control_rows] = np.arange(len(control_rows))
-    r, c, v = scan.rows, scan.cols, scan.values
+    found = scan.entries.tocoo()
+    r, c, v = found.row.astype(np.int64), found.col.astype(np.int64), found.data
     is_ctrl = codes[r] == n_p
     control_counts = sp.csc_matrix((v[is_ctrl], (pos_in_control[r[is_ctrl]], col_of_gene[c[is_ctrl]])),
                                    shape=(len(control_rows), len(measured)))
@@ -445,9 +446,9 @@ def knockdown(
     if int(min_cells) < 2:
         raise InputError(f"min_cells must be at least 2 (a variance needs two cells), got {min_cells!r}.")
     design, obs = _resolve(adata, perturbation_key=perturbation_key, control=control, guide_key=guide_key,
-                           target_key=target_key, targets=targets, perturbations=perturbations)
+                           target_key=target_key, targets=targets, perturbations=perturbations, layer=layer)
     library = _library_column(obs, library_size)
-    data = _read_targets(adata, design, layer, library, chunk_size)
+    data = _read_targets(design, library, chunk_size)
     n_p = len(design.perturbations)
     n_c = len(data.control_rows)
     if n_c < 2:

@@ -5,6 +5,7 @@ On-disk layout (one folder, every file written atomically)::
     metrics.csv   the long table of MetricTable.to_frame(), one row per perturbation × metric row
     summary.csv   MetricTable.summary() with its index as leading columns
     params.json   MetricTable.params (tuples become lists)
+    manifest.json the run manifest (params["manifest"]: inputs' fingerprints, options, versions, seed, shard)
     table.json    format, column dtypes, summary index names, perturbations and genes
 
 ``metrics.csv`` and ``summary.csv`` are the files ``shrinkpert evaluate`` writes, so
@@ -27,14 +28,15 @@ import pandas as pd
 from .._io import atomic_path
 from ..errors import InputError, MissingKeyError
 
-__all__ = ["save_table", "load_table", "FORMAT", "DEFAULT_MODEL"]
+__all__ = ["save_table", "load_table", "write_manifest", "FORMAT", "DEFAULT_MODEL"]
 
 #: ``format`` entry of ``table.json``.
 FORMAT = "shrinkpert.MetricTable/1"
 #: Model name used when a table has no ``model`` column (a single prediction).
 DEFAULT_MODEL = "model"
 #: Columns that are labels (never converted to numbers when types are inferred).
-_LABELS = ("model", "perturbation", "metric", "weighting", "reference", "flags", "negative", "positive")
+_LABELS = ("model", "perturbation", "metric", "weighting", "reference", "flags", "negative", "positive",
+           "exploit_arms")
 _SUMMARY_INDEX = ("metric", "weighting", "reference")
 _NA = ("", "NaN", "nan")
 
@@ -103,7 +105,24 @@ def save_table(table: Any, out: str | os.PathLike, *, force: bool = False) -> Pa
     for name, text in texts.items():
         with atomic_path(out / name, force=force) as tmp:
             tmp.write_text(text, encoding="utf-8")
+    write_manifest(table, out, force=force)
     return out
+
+
+def write_manifest(table: Any, out: str | os.PathLike, *, force: bool = False) -> Path | None:
+    """Write ``table.params["manifest"]`` as ``manifest.json`` in ``out`` (nothing when it has none).
+
+    The run manifest (:mod:`shrinkpert.evaluation.manifest`): input fingerprints, options,
+    versions, seed and shard; ``shrinkpert merge`` reads it to check that partial results belong
+    together.
+    """
+    manifest = table.params.get("manifest")
+    if not manifest:
+        return None
+    path = Path(out) / "manifest.json"
+    with atomic_path(path, force=force) as tmp:
+        tmp.write_text(json.dumps(_jsonable(manifest), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
 
 
 def _convert(frame: pd.DataFrame, dtypes: Mapping[str, str] | None, name: str) -> pd.DataFrame:
@@ -206,7 +225,9 @@ def model_frames(table: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(values, summary)`` of a MetricTable, both flat and with a ``model`` column.
 
     A table of one prediction gets ``model = "model"``; a multi-model table keeps its own
-    column (or index level).
+    column (or index level). A table scored against several truths (``truth_effects=("raw",
+    "shrunk")``) shows each (model, truth) as its own column: ``model`` becomes
+    ``"<model> (<truth> truth)"``.
     """
     values = table.to_frame()
     summary = table.summary()
@@ -216,6 +237,8 @@ def model_frames(table: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         if "model" not in frame.columns:
             frame.insert(0, "model", DEFAULT_MODEL)
         frame["model"] = frame["model"].astype(str)
+        if "truth" in frame.columns:
+            frame["model"] = frame["model"] + " (" + frame.pop("truth").astype(str) + " truth)"
     missing = [c for c in ("metric", "weighting", "reference") if c not in summary.columns]
     if missing:
         raise InputError(f"table.summary() lacks the columns {missing}; pass a MetricTable from shrinkpert.evaluate.")

@@ -1,14 +1,15 @@
 """Numba kernels for per-group sufficient statistics (one pass over the stored values).
 
-The row-block kernel (CSR; dense blocks are converted to CSR first) accumulates, per thread ``t``, group ``g`` and gene ``j``, over
-the *non-zero* values ``v`` of the (optionally normalised) matrix, into one interleaved array
-``acc[t, g, j] = (S1, S2, count)`` (one cache line per update instead of three):
+The row-block kernel (CSR; dense blocks are converted to CSR first) accumulates, per group ``g``
+and gene ``j``, over the *non-zero* values ``v`` of the (optionally normalised) matrix, into one
+interleaved array ``acc[g, j] = (S1, S2, count)`` (one cache line per update instead of three):
 
     S1 += v - K_j,   S2 += (v - K_j)**2,   count += 1
 
 with a per-gene shift ``K_j`` (0 for raw integer counts, so sums stay exact; otherwise a pilot
 mean, which keeps ``s2 - s1**2 / n`` free of cancellation). Zeros are added back when the
-statistics are finalised. Threads own disjoint row ranges and write only their own slice.
+statistics are finalised. Threads own disjoint sets of groups within a block (the block's rows
+sorted by group and cut between groups), so they share one accumulator without races.
 
 The column-block kernel (CSC) sees every cell of a gene at once and uses an exact two-pass
 mean / sum of squared deviations per group; ``prange`` runs over genes.
@@ -71,23 +72,23 @@ def _transform_cached(x, scale, mode, table):
 
 
 @kernel(parallel=True)
-def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mode, target_sum,
+def accumulate_csr(data, indices, indptr, codes, order, bounds, lib, use_lib, shift, mode, target_sum,
                    check_counts, acc, totals, flags):
-    """Accumulate one CSR row block into per-thread partials ``acc`` (T × G × P × 3).
+    """Accumulate one CSR row block into the shared ``acc`` (G × P × 3).
 
-    Rows are visited in ``order`` (rows sorted by group), so consecutive rows of a thread
-    update the same accumulator row while it is still in cache.
+    Rows are visited in ``order`` (rows sorted by group, stable); part ``t`` takes the sorted rows
+    ``bounds[t] .. bounds[t + 1]``, and the bounds fall between groups (:func:`group_bounds`), so
+    parts update disjoint rows of ``acc``: no per-thread copies, and each group's values are
+    added in the same order whatever the number of threads.
     """
-    n_rows = indptr.shape[0] - 1
-    n_threads = acc.shape[0]
-    step = (n_rows + n_threads - 1) // n_threads
-    for t in prange(n_threads):
+    n_parts = bounds.shape[0] - 1
+    for t in prange(n_parts):
         n_bad = 0
         n_neg = 0
         n_frac = 0
         n_empty = 0
         table = np.empty(TABLE_SIZE, dtype=np.float64)
-        for r in range(t * step, min(n_rows, (t + 1) * step)):
+        for r in range(bounds[t], bounds[t + 1]):
             i = order[r]
             start, stop = indptr[i], indptr[i + 1]
             total = 0.0
@@ -117,13 +118,27 @@ def accumulate_csr(data, indices, indptr, codes, order, lib, use_lib, shift, mod
                     continue
                 j = indices[k]
                 d = _transform_cached(x, scale, mode, table) - shift[j]
-                acc[t, g, j, 0] += d
-                acc[t, g, j, 1] += d * d
-                acc[t, g, j, 2] += 1.0
+                acc[g, j, 0] += d
+                acc[g, j, 1] += d * d
+                acc[g, j, 2] += 1.0
         flags[t, NONFINITE] += n_bad
         flags[t, NEGATIVE] += n_neg
         flags[t, NONINTEGER] += n_frac
         flags[t, ZERO_TOTAL] += n_empty
+
+
+def group_bounds(sorted_codes: np.ndarray, n_parts: int) -> np.ndarray:
+    """Split rows sorted by group into ``n_parts`` runs of about equal length, cut between groups.
+
+    Returns ``bounds`` (int64, length ``n_parts + 1``, non-decreasing, ``bounds[0] = 0``,
+    ``bounds[-1] = len(sorted_codes)``); no group spans two runs (a run may be empty).
+    """
+    n = len(sorted_codes)
+    cuts = np.arange(1, n_parts, dtype=np.int64) * n // n_parts
+    inside = (cuts > 0) & (cuts < n)
+    # move each cut to the end of the group that holds the row just before it
+    cuts[inside] = np.searchsorted(sorted_codes, sorted_codes[cuts[inside] - 1], side="right")
+    return np.concatenate(([0], np.maximum.accumulate(cuts), [n])).astype(np.int64)
 
 
 @kernel(parallel=True)
@@ -174,3 +189,43 @@ def accumulate_csc(data, indices, indptr, codes, scale, mode, check_counts, n_ce
         flags[j, NONFINITE] = n_bad
         flags[j, NEGATIVE] = n_neg
         flags[j, NONINTEGER] = n_frac
+
+
+@kernel
+def gather_block(data, indices, indptr, row_offset, col_offset, row_codes, want_ptr, want_genes,
+                 out_rows, out_cols, out_vals):
+    """Copy the wanted stored entries of one CSR block; returns how many were written.
+
+    Row ``i`` of the block is cell ``r = row_offset + i`` and its stored value at column
+    ``c = col_offset + indices[k]`` is wanted when ``row_codes[r] = q >= 0`` and ``c`` is among
+    ``want_genes[want_ptr[q]:want_ptr[q + 1]]`` (sorted; binary search) — the CSR layout of a
+    codes × genes boolean mask. Non-finite values are never copied (the accumulation kernels
+    count them and the caller raises).
+    """
+    n_out = 0
+    n_rows = indptr.shape[0] - 1
+    for i in range(n_rows):
+        q = row_codes[row_offset + i]
+        if q < 0:
+            continue
+        lo0, hi0 = want_ptr[q], want_ptr[q + 1]
+        if lo0 == hi0:
+            continue
+        for k in range(indptr[i], indptr[i + 1]):
+            x = data[k]
+            if x == 0 or not np.isfinite(x):
+                continue
+            c = col_offset + indices[k]
+            lo, hi = lo0, hi0
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if want_genes[mid] < c:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < hi0 and want_genes[lo] == c:
+                out_rows[n_out] = row_offset + i
+                out_cols[n_out] = c
+                out_vals[n_out] = x
+                n_out += 1
+    return n_out

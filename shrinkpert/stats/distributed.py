@@ -32,17 +32,17 @@ def _partial(values, codes, lib, shift, mode, target_sum, check_counts, n_groups
     elif values.format != "csr":
         values = values.tocsr()
     n_rows, n_genes = values.shape
-    acc = np.zeros((1, n_groups, n_genes, 3))
+    acc = np.zeros((n_groups, n_genes, 3))
     flags = np.zeros((1, 4), dtype=np.int64)
     totals = np.zeros(n_rows)
     use_lib = lib is not None
     order = np.argsort(codes, kind="stable")
-    K.accumulate_csr(values.data, values.indices, values.indptr, codes, order,
+    K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, np.array([0, n_rows], dtype=np.int64),
                      lib if use_lib else np.zeros(0), use_lib, shift, mode, target_sum,
                      check_counts, acc, totals, flags)
     keep = codes >= 0
     library = np.bincount(codes[keep], weights=totals[keep], minlength=n_groups)
-    return acc[0], library, flags[0]
+    return acc, library, flags[0]
 
 
 def _combine(*parts):

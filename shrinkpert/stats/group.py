@@ -47,7 +47,8 @@ class GroupStatistics:
 
     and ``n_nonzero`` counts cells with :math:`x_{ij} \\neq 0`. ``var`` is NaN for groups of one
     cell. ``library_size`` is the summed library size (row total before normalisation) of each
-    group, used for detection limits.
+    group, used for detection limits. Statistics rebuilt from means and variances alone
+    (:meth:`from_moments`) have ``n_nonzero`` and ``library_size`` set to ``None``.
 
     Attributes
     ----------
@@ -57,8 +58,8 @@ class GroupStatistics:
         Gene names.
     n_cells : ndarray of int64, shape (n_groups,)
     sum, mean, var : ndarray of float64, shape (n_groups, n_genes)
-    n_nonzero : ndarray of int64, shape (n_groups, n_genes)
-    library_size : ndarray of float64, shape (n_groups,)
+    n_nonzero : ndarray of int64, shape (n_groups, n_genes), or None
+    library_size : ndarray of float64, shape (n_groups,), or None
     params : mapping
         ``groupby``, ``layer``, ``normalize``, ``target_sum``, ``source``, ``n_cells_total``.
     """
@@ -69,14 +70,38 @@ class GroupStatistics:
     sum: np.ndarray
     mean: np.ndarray
     var: np.ndarray
-    n_nonzero: np.ndarray
-    library_size: np.ndarray
+    n_nonzero: np.ndarray | None
+    library_size: np.ndarray | None
     params: Mapping[str, Any]
 
     def __post_init__(self) -> None:
         for name in ("n_cells", "sum", "mean", "var", "n_nonzero", "library_size"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
+            if getattr(self, name) is not None or name not in ("n_nonzero", "library_size"):
+                object.__setattr__(self, name, _freeze(getattr(self, name)))
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @classmethod
+    def from_moments(cls, groups: pd.Index, genes: pd.Index, mean: np.ndarray, var: np.ndarray,
+                     n_cells: np.ndarray, params: Mapping[str, Any]) -> GroupStatistics:
+        """Statistics known only through their means, variances and sizes (``sum = n · mean``).
+
+        Detection counts and library sizes are unknown, so ``n_nonzero`` and ``library_size``
+        are ``None`` (and :attr:`detection` raises).
+        """
+        n_cells = np.asarray(n_cells, dtype=np.int64)
+        return cls(pd.Index(groups), pd.Index(genes), n_cells, np.asarray(mean) * n_cells[:, None], mean, var,
+                   None, None, params)
+
+    def rows(self, labels: Sequence[str], what: str) -> np.ndarray:
+        """Row of each label in :attr:`groups`; a clear error naming the absent ones."""
+        idx = pd.Index(self.groups.astype(str)).get_indexer(pd.Index([str(x) for x in labels]))
+        if (idx < 0).any():
+            absent = [str(x) for x, i in zip(labels, idx) if i < 0]
+            raise MissingKeyError(
+                f"{what} {absent[:10]!r} are not among the groups of the input ({len(self.groups)} groups, e.g. "
+                f"{self.groups[:10].tolist()!r}); check the labels."
+            )
+        return idx
 
     @property
     def m2(self) -> np.ndarray:
@@ -87,6 +112,9 @@ class GroupStatistics:
     @property
     def detection(self) -> np.ndarray:
         """Fraction of cells with a non-zero value, ``n_nonzero / n_cells``."""
+        if self.n_nonzero is None:
+            raise InputError("These statistics were rebuilt from means and variances; detection is unknown. "
+                             "Compute them from the cells with group_statistics().")
         return self.n_nonzero / np.maximum(self.n_cells, 1)[:, None]
 
     def merge(self, other: GroupStatistics) -> GroupStatistics:
@@ -127,8 +155,9 @@ class GroupStatistics:
             sum=take(self.sum, ia, 0.0) + take(other.sum, ib, 0.0),
             mean=mean,
             var=var,
-            n_nonzero=take(self.n_nonzero, ia) + take(other.n_nonzero, ib),
-            library_size=take(self.library_size, ia, 0.0) + take(other.library_size, ib, 0.0),
+            n_nonzero=_both(self.n_nonzero, other.n_nonzero, lambda a, b: take(a, ia) + take(b, ib)),
+            library_size=_both(self.library_size, other.library_size,
+                               lambda a, b: take(a, ia, 0.0) + take(b, ib, 0.0)),
             params=params,
         )
 
@@ -143,7 +172,8 @@ class GroupStatistics:
         params = dict(self.params)
         params["groupby"] = tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name
         return GroupStatistics(groups, self.genes, self.n_cells[rows], self.sum[rows], self.mean[rows],
-                               self.var[rows], self.n_nonzero[rows], self.library_size[rows], params)
+                               self.var[rows], _rows_of(self.n_nonzero, rows), _rows_of(self.library_size, rows),
+                               params)
 
     def collapse(self, level: str | int) -> GroupStatistics:
         """Pool the groups of a MultiIndex over every level but ``level`` (Chan's update).
@@ -171,7 +201,7 @@ class GroupStatistics:
         params = dict(self.params)
         params["groupby"] = pooled.name
         return GroupStatistics(pooled, self.genes, add(self.n_cells), add(self.sum), mean, var,
-                               add(self.n_nonzero), add(self.library_size), params)
+                               _apply(add, self.n_nonzero), _apply(add, self.library_size), params)
 
     def to_anndata(self):
         """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""
@@ -182,9 +212,11 @@ class GroupStatistics:
             for level, name in enumerate(self.groups.names):
                 obs[name] = self.groups.get_level_values(level).astype(str)
         obs["n_obs_aggregated"] = self.n_cells
-        obs["library_size"] = self.library_size
-        layers = {"sum": np.array(self.sum), "mean": np.array(self.mean), "var": np.array(self.var),
-                  "n_nonzero": np.array(self.n_nonzero)}
+        if self.library_size is not None:
+            obs["library_size"] = self.library_size
+        layers = {"sum": np.array(self.sum), "mean": np.array(self.mean), "var": np.array(self.var)}
+        if self.n_nonzero is not None:
+            layers["n_nonzero"] = np.array(self.n_nonzero)
         uns = {"shrinkpert": {"params": {k: ("None" if v is None else v) for k, v in self.params.items()
                                           if isinstance(v, (str, int, float, type(None)))}}}
         return ad.AnnData(obs=obs, var=pd.DataFrame(index=self.genes.astype(str)), layers=layers, uns=uns)
@@ -199,7 +231,7 @@ class GroupStatistics:
                 "sum": self.sum.ravel(),
                 "mean": self.mean.ravel(),
                 "var": self.var.ravel(),
-                "n_nonzero": self.n_nonzero.ravel(),
+                **({} if self.n_nonzero is None else {"n_nonzero": self.n_nonzero.ravel()}),
             },
             index=index,
         )
@@ -214,26 +246,41 @@ class GroupStatistics:
         return pd.DataFrame(
             {
                 "n_cells": self.n_cells,
-                "mean_library_size": self.library_size / np.maximum(self.n_cells, 1),
-                "genes_detected": (self.n_nonzero > 0).sum(axis=1),
+                **({} if self.library_size is None
+                   else {"mean_library_size": self.library_size / np.maximum(self.n_cells, 1)}),
+                **({} if self.n_nonzero is None else {"genes_detected": (self.n_nonzero > 0).sum(axis=1)}),
                 "median_var": median_var,
             },
             index=self.groups,
         )
 
 
+def _rows_of(values: np.ndarray | None, rows) -> np.ndarray | None:
+    return None if values is None else values[rows]
+
+
+def _apply(f, values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else f(values)
+
+
+def _both(a: np.ndarray | None, b: np.ndarray | None, f) -> np.ndarray | None:
+    """``f(a, b)``, or ``None`` when either side is unknown (statistics from moments)."""
+    return None if a is None or b is None else f(a, b)
+
+
 class _RowAccumulator:
-    """Per-thread partial sums for row-block sources: ``acc[t, g, j] = (S1, S2, count)``."""
+    """Sums for row-block sources, ``acc[g, j] = (S1, S2, count)``, shared by the threads."""
 
     def __init__(self, n_threads: int, n_groups: int, n_genes: int):
-        self.acc = np.zeros((n_threads, n_groups, n_genes, 3))
+        self.acc = np.zeros((n_groups, n_genes, 3))
         self.flags = np.zeros((n_threads, 4), dtype=np.int64)
 
     def add(self, values, codes, lib, use_lib, shift, mode, target_sum, check_counts, totals):
         if not sp.issparse(values):
             values = sp.csr_matrix(values)  # one block only; zeros are implicit in the statistics anyway
         order = np.argsort(codes, kind="stable")
-        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, lib, use_lib, shift,
+        bounds = K.group_bounds(codes[order], self.flags.shape[0])
+        K.accumulate_csr(values.data, values.indices, values.indptr, codes, order, bounds, lib, use_lib, shift,
                          mode, target_sum, check_counts, self.acc, totals, self.flags)
 
 
@@ -273,16 +320,13 @@ def _raise_on_flags(flags: np.ndarray, label: str, counts_required: bool, normal
     nonfinite, negative, nonint, zero_total = (int(x) for x in flags.sum(axis=0))
     if nonfinite:
         raise InputError(f"{label} contains {nonfinite} NaN or infinite values; remove or impute them first.")
+    need = f"normalize={normalize!r}" if normalize is not None else "this analysis"
+    fix = "Pass the raw-count layer (layer=...)" + (" or normalize=None for already-normalised data."
+                                                    if normalize is not None else ".")
     if counts_required and negative:
-        raise CountsError(
-            f"{label} contains {negative} negative values, but normalize={normalize!r} needs raw counts. "
-            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
-        )
+        raise CountsError(f"{label} contains {negative} negative values, but {need} needs raw counts. {fix}")
     if counts_required and nonint:
-        raise CountsError(
-            f"{label} contains {nonint} non-integer values, but normalize={normalize!r} needs raw counts. "
-            "Pass the raw-count layer (layer=...) or normalize=None for already-normalised data."
-        )
+        raise CountsError(f"{label} contains {nonint} non-integer values, but {need} needs raw counts. {fix}")
     if normalize is not None and zero_total:
         warnings.warn(
             f"{zero_total} cells of {label} have a library size of 0; they count as all-zero cells.",
@@ -427,17 +471,96 @@ def group_statistics(
     >>> stats.mean.shape
     (27, 299)
     """
+    data = validate(adata, perturbation_key=None, layer=layer) if not isinstance(adata, CellData) else adata
+    if layer is not None and layer != data.layer:
+        raise InputError(f"layer={layer!r} differs from the layer the input was validated with ({data.layer!r}).")
+    codes, groups = group_codes(data.obs, groupby)
+    if exclude is not None:
+        codes, groups = _drop_groups(codes, groups, exclude)
+    result = cell_pass(data, codes, groups, normalize=normalize, target_sum=target_sum, library_size=library_size,
+                       check_counts=check_counts, chunk_size=chunk_size, n_threads=n_threads, progress=progress,
+                       shard=shard)
+    stats = result.statistics
+    single = stats.n_cells == 1
+    if single.any() and shard is None:  # a shard's single cells are pooled by the merge
+        warnings.warn(
+            f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
+            ShrinkpertWarning,
+            stacklevel=2,
+        )
+    return stats
+
+
+@dataclass(frozen=True)
+class CellPass:
+    """What one pass over the matrix returns: group statistics, row totals and gathered entries.
+
+    Attributes
+    ----------
+    statistics : GroupStatistics
+    totals : ndarray of float64, shape (n_cells,)
+        Per cell, the sum of its stored values (before any normalisation), or ``library_size``
+        when given; 0 for cells outside the shard.
+    entries : scipy.sparse.csr_matrix or None
+        cells × genes, the stored values asked for with ``wanted`` (zeros elsewhere); ``None``
+        when nothing was asked for.
+    """
+
+    statistics: GroupStatistics
+    totals: np.ndarray
+    entries: sp.csr_matrix | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "totals", _freeze(self.totals))
+
+
+def cell_pass(
+    data: CellData,
+    codes: np.ndarray,
+    groups: pd.Index,
+    *,
+    normalize: str | None = None,
+    target_sum: float = TARGET_SUM,
+    library_size: str | np.ndarray | None = None,
+    check_counts: bool | None = None,
+    wanted: tuple[np.ndarray, sp.spmatrix] | None = None,
+    chunk_size: int | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> CellPass:
+    """The one streaming pass: group statistics, per-cell totals and, optionally, chosen entries.
+
+    This is the engine behind :func:`group_statistics` for callers that already hold integer
+    group codes (other subpackages, e.g. the target-gene analyses, which also need the row
+    totals and a few stored values per cell read in the same pass).
+
+    Parameters
+    ----------
+    data
+        A validated input (:func:`shrinkpert._validate.validate`).
+    codes
+        Per cell, its group (``0 .. len(groups) - 1``) or -1 for no group.
+    groups
+        Group labels.
+    normalize, target_sum, library_size, check_counts, chunk_size, n_threads, progress, shard
+        As in :func:`group_statistics`.
+    wanted
+        ``(row_codes, mask)``: copy the stored value of cell :math:`i` at gene :math:`j` into
+        ``entries`` when ``row_codes[i] = q >= 0`` and ``mask[q, j]`` is true (``mask`` a
+        boolean sparse matrix, codes × genes). Values are copied as stored, before any
+        normalisation.
+
+    Returns
+    -------
+    CellPass
+    """
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize={normalize!r} is not one of {NORMALIZATIONS!r}.")
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise InputError(f"target_sum must be a positive number, got {target_sum!r}.")
-    data = validate(adata, perturbation_key=None, layer=layer) if not isinstance(adata, CellData) else adata
-    if layer is not None and layer != data.layer:
-        raise InputError(f"layer={layer!r} differs from the layer the input was validated with ({data.layer!r}).")
     obs, var_names = data.obs, data.genes
-    codes, groups = group_codes(obs, groupby)
-    if exclude is not None:
-        codes, groups = _drop_groups(codes, groups, exclude)
+    codes = np.asarray(codes, dtype=np.int64)
     n_groups, n_genes = len(groups), len(var_names)
     fingerprint = input_fingerprint(obs.index, var_names, codes)
     rows = _shard_rows(shard, len(obs))
@@ -449,29 +572,23 @@ def group_statistics(
     lib = _library_sizes(library_size, obs, len(obs))
     mode = _MODES[normalize]
     counts_required = (normalize is not None) if check_counts is None else bool(check_counts)
+    gather = _Gather(wanted, len(obs), n_genes, rows) if wanted is not None else None
 
     with data.open() as source, thread_limit(n_threads) as threads:
         totals = np.zeros(len(obs))
-        if source.kind == "dask":
+        if source.kind == "dask" and gather is None:
             sums, m2, nnz, flags, library = _dask_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
                                                        counts_required, rows, chunk_size)
         elif source.by_rows:
             sums, m2, nnz, flags = _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                             counts_required, chunk_size, threads, totals, progress, rows)
+                                             counts_required, chunk_size, threads, totals, progress, rows, gather)
         else:
             sums, m2, nnz, flags = _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum,
-                                                counts_required, chunk_size, totals, progress)
-        if source.kind != "dask":
+                                                counts_required, chunk_size, totals, progress, gather)
+        if source.kind != "dask" or gather is not None:
             library = np.bincount(codes[codes >= 0], weights=totals[codes >= 0], minlength=n_groups)
         _raise_on_flags(flags, source.label, counts_required, normalize)
 
-    single = n_cells == 1
-    if single.any() and shard is None:  # a shard's single cells are pooled by the merge
-        warnings.warn(
-            f"Groups {groups[single][:10].tolist()!r} have a single cell; their variance is NaN.",
-            ShrinkpertWarning,
-            stacklevel=2,
-        )
     n = n_cells[:, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / n
@@ -488,13 +605,51 @@ def group_statistics(
         "storage": source.kind,
         "n_cells_total": int(rows.stop - rows.start),
         "input_fingerprint": fingerprint,
-        "input_file": _file_identity(adata),
+        "input_file": _file_identity(data.source),
         "shard": (0, 1) if shard is None else (int(shard[0]), int(shard[1])),
         "rows": (int(rows.start), int(rows.stop)),
         "n_rows_total": int(len(obs)),
     }
-    return GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var,
-                           nnz, library, params)
+    stats = GroupStatistics(groups, pd.Index(var_names).astype(str), n_cells, sums, mean, var, nnz, library, params)
+    totals[: rows.start] = 0.0
+    totals[rows.stop :] = 0.0
+    return CellPass(stats, totals, gather.result() if gather is not None else None)
+
+
+class _Gather:
+    """Collects the wanted stored entries block by block (:func:`_kernels.gather_block`)."""
+
+    def __init__(self, wanted, n_cells: int, n_genes: int, rows: slice):
+        row_codes, mask = wanted
+        row_codes = np.array(row_codes, dtype=np.int64)  # a copy: cells outside the shard are not gathered
+        row_codes[: rows.start] = -1
+        row_codes[rows.stop :] = -1
+        mask = sp.csr_matrix(mask, dtype=bool)
+        mask.sum_duplicates()
+        mask.sort_indices()
+        if row_codes.shape != (n_cells,) or mask.shape[1] != n_genes or \
+                (row_codes.size and row_codes.max() >= mask.shape[0]):
+            raise InputError(f"wanted: row codes {row_codes.shape} / mask {mask.shape} do not fit "
+                             f"{n_cells} cells × {n_genes} genes.")
+        self.row_codes = row_codes
+        self.ptr = mask.indptr.astype(np.int64)
+        self.genes = mask.indices.astype(np.int64)
+        self.shape = (n_cells, n_genes)
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, csr: sp.csr_matrix, row_offset: int, col_offset: int) -> None:
+        size = csr.nnz
+        r, c, v = np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64), np.empty(size)
+        n = K.gather_block(csr.data, csr.indices, csr.indptr, row_offset, col_offset, self.row_codes, self.ptr,
+                           self.genes, r, c, v)
+        if n:
+            self.parts.append((r[:n].copy(), c[:n].copy(), v[:n].copy()))
+
+    def result(self) -> sp.csr_matrix:
+        if not self.parts:
+            return sp.csr_matrix(self.shape)
+        r, c, v = (np.concatenate(x) for x in zip(*self.parts))
+        return sp.csr_matrix((v, (r, c)), shape=self.shape)
 
 
 def _progress(total: int, enabled: bool, unit: str):
@@ -519,11 +674,11 @@ def _pilot_shift(source: MatrixSource, lib, mode, target_sum, counts_required, i
     with thread_limit(1):
         acc.add(block.values, codes, sub_lib, lib is not None, np.zeros(n_genes), mode, target_sum,
                 False, np.zeros(rows))
-    return acc.acc[0, 0, :, 0] / max(rows, 1)
+    return acc.acc[0, :, 0] / max(rows, 1)
 
 
 def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required, chunk_size,
-              threads, totals, progress, rows=None):
+              threads, totals, progress, rows=None, gather=None):
     n_genes = source.shape[1]
     integer_input = np.issubdtype(source.dtype, np.integer) or source.dtype == bool
     shift = _pilot_shift(source, lib, mode, target_sum, counts_required, integer_input)
@@ -535,12 +690,12 @@ def _row_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_re
         for block in source.blocks(chunk_size, rows=rows):
             rows = block.rows
             sub_lib = lib_all[rows] if use_lib else lib_all
-            acc.add(block.values, codes[rows], sub_lib, use_lib, shift, mode, target_sum,
-                    counts_required, totals[rows])
+            values = block.values if sp.issparse(block.values) else sp.csr_matrix(block.values)
+            acc.add(values, codes[rows], sub_lib, use_lib, shift, mode, target_sum, counts_required, totals[rows])
+            if gather is not None:
+                gather.add(values.tocsr(), rows.start, 0)
             bar.update(rows.stop - rows.start)
-    total = acc.acc[0]
-    for t in range(1, acc.acc.shape[0]):
-        total += acc.acc[t]
+    total = acc.acc
     flags = acc.flags
     del acc  # release the per-thread partials
     sums, m2, nnz = _finalise(total, n_cells, shift)
@@ -581,8 +736,9 @@ def _finalise(total: np.ndarray, n_cells: np.ndarray, shift: np.ndarray):
 
 
 def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts_required,
-                 chunk_size, totals, progress):
+                 chunk_size, totals, progress, gather=None):
     n_genes = source.shape[1]
+    count_totals = lib is None and mode == 0  # else known before the pass
     if lib is not None:
         totals[:] = lib
     elif mode != 0:
@@ -609,6 +765,10 @@ def _column_pass(source, codes, n_groups, n_cells, lib, mode, target_sum, counts
             m2[:, cols] = b_m2
             nnz[:, cols] = b_nnz
             flags[0] += b_flags.sum(axis=0)
+            if count_totals:
+                totals += np.bincount(values.indices, weights=values.data, minlength=len(totals))
+            if gather is not None:
+                gather.add(values.tocsr(), 0, cols.start)
             bar.update(width)
     if mode != 0 and lib is None:
         flags[0, K.ZERO_TOTAL] = int((totals == 0).sum())

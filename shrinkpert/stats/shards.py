@@ -167,10 +167,13 @@ def merge_statistics(parts: Sequence[GroupStatistics | str | os.PathLike], *, ch
     nnz = np.zeros((n_groups, n_genes), dtype=np.int64)
     library = np.zeros(n_groups)
     where = [part.groups.get_indexer(groups) for part in parts]
-    for part, idx in zip(parts, where):
+    for k, (part, idx) in enumerate(zip(parts, where)):
         at = idx >= 0
         n_cells[at] += part.n_cells[idx[at]]
         sums[at] += part.sum[idx[at]]
+        if part.n_nonzero is None or part.library_size is None:
+            raise InputError(f"{_describe(part, k)} was rebuilt from means and variances; shards must come from "
+                             "group_statistics(..., shard=(i, N)).")
         nnz[at] += part.n_nonzero[idx[at]]
         library[at] += part.library_size[idx[at]]
     n = n_cells[:, None].astype(np.float64)
@@ -237,7 +240,7 @@ def save_statistics(stats: GroupStatistics, path: str | os.PathLike, *, force: b
         ``path`` exists and ``force`` is false.
     """
     levels = [stats.groups.get_level_values(k) for k in range(stats.groups.nlevels)]
-    arrays = {name: np.asarray(getattr(stats, name)) for name in _ARRAYS}
+    arrays = {name: np.asarray(getattr(stats, name)) for name in _ARRAYS if getattr(stats, name) is not None}
     kinds = []
     for k, level in enumerate(levels):
         arrays[f"group_level_{k}"], kind = _level_array(level)
@@ -284,4 +287,4 @@ def load_statistics(path: str | os.PathLike) -> GroupStatistics:
     else:
         groups = levels[0].rename(meta["group_names"][0])
     params = {key: _from_json(value) for key, value in meta["params"].items()}
-    return GroupStatistics(groups, pd.Index(data["genes"]), *(data[name] for name in _ARRAYS), params=params)
+    return GroupStatistics(groups, pd.Index(data["genes"]), *(data.get(name) for name in _ARRAYS), params=params)

@@ -3,49 +3,22 @@
 Weights and deltas accept cells (AnnData, backed AnnData, ``.h5ad`` path), per-group
 statistics (:class:`~shrinkpert.stats.group.GroupStatistics` grouped by perturbation) or effect
 sizes (:class:`~shrinkpert.effects.estimate.EffectSizes`). Whatever arrives, the methods that
-need group means and variances work on a :class:`Pseudobulk`.
+need group means and variances work on one :class:`~shrinkpert.stats.group.GroupStatistics`
+(groups labelled by perturbation, the control among them) — the package's one per-group
+container. Its ``params`` say where it came from (``input``), its scale (``normalize``) and
+``target_sum``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError, MissingKeyError
-
-
-@dataclass(frozen=True)
-class Pseudobulk:
-    """Mean, variance (ddof=1) and cell count of each group (perturbations and control)."""
-
-    labels: pd.Index
-    genes: pd.Index
-    mean: np.ndarray
-    var: np.ndarray
-    n_cells: np.ndarray
-    scale: str | None  # "log1p", "total" or None (as stored)
-    target_sum: float | None
-    control: str | None
-    source: str
-
-    def rows(self, labels: Sequence[str], what: str) -> np.ndarray:
-        """Row of each label; a clear error naming the absent ones."""
-        idx = self.labels.get_indexer(pd.Index([str(x) for x in labels]))
-        if (idx < 0).any():
-            absent = [str(x) for x, i in zip(labels, idx) if i < 0]
-            raise MissingKeyError(
-                f"{what} {absent[:10]!r} are not among the groups of the input ({len(self.labels)} groups, e.g. "
-                f"{self.labels[:10].tolist()!r}); check the labels."
-            )
-        return idx
-
-    def perturbations(self) -> pd.Index:
-        """Every label except the control."""
-        return self.labels[self.labels != self.control] if self.control is not None else self.labels
+from ..stats import GroupStatistics, group_statistics
 
 
 def is_cells(obj: Any) -> bool:
@@ -71,10 +44,9 @@ def pseudobulk(
     chunk_size: int | None,
     n_threads: int | None,
     progress: bool,
-) -> Pseudobulk:
-    """Per-group log1p means and variances from cells, GroupStatistics or EffectSizes."""
+) -> GroupStatistics:
+    """Per-group means and variances (log1p when ``normalize``) from cells, GroupStatistics or EffectSizes."""
     from ..effects.estimate import EffectSizes
-    from ..stats.group import GroupStatistics, group_statistics
 
     if isinstance(truth, EffectSizes):
         if truth.scale != "log1p":
@@ -83,20 +55,17 @@ def pseudobulk(
                 "Estimate them with estimate_effects(..., scale='log1p') or pass the cells."
             )
         labels = pd.Index([*map(str, truth.perturbations), str(truth.control)], name="perturbation")
-        return Pseudobulk(
-            labels=labels,
-            genes=truth.genes,
+        normalized = "log1p" if truth.params.get("normalize") is not None else None
+        return GroupStatistics.from_moments(
+            labels, truth.genes,
             mean=np.vstack([truth.mean, truth.control_mean[None, :]]),
             var=np.vstack([truth.var, truth.control_var[None, :]]),
-            n_cells=np.append(truth.n_cells, truth.control_n_cells).astype(np.int64),
-            scale="log1p" if truth.params.get("normalize") is not None else None,
-            target_sum=truth.params.get("target_sum"),
-            control=str(truth.control),
-            source="EffectSizes",
+            n_cells=np.append(truth.n_cells, truth.control_n_cells),
+            params={"groupby": "perturbation", "normalize": normalized, "target_sum": truth.params.get("target_sum"),
+                    "input": "EffectSizes"},
         )
     if isinstance(truth, GroupStatistics):
-        stats = truth
-        source = "GroupStatistics"
+        stats, source = truth, "GroupStatistics"
     elif is_cells(truth):
         stats = group_statistics(truth, perturbation_key, layer=layer, normalize="log1p" if normalize else None,
                                  target_sum=target_sum, chunk_size=chunk_size, n_threads=n_threads,
@@ -108,25 +77,30 @@ def pseudobulk(
         )
     if isinstance(stats.groups, pd.MultiIndex):
         raise InputError("GroupStatistics grouped by several columns: collapse() them to the perturbation level first.")
-    labels = pd.Index(stats.groups.astype(str), name="perturbation")
+    params = dict(stats.params, input=source)
+    return GroupStatistics(pd.Index(stats.groups.astype(str), name="perturbation"), stats.genes, stats.n_cells,
+                           stats.sum, stats.mean, stats.var, stats.n_nonzero, stats.library_size, params)
+
+
+def scale_of(stats: GroupStatistics) -> tuple[str | None, float | None]:
+    """``(normalize, target_sum)`` of group statistics; ``target_sum`` is ``None`` when not normalised."""
     normalized = stats.params.get("normalize")
-    return Pseudobulk(
-        labels=labels,
-        genes=stats.genes,
-        mean=np.asarray(stats.mean),
-        var=np.asarray(stats.var),
-        n_cells=np.asarray(stats.n_cells, dtype=np.int64),
-        scale=normalized,
-        target_sum=stats.params.get("target_sum") if normalized is not None else None,
-        control=control if control in set(labels) else None,
-        source=source,
-    )
+    return normalized, (stats.params.get("target_sum") if normalized is not None else None)
+
+
+def control_of(stats: GroupStatistics, control: str) -> str | None:
+    """``control`` when it is among the groups, else ``None``."""
+    return control if control in set(stats.groups) else None
+
+
+def perturbations_of(stats: GroupStatistics, control: str) -> pd.Index:
+    """Every group label except the control."""
+    return stats.groups[stats.groups != control]
 
 
 def labels_of(truth: Any, *, perturbation_key: str, control: str) -> tuple[pd.Index, pd.Index]:
     """(perturbations without control, genes) of any accepted input, reading no matrix."""
     from ..effects.estimate import EffectSizes
-    from ..stats.group import GroupStatistics
 
     if isinstance(truth, GroupStatistics):
         if isinstance(truth.groups, pd.MultiIndex):

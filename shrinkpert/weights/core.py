@@ -17,7 +17,7 @@ from ..data.design import target_indices
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
 from ..reference.population import PopulationReference
 from . import methods as M
-from ._inputs import is_cells, is_shrunk, labels_of, pseudobulk
+from ._inputs import control_of, is_cells, is_shrunk, labels_of, pseudobulk, scale_of
 from .leakage import SPLIT_DEPENDENT, check_leakage, require_reference_perturbations
 
 __all__ = ["METHODS", "GeneWeights", "gene_weights"]
@@ -380,9 +380,10 @@ def gene_weights(
         target_src = truth
     else:
         pb = pseudobulk(truth, control=control, **cells)
-        if pb.scale == "total":
+        scale, target_sum = scale_of(pb)
+        if scale == "total":
             raise InputError(f"method={method!r} needs log1p expression; recompute the statistics with normalize='log1p'.")
-        labels = _select(pb.labels, perturbations, control)
+        labels = _select(pb.groups, perturbations, control)
         rows = pb.rows(labels, "perturbations")
         genes = pb.genes
         small = labels[pb.n_cells[rows] < 2]
@@ -399,11 +400,11 @@ def gene_weights(
                           allow_leakage=bool(allow_leakage), leaked=leaked, n_reference_cells=int(rest_n),
                           test="scanpy t-test_overestim_var (rest variance / own group size)")
         else:
-            if pb.control is None:
+            if control_of(pb, control) is None:
                 raise MissingKeyError(
                     f"method='limma_t' compares with control cells, but {control!r} is not among the groups; pass control=."
                 )
-            c = pb.rows([pb.control], "The control")[0]
+            c = pb.rows([control], "The control")[0]
             if pb.n_cells[c] < 2:
                 raise InputError(f"The control {control!r} has fewer than 2 cells; limma_t needs a variance.")
             t = np.vstack([
@@ -414,7 +415,7 @@ def gene_weights(
             scores = M.myllia_scores(t, target_rows if exclude else np.full(len(labels), -1))
             params.update(reference="control", control_n_cells=int(pb.n_cells[c]),
                           test="limma eBayes moderated t, two-group model (perturbation vs control cells)")
-        params.update(input=pb.source, scale=pb.scale, target_sum=pb.target_sum)
+        params.update(input=pb.params["input"], scale=scale, target_sum=target_sum)
         target_src = truth
 
     if exclude and method != "limma_t":

@@ -38,7 +38,8 @@ from .._frames import long_frame
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..reference.population import PopulationReference
-from ._inputs import Pseudobulk, pseudobulk
+from ..stats import GroupStatistics
+from ._inputs import control_of, perturbations_of, pseudobulk, scale_of
 from .leakage import check_leakage, require_reference_perturbations
 
 __all__ = ["DeltaReference", "Deltas", "delta_reference", "compute_deltas"]
@@ -196,7 +197,7 @@ class Deltas:
                           var=var, uns=uns)
 
 
-def _reference_from(pb: Pseudobulk | None, reference: Any, reference_perturbations, control: str) -> DeltaReference:
+def _reference_from(pb: GroupStatistics | None, reference: Any, reference_perturbations, control: str) -> DeltaReference:
     if isinstance(reference, PopulationReference):
         if reference_perturbations is not None:
             raise InputError("A PopulationReference is not learned from perturbations; drop reference_perturbations=.")
@@ -205,14 +206,15 @@ def _reference_from(pb: Pseudobulk | None, reference: Any, reference_perturbatio
         if pb is None:
             return DeltaReference("population", reference.genes, reference.expression_mean, None, reference.scale,
                                   reference.target_sum, params)
-        if reference.scale != pb.scale or (pb.scale is not None and reference.target_sum != pb.target_sum):
+        scale, target_sum = scale_of(pb)
+        if reference.scale != scale or (scale is not None and reference.target_sum != target_sum):
             raise InputError(
                 f"The population reference {reference.name!r} is on scale={reference.scale!r} with "
-                f"target_sum={reference.target_sum!r}, but the expression is on scale={pb.scale!r} with "
-                f"target_sum={pb.target_sum!r}; build both with the same normalize= and target_sum=."
+                f"target_sum={reference.target_sum!r}, but the expression is on scale={scale!r} with "
+                f"target_sum={target_sum!r}; build both with the same normalize= and target_sum=."
             )
         aligned = reference if reference.genes.equals(pb.genes) else reference.align(pb.genes)
-        params["input"] = pb.source
+        params["input"] = pb.params["input"]
         return DeltaReference("population", pb.genes, aligned.expression_mean, None, reference.scale,
                               reference.target_sum, params)
     if pb is None:
@@ -220,21 +222,22 @@ def _reference_from(pb: Pseudobulk | None, reference: Any, reference_perturbatio
     if reference == "control":
         if reference_perturbations is not None:
             raise InputError("reference='control' is not learned from perturbations; drop reference_perturbations=.")
-        if pb.control is None:
+        if control_of(pb, control) is None:
             raise MissingKeyError(
                 f"reference='control' needs control cells, but {control!r} is not among the groups "
-                f"(e.g. {pb.labels[:10].tolist()!r}); pass control=<label>."
+                f"(e.g. {pb.groups[:10].tolist()!r}); pass control=<label>."
             )
-        row = pb.rows([pb.control], "The control")[0]
-        return DeltaReference("control", pb.genes, pb.mean[row], None, pb.scale, pb.target_sum,
-                              {"control": pb.control, "control_n_cells": int(pb.n_cells[row]), "input": pb.source})
+        row = pb.rows([control], "The control")[0]
+        return DeltaReference("control", pb.genes, pb.mean[row], None, *scale_of(pb),
+                              {"control": control, "control_n_cells": int(pb.n_cells[row]), "input": pb.params["input"]})
     if reference == "perturbed_centroid":
-        refs = require_reference_perturbations(reference_perturbations, method="perturbed_centroid", control=pb.control)
+        refs = require_reference_perturbations(reference_perturbations, method="perturbed_centroid",
+                                               control=control_of(pb, control))
         rows = pb.rows(refs, "reference_perturbations")
         values = np.mean(pb.mean[rows], axis=0)  # rows in sorted label order: same bits for the same set
-        return DeltaReference("perturbed_centroid", pb.genes, values, refs, pb.scale, pb.target_sum,
+        return DeltaReference("perturbed_centroid", pb.genes, values, refs, *scale_of(pb),
                               {"weighting": "perturbation (each centroid 1/|R|)", "n_reference": len(refs),
-                               "input": pb.source})
+                               "input": pb.params["input"]})
     raise InputError(
         f"reference={reference!r} is not one of {REFERENCES!r} or a PopulationReference."
     )
@@ -359,10 +362,11 @@ def compute_deltas(
     ref = _reference_from(pb, reference, reference_perturbations, control)
     if isinstance(perturbations, str):
         raise InputError(f"perturbations={perturbations!r} is a single string; pass a list of labels.")
-    labels = pb.perturbations() if perturbations is None else pd.Index([str(p) for p in perturbations])
+    labels = perturbations_of(pb, control) if perturbations is None else pd.Index([str(p) for p in perturbations])
     rows = pb.rows(labels, "perturbations")
     frame = pd.DataFrame(pb.mean[rows], index=labels, columns=pb.genes)
     deltas = ref.subtract(frame, allow_leakage=allow_leakage)
     params = dict(deltas.params)
-    params.update(input=pb.source, scale=pb.scale, target_sum=pb.target_sum)
+    scale, target_sum = scale_of(pb)
+    params.update(input=pb.params["input"], scale=scale, target_sum=target_sum)
     return Deltas(deltas.perturbations, deltas.genes, deltas.values, ref, params)

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from shrinkpert.baselines import (
     ADVERSARIAL,
     BASELINES,
+    EXPLOITS,
     additive_baseline,
     control_baseline,
     detect_scale,
@@ -26,18 +27,6 @@ from shrinkpert.baselines import (
 )
 from shrinkpert.errors import InputError, MissingKeyError
 from shrinkpert.stats.group import group_statistics
-
-
-@pytest.fixture(scope="module")
-def summary(papalexi):
-    return summarize_truth(papalexi, seed=7)
-
-
-@pytest.fixture(scope="module")
-def direct(papalexi):
-    """Per-perturbation log1p means from an ordinary group_statistics call (no halves)."""
-    stats = group_statistics(papalexi, "perturbation", normalize="log1p")
-    return pd.DataFrame(np.asarray(stats.mean), index=stats.groups.astype(str), columns=stats.genes.astype(str))
 
 
 def test_summary_matches_direct_pseudobulk(summary, direct):
@@ -151,7 +140,7 @@ def test_adversarial_baselines(summary):
 
 def test_make_baselines(summary):
     built = make_baselines(summary)
-    assert list(built) == list(BASELINES)
+    assert list(built) == list(BASELINES) + list(EXPLOITS)  # the exploit arms the data allow come last
     assert set(ADVERSARIAL) <= set(built)
     assert all(b.mean.shape == summary.mean.shape and not b.mean.flags.writeable for b in built.values())
     frame = built["control"].to_frame()

@@ -877,3 +877,12 @@ def test_non_convergence_warns():
     x = rng.normal(0, 2, 500)
     with pytest.warns(ShrinkpertWarning, match="raise max_iter"):
         ash(x, 1.0, optimizer="em", max_iter=1)
+
+
+@pytest.mark.parametrize("lo,hi,c", [(-1.0, 2.0, 0.3), (-1.0, 2.0, -1.5), (-1.0, 2.0, 2.5), (-np.inf, 0.5, -0.2),
+                                     (3.0, np.inf, 3.5)])
+def test_truncated_normal_mass_below(lo, hi, c):
+    """P(Z <= c | lo <= Z <= hi) against SciPy's truncated normal cdf (1e-12)."""
+    m, v, p = K.truncnorm_below(lo, hi, c)
+    assert (m, v) == K.truncnorm_moments(lo, hi)
+    assert p == pytest.approx(float(stats.truncnorm.cdf(c, lo, hi)), rel=1e-12, abs=1e-14)

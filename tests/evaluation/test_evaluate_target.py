@@ -131,8 +131,8 @@ def test_target_options_are_validated(noisy, papalexi, escapes):
         evaluate(noisy, papalexi, metrics=["dose_order_score"])
     with pytest.raises(InputError, match="escape="):
         evaluate(noisy, papalexi, metrics=["mae"], truth_cells="perturbed")
-    with pytest.raises(NotImplementedError, match="weighted"):
-        evaluate(noisy, papalexi, metrics=["mae"], truth_cells="weighted", escape=escapes[0])
+    with pytest.raises(InputError, match="truth_cells='weighted' needs escape="):
+        evaluate(noisy, papalexi, metrics=["mae"], truth_cells="weighted")
     with pytest.raises(InputError, match="other cells"):
         evaluate(noisy, papalexi[::-1].copy(), metrics=["mae"], truth_cells="perturbed", escape=escapes[0])
 

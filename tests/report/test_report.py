@@ -108,7 +108,9 @@ def test_write_html_is_atomic_and_refuses_to_overwrite(small, tmp_path):
 def test_save_and_load_round_trip_exactly(tables, tmp_path):
     _, combined = tables
     folder = save_table(combined, tmp_path / "table")
-    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "params.json", "summary.csv", "table.json"]
+    manifest = ["manifest.json"] if combined.params.get("manifest") else []  # the run manifest, when it has one
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["metrics.csv", "params.json", "summary.csv",
+                                                               "table.json", *manifest])
     back = load_table(folder)
     pd.testing.assert_frame_equal(back.to_frame(), combined.to_frame(), check_exact=True)
     pd.testing.assert_frame_equal(back.summary(), combined.summary(), check_exact=True)

@@ -141,3 +141,24 @@ def test_zarr_refusals(adata, tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3).create_group("x")
     with pytest.raises(InputError, match="not an AnnData one"):
         group_statistics(str(tmp_path / "plain.zarr"), "perturbation")
+
+
+def test_evaluate_on_zarr_stores_runs_its_passes_on_the_cluster(client, adata, store, tmp_path):
+    """evaluate's truth and prediction passes are Dask tasks on the cluster; scores equal in memory."""
+    from shrinkpert import evaluate
+
+    pred = adata.copy()
+    rng = np.random.default_rng(3)
+    pred.X = sp.csr_matrix(rng.poisson(np.asarray(adata.X.todense()) + 0.5).astype(np.float32))
+    pred_store = _write_zarr(pred, tmp_path / "pred.zarr")
+    options = dict(control="non-targeting", metrics=["pearson_delta", "mse"], seed=0, chunk_size=CHUNK)
+    with distributed.get_task_stream(client) as stream:
+        got = _quiet(evaluate, pred_store, store, **options)
+    ref = _quiet(evaluate, pred, adata, **options)
+    partials = [t for t in stream.data if "_partial" in str(t["key"])]
+    workers = {t["worker"] for t in partials}
+    assert len(partials) >= 2 * 7 and len(workers) == 2  # both sides, 7 row chunks each, on both workers
+    a, b = got.to_frame(), ref.to_frame()
+    pd.testing.assert_index_equal(a.index, b.index)
+    # the same values summed in another order (Dask chunks vs Numba threads)
+    np.testing.assert_allclose(a["value"].to_numpy(float), b["value"].to_numpy(float), rtol=1e-10, atol=1e-12)

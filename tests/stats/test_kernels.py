@@ -96,3 +96,23 @@ def test_library_size_column_is_used(counts):
     got = group_statistics(adata, "perturbation", normalize="log1p", library_size="lib")
     ref = group_stats(transform(adata.X, "log1p", lib=lib), adata.obs["perturbation"].cat.codes.to_numpy(), 4)
     np.testing.assert_allclose(got.mean, ref["mean"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 3, 8])
+def test_group_bounds_cut_between_groups(rng, n_parts):
+    from shrinkpert.stats._kernels import group_bounds
+
+    for codes in (np.sort(rng.integers(-1, 6, 57)), np.zeros(10, dtype=np.int64), np.arange(5), np.zeros(0, int)):
+        bounds = group_bounds(codes, n_parts)
+        assert len(bounds) == n_parts + 1 and bounds[0] == 0 and bounds[-1] == len(codes)
+        assert np.all(np.diff(bounds) >= 0)
+        for b in bounds[1:-1]:  # never inside a group
+            assert b in (0, len(codes)) or codes[b - 1] != codes[b]
+
+
+def test_float_results_bit_identical_across_threads(counts):
+    """Threads own whole groups of a block, so each group's values are added in one order."""
+    one = _run(counts, normalize="log1p", chunk_size=64, n_threads=1)
+    two = _run(counts, normalize="log1p", chunk_size=64, n_threads=2)
+    for name in ("sum", "mean", "var", "n_nonzero"):
+        np.testing.assert_array_equal(getattr(two, name), getattr(one, name))

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a published evaluator's fixed settings (vcc2026: cell-eval2's VCC 2026 preset)")
     p.add_argument("--format", default="shrinkpert", choices=["shrinkpert", "cell-eval2"],
                    help="cell-eval2: also write results.csv and agg_results.csv in cell-eval2's layout (vcc2026)")
+    p.add_argument("--de-test", default="welch", choices=["welch", "wilcoxon"],
+                   help="test behind the DE calls: Welch on pseudobulks, or Wilcoxon rank-sum on cells vs the true "
+                        "control cells (BH per perturbation either way)")
     p.add_argument("--truth-effects", nargs="+", default="raw", choices=["raw", "shrunk"],
                    help="score against raw true pseudobulks or the ash posterior means of the true effects; "
                         "'raw shrunk' gives both side by side (a truth column)")
@@ -315,7 +318,8 @@ def _run(args: argparse.Namespace, out: Path) -> pd.DataFrame | None:
                        calibrate=not args.no_calibrate, n_boot=args.n_boot, seed=args.seed,
                        guide_key=args.guide_key, cells_per_perturbation=args.cells_per_perturbation,
                        train=args.train, population=args.population, allow_leakage=args.allow_leakage,
-                       truth_effects=_truth_effects(args.truth_effects), progress=args.progress)
+                       truth_effects=_truth_effects(args.truth_effects), de_test=args.de_test,
+                       progress=args.progress)
         if args.shard is not None:
             options["shard"] = args.shard
         if args.preset is not None:  # the preset fixes these; pass only what the user set

@@ -18,10 +18,12 @@ from typing import Any
 from .._vocab import TARGET_SUM
 from ..errors import InputError
 
-__all__ = ["EvaluationConfig", "DE_CALLS", "TRUTH_CELLS", "TRUTH_EFFECTS"]
+__all__ = ["EvaluationConfig", "DE_CALLS", "DE_TESTS", "TRUTH_CELLS", "TRUTH_EFFECTS"]
 
 #: How DE genes are called: Welch t-test + BH, or ash local false sign rates.
 DE_CALLS = ("test", "lfsr")
+#: The test behind ``de_calls="test"``: Welch on pseudobulks, or Wilcoxon rank-sum on cells.
+DE_TESTS = ("welch", "wilcoxon")
 #: Which true cells define the truth.
 TRUTH_CELLS = ("all", "perturbed", "weighted")
 #: What the sides are scored against: raw true pseudobulks or the shrunken true effects.
@@ -57,6 +59,12 @@ class EvaluationConfig:
     de_calls : {"test", "lfsr"}
         Welch t-test against the observed control (control variance floor) with BH within each
         perturbation, or ash's local false sign rate of the same effects.
+    de_test : {"welch", "wilcoxon"}
+        The test of ``de_calls="test"``: Welch on the pseudobulk means and variances, or the
+        Wilcoxon rank-sum test of each perturbation's cells against the true control cells
+        (:func:`~shrinkpert.stats.wilcoxon.wilcoxon_de`; counts are ranked as log1p of counts per
+        ``target_sum``), BH within each perturbation; the fold changes are the same mean
+        differences either way (:mod:`shrinkpert.evaluation.rank_calls`).
     truth_cells : {"all", "perturbed", "weighted"}
         Every true cell; (escape-aware) the cells called perturbed in ``escape``; or every cell
         weighted by its posterior probability of being perturbed
@@ -106,6 +114,7 @@ class EvaluationConfig:
     level: float = 0.95
     alpha: float = 0.05
     de_calls: str = "test"
+    de_test: str = "welch"
     truth_cells: str = "all"
     escape_threshold: float = 0.5
     guide_key: str | None = None
@@ -129,6 +138,11 @@ class EvaluationConfig:
             raise InputError(f"scale must be 'auto', 'log1p' or 'counts', got {self.scale!r}.")
         if self.de_calls not in DE_CALLS:
             raise InputError(f"de_calls must be one of {DE_CALLS}, got {self.de_calls!r}.")
+        if self.de_test not in DE_TESTS:
+            raise InputError(f"de_test must be one of {DE_TESTS}, got {self.de_test!r}.")
+        if self.de_test == "wilcoxon" and self.de_calls != "test":
+            raise InputError("de_test='wilcoxon' gives p-values, not the standard errors ash needs; use it with "
+                             "de_calls='test'.")
         if self.truth_cells not in TRUTH_CELLS:
             raise InputError(f"truth_cells must be one of {TRUTH_CELLS}, got {self.truth_cells!r}.")
         if not 0 < self.escape_threshold < 1:

@@ -36,6 +36,7 @@ from ..metrics import DECalls, MetricSpec
 from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan
 from .config import EvaluationConfig
+from .rank_calls import WILCOXON_DESCRIPTION, rank_calls
 from .registry import METRICS
 from .references import auto_weights, reference_vectors, resolve_references, shrunk_truth
 from .table import MetricTable
@@ -486,7 +487,8 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
                                           for name, w in (weights.items() if isinstance(weights, Mapping) else [])
                                           if hasattr(w, "params") and w.params.get("uniform_fallback")},
               "population_reference": getattr(population, "name", None),
-              "de_test": _DE_DESCRIPTION[config.de_calls], "targets_measured": int((tindex >= 0).sum())}
+              "de_test": _DE_DESCRIPTION[config.de_calls] if config.de_test == "welch" else WILCOXON_DESCRIPTION,
+              "targets_measured": int((tindex >= 0).sum())}
     scored = inputs.perturbations if rows is None else inputs.perturbations[rows]
     return Scores(jobs, values, tuple(sides), inputs.models, scored, params,
                   MappingProxyType(_ceilings(jobs, summaries.truth, weightings, config)))
@@ -530,9 +532,11 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
     targets = {which: (shrunk_truth(*truths[which], truth) if config.truth_effects == "shrunk" else truths[which][0])
                for which in used}
+    needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
+    ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
     truth_de = ({which: de_calls(*(x[sel] for x in truths[which]), truth, perts[sel], genes, config.de_calls)
                  for which in used}
-                if any(spec.needs == "de" for spec, _, _ in jobs) else {})
+                if needs_de and ranked is None else {"full": ranked.truth} if ranked is not None else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
     biology = {"relationships": {} if config.relationships is None else
@@ -575,9 +579,13 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
             elif spec.needs == "deltas":
                 a, b = pred_deltas[ref][own], truth_deltas[(side.truth, ref)][own]
             else:  # de
+                if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
+                    out[name] = np.full(n_out, np.nan)
+                    continue
                 if pred_de is None:
-                    pred_de = de_calls(side.mean[sel], side.var[sel], side.n[sel], truth, perts[sel], genes,
-                                       config.de_calls)
+                    pred_de = (ranked.models[name] if ranked is not None else
+                               de_calls(side.mean[sel], side.var[sel], side.n[sel], truth, perts[sel], genes,
+                                        config.de_calls))
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
             result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)

@@ -66,10 +66,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._numba import resolve_threads, thread_limit
-from ..data.read import open_matrix, read_annotations
-from ..errors import CountsError, GeneMismatchError, InputError, MissingKeyError, ShrinkpertWarning
+from .._validate import CellData, validate
+from ..errors import CountsError, GeneMismatchError, InputError, ShrinkpertWarning
 from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
-from ._vcc2026_kernels import jackknife_block
+from ._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 
 __all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET"]
 
@@ -160,49 +160,46 @@ class VCC2026Result:
 # inputs
 
 
-def _side_labels(data, key: str, control: str, where: str) -> tuple[np.ndarray, pd.Index]:
-    obs, genes = read_annotations(data)
-    if key not in obs.columns:
-        raise MissingKeyError(
-            f"perturbation_key={key!r} is not a column of {where}.obs (columns: {list(obs.columns)!r}); "
-            "pass the column naming each cell's perturbation."
-        )
-    if not pd.Index(obs.index).is_unique:
-        dups = pd.Index(obs.index)[pd.Index(obs.index).duplicated()].unique()[:3].tolist()
-        raise InputError(
-            f"{where} has duplicate cell names (e.g. {dups!r}); the vcc2026 preset requires every "
-            "cell once. Remove the duplicates (or make names unique with obs_names_make_unique())."
-        )
-    labels = obs[key]
-    if labels.isna().any():
-        raise InputError(f"{where}.obs[{key!r}] has missing labels; label every cell.")
-    return labels.astype(str).to_numpy(), pd.Index(genes)
+def validate_pair(pred, truth, *, perturbation_key: str, control: str, layer: str | None,
+                  pred_controls: bool = False) -> tuple[CellData, CellData]:
+    """Both inputs through the one boundary (:func:`~shrinkpert._validate.validate`): unique cell
+    and gene names, the label column, the truth's control with at least 3 cells (``pred``'s only
+    when ``pred_controls``)."""
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control, layer=layer)
+    p = validate(pred, side="pred", perturbation_key=perturbation_key, control=control, layer=layer,
+                 require_control=pred_controls)
+    return p, t
 
 
-def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk_size,
-                bulk_target_sum: float, max_counts: float, n_parts: int, fractional: bool = False):
-    """Validate counts; return group count sums, per-cell totals and jackknife terms."""
-    n_genes = None
-    with open_matrix(data, layer) as source:
+def _group_pass(data: CellData, codes: np.ndarray, n_groups: int, chunk_size, bulk_target_sum: float,
+                max_counts: float, n_parts: int, fractional: bool = False):
+    """Check the count rules; return the log pseudobulks, jackknife terms and cells per group.
+
+    Two passes over the matrix: group sums and cell totals (with the count checks), then the
+    jackknife's stored-value terms (:mod:`~shrinkpert.metrics._vcc2026_kernels`).
+    """
+    where = data.side
+    valid = codes >= 0
+    with data.open() as source:
         n_cells, n_genes = source.shape
         lib = np.zeros(n_cells)
         sums = np.zeros((n_groups, n_genes))
-        valid = codes >= 0
         for block in source.blocks(chunk_size):
-            values = block.values
-            stored = values.data if sp.issparse(values) else np.asarray(values).ravel()
-            _check_counts(stored, where, fractional)
-            if not source.by_rows:
-                mat = sp.csc_matrix(values, dtype=np.float64)
-                lib += np.asarray(mat.sum(axis=1)).ravel()
-                ind = _indicator(codes, valid, n_groups)
-                sums[:, block.cols] += np.asarray((ind @ mat).todense())
+            mat = _canonical(block.values, source.by_rows)
+            _check_counts(mat.data, where, fractional)
+            weights = mat.data.astype(np.float64)
+            if source.by_rows:
+                rows = np.repeat(np.arange(block.rows.start, block.rows.stop), np.diff(mat.indptr))
+                cols, first = mat.indices, 0
             else:
-                mat = sp.csr_matrix(values, dtype=np.float64)
-                rows = np.arange(block.rows.start, block.rows.stop)
-                lib[rows] = np.asarray(mat.sum(axis=1)).ravel()
-                ind = _indicator(codes[rows], valid[rows], n_groups)
-                sums += np.asarray((ind @ mat).todense())
+                rows = mat.indices
+                cols, first = np.repeat(np.arange(mat.shape[1]), np.diff(mat.indptr)), block.cols.start
+            lib += np.bincount(rows, weights=weights, minlength=n_cells)
+            keep = valid[rows]
+            width = mat.shape[1]
+            sums[:, first : first + width] += np.bincount(
+                codes[rows[keep]] * width + cols[keep], weights=weights[keep], minlength=n_groups * width
+            ).reshape(n_groups, width)
         over = lib > max_counts
         if over.any():
             raise CountsError(
@@ -214,25 +211,38 @@ def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk
         scale = np.zeros_like(totals)
         scale[totals > 0] = bulk_target_sum / totals[totals > 0]
         bulk = np.log1p(sums * scale[:, None])
+        n = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
         group_totals = np.bincount(codes[valid], weights=lib[valid], minlength=n_groups)
+        # the jackknife's series (see the kernels' module): cell shares, their power sums
+        positive = group_totals > 0
+        inv = np.divide(1.0, group_totals, out=np.zeros(n_groups), where=positive)
+        share = np.where(valid, lib * inv[np.where(valid, codes, 0)], 0.0)
+        max_share = np.zeros(n_groups)
+        np.maximum.at(max_share, codes[valid], share[valid])
+        terms = series_terms(max_share)
+        terms[~positive] = 0
+        moments = np.stack([np.bincount(codes[valid], weights=share[valid] ** m, minlength=n_groups)
+                            for m in range(2 * int(terms.max()) + 2)], axis=1)
+        alpha = bulk_target_sum * sums * inv[:, None]
+        delta = np.log1p(alpha) - bulk
         s1 = np.zeros((n_groups, n_genes))
         s2 = np.zeros((n_groups, n_genes))
         for block in source.blocks(chunk_size):
-            mat = sp.csr_matrix(block.values, dtype=np.float64)
+            mat = _canonical(block.values, True)
             if not source.by_rows:
                 cols = block.cols
                 a1, a2 = np.zeros((n_groups, cols.stop - cols.start)), np.zeros((n_groups, cols.stop - cols.start))
-                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data, codes,
-                                lib, np.ascontiguousarray(sums[:, cols]), group_totals,
-                                np.ascontiguousarray(bulk[:, cols]), bulk_target_sum, n_parts, a1, a2)
+                jackknife_block(mat.indptr, mat.indices, mat.data, codes, lib, np.ascontiguousarray(sums[:, cols]),
+                                group_totals, np.ascontiguousarray(bulk[:, cols]),
+                                np.ascontiguousarray(alpha[:, cols]), np.ascontiguousarray(delta[:, cols]),
+                                bulk_target_sum, terms, n_parts, a1, a2)
                 s1[:, cols] += a1
                 s2[:, cols] += a2
             else:
                 rows = slice(block.rows.start, block.rows.stop)
-                jackknife_block(mat.indptr.astype(np.int64), mat.indices.astype(np.int64), mat.data,
-                                np.ascontiguousarray(codes[rows]), lib[rows], sums, group_totals, bulk,
-                                bulk_target_sum, n_parts, s1, s2)
-    n = np.bincount(codes[valid], minlength=n_groups).astype(np.float64)
+                jackknife_block(mat.indptr, mat.indices, mat.data, np.ascontiguousarray(codes[rows]), lib[rows],
+                                sums, group_totals, bulk, alpha, delta, bulk_target_sum, terms, n_parts, s1, s2)
+    jackknife_base(alpha, delta, moments, n, terms, s1, s2)
     jk = np.zeros(n_groups)
     for p in range(n_groups):
         if n[p] < 2 or totals[p] <= 0:
@@ -242,9 +252,15 @@ def _group_pass(data, codes: np.ndarray, n_groups: int, layer, where: str, chunk
     return bulk, jk, n
 
 
-def _indicator(codes: np.ndarray, valid: np.ndarray, n_groups: int) -> sp.csr_matrix:
-    idx = np.flatnonzero(valid)
-    return sp.csr_matrix((np.ones(idx.size), (codes[idx], idx)), shape=(n_groups, codes.size))
+def _canonical(values, by_rows: bool):
+    """One block as CSR (``by_rows``) or CSC with int64 pointers and indices, duplicates summed."""
+    mat = sp.csr_matrix(values) if by_rows else sp.csc_matrix(values)
+    if not mat.has_canonical_format:
+        mat = mat.copy()
+        mat.sum_duplicates()
+    mat.indptr = mat.indptr.astype(np.int64, copy=False)
+    mat.indices = mat.indices.astype(np.int64, copy=False)
+    return mat
 
 
 def _check_counts(values: np.ndarray, where: str, fractional: bool = False) -> None:
@@ -428,10 +444,11 @@ def score_vcc2026(
 
     Parameters
     ----------
-    pred, truth : AnnData or path to ``.h5ad``
-        Cells × genes raw integer counts (in memory, backed, or a file read in blocks). ``truth``
-        must hold control cells; ``pred`` must hold every perturbation of ``truth`` and no other
-        (its control cells, if any, are not used).
+    pred, truth : AnnData, path to ``.h5ad`` or CellData
+        Cells × genes raw integer counts (in memory, backed, or a file read in blocks), each
+        validated once at the boundary (:func:`~shrinkpert._validate.validate`). ``truth`` must
+        hold at least 3 control cells; ``pred`` must hold every perturbation of ``truth`` and no
+        other (its control cells, if any, are not used). Cells without a label are left out.
     perturbation_key : str
         ``obs`` column with each cell's perturbation (cell-eval2's ``pert_col``).
     control : str
@@ -453,39 +470,34 @@ def score_vcc2026(
     Raises
     ------
     CountsError
-        Non-integer, negative or non-finite values, or a cell with more than 1e6 counts.
+        The preset's count rules: non-integer, negative or non-finite values, or a cell with more
+        than 1e6 counts (the message names the rule and the side).
     InputError
-        Missing or extra perturbations, duplicate cell names, no control cells in ``truth``, or
-        no label resolves to a target gene.
+        Missing or extra perturbations, duplicate cell or gene names, fewer than 3 control cells
+        in ``truth``, or no label resolves to a target gene.
+    MissingKeyError
+        The label column or the control label is absent.
     GeneMismatchError
         The two sides have different genes or gene order.
     """
-    return _score(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer,
-                  target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+    pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer)
+    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
 
 
-def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk_size, n_threads,
-           fractional_pred: bool = False, own_controls: bool = False) -> VCC2026Result:
-    """:func:`score_vcc2026`; ``fractional_pred`` admits non-integer predicted counts (the
-    emitted mean-response baseline is scaled control cells, as in cell-eval2);
+def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threads, fractional_pred: bool = False,
+           own_controls: bool = False) -> VCC2026Result:
+    """:func:`score_vcc2026` on validated inputs; ``fractional_pred`` admits non-integer predicted
+    counts (the emitted mean-response baseline is scaled control cells, as in cell-eval2);
     ``own_controls`` takes the prediction's effects and DE tests against its own control cells
     (cell-eval2's ``control_source="pred"``, which its replicate anchor uses)."""
-    t_labels, genes = _side_labels(truth, perturbation_key, control, "truth")
-    p_labels, p_genes = _side_labels(pred, perturbation_key, control, "pred")
-    if not p_genes.equals(genes):
+    genes, perts = truth.genes, truth.perturbations
+    if not pred.genes.equals(genes):
         raise GeneMismatchError(
             "pred and truth have different genes (or gene order); the vcc2026 preset scores the same "
             "gene axis on both sides. Reorder pred with pred[:, truth.var_names]."
         )
-    if not (t_labels == control).any():
-        raise InputError(
-            f"truth has no control cells ({perturbation_key} == {control!r}); the vcc2026 preset takes "
-            "every effect and DE test relative to the measured controls."
-        )
-    perts = pd.Index(np.unique(t_labels[t_labels != control]), name=perturbation_key)
-    predicted = set(np.unique(p_labels[p_labels != control]))
-    missing = sorted(set(perts) - predicted)
-    extra = sorted(predicted - set(perts))
+    missing = sorted(set(perts) - set(pred.perturbations))
+    extra = sorted(set(pred.perturbations) - set(perts))
     if missing or extra:
         parts = []
         if missing:
@@ -496,23 +508,20 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
             "; ".join(parts) + ". The vcc2026 preset scores every measured perturbation, so pred must "
             "predict exactly the measured set."
         )
+    if own_controls and pred.control is None:
+        raise InputError(f"pred has no control cells ({truth.perturbation_key} == {truth.control!r}).")
     n_p = len(perts)
-    t_codes = perts.get_indexer(t_labels).astype(np.int64)
-    t_codes[t_labels == control] = n_p
-    p_codes = perts.get_indexer(p_labels).astype(np.int64)
-    if own_controls:
-        if not (p_labels == control).any():
-            raise InputError(f"pred has no control cells ({perturbation_key} == {control!r}).")
-        p_codes[p_labels == control] = n_p
+    # same sorted perturbations on both sides, so the codes agree; pred's controls are n_p too
+    p_codes = pred.codes if own_controls else np.where(pred.codes < n_p, pred.codes, -1)
     with thread_limit(n_threads) as threads:
         n_parts = max(1, resolve_threads(threads))
-        args = dict(layer=layer, chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
+        args = dict(chunk_size=chunk_size, bulk_target_sum=PRESET["bulk_target_sum"],
                     max_counts=PRESET["max_counts_per_cell"], n_parts=n_parts)
-        real_bulk, real_jk, _ = _group_pass(truth, t_codes, n_p + 1, where="truth", **args)
-        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, where="pred",
-                                                       fractional=fractional_pred, **args)
-        de_args = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=True,
-                       target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
+        real_bulk, real_jk, _ = _group_pass(truth, truth.codes, n_p + 1, **args)
+        pred_bulk, pred_jk, n_pred_cells = _group_pass(pred, p_codes, n_p + own_controls, fractional=fractional_pred,
+                                                       **args)
+        de_args = dict(perturbation_key=truth.perturbation_key, control=truth.control, layer=truth.layer,
+                       normalize=True, target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
                        epsilon=PRESET["epsilon"], n_threads=n_threads)
         if own_controls:
             de_truth, de_pred = wilcoxon_de(truth, **de_args), wilcoxon_de(pred, **de_args)
@@ -557,6 +566,6 @@ def _score(pred, truth, *, perturbation_key, control, layer, target_genes, chunk
         aggregate={k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])},
         de_truth=de_truth,
         de_pred=de_pred,
-        params={"perturbation_key": perturbation_key, "control": control, "layer": layer,
+        params={"perturbation_key": truth.perturbation_key, "control": truth.control, "layer": truth.layer,
                 "preset": "vcc2026", **PRESET},
     )

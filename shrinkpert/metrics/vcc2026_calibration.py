@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.read import read_annotations
+from .._validate import CellData, validate
 from ..errors import InputError
-from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns
+from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns, validate_pair
 
 __all__ = [
     "CalibratedScore",
@@ -161,6 +161,8 @@ def calibrate_vcc2026(result, baseline, anchor) -> CalibratedScore:
 
 
 def _in_memory(data) -> ad.AnnData:
+    if isinstance(data, CellData):
+        data = data.source
     if isinstance(data, ad.AnnData) and not data.isbacked:
         return data
     if isinstance(data, ad.AnnData):
@@ -184,34 +186,32 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
         Same shape, ``obs`` and ``var`` as ``truth``; counts are fractional.
     """
     adata = _in_memory(truth)
-    labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    ctrl = labels == control
-    if not ctrl.any():
-        raise InputError(f"truth has no control cells ({perturbation_key} == {control!r}).")
+    t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
+    n_p = len(t.perturbations)
     X = sp.csr_matrix(adata.X)
-    perts = sorted(set(labels[~ctrl].tolist()))
-    means = np.stack([np.asarray(X[labels == p].astype(np.float64).mean(axis=0)).ravel() for p in perts])
+    positions = [np.flatnonzero(t.codes == k) for k in range(n_p)]
+    means = np.stack([np.asarray(X[rows].astype(np.float64).mean(axis=0)).ravel() for rows in positions])
     total = means.sum(axis=0)
-    count = np.full(X.shape[1], float(len(perts)))
-    for i, j in _target_columns(pd.Index(perts), adata.var_names, target_genes).items():
+    count = np.full(X.shape[1], float(n_p))
+    for i, j in _target_columns(t.perturbations, t.genes, target_genes).items():
         total[j] -= means[i, j]
         count[j] -= 1.0
     if (count <= 0).any():
         raise InputError("Every perturbation targets some gene, so its mean response is undefined.")
     profile = total / count
-    ctrl_X = X[np.flatnonzero(ctrl)]
+    ctrl_X = X[np.flatnonzero(t.codes == n_p)]
     ctrl_mean = np.asarray(ctrl_X.astype(np.float64).mean(axis=0)).ravel()
     zero = ctrl_mean <= 0
     scale = np.where(zero, 0.0, profile / np.where(zero, 1.0, ctrl_mean))
     rng = np.random.default_rng(seed)
-    positions = [np.flatnonzero(labels == p) for p in perts]
     draws = [rng.integers(0, ctrl_X.shape[0], size=len(rows)) for rows in positions]
     emitted = ctrl_X[np.concatenate(draws)].copy()
     emitted.data = (emitted.data * scale[emitted.indices]).astype(np.float32)
     emitted.eliminate_zeros()
-    stacked = sp.vstack([emitted, ctrl_X.astype(np.float32)], format="csr")
+    kept = np.flatnonzero((t.codes == n_p) | (t.codes < 0))  # control and unlabelled cells as they are
+    stacked = sp.vstack([emitted, X[kept].astype(np.float32)], format="csr")
     order = np.empty(X.shape[0], dtype=np.intp)
-    order[np.concatenate([*positions, np.flatnonzero(ctrl)])] = np.arange(X.shape[0])
+    order[np.concatenate([*positions, kept])] = np.arange(X.shape[0])
     return ad.AnnData(stacked[order], obs=adata.obs.copy(), var=adata.var.copy())
 
 
@@ -220,8 +220,8 @@ def baseline_vcc2026(truth, *, perturbation_key: str = "perturbation", control: 
     """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member."""
     pred = mean_response_baseline(truth, perturbation_key=perturbation_key, control=control,
                                   target_genes=target_genes, seed=seed)
-    return _score(pred, truth, perturbation_key=perturbation_key, control=control, layer=None,
-                  target_genes=target_genes, chunk_size=None, n_threads=n_threads, fractional_pred=True)
+    pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=None)
+    return _score(pred, truth, target_genes=target_genes, chunk_size=None, n_threads=n_threads, fractional_pred=True)
 
 
 @dataclass(frozen=True)
@@ -276,25 +276,26 @@ def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", c
     counts as lfc 0), averaged over perturbations.
     """
     adata = _in_memory(truth)
-    _, genes = read_annotations(adata)
-    labels = adata.obs[perturbation_key]
+    t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
+    labels = t.column(perturbation_key, "perturbation_key")  # the raw column: cell-eval2's split order
     seeds = [int(s) for s in np.random.SeedSequence(int(base_seed)).generate_state(n_splits)]
-    kwargs = dict(perturbation_key=perturbation_key, control=control, target_genes=target_genes)
     from ..stats.wilcoxon import wilcoxon_de
     from .vcc2026 import PRESET
 
     de_args = dict(perturbation_key=perturbation_key, control=control, target_sum=PRESET["target_sum"],
                    min_control_cpm=PRESET["min_control_cpm"], epsilon=PRESET["epsilon"], n_threads=n_threads)
-    full = wilcoxon_de(adata, **de_args)
-    cols = _target_columns(full.perturbations, genes, target_genes)
+    full = wilcoxon_de(t, **de_args)
+    cols = _target_columns(full.perturbations, t.genes, target_genes)
     rows = []
     for i, seed in enumerate(seeds):
         a, b = _halves(labels, seed)
-        half_a, half_b = adata[a].copy(), adata[b].copy()
-        res = _score(half_b, half_a, layer=None, chunk_size=None, n_threads=n_threads, own_controls=True, **kwargs)
+        half_b, half_a = validate_pair(adata[b].copy(), adata[a].copy(), perturbation_key=perturbation_key,
+                                       control=control, layer=None, pred_controls=True)
+        res = _score(half_b, half_a, target_genes=target_genes, chunk_size=None, n_threads=n_threads,
+                     own_controls=True)
         values = dict(res.aggregate)
-        de_a, de_b = wilcoxon_de(half_a, **de_args), wilcoxon_de(half_b, **de_args)
-        values["de_wilcoxon_lfc_nmae"] = _nmae_reference(full, de_a, de_b, cols)
+        # the halves' own tests (each against its own controls) are the split-half lfc reference's
+        values["de_wilcoxon_lfc_nmae"] = _nmae_reference(full, res.de_truth, res.de_pred, cols)
         rows += [{"split": i, "seed": seed, "metric": m, "value": values[m]} for m in MEMBERS]
     splits = pd.DataFrame(rows)
     grouped = splits.groupby("metric")["value"]

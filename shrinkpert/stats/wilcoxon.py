@@ -1,16 +1,19 @@
 """Wilcoxon rank-sum (Mann–Whitney U) differential expression of each perturbation vs control.
 
-:func:`wilcoxon_de` streams the matrix (in memory, CSR/CSC, or an ``.h5ad`` file) in blocks of
-genes, ranks each gene's positive values with the zeros as one tie group, and returns U, the
+:func:`wilcoxon_de` reads the matrix (in memory, CSR/CSC/dense, or an ``.h5ad`` file) in blocks —
+a counting pass, then a scatter — into one compressed-column copy of its stored values (no
+second layout), tests gene block by gene block —
+each gene's positive values ranked with the zeros as one tie group — and returns U, the
 tie-corrected two-sided normal-approximation p-value with continuity correction (the rule of
 ``scipy.stats.mannwhitneyu(..., method="asymptotic")``), Benjamini–Hochberg q-values within each
-perturbation and log2 fold changes of the normalised means.
+perturbation and log2 fold changes of the normalised means. Inputs pass the boundary
+(:func:`~shrinkpert._validate.validate`) once; the engine works on the encoded
+:class:`~shrinkpert._validate.CellData`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -19,18 +22,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import freeze as _freeze
 from .._frames import long_frame
 from .._numba import thread_limit
+from .._validate import CellData, validate
+from ..errors import GeneMismatchError, InputError
+from ._wilcoxon_kernels import gather_columns, mwu_block, scatter_rows
 from .testing import bh_adjust
-from ..data.read import MatrixSource, open_matrix, read_annotations, row_totals
-from ..errors import GeneMismatchError, InputError, MissingKeyError
-from ._wilcoxon_kernels import mwu_block
-from .group import _freeze
 
 __all__ = ["WilcoxonResult", "wilcoxon_de", "wilcoxon_de_pair"]
 
-_BLOCK_ENTRIES_MIN = 1 << 21
-_BLOCK_ENTRIES_MAX = 1 << 23
+#: Stored entries per gene block of the test (both sides together): bounds the block's
+#: working arrays (about 20 bytes per entry) and keeps enough genes per block for the threads.
+_BLOCK_ENTRIES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -95,87 +99,165 @@ class WilcoxonResult:
         )
 
 
-def _labels(obs: pd.DataFrame, key: str, where: str) -> np.ndarray:
-    if key not in obs.columns:
-        raise MissingKeyError(
-            f"perturbation_key={key!r} is not a column of {where}.obs; columns present: "
-            f"{list(obs.columns)!r}. Pass the column that names each cell's perturbation."
-        )
-    values = obs[key]
-    if values.isna().any():
-        raise InputError(f"{where}.obs[{key!r}] has missing labels; label every cell.")
-    return values.astype(str).to_numpy()
+
+# ----------------------------------------------------------------------------------------------
+# reading: one compressed-column copy per input, built from row blocks without a second layout
 
 
-def _row_positions(labels: np.ndarray, names: pd.Index, control: str, control_code: int | None) -> np.ndarray:
-    codes = names.get_indexer(labels).astype(np.int32)
-    if control_code is None:
-        codes[labels == control] = -1
-    else:
-        codes[labels == control] = control_code
-    return codes
+@dataclass(frozen=True)
+class _Columns:
+    """Compressed-column copy of (some rows of) one input: column ``g`` holds rows
+    ``rows[indptr[g]:indptr[g + 1]]`` (increasing) with stored values ``values[...]``."""
+
+    indptr: np.ndarray
+    rows: np.ndarray
+    values: np.ndarray
+
+    def select(self, keep: np.ndarray) -> _Columns:
+        """The entries of the rows where ``keep`` is True (column by column, order kept)."""
+        n_g = len(self.indptr) - 1
+        counts = np.zeros(n_g, dtype=np.int64)
+        kept_rows, kept_values = [], []
+        for g0, g1 in _spans(self.indptr, _BLOCK_ENTRIES):
+            lo, hi = self.indptr[g0], self.indptr[g1]
+            mask = keep[self.rows[lo:hi]]
+            col = np.repeat(np.arange(g1 - g0), np.diff(self.indptr[g0 : g1 + 1]))
+            counts[g0:g1] = np.bincount(col[mask], minlength=g1 - g0)
+            kept_rows.append(self.rows[lo:hi][mask])
+            kept_values.append(self.values[lo:hi][mask])
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return _Columns(indptr, np.concatenate(kept_rows), np.concatenate(kept_values))
 
 
-def _csc_columns(values, g0: int, g1: int) -> sp.csc_matrix:
-    """Columns ``g0:g1`` of one block as CSC (C-level slicing and conversion)."""
-    if sp.issparse(values):
-        return sp.csr_matrix(values)[:, g0:g1].tocsc() if values.format != "csc" else values[:, g0:g1]
-    return sp.csc_matrix(np.asarray(values[:, g0:g1]))
+def _spans(indptr: np.ndarray, entries: int) -> list[tuple[int, int]]:
+    """Consecutive column ranges holding about ``entries`` stored values each (at least one column)."""
+    n_g = len(indptr) - 1
+    spans, g0 = [], 0
+    while g0 < n_g:
+        g1 = int(np.searchsorted(indptr, indptr[g0] + entries, side="right")) - 1
+        g1 = min(max(g1, g0 + 1), n_g)
+        spans.append((g0, g1))
+        g0 = g1
+    return spans
 
 
-class _ColumnReader:
-    """Yields, gene block after gene block, one source's columns as a CSC matrix (all cells).
+def _read_columns(data: CellData, keep: np.ndarray | None = None) -> tuple[_Columns, np.ndarray]:
+    """The input's compressed-column copy (rows where ``keep``; all by default) and every row's
+    total of stored values (float64, summed in storage order as
+    :func:`~shrinkpert.data.read.row_totals` does).
 
-    Column-major storage is streamed block by block; row-major storage is read once and held as
-    one compressed-column copy, so each gene block is a contiguous slice.
+    Two passes over the matrix: counts per column and row totals, then each row block scattered
+    into the preallocated copy, so only the copy and one block are ever held. Negative or
+    non-finite values are refused.
     """
-
-    def __init__(self, source: MatrixSource, width: int):
-        self.source = source
-        self._cols: sp.csc_matrix | None = None
-        self._gene_blocks: Iterator | None = None if source.by_rows else source.blocks(width)
-
-    def read(self, g0: int, g1: int) -> sp.csc_matrix:
-        if self._gene_blocks is not None:
-            return _csc_columns(next(self._gene_blocks).values, 0, g1 - g0)
-        if self._cols is None:
-            # Row-major storage: read it once and transpose it once (C-level) to compressed columns.
-            rows = sp.vstack([sp.csr_matrix(b.values) for b in self.source.blocks()], format="csr")
-            self._cols = rows.tocsc()
-            del rows
-        return self._cols[:, g0:g1]
-
-
-def _stack_rows(blocks: list[sp.csc_matrix]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(indptr, row, value)`` of CSC blocks with the same columns stacked on top of each other
-    (rows of block k offset by the rows above it); one vectorised scatter, no sort."""
-    counts = sum(np.diff(b.indptr) for b in blocks)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    nnz = int(indptr[-1])
-    rows = np.empty(nnz, dtype=np.int64)
-    values = np.empty(nnz, dtype=np.result_type(*[b.data.dtype for b in blocks]))
-    filled = indptr[:-1].copy()
-    offset = 0
-    for b in blocks:
-        per_col = np.diff(b.indptr)
-        dest = np.repeat(filled - b.indptr[:-1], per_col) + np.arange(b.nnz)
-        rows[dest] = b.indices + offset
-        values[dest] = b.data
-        filled += per_col
-        offset += b.shape[0]
-    return indptr, rows, values
+    n_cells, n_g = data.shape
+    keep = np.ones(n_cells, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    totals = np.zeros(n_cells)
+    counts = np.zeros(n_g, dtype=np.int64)
+    with data.open() as source:
+        by_rows = source.by_rows
+        dtype = source.dtype
+        for block in source.blocks():
+            values = _sparse(block.values, by_rows)
+            _check_values(values.data, data.side)
+            weights = values.data.astype(np.float64)
+            if by_rows:
+                row = np.repeat(np.arange(block.rows.start, block.rows.stop), np.diff(values.indptr))
+                totals += np.bincount(row, weights=weights, minlength=n_cells)
+                counts += np.bincount(values.indices[keep[row]], minlength=n_g)
+            else:
+                totals += np.bincount(values.indices, weights=weights, minlength=n_cells)
+                col = np.repeat(np.arange(block.cols.start, block.cols.stop), np.diff(values.indptr))
+                counts += np.bincount(col[keep[values.indices]], minlength=n_g)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        rows = np.empty(int(indptr[-1]), dtype=np.int32 if n_cells < 2**31 else np.int64)
+        stored = np.empty(int(indptr[-1]), dtype=dtype)
+        fill = indptr[:-1].copy()
+        for block in source.blocks():
+            values = _sparse(block.values, by_rows)
+            if by_rows:
+                scatter_rows(values.indptr, values.indices, values.data, block.rows.start, keep, fill, rows, stored)
+            else:
+                mask = keep[values.indices]
+                lo, hi = indptr[block.cols.start], indptr[block.cols.stop]
+                rows[lo:hi] = values.indices[mask]
+                stored[lo:hi] = values.data[mask]
+    return _Columns(indptr, rows, stored), totals
 
 
-def _block_width(sources: list[MatrixSource], n_genes: int, chunk_size: int | None) -> int:
+def _sparse(values, by_rows: bool):
+    """A block as CSR (row blocks) or CSC (gene blocks), stored zeros kept."""
+    if by_rows:
+        return values if sp.issparse(values) and values.format == "csr" else sp.csr_matrix(values)
+    return values if sp.issparse(values) and values.format == "csc" else sp.csc_matrix(values)
+
+
+def _check_values(values: np.ndarray, side: str) -> None:
+    if values.size and not np.isfinite(values).all():
+        raise InputError(f"{side}: the matrix contains NaN or infinite values; the rank-sum test needs finite values.")
+    if values.size and values.min() < 0:
+        raise InputError(
+            f"{side}: the matrix contains negative values; the rank-sum test here treats zeros as the lowest "
+            "tie group and needs non-negative data (raw counts or log-normalised counts)."
+        )
+
+
+def _rank_pass(sides, group_sizes: np.ndarray, control_code: int, n_g: int, *, normalize: bool,
+               chunk_size: int | None):
+    """U, p (every group vs ``control_code``) and the sums of normalised values per group.
+
+    ``sides``: ``(columns, divisor, row_codes)`` per input; every group's cells lie in one side.
+    Gene block by gene block, the sides' columns are gathered into one compressed-column block
+    (the kernel's input), log-transformed with NumPy when ``normalize`` and tested.
+    """
+    n_groups = len(group_sizes)
+    sums = np.zeros((n_groups, n_g))
+    u = np.full((n_groups, n_g), np.nan)
+    p = np.full((n_groups, n_g), np.nan)
+    merged = sum(cols.indptr for cols, _, _ in sides)
     if chunk_size is not None:
-        width = int(chunk_size)
-        if width < 1:
+        if int(chunk_size) < 1:
             raise InputError(f"chunk_size must be a positive number of genes, got {chunk_size!r}.")
-        return min(width, n_genes)
-    nnz = sum(s.nnz for s in sources)
-    target = min(max(_BLOCK_ENTRIES_MIN, nnz // 4), _BLOCK_ENTRIES_MAX)
-    per_gene = max(nnz / max(n_genes, 1), 1.0)
-    return int(min(n_genes, max(1, target // per_gene)))
+        spans = [(g0, min(g0 + int(chunk_size), n_g)) for g0 in range(0, n_g, int(chunk_size))]
+    else:
+        spans = _spans(merged, _BLOCK_ENTRIES)
+    for g0, g1 in spans:
+        indptr = merged[g0 : g1 + 1] - merged[g0]
+        codes = np.empty(int(indptr[-1]), dtype=np.int32)
+        lin = np.empty(int(indptr[-1]))
+        start = indptr[:-1].copy()
+        for cols, divisor, row_codes in sides:
+            gather_columns(cols.indptr, cols.rows, cols.values, divisor, row_codes, g0, start, codes, lin, sums)
+            start += np.diff(cols.indptr[g0 : g1 + 1])
+        ranked = np.log1p(lin, out=lin) if normalize else lin
+        mwu_block(indptr, codes, ranked, group_sizes, control_code, u[:, g0:g1], p[:, g0:g1])
+    return u, p, sums
+
+
+def _divisor(totals: np.ndarray, normalize: bool, target_sum: float) -> np.ndarray:
+    return totals / float(target_sum) if normalize else np.ones_like(totals)
+
+
+def _sizes(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    return np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.int64)
+
+
+def _check_genes(other: CellData, data: CellData, name: str) -> None:
+    if not other.genes.equals(data.genes):
+        raise GeneMismatchError(
+            f"{name} has different genes (or gene order) from {data.side}; align the gene axis "
+            f"(e.g. {name}[:, {data.side}.var_names]) before testing."
+        )
+
+
+def _validated(data, side: str, *, perturbation_key, control, layer, require_control: bool) -> CellData:
+    """``data`` through the boundary; a CellData of the same column, control (or, when no control
+    is required, none) and layer is used as it is."""
+    if isinstance(data, CellData) and (data.perturbation_key, data.layer) == (perturbation_key, layer) and (
+            data.control == control or (data.control is None and not require_control)):
+        return data
+    return validate(data, side=side, perturbation_key=perturbation_key, control=control, layer=layer,
+                    require_control=require_control)
 
 
 def wilcoxon_de(
@@ -196,14 +278,16 @@ def wilcoxon_de(
 
     Parameters
     ----------
-    data : AnnData or path to ``.h5ad``
+    data : AnnData, path to ``.h5ad`` or CellData
         Cells × genes, non-negative values (raw counts when ``normalize=True``); backed AnnData
-        and paths are read in blocks.
+        and paths are read in blocks. Validated once at the boundary
+        (:func:`~shrinkpert._validate.validate`: unique names, the label column, at least 3
+        control cells); cells without a label belong to no group.
     perturbation_key : str
         ``obs`` column naming each cell's perturbation.
     control : str
         Label of the control cells.
-    reference : AnnData or path, optional
+    reference : AnnData, path or CellData, optional
         Take the control cells from this dataset instead (its ``control`` cells, same genes in
         the same order); ``data``'s own control cells are then ignored. This is how a prediction
         is tested against the measured controls.
@@ -223,7 +307,7 @@ def wilcoxon_de(
     epsilon : float, default 1e-9
         Pseudocount of the log2 fold change.
     chunk_size : int, optional
-        Genes per block (default: about a quarter of the stored values, 2–8 M per block).
+        Genes per block of the test (default: about 4 M stored values per block).
     n_threads : int, optional
         Numba threads (default: all).
 
@@ -231,87 +315,54 @@ def wilcoxon_de(
     -------
     WilcoxonResult
 
+    Notes
+    -----
+    Memory: the input is held once as a compressed-column copy (row indices and stored values,
+    the size of the sparse matrix), built from row blocks without a second layout; the test
+    then runs gene block by gene block.
+
     Raises
     ------
     MissingKeyError
-        ``perturbation_key`` is not an ``obs`` column.
+        ``perturbation_key`` is not an ``obs`` column, or the control label is absent.
     InputError
-        No control or no perturbed cells; negative or non-finite values.
+        Too few control cells, no perturbed cells; negative or non-finite values.
     GeneMismatchError
         ``reference`` has other genes.
     """
-    obs, genes = read_annotations(data)
-    labels = _labels(obs, perturbation_key, "data")
-    perturbations = pd.Index(np.unique(labels[labels != control]), name=perturbation_key)
-    if len(perturbations) == 0:
-        raise InputError(f"data has no perturbed cells (every cell is {control!r}); nothing to test.")
-    n_p, n_g = len(perturbations), len(genes)
-    items = [(data, _row_positions(labels, perturbations, control, None if reference is not None else n_p))]
+    data = _validated(data, "data", perturbation_key=perturbation_key, control=control, layer=layer,
+                      require_control=reference is None)
+    ref = None
     if reference is not None:
-        ref_obs, ref_genes = read_annotations(reference)
-        if not pd.Index(ref_genes).equals(pd.Index(genes)):
-            raise GeneMismatchError(
-                "reference has different genes (or gene order) from data; align the gene axis "
-                "(e.g. reference[:, data.var_names]) before testing."
-            )
-        ref_labels = _labels(ref_obs, perturbation_key, "reference")
-        items.append((reference, np.where(ref_labels == control, n_p, -1).astype(np.int32)))
-    group_sizes = _group_sizes(items, n_p + 1)
-    if group_sizes[n_p] == 0:
-        where = "reference" if reference is not None else "data"
-        raise InputError(
-            f"No control cells: no cell of {where} has {perturbation_key} == {control!r}. Pass the "
-            "control label with control=..."
-        )
-    u, p, sums = _test(items, group_sizes, n_p, n_g, layer=layer, normalize=normalize,
-                       target_sum=target_sum, chunk_size=chunk_size, n_threads=n_threads)
-    return _result(perturbations, genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], group_sizes[:n_p],
-                   int(group_sizes[n_p]), perturbation_key=perturbation_key, control=control, layer=layer,
-                   normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm,
-                   epsilon=epsilon, reference=reference is not None)
+        ref = _validated(reference, "data 'reference'", perturbation_key=perturbation_key, control=control,
+                         layer=layer, require_control=True)
+        _check_genes(ref, data, "reference")
+    return _wilcoxon(data, ref, normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm,
+                     epsilon=epsilon, chunk_size=chunk_size, n_threads=n_threads)
 
 
-def _group_sizes(items, n_groups: int) -> np.ndarray:
-    sizes = np.zeros(n_groups, dtype=np.int64)
-    for _, codes in items:
-        sizes += np.bincount(codes[codes >= 0], minlength=n_groups)
-    return sizes
-
-
-def _test(items, group_sizes, control_code: int, n_g: int, *, layer, normalize, target_sum, chunk_size, n_threads):
-    """U, p (every group vs ``control_code``) and normalised sums per group, one pass over genes."""
-    n_groups = len(group_sizes)
-    sums = np.zeros((n_groups, n_g))
-    u = np.full((n_groups, n_g), np.nan)
-    p = np.full((n_groups, n_g), np.nan)
-    with thread_limit(n_threads), contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(open_matrix(item[0], layer)) for item in items]
-        divisors = []
-        for source, (_, codes) in zip(sources, items):
-            if source.shape != (len(codes), n_g):
-                raise InputError(f"{source.label} has shape {source.shape}, expected {(len(codes), n_g)}.")
-            divisors.append(row_totals(source) / float(target_sum) if normalize else None)
-        width = _block_width(sources, n_g, chunk_size)
-        readers = [_ColumnReader(source, width) for source in sources]
-        row_codes = np.concatenate([codes for _, codes in items])
-        divisor = np.concatenate(divisors) if normalize else None
-        for g0 in range(0, n_g, width):
-            g1 = min(g0 + width, n_g)
-            indptr_all, rows, values = _stack_rows([reader.read(g0, g1) for reader in readers])
-            values = _checked(values, "the data")
-            col = np.repeat(np.arange(g1 - g0), np.diff(indptr_all))
-            code = row_codes[rows]
-            keep = (code >= 0) & (values != 0)
-            col, code, lin = col[keep], code[keep], values[keep].astype(np.float64)
-            if divisor is not None:
-                lin = lin / divisor[rows[keep]]
-            sums[:, g0:g1] = np.bincount(
-                code.astype(np.int64) * (g1 - g0) + col, weights=lin, minlength=n_groups * (g1 - g0)
-            ).reshape(n_groups, g1 - g0)
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=g1 - g0))]).astype(np.int64)
-            ranked = np.log1p(lin) if normalize else lin
-            mwu_block(indptr, code, ranked, group_sizes, control_code, u[:, g0:g1], p[:, g0:g1])
-    return u, p, sums
+def _wilcoxon(data: CellData, ref: CellData | None, *, normalize, target_sum, min_control_cpm, epsilon, chunk_size,
+              n_threads) -> WilcoxonResult:
+    """:func:`wilcoxon_de` on validated inputs (``ref``: the controls' input, or None)."""
+    n_p, n_g = len(data.perturbations), data.shape[1]
+    if n_p == 0:
+        raise InputError(f"{data.side}: no perturbed cells (every labelled cell is the control); nothing to test.")
+    with thread_limit(n_threads):
+        own, totals = _read_columns(data, keep=data.codes >= 0)
+        sides = [(own, _divisor(totals, normalize, target_sum), data.codes)]
+        if ref is None:
+            sizes = _sizes(data.codes, n_p + 1)
+        else:  # the data's perturbations, the reference's controls
+            codes = np.where(data.codes < n_p, data.codes, -1)
+            ref_codes = np.where(ref.codes == ref.control_code, n_p, -1)
+            controls, ref_totals = _read_columns(ref, keep=ref_codes >= 0)
+            sides = [(own, sides[0][1], codes), (controls, _divisor(ref_totals, normalize, target_sum), ref_codes)]
+            sizes = _sizes(codes, n_p + 1) + _sizes(ref_codes, n_p + 1)
+        u, p, sums = _rank_pass(sides, sizes, n_p, n_g, normalize=normalize, chunk_size=chunk_size)
+    return _result(data.perturbations, data.genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], sizes[:n_p],
+                   int(sizes[n_p]), perturbation_key=data.perturbation_key, control=data.control or ref.control,
+                   layer=data.layer, normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm,
+                   epsilon=epsilon, reference=ref is not None)
 
 
 def _result(perturbations, genes, u, p, sums, control_sum, n_cells, n_control, *, min_control_cpm, epsilon,
@@ -359,57 +410,57 @@ def wilcoxon_de_pair(
     chunk_size: int | None = None,
     n_threads: int | None = None,
 ) -> tuple[WilcoxonResult, WilcoxonResult]:
-    """Test ``truth``'s and ``pred``'s perturbations against ``truth``'s control cells in one pass.
+    """Test ``truth``'s and ``pred``'s perturbations against ``truth``'s control cells.
 
     Equal to ``(wilcoxon_de(truth, ...), wilcoxon_de(pred, reference=truth, ...))`` (same
-    parameters, same numbers) but each gene block is read, normalised and its control values
-    sorted once for both. ``pred``'s own control cells are ignored; both sides test the
-    perturbations of ``truth`` (``pred`` must have cells for each; extra labels are ignored).
+    parameters, same numbers), with each input validated (AnnData, path or CellData) and read
+    once: the truth is tested first, then only its control cells' columns are kept while the
+    prediction is read and tested, so one input's compressed-column copy is held at a time.
+    ``pred``'s own control cells are ignored; both sides test the perturbations of ``truth``
+    (``pred`` must have cells for each; extra labels are ignored).
 
     Returns
     -------
     (WilcoxonResult, WilcoxonResult)
         Truth's tests, then pred's.
     """
-    obs, genes = read_annotations(truth)
-    t_labels = _labels(obs, perturbation_key, "truth")
-    p_obs, p_genes = read_annotations(pred)
-    if not pd.Index(p_genes).equals(pd.Index(genes)):
-        raise GeneMismatchError(
-            "pred has different genes (or gene order) from truth; align the gene axis "
-            "(e.g. pred[:, truth.var_names]) before testing."
-        )
-    p_labels = _labels(p_obs, perturbation_key, "pred")
-    perturbations = pd.Index(np.unique(t_labels[t_labels != control]), name=perturbation_key)
-    n_p, n_g = len(perturbations), len(genes)
-    t_codes = _row_positions(t_labels, perturbations, control, n_p)
-    p_codes = perturbations.get_indexer(p_labels).astype(np.int32)
-    p_codes[(p_codes >= 0)] += n_p + 1
-    p_codes[p_labels == control] = -1
-    items = [(truth, t_codes), (pred, p_codes)]
-    sizes = _group_sizes(items, 2 * n_p + 1)
-    if sizes[n_p] == 0:
-        raise InputError(f"No control cells: no cell of truth has {perturbation_key} == {control!r}.")
-    if n_p == 0 or (sizes[n_p + 1 :] == 0).any():
-        raise InputError("pred has no cells for some perturbation of truth; every perturbation needs cells.")
-    u, p, sums = _test(items, sizes, n_p, n_g, layer=layer, normalize=normalize, target_sum=target_sum,
-                       chunk_size=chunk_size, n_threads=n_threads)
-    common = dict(perturbation_key=perturbation_key, control=control, layer=layer, normalize=normalize,
-                  target_sum=target_sum, min_control_cpm=min_control_cpm, epsilon=epsilon)
-    truth_res = _result(perturbations, genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], sizes[:n_p],
-                        int(sizes[n_p]), reference=False, **common)
-    pred_res = _result(perturbations, genes, u[n_p + 1 :], p[n_p + 1 :], sums[n_p + 1 :], sums[n_p],
-                       sizes[n_p + 1 :], int(sizes[n_p]), reference=True, **common)
+    truth = _validated(truth, "truth", perturbation_key=perturbation_key, control=control, layer=layer,
+                       require_control=True)
+    pred = _validated(pred, "pred", perturbation_key=perturbation_key, control=control, layer=layer,
+                      require_control=False)
+    _check_genes(pred, truth, "pred")
+    return _wilcoxon_pair(pred, truth, normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm,
+                          epsilon=epsilon, chunk_size=chunk_size, n_threads=n_threads)
+
+
+def _wilcoxon_pair(pred: CellData, truth: CellData, *, normalize, target_sum, min_control_cpm, epsilon, chunk_size,
+                   n_threads) -> tuple[WilcoxonResult, WilcoxonResult]:
+    """:func:`wilcoxon_de_pair` on validated inputs: the truth's pass, then the prediction's
+    against the truth's control cells (only one input's copy held at a time)."""
+    n_p, n_g = len(truth.perturbations), truth.shape[1]
+    position = truth.perturbations.get_indexer(pred.perturbations)
+    lookup = np.append(position, [-1, -1])  # pred's control code and -1 map to -1
+    p_codes = lookup[np.where(pred.codes >= 0, pred.codes, len(lookup) - 1)]
+    t_sizes = _sizes(truth.codes, n_p + 1)
+    p_sizes = _sizes(p_codes, n_p + 1)
+    p_sizes[n_p] = t_sizes[n_p]
+    if n_p == 0 or (p_sizes[:n_p] == 0).any():
+        absent = list(truth.perturbations[p_sizes[:n_p] == 0][:5])
+        raise InputError(f"pred has no cells for perturbations {absent!r} of truth; every perturbation needs cells.")
+    common = dict(perturbation_key=truth.perturbation_key, control=truth.control, layer=truth.layer,
+                  normalize=normalize, target_sum=target_sum, min_control_cpm=min_control_cpm, epsilon=epsilon)
+    with thread_limit(n_threads):
+        cols, totals = _read_columns(truth, keep=truth.codes >= 0)
+        t_div = _divisor(totals, normalize, target_sum)
+        u, p, sums = _rank_pass([(cols, t_div, truth.codes)], t_sizes, n_p, n_g, normalize=normalize,
+                                chunk_size=chunk_size)
+        truth_res = _result(truth.perturbations, truth.genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p],
+                            t_sizes[:n_p], int(t_sizes[n_p]), reference=False, **common)
+        controls = cols.select(truth.codes == n_p)
+        del cols
+        pcols, p_totals = _read_columns(pred, keep=p_codes >= 0)
+        sides = [(pcols, _divisor(p_totals, normalize, target_sum), p_codes), (controls, t_div, truth.codes)]
+        u, p, sums = _rank_pass(sides, p_sizes, n_p, n_g, normalize=normalize, chunk_size=chunk_size)
+    pred_res = _result(truth.perturbations, truth.genes, u[:n_p], p[:n_p], sums[:n_p], sums[n_p], p_sizes[:n_p],
+                       int(p_sizes[n_p]), reference=True, **common)
     return truth_res, pred_res
-
-
-def _checked(values: np.ndarray, label: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.size and not np.isfinite(values).all():
-        raise InputError(f"{label} contains NaN or infinite values; the rank-sum test needs finite values.")
-    if values.size and values.min() < 0:
-        raise InputError(
-            f"{label} contains negative values; the rank-sum test here treats zeros as the lowest "
-            "tie group and needs non-negative data (raw counts or log-normalised counts)."
-        )
-    return values

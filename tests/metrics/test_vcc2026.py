@@ -17,8 +17,8 @@ import pytest
 import scipy.sparse as sp
 
 import shrinkpert as spkg
-from shrinkpert.errors import CountsError, GeneMismatchError, InputError
-from shrinkpert.metrics._vcc2026_kernels import jackknife_block
+from shrinkpert.errors import CountsError, GeneMismatchError, InputError, MissingKeyError
+from shrinkpert.metrics._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 from shrinkpert.metrics.vcc2026 import MEMBERS, score_vcc2026
 from shrinkpert.metrics.vcc2026_output import to_cell_eval2
 
@@ -112,24 +112,37 @@ def _twin_jackknife(X: np.ndarray, codes: np.ndarray, n_groups: int, ts: float) 
     return out
 
 
-def test_jackknife_kernel_matches_twin():
+@pytest.mark.parametrize("n_parts", [1, 2])
+def test_jackknife_kernels_match_twin(n_parts):
+    """Series for zero counts + exact stored values (groups 0-2) and the literal path (group 3, two
+    cells: a cell share above MAX_SHARE) against the literal delete-one twin."""
     rng = np.random.default_rng(7)
-    X = rng.poisson(2.0, size=(40, 7)).astype(np.float64)
-    codes = rng.integers(-1, 3, size=40).astype(np.int64)
-    n_groups = 3
+    X = rng.poisson(2.0, size=(60, 7)).astype(np.float64)
+    X[:, 3] = 0  # a gene no cell expresses
+    codes = rng.integers(-1, 3, size=60).astype(np.int64)
+    codes[:2] = 3
+    X[5] = 0  # an empty cell
+    n_groups = 4
     csr = sp.csr_matrix(X)
     lib = X.sum(1)
     sums = np.stack([X[codes == p].sum(0) for p in range(n_groups)])
-    totals = sums.sum(1)
-    bulk = np.log1p(sums * (5e4 / totals)[:, None])
-    s1 = np.zeros((n_groups, 7))
-    s2 = np.zeros((n_groups, 7))
-    group_totals = np.array([lib[codes == p].sum() for p in range(n_groups)])
-    jackknife_block(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, codes, lib, sums,
-                    group_totals, bulk, 5e4, 2, s1, s2)
-    n = np.bincount(codes[codes >= 0], minlength=n_groups)
+    totals = np.array([lib[codes == p].sum() for p in range(n_groups)])
+    bulk = np.log1p(sums * (5e4 / sums.sum(1))[:, None])
+    share = lib / totals[np.maximum(codes, 0)]
+    max_share = np.array([share[codes == p].max() for p in range(n_groups)])
+    terms = series_terms(max_share)
+    assert (terms[:3] > 0).all() and terms[3] == 0
+    moments = np.array([[np.sum(share[codes == p] ** m) for m in range(2 * terms.max() + 2)]
+                        for p in range(n_groups)])
+    alpha = 5e4 * sums / totals[:, None]
+    delta = np.log1p(alpha) - bulk
+    n = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.float64)
+    s1, s2 = np.zeros((n_groups, 7)), np.zeros((n_groups, 7))
+    jackknife_block(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, codes, lib, sums, totals,
+                    bulk, alpha, delta, 5e4, terms, n_parts, s1, s2)
+    jackknife_base(alpha, delta, moments, n, terms, s1, s2)
     got = (n - 1) / n * (s2 - s1**2 / n[:, None]).sum(1)
-    np.testing.assert_allclose(got, _twin_jackknife(X, codes, n_groups, 5e4), rtol=1e-10)
+    np.testing.assert_allclose(got, _twin_jackknife(X, codes, n_groups, 5e4), rtol=1e-12)  # measured 2e-15
 
 
 def test_backed_file_and_dense_give_same_numbers(pairs, tmp_path):
@@ -149,18 +162,21 @@ def test_backed_file_and_dense_give_same_numbers(pairs, tmp_path):
 
 
 def _tiny():
-    X = np.array([[1, 2, 0], [2, 1, 1], [0, 3, 1], [4, 0, 2], [1, 1, 1], [2, 2, 0]], dtype=np.float32)
-    obs = pd.DataFrame({"perturbation": [CONTROL, CONTROL, "g1", "g1", "g2", "g2"]},
-                       index=[f"c{i}" for i in range(6)])
+    X = np.array([[1, 2, 0], [2, 1, 1], [1, 1, 2], [0, 3, 1], [4, 0, 2], [1, 1, 1], [2, 2, 0]], dtype=np.float32)
+    obs = pd.DataFrame({"perturbation": [CONTROL, CONTROL, CONTROL, "g1", "g1", "g2", "g2"]},
+                       index=[f"c{i}" for i in range(7)])
     return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
 
 
 @pytest.mark.parametrize(
     ("edit", "error", "match"),
     [
-        (lambda a: a.X.data.__setitem__(0, 1.5), CountsError, "non-integer"),
-        (lambda a: a.X.data.__setitem__(0, -1.0), CountsError, "negative"),
-        (lambda a: a.X.data.__setitem__(0, 2e6), CountsError, "more than 1e\\+06 counts"),
+        (lambda a: a.X.data.__setitem__(0, 1.5), CountsError, "pred contains non-integer values; the vcc2026 "
+         "preset needs raw integer counts"),
+        (lambda a: a.X.data.__setitem__(0, -1.0), CountsError, "pred contains negative values; the vcc2026 preset"),
+        (lambda a: a.X.data.__setitem__(0, np.nan), CountsError, "pred contains NaN or infinite values"),
+        (lambda a: a.X.data.__setitem__(0, 2e6), CountsError, "pred has 1 cell\\(s\\) with more than 1e\\+06 "
+         "counts .* caps counts per cell at 1e6"),
     ],
 )
 def test_bad_counts(edit, error, match):
@@ -174,7 +190,8 @@ def test_bad_counts(edit, error, match):
 def test_bad_panels():
     truth = _tiny()
     missing = truth[truth.obs["perturbation"] != "g2"].copy()
-    with pytest.raises(InputError, match="missing from pred"):
+    with pytest.raises(InputError, match="1 measured perturbation\\(s\\) missing from pred .* The vcc2026 preset "
+                       "scores every measured perturbation"):
         score_vcc2026(missing, truth)
     extra = truth.copy()
     extra.obs["perturbation"] = extra.obs["perturbation"].astype(str).replace({"g2": "g9"})
@@ -182,15 +199,18 @@ def test_bad_panels():
         score_vcc2026(extra, truth)
     with pytest.warns(UserWarning, match="not unique"):
         dup = ad.concat([truth, truth[:1]])
-    with pytest.raises(InputError, match="duplicate cell names"):
+    with pytest.raises(InputError, match="pred: Cell names are duplicated"):
         score_vcc2026(dup, truth)
     renamed = truth.copy()
     renamed.var_names = ["a", "b", "c"]
     with pytest.raises(GeneMismatchError, match="different genes"):
         score_vcc2026(renamed, truth)
     no_ctrl = truth[truth.obs["perturbation"] != CONTROL].copy()
-    with pytest.raises(InputError, match="no control cells"):
+    with pytest.raises(MissingKeyError, match="truth: Control label 'non-targeting' is not in"):
         score_vcc2026(truth, no_ctrl)
+    few = truth[1:].copy()
+    with pytest.raises(InputError, match="truth: the control 'non-targeting' has 2 cells; at least 3"):
+        score_vcc2026(truth, few)
 
 
 def test_writer_layout(pairs, tmp_path):

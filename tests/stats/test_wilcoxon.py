@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from shrinkpert.errors import GeneMismatchError, InputError, MissingKeyError
-from shrinkpert.stats._wilcoxon_kernels import mwu_block
+from shrinkpert.stats._wilcoxon_kernels import gather_columns, grid_sort, mwu_block, scatter_rows
 from shrinkpert.stats.wilcoxon import wilcoxon_de, wilcoxon_de_pair
 
 CONTROL = "non-targeting"
@@ -148,18 +148,107 @@ def test_storage_chunking_reference_and_bh(tmp_path):
 
 
 def test_errors():
-    X = np.ones((4, 2), dtype=np.float32)
-    labels = np.array([CONTROL, CONTROL, "A", "A"])
-    with pytest.raises(MissingKeyError, match="perturbation_key='guide'"):
+    """Each input is validated once at the boundary; the messages name the side and the rule."""
+    X = np.ones((5, 2), dtype=np.float32)
+    labels = np.array([CONTROL, CONTROL, CONTROL, "A", "A"])
+    with pytest.raises(MissingKeyError, match="data: obs has no column 'guide' \\(perturbation_key\\)"):
         wilcoxon_de(_adata(X, labels), perturbation_key="guide")
-    with pytest.raises(InputError, match="No control cells"):
+    with pytest.raises(MissingKeyError, match="data: Control label 'ctrl' is not in"):
         wilcoxon_de(_adata(X, labels), control="ctrl")
-    with pytest.raises(InputError, match="negative values"):
+    with pytest.raises(InputError, match="data: the control 'non-targeting' has 2 cells; at least 3"):
+        wilcoxon_de(_adata(X[1:], labels[1:]))
+    with pytest.raises(InputError, match="data: the matrix contains negative values"):
         wilcoxon_de(_adata(-X, labels))
+    with pytest.warns(UserWarning, match="not unique"):
+        dup = ad.AnnData(sp.csr_matrix(X), obs=pd.DataFrame({"perturbation": labels}, index=["c"] * 5))
+    with pytest.raises(InputError, match="data: Cell names are duplicated"):
+        wilcoxon_de(dup)
     other = _adata(X, labels)
     other.var_names = ["x", "y"]
-    with pytest.raises(GeneMismatchError, match="different genes"):
+    with pytest.raises(GeneMismatchError, match="reference has different genes"):
         wilcoxon_de(_adata(X, labels), reference=other)
+    with pytest.raises(InputError, match="pred has no cells for perturbations \\['A'\\]"):
+        wilcoxon_de_pair(_adata(X[:3], labels[:3]), _adata(X, labels))
+
+
+def test_unlabelled_cells_belong_to_no_group():
+    """A cell without a label (or an excluded one) is left out, as the boundary decides."""
+    rng = np.random.default_rng(6)
+    X = _counts(rng, 40, 5)
+    labels = np.array([CONTROL] * 15 + ["A"] * 15 + [None] * 10, dtype=object)
+    res = wilcoxon_de(_adata(X, labels))
+    kept = _adata(X[:30], labels[:30])
+    np.testing.assert_array_equal(res.p, wilcoxon_de(kept).p)
+    assert list(res.perturbations) == ["A"]
+
+
+@pytest.mark.parametrize("kind", ["spread", "ties", "crowded", "one", "equal"])
+def test_grid_sort_matches_numpy_sort(kind):
+    """Twin: numpy.sort. Spread values, many ties, a crowd next to an outlier (the fallback)."""
+    rng = np.random.default_rng(10)
+    values = {
+        "spread": rng.gamma(2.0, 1.0, size=301),
+        "ties": rng.integers(1, 6, size=200).astype(np.float64),
+        "crowded": np.concatenate([5.0 + rng.random(150) * 1e-6, [100.0]]),
+        "one": np.array([3.0]),
+        "equal": np.full(7, 2.5),
+    }[kind]
+    a = rng.permutation(values)
+    grid_sort(a, np.empty(a.size), np.empty(a.size + 1, dtype=np.int64))
+    np.testing.assert_array_equal(a, np.sort(values))
+
+
+def _scatter_twin(csr: sp.csr_matrix, keep: np.ndarray):
+    """NumPy twin of ``scatter_rows`` over a whole matrix: scipy's CSC of the kept rows."""
+    kept = sp.csr_matrix(csr.multiply(keep[:, None].astype(csr.dtype)))
+    kept.eliminate_zeros()
+    csc = kept.tocsc()
+    csc.sort_indices()
+    return csc.indptr, csc.indices, csc.data
+
+
+def test_scatter_kernel_matches_numpy_twin():
+    rng = np.random.default_rng(8)
+    X = _counts(rng, 37, 6)
+    X[X == 0] = 0
+    csr = sp.csr_matrix(X)
+    keep = rng.random(37) < 0.7
+    indptr, rows, values = _scatter_twin(csr, keep)
+    fill = indptr[:-1].astype(np.int64).copy()
+    out_rows = np.full(indptr[-1], -1, dtype=np.int32)
+    out_values = np.zeros(indptr[-1], dtype=np.float32)
+    for r0 in range(0, 37, 10):  # in row blocks, as the reader hands them out
+        block = csr[r0 : r0 + 10]
+        scatter_rows(block.indptr, block.indices, block.data, r0, keep, fill, out_rows, out_values)
+    np.testing.assert_array_equal(fill, indptr[1:])
+    np.testing.assert_array_equal(out_rows, rows)
+    np.testing.assert_array_equal(out_values, values)
+
+
+def test_gather_kernel_matches_numpy_twin():
+    rng = np.random.default_rng(9)
+    X = _counts(rng, 30, 7)
+    csc = sp.csc_matrix(X)
+    codes = rng.integers(-1, 3, size=30)
+    divisor = rng.uniform(0.5, 2.0, size=30)
+    g0, g1 = 2, 6
+    n = csc.indptr[g1] - csc.indptr[g0]
+    start = csc.indptr[g0:g1].astype(np.int64) - csc.indptr[g0] + 5  # an offset: another side's entries first
+    out_codes = np.full(n + 5, 99, dtype=np.int32)
+    out_values = np.full(n + 5, np.nan)
+    sums = np.zeros((3, 7))
+    gather_columns(csc.indptr.astype(np.int64), csc.indices, csc.data, divisor, codes, g0, start, out_codes,
+                   out_values, sums)
+    rows = csc.indices[csc.indptr[g0] : csc.indptr[g1]]
+    vals = csc.data[csc.indptr[g0] : csc.indptr[g1]].astype(np.float64)
+    ok = (codes[rows] >= 0) & (vals != 0)
+    np.testing.assert_array_equal(out_codes[5:], np.where(ok, codes[rows], -1))
+    np.testing.assert_array_equal(out_values[5:], np.where(ok, vals / divisor[rows], 0.0))
+    assert (out_codes[:5] == 99).all()
+    dense = X.astype(np.float64) / divisor[:, None]
+    expect = np.stack([dense[codes == c].sum(axis=0) for c in range(3)])
+    expect[:, [0, 1, 6]] = 0.0
+    np.testing.assert_allclose(sums, expect, rtol=1e-12)
 
 
 @pytest.mark.peer

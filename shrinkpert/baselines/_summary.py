@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._arrays import readonly as _readonly
+from .._arrays import rows_by_label
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from .._validate import validate
 from ..errors import InputError, MissingKeyError
@@ -194,8 +195,7 @@ def summarize_truth(
     # each perturbation's halves come from its own stream, keyed by (seed, label): they do not
     # depend on which other perturbations are in the truth (a split-independent positive control)
     base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    for p in keep:
-        rows = np.flatnonzero(values == p)
+    for p, rows in zip(keep, rows_by_label(values, keep)):  # cells grouped once, not one scan per label
         order = np.random.default_rng([base, zlib.crc32(str(p).encode())]).permutation(len(rows))
         n_a = len(rows) // 2
         half[rows[order[:n_a]]] = "A"

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import freeze
+from .._arrays import freeze, rows_by_label
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
@@ -247,9 +247,8 @@ def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold
     judged = table.index[table["evidence"] != "none"].astype(str)
     p = escape.p_perturbed
     out = np.isin(escape.perturbation, judged) & np.isfinite(p) & (p < threshold)
-    for pert in judged:  # never empty a perturbation: keep all its cells if fewer than 2 would remain
-        cells = escape.perturbation == pert
-        if (cells & ~out).sum() < 2:
+    for cells in rows_by_label(escape.perturbation, judged):  # never empty a perturbation: keep all its
+        if (~out[cells]).sum() < 2:  # cells if fewer than 2 would remain
             out[cells] = False
     return out
 

@@ -426,18 +426,27 @@ def _spec_references(spec: MetricSpec, refs: list[str]) -> list[str]:
 
 
 def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, perturbations: pd.Index,
-             genes: pd.Index, method: str = "test") -> DECalls:
+             genes: pd.Index, method: str = "test", welch_cache: dict | None = None) -> DECalls:
     r"""DE calls of one side against the observed control (``de_calls`` of :func:`~shrinkpert.evaluate`).
 
     The one Welch test of the package (:func:`~shrinkpert.stats.testing.welch`, control variance
     floor) on the variance terms :math:`s^2/n`, an undefined variance (one cell) counting as 0; then
     BH within each perturbation (``"test"``), or ash on the same effects and standard errors
-    (``"lfsr"``: ``lfc`` = posterior mean, ``q`` = local false sign rate).
+    (``"lfsr"``: ``lfc`` = posterior mean, ``q`` = local false sign rate). The standard errors
+    depend on ``var`` and ``n`` only: ``welch_cache`` keeps them per (``var``, ``n``) array pair, so
+    the baselines, which carry the truth's variances, share one Welch test (the arrays must stay
+    alive and unchanged while the cache is used).
     """
     from ..effects import ash_batch
     from ..stats.testing import bh_adjust, welch_pvalue
 
-    lfc, test = truth.versus_control(mean, var, n)
+    key = (id(var), id(n))
+    if welch_cache is not None and key in welch_cache:
+        lfc, test = mean - truth.control_mean[None, :], welch_cache[key]
+    else:
+        lfc, test = truth.versus_control(mean, var, n)
+        if welch_cache is not None:
+            welch_cache[key] = test
     if method == "test":
         return DECalls(lfc=lfc, q=bh_adjust(welch_pvalue(lfc, test)), perturbations=perturbations, genes=genes)
     fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
@@ -510,7 +519,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
     targets = {which: (shrunk_truth(*truths[which], truth) if config.truth_effects == "shrunk" else truths[which][0])
                for which in used}
-    truth_de = ({which: de_calls(*truths[which], truth, perts, genes, config.de_calls) for which in used}
+    welch_cache: dict = {}  # one Welch standard error per (variance, cells) of a truth, shared by the baselines
+    truth_de = ({which: de_calls(*truths[which], truth, perts, genes, config.de_calls, welch_cache) for which in used}
                 if any(spec.needs == "de" for spec, _, _ in jobs) else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
@@ -553,7 +563,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 a, b = pred_deltas[ref], truth_deltas[(side.truth, ref)]
             else:  # de
                 if pred_de is None:
-                    pred_de = de_calls(side.mean, side.var, side.n, truth, perts, genes, config.de_calls)
+                    pred_de = de_calls(side.mean, side.var, side.n, truth, perts, genes, config.de_calls,
+                                       welch_cache)
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
             out[name] = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(len(perts))
@@ -667,10 +678,16 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
     base = [s for s in scores.sides if s not in scores.models]
     several = scores.models != (MODEL,)
     records, rows = [], []
+    draws = None  # the bootstrap draws over perturbations, made once for every metric
+    if config.calibrate and base:
+        from ..calibration.bootstrap import resample_indices
+
+        draws = resample_indices(len(scores.perturbations), config.n_boot, seed)
     for model in scores.models:
         for spec, ref, wname in scores.jobs:
             negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
-            bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed) if config.calibrate else None
+            bootstrap = (dict(n_boot=config.n_boot, level=config.level, seed=seed, indices=draws)
+                         if config.calibrate else None)
             frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
                                        scores.perturbations, base, negative, config.positive, bootstrap)
             row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)

@@ -1,9 +1,14 @@
 """Rank and retrieval metrics: is each prediction closer to its own truth than to the others'?
 
 All functions take two matrices of shape ``(n_perturbations, n_genes)``: predicted and true
-profiles (or deltas), row ``p`` of both being the same perturbation. Each builds the
-perturbation × perturbation distance matrix (cost ``P² × G``, computed exactly from differences by
-a Numba kernel, so ties are real ties) and returns one value per perturbation.
+profiles (or deltas), row ``p`` of both being the same perturbation, and returns one value per
+perturbation. Each compares, for every perturbation, the distance to its own match with the
+distances to all other candidates, as the exact distance kernel computes them (sums of
+differences in gene order, so identical rows tie exactly). Cosine, Pearson and Euclidean distances
+come from one matrix product per pair of inputs plus row sums; only the own pairs and comparisons
+too close for the product's rounding are recomputed with the exact kernel, so every rank equals
+the one of the full kernel matrix (:mod:`shrinkpert.metrics._pairwise`). L1 uses the blocked
+kernel (cost ``P² × G``).
 
 Per-perturbation ``weights`` (and ``target_index``, which gives the perturbation's own target gene
 weight 0) apply to every comparison made on behalf of that perturbation: when ranking for
@@ -129,7 +134,7 @@ def discrimination_score(
         Column of each perturbation's target gene (-1 if not measured); the target is left out of
         that perturbation's distances (weight 0), as cell-eval does by gene-name matching.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -190,7 +195,7 @@ def perturbench_rank(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -253,7 +258,7 @@ def perturbench_rank_transposed(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -306,7 +311,7 @@ def centroid_accuracy(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -360,7 +365,7 @@ def normed_retrieval(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its correlations.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------

@@ -231,3 +231,9 @@ def test_pair_kernel_is_bit_identical_to_the_matrix(rng):
             K.pair_distances(q, c, w, target.astype(np.int64), kind, np.arange(P), np.arange(0, P * 7 + 1, 7), cols,
                              out)
             np.testing.assert_array_equal(out, full[rows, cols])
+
+
+def test_blocked_product_equals_matmul(rng):
+    """Row blocks in threads (each a one-thread BLAS call) give the product to rounding."""
+    a, b = rng.normal(size=(300, 6000)), rng.normal(size=(6000, 300))
+    np.testing.assert_allclose(_pairwise._matmul(a, b), a @ b, rtol=1e-12, atol=1e-10)

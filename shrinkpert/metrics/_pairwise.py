@@ -100,8 +100,8 @@ def from_matrix(d: np.ndarray, dead: np.ndarray) -> Standing:
 def _tame(*arrays: np.ndarray) -> bool:
     """All non-zero magnitudes in [1e-40, 1e40]: no product of three underflows or overflows."""
     for a in arrays:
-        m = np.abs(a[a != 0])
-        if m.size and (m.min() < _TAME[0] or m.max() > _TAME[1]):
+        m = np.abs(a)
+        if m.size and (m.max() > _TAME[1] or np.min(m, where=m > 0, initial=np.inf) < _TAME[0]):
             return False
     return True
 
@@ -199,6 +199,7 @@ class PairSums:
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
+        self._done: dict[tuple[str, bool], dict[str, np.ndarray]] = {}
 
     def _centre(self, centred: bool) -> np.ndarray | None:
         if not centred:
@@ -216,6 +217,12 @@ class PairSums:
 
     def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW."""
+        out = self._done.get((anchor, centred))
+        if out is None or (need_u and "U" not in out):
+            out = self._done[(anchor, centred)] = self._sums(anchor, centred, need_u)
+        return out
+
+    def _sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
         q, c = self._sides(anchor, centred)
         key = ("pairwise", "centred" if centred else "raw")
         if self.shared:
@@ -236,9 +243,8 @@ class PairSums:
                 out["S"][rows] -= (wt * q[rows, t][:, None]) * ct
                 out["T"] = out["T"].copy()
                 out["T"][rows] -= (wt * ct) * ct
-                if need_u:
-                    out["U"] = out["U"].copy()
-                    out["U"][rows] -= wt * ct
+                out["U"] = out["U"].copy()
+                out["U"][rows] -= wt * ct
             v = _query_weights(self.base, self.target, self.n)
             qw = q * w
             out["AQ2"] = np.einsum("pg,pg->p", qw, q)
@@ -323,7 +329,8 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     own = np.full(n, np.nan)
     own[live] = _exact(q_raw, c_raw, base, target, kind, live, live)
     undefined |= np.isnan(own)
-    groups = _row_groups(c_raw)
+    groups = reuse(sums.truth_scope if anchor == "pred" else sums.pred_scope, ("pairwise", "groups", anchor),
+                   lambda: _row_groups(c_raw))
     less = np.zeros(n, dtype=np.int64)
     equal = np.zeros(n, dtype=np.int64)
     greater = np.zeros(n, dtype=np.int64)
@@ -376,6 +383,7 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
-    if kind == _k.L1 or not _tame(x, y, base):
+    if kind == _k.L1 or not (_tame(x) and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
         return direct(x, y, base, target, kind, anchor, dead)
-    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)
+    sums = reuse(pred_scope, ("pairwise", "sums"), lambda: PairSums(x, y, base, target, pred_scope, truth_scope))
+    return standing(sums, kind, anchor, dead)

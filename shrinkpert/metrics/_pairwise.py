@@ -47,12 +47,14 @@ and always uses the blocked kernel.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._numba import thread_limit
 from . import _distance_kernels as _k
 from .shared import reuse
 
@@ -62,6 +64,7 @@ _U = 2.0**-53
 _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
+_SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,14 @@ def dead_rows(base: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
     return count == 0
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (found once: scanning them costs ~20 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` by single-threaded BLAS calls on row blocks of ``a``, the blocks in Numba's thread count.
 
@@ -141,10 +152,9 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     from concurrent.futures import ThreadPoolExecutor
 
     import numba
-    from threadpoolctl import threadpool_limits
 
     n_threads = max(1, min(numba.get_num_threads(), int(2.0 * a.shape[0] * a.shape[1] * b.shape[1] // 5e8)))
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         if n_threads == 1 or a.shape[0] < 2 * n_threads:
             return a @ b
         out = np.empty((a.shape[0], b.shape[1]))
@@ -170,7 +180,10 @@ def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
         return out
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     ptr = np.r_[starts, rows.size].astype(np.int64)
-    _k.pair_distances(q, c, base, target, kind, rows[starts].astype(np.int64), ptr, cols.astype(np.int64), out)
+    # small jobs in one thread: waking the thread pool costs more than the work on a busy machine
+    work = (starts.size * 3 + rows.size) * q.shape[1]
+    with thread_limit(None if work > _SMALL_JOB else 1):
+        _k.pair_distances(q, c, base, target, kind, rows[starts].astype(np.int64), ptr, cols.astype(np.int64), out)
     return out
 
 
@@ -375,7 +388,8 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
     q, c = (x, y) if anchor == "pred" else (y, x)
     w = _writable(base) if (target < 0).all() else _query_weights(base, target, q.shape[0])
     out = np.empty((q.shape[0], c.shape[0]))
-    _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
+    with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
+        _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
     return from_matrix(out, dead)
 
 

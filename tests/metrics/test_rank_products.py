@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shrinkpert._numba import thread_limit
 from shrinkpert.metrics import (
     _distance_kernels as K,
     _pairwise,
@@ -47,7 +48,8 @@ def _twin_matrix(pred, true, weights, target, metric, anchor):
     w = _twin_weights(weights, target, pred.shape)
     q, c = (pred, true) if anchor == "pred" else (true, pred)
     d = np.empty((q.shape[0], c.shape[0]))
-    K.pairwise_distances(np.ascontiguousarray(q), np.ascontiguousarray(c), w, KINDS[metric], d)
+    with thread_limit(1):  # small inputs: one thread is faster than waking the pool
+        K.pairwise_distances(np.ascontiguousarray(q), np.ascontiguousarray(c), w, KINDS[metric], d)
     dead = (w.sum(axis=1) == 0) if w.shape[0] > 1 else np.repeat(w.sum() == 0, q.shape[0])
     return d, dead
 

@@ -212,7 +212,6 @@ class PairSums:
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
-        self._done: dict[tuple[str, bool], dict[str, np.ndarray]] = {}
 
     def _centre(self, centred: bool) -> np.ndarray | None:
         if not centred:
@@ -230,12 +229,16 @@ class PairSums:
 
     def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW."""
-        out = self._done.get((anchor, centred))
-        if out is None or (need_u and "U" not in out):
-            out = self._done[(anchor, centred)] = self._sums(anchor, centred, need_u)
+        out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
+        if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
+            q, c = self._sides(anchor, centred)
+            v = _query_weights(self.base, self.target, self.n)
+            scope = self.truth_scope if anchor == "pred" else self.pred_scope
+            key = ("pairwise", "centred" if centred else "raw", "U", "" if anchor == "pred" else "true")
+            out["U"] = reuse(scope, key, lambda: _matmul(v, c.T))
         return out
 
-    def _sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
+    def _sums(self, anchor: str, centred: bool) -> dict[str, np.ndarray]:
         q, c = self._sides(anchor, centred)
         key = ("pairwise", "centred" if centred else "raw")
         if self.shared:
@@ -270,8 +273,6 @@ class PairSums:
             s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(v * q, c.T))
             t_pc = reuse(cscope, (*key, "T", side), lambda: _matmul(v, (c * c).T))
             out = {"S": s, "T": t_pc, "AT": t_pc}
-            if need_u:
-                out["U"] = reuse(cscope, (*key, "U", side), lambda: _matmul(v, c.T))
             out["AQ2"] = np.einsum("pg,pg->p", v * q, q)
             out["ASW"] = v.sum(axis=1)
         vq = v * q
@@ -399,5 +400,4 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
     if kind == _k.L1 or not (_tame(x) and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
         return direct(x, y, base, target, kind, anchor, dead)
-    sums = reuse(pred_scope, ("pairwise", "sums"), lambda: PairSums(x, y, base, target, pred_scope, truth_scope))
-    return standing(sums, kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

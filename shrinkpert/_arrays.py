@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "readonly", "as_rng"]
+__all__ = ["freeze", "readonly", "as_rng", "rows_by_label"]
 
 
 def freeze(array: Any) -> np.ndarray:
@@ -26,3 +26,17 @@ def readonly(values: Any, dtype: Any = np.float64) -> np.ndarray:
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     """``seed`` itself when it is a :class:`numpy.random.Generator`, else ``default_rng(seed)``."""
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def rows_by_label(values: Any, labels: Any) -> list[np.ndarray]:
+    """For each of ``labels`` (unique), the positions ``i`` with ``values[i] == label``, increasing.
+
+    Equal to ``[np.flatnonzero(values == label) for label in labels]`` in one grouping pass
+    (a stable sort of the label codes) instead of one scan of ``values`` per label.
+    """
+    import pandas as pd
+
+    codes = pd.Index(labels).get_indexer(np.asarray(values, dtype=object))
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+    return [order[bounds[k]:bounds[k + 1]] for k in range(len(labels))]

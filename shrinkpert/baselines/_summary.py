@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._arrays import readonly as _readonly
+from .._arrays import rows_by_label
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from .._validate import validate
 from ..errors import InputError, MissingKeyError
@@ -206,11 +207,7 @@ def summarize_truth(
     # each perturbation's halves come from its own stream, keyed by (seed, label): they do not
     # depend on which other perturbations are in the truth (a split-independent positive control)
     base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    code = keep.get_indexer(labels.astype(object).where(labels.notna(), None))
-    by_code = np.argsort(code, kind="stable")  # cells of each perturbation, in obs order
-    bounds = np.searchsorted(code[by_code], np.arange(len(keep) + 1))
-    for k, p in enumerate(keep):
-        rows = by_code[bounds[k]:bounds[k + 1]]
+    for p, rows in zip(keep, rows_by_label(values, keep)):  # cells grouped once, not one scan per label
         order = np.random.default_rng([base, zlib.crc32(str(p).encode())]).permutation(len(rows))
         n_a = len(rows) // 2
         half[rows[order[:n_a]]] = "A"

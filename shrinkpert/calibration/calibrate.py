@@ -199,6 +199,7 @@ def calibrate(
     eps: float = EPS,
     negative_name: str = "negative",
     positive_name: str = "positive",
+    indices: np.ndarray | None = None,
 ) -> Calibration:
     """Calibrated score, DRF and BDS of one metric, with seeded bootstrap intervals.
 
@@ -216,6 +217,9 @@ def calibrate(
         :math:`\\epsilon` of the DRF.
     negative_name, positive_name
         Recorded in ``params``.
+    indices : ndarray of shape (n_boot, n_perturbations), optional
+        Precomputed ``resample_indices(n_perturbations, n_boot, seed)``, drawn once for several
+        metrics; ``n_boot`` and ``seed`` must be the ones they were drawn with.
 
     Returns
     -------
@@ -228,7 +232,10 @@ def calibrate(
     drf = dynamic_range_fraction(n, q, greater_is_better=greater_is_better, best=best, eps=eps)
     per = calibrated_score(s, n, q)
     ok = np.isfinite(s) & np.isfinite(n) & np.isfinite(q)
-    idx = resample_indices(len(s), n_boot, seed)
+    idx = resample_indices(len(s), n_boot, seed) if indices is None else np.asarray(indices)
+    if idx.shape != (int(n_boot), len(s)):
+        raise InputError(f"indices has shape {idx.shape}; expected ({int(n_boot)}, {len(s)}), i.e. "
+                         "(n_boot, perturbations).")
     ci = bootstrap_ci(_ratio_of_means, [s, n, q], level=level, indices=idx, vectorized=True)
     drf_ci = bootstrap_ci(_finite_mean, [drf], level=level, indices=idx, vectorized=True)
     bds_ci = bootstrap_ci(lambda a, b: _bds(a, b, greater_is_better), [n, q], level=level, indices=idx,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._arrays import as_rng
+from .._arrays import as_rng, rows_by_label
 from .._validate import CellData
 from ..data.read import scale_factors
 from ..errors import InputError
@@ -66,9 +66,10 @@ def sample_plan(truth: CellData, pred: CellData, perturbations: pd.Index, max_ce
     p = pred.labels().to_numpy(dtype=object)
     control_rows = rng.permutation(np.flatnonzero(t == truth.control))
     plan: dict[str, dict[str, np.ndarray]] = {}
-    for pert in perturbations:  # sorted: the draw depends only on the seed and the labels
-        true_rows = rng.permutation(np.flatnonzero(t == pert))
-        pred_rows = rng.permutation(np.flatnonzero(p == pert))
+    true_by, pred_by = rows_by_label(t, perturbations), rows_by_label(p, perturbations)
+    for k, pert in enumerate(perturbations):  # sorted: the draw depends only on the seed and the labels
+        true_rows = rng.permutation(true_by[k])
+        pred_rows = rng.permutation(pred_by[k])
         m = int(min(max_cells, len(true_rows) // 2, len(pred_rows), len(control_rows)))
         plan[pert] = {"truth": np.sort(true_rows[:m]), "technical_duplicate": np.sort(true_rows[m:2 * m]),
                       "control": np.sort(control_rows[:m]), "model": np.sort(pred_rows[:m])}

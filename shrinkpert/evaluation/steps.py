@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import freeze
+from .._arrays import freeze, rows_by_label
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
@@ -253,9 +253,8 @@ def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold
     judged = table.index[table["evidence"] != "none"].astype(str)
     p = escape.p_perturbed
     out = np.isin(escape.perturbation, judged) & np.isfinite(p) & (p < threshold)
-    for pert in judged:  # never empty a perturbation: keep all its cells if fewer than 2 would remain
-        cells = escape.perturbation == pert
-        if (cells & ~out).sum() < 2:
+    for cells in rows_by_label(escape.perturbation, judged):  # never empty a perturbation: keep all its
+        if (~out[cells]).sum() < 2:  # cells if fewer than 2 would remain
             out[cells] = False
     return out
 
@@ -434,18 +433,27 @@ def _spec_references(spec: MetricSpec, refs: list[str]) -> list[str]:
 
 
 def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, perturbations: pd.Index,
-             genes: pd.Index, method: str = "test") -> DECalls:
+             genes: pd.Index, method: str = "test", welch_cache: dict | None = None) -> DECalls:
     r"""DE calls of one side against the observed control (``de_calls`` of :func:`~shrinkpert.evaluate`).
 
     The one Welch test of the package (:func:`~shrinkpert.stats.testing.welch`, control variance
     floor) on the variance terms :math:`s^2/n`, an undefined variance (one cell) counting as 0; then
     BH within each perturbation (``"test"``), or ash on the same effects and standard errors
-    (``"lfsr"``: ``lfc`` = posterior mean, ``q`` = local false sign rate).
+    (``"lfsr"``: ``lfc`` = posterior mean, ``q`` = local false sign rate). The standard errors
+    depend on ``var`` and ``n`` only: ``welch_cache`` keeps them per (``var``, ``n``) array pair, so
+    the baselines, which carry the truth's variances, share one Welch test (the arrays must stay
+    alive and unchanged while the cache is used).
     """
     from ..effects import ash_batch
     from ..stats.testing import bh_adjust, welch_pvalue
 
-    lfc, test = truth.versus_control(mean, var, n)
+    key = (id(var), id(n))
+    if welch_cache is not None and key in welch_cache:
+        lfc, test = mean - truth.control_mean[None, :], welch_cache[key]
+    else:
+        lfc, test = truth.versus_control(mean, var, n)
+        if welch_cache is not None:
+            welch_cache[key] = test
     if method == "test":
         return DECalls(lfc=lfc, q=bh_adjust(welch_pvalue(lfc, test)), perturbations=perturbations, genes=genes)
     fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
@@ -534,7 +542,12 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                for which in used}
     needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
     ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
-    truth_de = ({which: de_calls(*(x[sel] for x in truths[which]), truth, perts[sel], genes, config.de_calls)
+    # one Welch standard error per (variance, cells) array pair, shared by the baselines that carry the
+    # truth's variances; keyed by identity, so only for whole arrays that stay alive (not a shard's slices)
+    welch_cache: dict | None = {} if rows is None else None
+    cut = (lambda x: x) if rows is None else (lambda x: x[sel])
+    truth_de = ({which: de_calls(*(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls,
+                                 welch_cache)
                  for which in used}
                 if needs_de and ranked is None else {"full": ranked.truth} if ranked is not None else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
@@ -584,8 +597,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                     continue
                 if pred_de is None:
                     pred_de = (ranked.models[name] if ranked is not None else
-                               de_calls(side.mean[sel], side.var[sel], side.n[sel], truth, perts[sel], genes,
-                                        config.de_calls))
+                               de_calls(cut(side.mean), cut(side.var), cut(side.n), truth, perts[sel], genes,
+                                        config.de_calls, welch_cache))
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
             result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
@@ -701,10 +714,16 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
     base = [s for s in scores.sides if s not in scores.models]
     several = scores.models != (MODEL,)
     records, rows = [], []
+    draws = None  # the bootstrap draws over perturbations, made once for every metric
+    if config.calibrate and base:
+        from ..calibration.bootstrap import resample_indices
+
+        draws = resample_indices(len(scores.perturbations), config.n_boot, seed)
     for model in scores.models:
         for spec, ref, wname in scores.jobs:
             negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
-            bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed) if config.calibrate else None
+            bootstrap = (dict(n_boot=config.n_boot, level=config.level, seed=seed, indices=draws)
+                         if config.calibrate else None)
             frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
                                        scores.perturbations, base, negative, config.positive, bootstrap)
             row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)

@@ -8,6 +8,10 @@ Speed without ``fastmath``: each pair's sum runs over genes in order (one depend
 four candidates are summed side by side (four independent chains, each in the same order as a
 single-pair loop, so the result does not depend on the blocking), and a block of queries shares
 each group of candidate rows while it is in cache. Blocks of queries run in parallel.
+
+:func:`pair_distances` computes chosen (query, candidate) pairs with the very same operations in
+the same order, so each of its values is bit-identical to the matrix entry; the rank metrics use
+it for the diagonal and for the few pairs that a matrix product cannot order with certainty.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from numba import prange
 
 from .._numba import kernel
 
-__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances"]
+__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances"]
 
 L1, L2, COSINE, PEARSON = 0, 1, 2, 3
 _QUERY_BLOCK = 16
@@ -175,3 +179,58 @@ def pairwise_distances(q: np.ndarray, c: np.ndarray, w: np.ndarray, kind: int, o
                 for j in range(n_c):
                     if not (ok[i - lo] and _varies(c[j], wi)):
                         out[i, j] = np.nan
+
+
+@kernel(parallel=True)
+def pair_distances(q: np.ndarray, c: np.ndarray, w: np.ndarray, target: np.ndarray, kind: int, rows: np.ndarray,
+                   ptr: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    r"""``out[m]`` = the distance of :func:`pairwise_distances` between ``q[rows[k]]`` and ``c[cols[m]]``.
+
+    The pairs of query ``rows[k]`` are ``cols[ptr[k]:ptr[k + 1]]``. ``w`` has one row (shared) or
+    one row per query; ``target[i] >= 0`` gives query ``i`` weight 0 on that gene (as a weight
+    matrix with that entry 0 would). Each value is bit-identical to the entry of the full matrix
+    (same operations in the same order: query sums first, then one chain over genes per pair).
+    Query rows run in parallel.
+    """
+    n_g = q.shape[1]
+    shared = w.shape[0] == 1
+    for k in prange(rows.shape[0]):
+        i = rows[k]
+        wi = np.empty(n_g)
+        for g in range(n_g):
+            wi[g] = w[0, g] if shared else w[i, g]
+        if target[i] >= 0:
+            wi[target[i]] = 0.0
+        x = np.empty(n_g)
+        sw = 0.0
+        sx = 0.0
+        qq = 0.0
+        mq = 0.0
+        ok = True
+        if kind == 3:
+            for g in range(n_g):
+                sw += wi[g]
+                mq += wi[g] * q[i, g]
+            mq /= sw
+            ok = _varies(q[i], wi)
+        for g in range(n_g):
+            x[g] = q[i, g] - mq
+            qq += wi[g] * x[g] * x[g]
+            sx += wi[g] * x[g]
+        for m in range(ptr[k], ptr[k + 1]):
+            j = cols[m]
+            s = t = u = 0.0
+            for g in range(n_g):
+                if kind == 0:
+                    s += wi[g] * abs(x[g] - c[j, g])
+                elif kind == 1:
+                    d = x[g] - c[j, g]
+                    s += wi[g] * d * d
+                else:
+                    y = wi[g] * c[j, g]
+                    s += x[g] * y
+                    t += y * c[j, g]
+                    u += y
+            out[m] = _from_sums(kind, s, qq, t, u, sw, sx)
+            if kind == 3 and not (ok and _varies(c[j], wi)):
+                out[m] = np.nan

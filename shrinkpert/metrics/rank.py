@@ -1,9 +1,14 @@
 """Rank and retrieval metrics: is each prediction closer to its own truth than to the others'?
 
 All functions take two matrices of shape ``(n_perturbations, n_genes)``: predicted and true
-profiles (or deltas), row ``p`` of both being the same perturbation. Each builds the
-perturbation × perturbation distance matrix (cost ``P² × G``, computed exactly from differences by
-a Numba kernel, so ties are real ties) and returns one value per perturbation.
+profiles (or deltas), row ``p`` of both being the same perturbation, and returns one value per
+perturbation. Each compares, for every perturbation, the distance to its own match with the
+distances to all other candidates, as the exact distance kernel computes them (sums of
+differences in gene order, so identical rows tie exactly). Cosine, Pearson and Euclidean distances
+come from one matrix product per pair of inputs plus row sums; only the own pairs and comparisons
+too close for the product's rounding are recomputed with the exact kernel, so every rank equals
+the one of the full kernel matrix (:mod:`shrinkpert.metrics._pairwise`). L1 uses the blocked
+kernel (cost ``P² × G``).
 
 Per-perturbation ``weights`` (and ``target_index``, which gives the perturbation's own target gene
 weight 0) apply to every comparison made on behalf of that perturbation: when ranking for
@@ -18,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import _distance_kernels as _k
+from . import _pairwise
 from .shared import SharedIntermediates, reuse
 from .expression import _as_weights, _check_pair
 
@@ -32,12 +38,11 @@ __all__ = [
 _KINDS = {"l1": _k.L1, "l2": _k.L2, "cosine": _k.COSINE, "pearson": _k.PEARSON}
 
 
-def _anchor_weights(weights: Any, target_index: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Per-anchor weights: (1, G) when shared and no target is excluded, else (P, G)."""
+def _targets(target_index: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Validated target columns (-1 = none), one per perturbation."""
     n_p, n_g = shape
-    w = _as_weights(weights, shape)
     if target_index is None:
-        return np.ones((1, n_g)) if w is None else np.ascontiguousarray(w[:1] if (w == w[:1]).all() else w)
+        return np.full(n_p, -1, dtype=np.int64)
     t = np.asarray(target_index)
     if t.shape != (n_p,) or not np.issubdtype(t.dtype, np.integer):
         raise InputError(
@@ -46,65 +51,62 @@ def _anchor_weights(weights: Any, target_index: Any, shape: tuple[int, int]) -> 
         )
     if ((t < -1) | (t >= n_g)).any():
         raise InputError(f"target_index values must lie in [-1, {n_g - 1}]; got {t[(t < -1) | (t >= n_g)][:5]}.")
-    out = np.ones(shape) if w is None else np.array(w, dtype=np.float64)
-    rows = np.flatnonzero(t >= 0)
-    out[rows, t[rows]] = 0.0
-    return out
+    return t.astype(np.int64)
 
 
-def _distances(queries: np.ndarray, candidates: np.ndarray, w: np.ndarray, metric: str) -> np.ndarray:
+def _base_weights(weights: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Gene weights as one shared row (1, G) when all rows agree, else one row per perturbation (P, G)."""
+    w = _as_weights(weights, shape)
+    if w is None:
+        return np.ones((1, shape[1]))
+    return np.array(w[:1] if (w == w[:1]).all() else w, dtype=np.float64)
+
+
+def _prepare(pred, true, weights, target_index, metric, names=("pred", "true")):
     if metric not in _KINDS:
         raise InputError(f"metric={metric!r} is not supported; use one of {sorted(_KINDS)}.")
-    out = np.empty((queries.shape[0], candidates.shape[0]))
-    _k.pairwise_distances(queries, candidates, w, _KINDS[metric], out)
-    return out
-
-
-def _prepare(pred, true, weights, target_index, names=("pred", "true")):
     p, t, _ = _check_pair(pred, true, names, allow_vector=False)
     if p.shape[0] < 2:
         raise InputError(
             f"Rank metrics compare each perturbation with the others; {names[0]} has only "
             f"{p.shape[0]} row. Pass at least 2 perturbations."
         )
-    w = _anchor_weights(weights, target_index, p.shape)
-    dead = (w.sum(axis=1) == 0) if w.shape[0] > 1 else np.repeat(w.sum() == 0, p.shape[0])
-    return p, t, w, dead
+    base = _base_weights(weights, p.shape)
+    target = _targets(target_index, p.shape)
+    return p, t, base, target, _pairwise.dead_rows(base, target, p.shape[0])
 
 
-def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true"), shared=None):
-    """Distance matrix with one row per anchor (prediction or true profile) and the dead rows.
+def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true"),
+              shared=None) -> _pairwise.Standing:
+    """Where each anchor's own candidate stands among all candidates (and which rows are undefined).
 
-    ``anchor="pred"``: ``d[p, j] = d_{w_p}(pred_p, true_j)``; ``anchor="true"``:
-    ``d[p, i] = d_{w_p}(true_p, pred_i)``. Shared between metrics through ``shared``
+    ``anchor="pred"``: row ``p`` ranks the true profiles by ``d_{w_p}(pred_p, true_j)``;
+    ``anchor="true"``: row ``p`` ranks the predictions by ``d_{w_p}(true_p, pred_i)``. The signs of
+    ``d_pj - d_pp`` are those of the exact kernel (see :mod:`shrinkpert.metrics._pairwise`); products
+    and results are shared between metrics through ``shared``
     (:class:`~shrinkpert.metrics.shared.SharedIntermediates`).
     """
 
     def compute():
-        p, t, w, dead = _prepare(pred, true, weights, target_index, names)
-        d = _distances(p, t, w, metric) if anchor == "pred" else _distances(t, p, w, metric)
-        d.setflags(write=False)
-        return d, dead
+        p, t, base, target, dead = _prepare(pred, true, weights, target_index, metric, names)
+        return _pairwise.compute(p, t, base, target, _KINDS[metric], anchor, dead,
+                                 shared.pred if shared is not None else None,
+                                 shared.truth if shared is not None else None)
 
-    return reuse(shared.pred if shared is not None else None, ("distances", metric, anchor), compute)
+    return reuse(shared.pred if shared is not None else None, ("standing", metric, anchor), compute)
 
 
-def _position(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
-    """Mid-rank of the diagonal within each row (0 = strictly closest), NaN if a row has NaN."""
-    own = np.diag(d)[:, None]
-    less = (d < own).sum(axis=1)
-    ties = (d == own).sum(axis=1) - 1
-    pos = less + ties / 2.0
-    pos = pos.astype(np.float64)
-    pos[np.isnan(d).any(axis=1) | dead] = np.nan
+def _position(st: _pairwise.Standing) -> np.ndarray:
+    """Mid-rank of the own candidate within each row (0 = strictly closest), NaN if a row is undefined."""
+    pos = st.less + st.equal / 2.0
+    pos[st.undefined] = np.nan
     return pos
 
 
-def _farther_fraction(d: np.ndarray, dead: np.ndarray) -> np.ndarray:
+def _farther_fraction(st: _pairwise.Standing) -> np.ndarray:
     """Fraction of the other candidates strictly farther than the own one, NaN if undefined."""
-    own = np.diag(d)[:, None]
-    frac = (d > own).sum(axis=1) / (d.shape[0] - 1.0)
-    frac[np.isnan(d).any(axis=1) | dead] = np.nan
+    frac = st.greater / (st.less.shape[0] - 1.0)
+    frac[st.undefined] = np.nan
     return frac
 
 
@@ -132,7 +134,7 @@ def discrimination_score(
         Column of each perturbation's target gene (-1 if not measured); the target is left out of
         that perturbation's distances (weight 0), as cell-eval does by gene-name matching.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -165,9 +167,9 @@ def discrimination_score(
     >>> discrimination_score(truth + 0.1, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    d, dead = _anchored(pred_delta, true_delta, weights, target_index, metric, names=("pred_delta", "true_delta"),
-                       shared=shared)
-    return 1.0 - _position(d, dead) / d.shape[0]
+    st = _anchored(pred_delta, true_delta, weights, target_index, metric, names=("pred_delta", "true_delta"),
+                   shared=shared)
+    return 1.0 - _position(st) / st.less.shape[0]
 
 
 def perturbench_rank(
@@ -193,7 +195,7 @@ def perturbench_rank(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -230,8 +232,8 @@ def perturbench_rank(
     >>> perturbench_rank(collapsed, truth, metric="l2").tolist()
     [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
-    d, dead = _anchored(pred, true, weights, target_index, metric, anchor="true", shared=shared)
-    return _position(d, dead) / d.shape[0]
+    st = _anchored(pred, true, weights, target_index, metric, anchor="true", shared=shared)
+    return _position(st) / st.less.shape[0]
 
 
 def perturbench_rank_transposed(
@@ -256,7 +258,7 @@ def perturbench_rank_transposed(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -285,8 +287,8 @@ def perturbench_rank_transposed(
     >>> perturbench_rank_transposed(truth, truth).tolist()
     [0.0, 0.0, 0.0]
     """
-    d, dead = _anchored(pred, true, weights, target_index, metric, shared=shared)
-    return _position(d, dead) / d.shape[0]
+    st = _anchored(pred, true, weights, target_index, metric, shared=shared)
+    return _position(st) / st.less.shape[0]
 
 
 def centroid_accuracy(
@@ -309,7 +311,7 @@ def centroid_accuracy(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its distances.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -340,7 +342,7 @@ def centroid_accuracy(
     >>> centroid_accuracy(truth, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    return _farther_fraction(*_anchored(pred, true, weights, target_index, "l2", shared=shared))
+    return _farther_fraction(_anchored(pred, true, weights, target_index, "l2", shared=shared))
 
 
 def normed_retrieval(
@@ -363,7 +365,7 @@ def normed_retrieval(
     target_index : array-like of int of shape (n_perturbations,), optional
         Target gene column per perturbation (-1 if not measured), left out of its correlations.
     shared : SharedIntermediates, optional
-        Where distance matrices are shared with other metrics of the same inputs.
+        Where matrix products and standings are shared with other metrics of the same inputs.
 
     Returns
     -------
@@ -395,5 +397,5 @@ def normed_retrieval(
     >>> normed_retrieval(truth, truth).tolist()
     [1.0, 1.0, 1.0]
     """
-    return _farther_fraction(*_anchored(pred_delta, true_delta, weights, target_index, "pearson",
-                                        names=("pred_delta", "true_delta"), shared=shared))
+    return _farther_fraction(_anchored(pred_delta, true_delta, weights, target_index, "pearson",
+                                       names=("pred_delta", "true_delta"), shared=shared))

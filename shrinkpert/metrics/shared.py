@@ -1,11 +1,11 @@
 """Intermediates that several metrics compute from the same inputs, held where the caller says.
 
 Scoring a model with dozens of metrics needs the same expensive intermediate many times (the
-perturbation × perturbation distance matrix of one distance, the mid-ranks of the true deltas). A
+perturbation × perturbation products behind the rank metrics, the mid-ranks of the true deltas). A
 metric function that can share one takes ``shared=``, a :class:`SharedIntermediates` with two
 plain dictionaries: ``pred`` for intermediates of the prediction (or of the prediction paired with
 the truth) and ``truth`` for those of the truth alone. Entries are keyed by *what* they are (e.g.
-``("distances", "l1", "pred")``), never by object identity, so the contract is the caller's: use one
+``("standing", "l1", "pred")``), never by object identity, so the contract is the caller's: use one
 :class:`SharedIntermediates` only while the prediction, the truth, the gene weights and the target
 indices stay the same, and a new ``pred`` dictionary for every prediction scored against one truth.
 :func:`~shrinkpert.evaluate` keeps one per (prediction, reference, weighting) with the truth's

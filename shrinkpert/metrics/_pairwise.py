@@ -1,0 +1,403 @@
+r"""Where each perturbation's own match stands among all candidates, without a P × P × G kernel.
+
+The rank metrics (:mod:`shrinkpert.metrics.rank`) only ask, for every anchor row :math:`p`, how
+many candidates :math:`j` are strictly closer than its own candidate, exactly as far, or farther:
+the signs of :math:`d_{pj} - d_{pp}`, where :math:`d` is the exact distance kernel
+(:func:`~shrinkpert.metrics._distance_kernels.pairwise_distances`, sums of differences in gene
+order). This module gets those signs, identical to the kernel's, from matrix products:
+
+1. **One product per pair of matrices.** With query weights :math:`v_p` (the gene weights of row
+   :math:`p`, its target gene set to 0), every pair needs
+   :math:`S_{pj} = \sum_g v_{pg} x_{pg} c_{jg}`, :math:`T_{pj} = \sum_g v_{pg} c_{jg}^2`,
+   :math:`U_{pj} = \sum_g v_{pg} c_{jg}` and the query's :math:`\sum v x^2, \sum v x, \sum v`:
+
+   * cosine :math:`1 - S/\sqrt{Q_2 T}`;
+   * Pearson :math:`1 - (S - Q_1U/W)/\sqrt{(Q_2 - Q_1^2/W)(T - U^2/W)}`;
+   * Euclidean :math:`\sqrt{Q_2 - 2S + T}` (both sides first centred on the truth's column mean,
+     which leaves distances unchanged and keeps the cancellation small).
+
+   With gene weights shared by all rows, :math:`S` is one product
+   :math:`(X \circ w) Y^\top` serving both anchors (its transpose ranks the other way) and the
+   excluded target gene is a one-term correction per pair
+   (:math:`S_{pj} - w_t x_{pt} c_{jt}`, likewise :math:`T, U`); with one weight row per
+   perturbation, the target is folded into the weights and :math:`T = W (C\circ C)^\top`,
+   :math:`U = W C^\top` depend on the candidates alone (the truth's, shared by every side).
+2. **Exact where it matters.** The own distance :math:`d_{pp}` is computed by the exact kernel
+   (:func:`~shrinkpert.metrics._distance_kernels.pair_distances`, bit-identical to the matrix
+   entry). A pair is decided from the product only when
+   :math:`|\tilde d_{pj} - d_{pp}|` exceeds a bound on :math:`|\tilde d_{pj} - d_{pj}|`; the others
+   (near-ties, undefined or badly cancelled values) are recomputed by the exact kernel. The bound
+   follows the standard model of floating-point sums (any order, FMA or not):
+   :math:`|\mathrm{fl}(\sum a_g) - \sum a_g| \le \gamma_n \sum |a_g|`,
+   :math:`\gamma_n = nu/(1-nu)`, :math:`u = 2^{-53}`, :math:`n` = genes + 16. The product's and the
+   kernel's errors are each within that bound of the exact sums, and
+   :math:`\sum_g v|x||c| \le \sqrt{\sum v x^2 \sum v c^2}`; it is propagated through the quotient
+   to first order with the denominators replaced by their lower bounds and then doubled (factor
+   :math:`F = 8\gamma_n` on every sum). A pair whose lower bounds are not clearly positive is
+   recomputed, so undefined values (zero or constant rows) come out as the kernel's NaN.
+3. **Identical rows are exact ties.** Candidates byte-identical to the own candidate are at
+   exactly the own distance (the kernel gives equal inputs equal outputs), so a collapsed
+   prediction (one profile for every perturbation) costs :math:`O(PG)`, not :math:`P` recomputed
+   rows.
+
+Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
+products could underflow or overflow, fall back to the full kernel matrix. L1 has no product form
+and always uses the blocked kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._numba import thread_limit
+from . import _distance_kernels as _k
+from .shared import reuse
+
+__all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows"]
+
+_U = 2.0**-53
+_TAME = (1e-40, 1e40)
+_TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
+_BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
+_SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """How each anchor's own candidate stands among all candidates.
+
+    Attributes
+    ----------
+    less, equal, greater : ndarray of int64, shape (P,)
+        Other candidates (the own one left out) strictly closer than, exactly as far as, and
+        strictly farther than the own candidate.
+    undefined : ndarray of bool, shape (P,)
+        Rows with an undefined distance (NaN) or all weights 0.
+    n_exact : int
+        Pairs computed by the exact kernel (diagnostic: the own pairs, near-ties, degenerate pairs).
+    """
+
+    less: np.ndarray
+    equal: np.ndarray
+    greater: np.ndarray
+    undefined: np.ndarray
+    n_exact: int
+
+
+def from_matrix(d: np.ndarray, dead: np.ndarray) -> Standing:
+    """The standing read off a full distance matrix (row = anchor, diagonal = own candidate)."""
+    own = np.diag(d)[:, None]
+    less = (d < own).sum(axis=1)
+    equal = (d == own).sum(axis=1) - 1
+    greater = (d > own).sum(axis=1)
+    undefined = np.isnan(d).any(axis=1) | dead
+    return Standing(less.astype(np.int64), np.maximum(equal, 0).astype(np.int64), greater.astype(np.int64),
+                    undefined, int(d.size))
+
+
+def _tame(*arrays: np.ndarray) -> bool:
+    """All non-zero magnitudes in [1e-40, 1e40]: no product of three underflows or overflows."""
+    for a in arrays:
+        m = np.abs(a)
+        if m.size and (m.max() > _TAME[1] or np.min(m, where=m > 0, initial=np.inf) < _TAME[0]):
+            return False
+    return True
+
+
+def _row_groups(x: np.ndarray) -> np.ndarray:
+    """Group id per row; rows with the same bytes share an id."""
+    x = np.ascontiguousarray(x)
+    seen: dict[bytes, int] = {}
+    return np.array([seen.setdefault(row.tobytes(), len(seen)) for row in x], dtype=np.int64)
+
+
+def _query_weights(base: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
+    """The (n, G) weights of each query row: its base row with the target gene set to 0."""
+    v = np.array(np.broadcast_to(base, (n, base.shape[1])), dtype=np.float64)
+    rows = np.flatnonzero(target >= 0)
+    v[rows, target[rows]] = 0.0
+    return v
+
+
+def dead_rows(base: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
+    """Rows whose weights (target excluded) are all 0."""
+    positive = base > 0
+    count = np.broadcast_to(positive.sum(axis=1), (n,)).copy()
+    rows = np.flatnonzero(target >= 0)
+    count[rows] -= np.broadcast_to(positive, (n, base.shape[1]))[rows, target[rows]]
+    return count == 0
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (found once: scanning them costs ~20 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` by single-threaded BLAS calls on row blocks of ``a``, the blocks in Numba's thread count.
+
+    A multithreaded BLAS call synchronises its threads by spinning; on a busy machine one
+    descheduled thread stalls the others (measured here: 200 × 5,000 × 200 took 0.2-0.3 s with 2
+    OpenBLAS threads, 0.01-0.02 s with 1). Independent row blocks, each a one-thread BLAS call in
+    its own Python thread (the GIL is released), do not wait for each other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    n_threads = max(1, min(numba.get_num_threads(), int(2.0 * a.shape[0] * a.shape[1] * b.shape[1] // 5e8)))
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if n_threads == 1 or a.shape[0] < 2 * n_threads:
+            return a @ b
+        out = np.empty((a.shape[0], b.shape[1]))
+        bounds = np.linspace(0, a.shape[0], n_threads + 1).astype(np.int64)
+
+        def part(k: int) -> None:
+            np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]])
+
+        with ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(part, range(n_threads)))
+    return out
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a`` as a writable C-contiguous float64 array (one Numba specialisation for every caller)."""
+    return a if a.flags.writeable and a.flags.c_contiguous and a.dtype == np.float64 else np.array(a, np.float64)
+
+
+def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
+    """Exact kernel values of the pairs (rows[m], cols[m]); ``rows`` sorted."""
+    out = np.empty(rows.shape[0])
+    if rows.size == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ptr = np.r_[starts, rows.size].astype(np.int64)
+    # small jobs in one thread: waking the thread pool costs more than the work on a busy machine
+    work = (starts.size * 3 + rows.size) * q.shape[1]
+    with thread_limit(None if work > _SMALL_JOB else 1):
+        _k.pair_distances(q, c, base, target, kind, rows[starts].astype(np.int64), ptr, cols.astype(np.int64), out)
+    return out
+
+
+# ----------------------------------------------------------------------------- the sums of every pair
+
+
+class PairSums:
+    """Products of a prediction ``x`` and a truth ``y`` (both P × G), computed once and shared.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        Prediction and truth rows (the same perturbations).
+    base : ndarray of shape (1, G) or (P, G)
+        Non-negative gene weights, shared or one row per perturbation.
+    target : ndarray of int64, shape (P,)
+        Excluded target gene per row, -1 for none.
+    pred_scope, truth_scope : dict or None
+        Where products are cached: products involving the prediction in ``pred_scope``, products
+        of the truth and the weights alone in ``truth_scope``.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray,
+                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None) -> None:
+        self.x, self.y, self.base, self.target = x, y, base, target
+        self.pred_scope, self.truth_scope = pred_scope, truth_scope
+        self.shared = base.shape[0] == 1
+        self.n, self.n_genes = x.shape
+
+    def _centre(self, centred: bool) -> np.ndarray | None:
+        if not centred:
+            return None
+        return reuse(self.truth_scope, ("pairwise", "column_mean"), lambda: self.y.mean(axis=0))
+
+    def _sides(self, anchor: str, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+        mu = self._centre(centred)
+        x, y = (self.x, self.y) if mu is None else (self.x - mu, self.y - mu)
+        return (x, y) if anchor == "pred" else (y, x)
+
+    def _full_product(self, centred: bool) -> np.ndarray:
+        x, y = self._sides("pred", centred)
+        return _matmul(x * self.base[0], y.T)
+
+    def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
+        """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW."""
+        out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
+        if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
+            q, c = self._sides(anchor, centred)
+            v = _query_weights(self.base, self.target, self.n)
+            scope = self.truth_scope if anchor == "pred" else self.pred_scope
+            key = ("pairwise", "centred" if centred else "raw", "U", "" if anchor == "pred" else "true")
+            out["U"] = reuse(scope, key, lambda: _matmul(v, c.T))
+        return out
+
+    def _sums(self, anchor: str, centred: bool) -> dict[str, np.ndarray]:
+        q, c = self._sides(anchor, centred)
+        key = ("pairwise", "centred" if centred else "raw")
+        if self.shared:
+            w = self.base[0]
+            s_full = reuse(self.pred_scope, (*key, "S"), lambda: self._full_product(centred))
+            s = s_full if anchor == "pred" else s_full.T
+            cw = c * w
+            t_full = np.einsum("jg,jg->j", cw, c)
+            u_full = cw.sum(axis=1)
+            out = {"S": s, "T": np.broadcast_to(t_full, (self.n, self.n)),
+                   "U": np.broadcast_to(u_full, (self.n, self.n)), "AT": t_full[None, :]}
+            rows = np.flatnonzero(self.target >= 0)
+            if rows.size:
+                t = self.target[rows]
+                wt = w[t][:, None]
+                ct = c[:, t].T  # ct[k, j] = c[j, target of row k]
+                out["S"] = s.copy()
+                out["S"][rows] -= (wt * q[rows, t][:, None]) * ct
+                out["T"] = out["T"].copy()
+                out["T"][rows] -= (wt * ct) * ct
+                out["U"] = out["U"].copy()
+                out["U"][rows] -= wt * ct
+            v = _query_weights(self.base, self.target, self.n)
+            qw = q * w
+            out["AQ2"] = np.einsum("pg,pg->p", qw, q)
+            out["ASW"] = np.full(self.n, w.sum())
+        else:
+            v = _query_weights(self.base, self.target, self.n)
+            truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
+            cscope = self.truth_scope if truth_side else self.pred_scope
+            side = "" if truth_side else "true"
+            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(v * q, c.T))
+            t_pc = reuse(cscope, (*key, "T", side), lambda: _matmul(v, (c * c).T))
+            out = {"S": s, "T": t_pc, "AT": t_pc}
+            out["AQ2"] = np.einsum("pg,pg->p", v * q, q)
+            out["ASW"] = v.sum(axis=1)
+        vq = v * q
+        out["Q2"] = np.einsum("pg,pg->p", vq, q)
+        out["Q1"] = vq.sum(axis=1)
+        out["SW"] = v.sum(axis=1)
+        out["support"] = v > 0
+        return out
+
+
+# ----------------------------------------------------------------------------- approximations and bounds
+
+
+def _approx(kind: int, z: dict[str, np.ndarray], rows: slice, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate distances (squared for L2) of the rows' pairs and a bound on their distance to the kernel's.
+
+    The bound is ``inf`` where the product cannot be trusted (recompute those pairs exactly).
+    """
+    n = n_genes + 16
+    f = 8.0 * (n * _U) / (1.0 - n * _U)
+    aq2 = z["AQ2"][rows, None]
+    at = z["AT"][rows] if z["AT"].shape[0] > 1 else z["AT"]
+    s, t = z["S"][rows], z["T"][rows]
+    q2 = z["Q2"][rows, None]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if kind == _k.L2:
+            a = np.maximum(q2 - 2.0 * s + t, 0.0)
+            err = f * (np.sqrt(aq2) + np.sqrt(at)) ** 2
+            return a, err
+        if kind == _k.COSINE:
+            num, qq, cc = s, q2, t
+            m = 1.0
+        else:  # PEARSON, centred through the sums
+            sw = z["SW"][rows, None]
+            q1 = z["Q1"][rows, None]
+            u = z["U"][rows]
+            num = s - q1 * u / sw
+            qq = q2 - q1 * q1 / sw
+            cc = t - u * u / sw
+            m = 1.0 + 4.0 * z["ASW"][rows, None] / sw
+        e_num = f * m * np.sqrt(aq2 * at)
+        e_qq = f * m * aq2
+        e_cc = f * m * at
+        q_lo, c_lo = qq - e_qq, cc - e_cc
+        r = num / np.sqrt(qq * cc)
+        e_r = e_num / np.sqrt(q_lo * c_lo) + np.abs(r) * (e_qq / q_lo + e_cc / c_lo) + 8.0 * _U
+        ok = (q_lo > 0) & (c_lo > 0) & (q_lo * c_lo > _TINY) & (e_r < 0.25)
+        d = 1.0 - np.clip(np.where(ok, r, 0.0), -1.0, 1.0)
+        return d, np.where(ok, e_r + 8.0 * _U, np.inf)
+
+
+def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standing:
+    """The exact standing of every anchor row under ``kind`` (cosine, Pearson or Euclidean), from products."""
+    n, n_genes = sums.n, sums.n_genes
+    q_raw, c_raw = (sums.x, sums.y) if anchor == "pred" else (sums.y, sums.x)
+    q_raw, c_raw = _writable(q_raw), _writable(c_raw)
+    base, target = _writable(sums.base), np.array(sums.target, dtype=np.int64)
+    z = sums.sums(anchor, centred=kind == _k.L2, need_u=kind == _k.PEARSON)
+    undefined = dead.copy()
+    if kind == _k.COSINE:
+        undefined |= z["Q2"] == 0  # a zero query: every distance 0/0 (exact with tame values)
+    elif kind == _k.PEARSON:  # the kernel's rule: a query constant on its weighted genes gives NaN
+        support = z["support"]
+        hi = np.where(support, q_raw, -np.inf).max(axis=1)
+        lo = np.where(support, q_raw, np.inf).min(axis=1)
+        undefined |= ~(hi > lo)
+    live = np.flatnonzero(~undefined)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q_raw, c_raw, base, target, kind, live, live)
+    undefined |= np.isnan(own)
+    groups = reuse(sums.truth_scope if anchor == "pred" else sums.pred_scope, ("pairwise", "groups", anchor),
+                   lambda: _row_groups(c_raw))
+    less = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    greater = np.zeros(n, dtype=np.int64)
+    todo_rows, todo_cols = [], []
+    if kind == _k.L2:
+        own_lo, own_hi = own * own * (1.0 - 8.0 * _U), own * own * (1.0 + 8.0 * _U)
+    else:
+        own_lo = own_hi = own
+    step = max(1, _BLOCK // n)
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        idx = np.arange(rows.start, rows.stop)
+        d, err = _approx(kind, z, rows, n_genes)
+        tie = groups[None, :] == groups[idx, None]
+        is_less = (d + err < own_lo[idx, None]) & ~tie
+        is_greater = (d - err > own_hi[idx, None]) & ~tie
+        tie[np.arange(idx.size), idx] = False
+        unsure = ~(is_less | is_greater | tie)
+        unsure[np.arange(idx.size), idx] = False
+        skip = undefined[idx]
+        unsure[skip] = False
+        less[idx] = is_less.sum(axis=1)
+        greater[idx] = is_greater.sum(axis=1)
+        equal[idx] = tie.sum(axis=1)
+        r, col = np.nonzero(unsure)
+        todo_rows.append(idx[r])
+        todo_cols.append(col)
+    rows_x = np.concatenate(todo_rows) if todo_rows else np.empty(0, np.int64)
+    cols_x = np.concatenate(todo_cols) if todo_cols else np.empty(0, np.int64)
+    exact = _exact(q_raw, c_raw, base, target, kind, rows_x, cols_x)
+    mine = own[rows_x]
+    np.add.at(less, rows_x, exact < mine)
+    np.add.at(equal, rows_x, exact == mine)
+    np.add.at(greater, rows_x, exact > mine)
+    undefined[rows_x[np.isnan(exact)]] = True
+    return Standing(less, equal, greater, undefined, int(live.size + rows_x.size))
+
+
+def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
+           dead: np.ndarray) -> Standing:
+    """The standing from the full kernel matrix (L1, and inputs too extreme for products)."""
+    q, c = (x, y) if anchor == "pred" else (y, x)
+    w = _writable(base) if (target < 0).all() else _query_weights(base, target, q.shape[0])
+    out = np.empty((q.shape[0], c.shape[0]))
+    with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
+        _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
+    return from_matrix(out, dead)
+
+
+def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
+            dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
+            truth_scope: dict[Hashable, Any] | None) -> Standing:
+    """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
+    if kind == _k.L1 or not (_tame(x) and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
+        return direct(x, y, base, target, kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

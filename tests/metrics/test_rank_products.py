@@ -1,0 +1,241 @@
+"""Rank metrics from matrix products equal the direct kernel matrices exactly (ties included).
+
+The twin is the code the rank metrics used before the products: the full perturbation ×
+perturbation matrix of the exact kernel (``pairwise_distances``, one weight row per anchor with the
+target gene set to 0) and the mid-rank / farther fraction read off it. Every value must be
+identical (``assert_array_equal``, NaN in the same places): the new path decides each comparison
+from the product only when the gap exceeds a bound on the rounding difference, and recomputes the
+rest with a kernel that is bit-identical to the matrix entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shrinkpert._numba import thread_limit
+from shrinkpert.metrics import (
+    _distance_kernels as K,
+    _pairwise,
+    centroid_accuracy,
+    discrimination_score,
+    normed_retrieval,
+    perturbench_rank,
+    perturbench_rank_transposed,
+)
+from shrinkpert.metrics.shared import SharedIntermediates
+
+KINDS = {"l1": K.L1, "l2": K.L2, "cosine": K.COSINE, "pearson": K.PEARSON}
+
+
+# ------------------------------------------------------------------------------------------
+# the direct twin (the previous implementation)
+# ------------------------------------------------------------------------------------------
+
+
+def _twin_weights(weights, target, shape):
+    n_p, n_g = shape
+    w = np.ones((1, n_g)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if target is None:
+        return np.ascontiguousarray(w[:1] if (w == w[:1]).all() else w)
+    out = np.array(np.broadcast_to(w, shape), dtype=np.float64)
+    rows = np.flatnonzero(np.asarray(target) >= 0)
+    out[rows, np.asarray(target)[rows]] = 0.0
+    return out
+
+
+def _twin_matrix(pred, true, weights, target, metric, anchor):
+    w = _twin_weights(weights, target, pred.shape)
+    q, c = (pred, true) if anchor == "pred" else (true, pred)
+    d = np.empty((q.shape[0], c.shape[0]))
+    with thread_limit(1):  # small inputs: one thread is faster than waking the pool
+        K.pairwise_distances(np.ascontiguousarray(q), np.ascontiguousarray(c), w, KINDS[metric], d)
+    dead = (w.sum(axis=1) == 0) if w.shape[0] > 1 else np.repeat(w.sum() == 0, q.shape[0])
+    return d, dead
+
+
+def _twin_position(d, dead):
+    own = np.diag(d)[:, None]
+    pos = ((d < own).sum(axis=1) + ((d == own).sum(axis=1) - 1) / 2.0).astype(np.float64)
+    pos[np.isnan(d).any(axis=1) | dead] = np.nan
+    return pos
+
+
+def _twin_farther(d, dead):
+    own = np.diag(d)[:, None]
+    frac = (d > own).sum(axis=1) / (d.shape[0] - 1.0)
+    frac[np.isnan(d).any(axis=1) | dead] = np.nan
+    return frac
+
+
+def twin_scores(pred, true, weights=None, target=None):
+    """Every rank metric and distance, the old way."""
+    P = pred.shape[0]
+    out = {}
+    for metric in KINDS:
+        d, dead = _twin_matrix(pred, true, weights, target, metric, "pred")
+        out[("discrimination_score", metric)] = 1.0 - _twin_position(d, dead) / P
+        out[("perturbench_rank_transposed", metric)] = _twin_position(d, dead) / P
+        d, dead = _twin_matrix(pred, true, weights, target, metric, "true")
+        out[("perturbench_rank", metric)] = _twin_position(d, dead) / P
+    d, dead = _twin_matrix(pred, true, weights, target, "l2", "pred")
+    out[("centroid_accuracy", "l2")] = _twin_farther(d, dead)
+    d, dead = _twin_matrix(pred, true, weights, target, "pearson", "pred")
+    out[("normed_retrieval", "pearson")] = _twin_farther(d, dead)
+    return out
+
+
+def new_scores(pred, true, weights=None, target=None, shared=None):
+    kw = dict(weights=weights, target_index=target, shared=shared)
+    out = {}
+    for metric in KINDS:
+        out[("discrimination_score", metric)] = discrimination_score(pred, true, metric=metric, **kw)
+        out[("perturbench_rank_transposed", metric)] = perturbench_rank_transposed(pred, true, metric=metric, **kw)
+        out[("perturbench_rank", metric)] = perturbench_rank(pred, true, metric=metric, **kw)
+    out[("centroid_accuracy", "l2")] = centroid_accuracy(pred, true, **kw)
+    out[("normed_retrieval", "pearson")] = normed_retrieval(pred, true, **kw)
+    return out
+
+
+def assert_same(pred, true, weights=None, target=None, shared=None):
+    expected = twin_scores(pred, true, weights, target)
+    got = new_scores(pred, true, weights, target, shared)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=str(key))
+    return got
+
+
+# ------------------------------------------------------------------------------------------
+# inputs with every kind of tie and degenerate row
+# ------------------------------------------------------------------------------------------
+
+
+def _awkward(rng, P=24, G=31):
+    """Deltas with duplicated rows, rows equal after dropping a target gene, zero and constant rows."""
+    true = rng.normal(size=(P, G)) * (rng.random((P, G)) < 0.6)
+    pred = true + rng.normal(0, 0.7, size=(P, G))
+    true[3] = true[1]  # duplicated true rows
+    pred[5] = pred[4]  # duplicated predictions
+    pred[7] = true[7]  # a perfect prediction (own distance exactly 0)
+    true[9] = 0.0  # a zero true row (cosine / Pearson undefined against it)
+    pred[11] = 0.0  # a zero prediction
+    pred[12] = 2.5  # a constant prediction (Pearson undefined)
+    true[14] = true[13]
+    true[14, 6] = 9.0  # equal to row 13 except on gene 6 ...
+    target = np.full(P, -1)
+    target[[0, 2, 13, 14, 20]] = [6, 6, 6, 6, 30]  # ... the target of rows 0, 2, 13 and 14
+    pred[16] = pred[15]
+    pred[16, 6] = -3.0  # predictions equal except on the target of rows 0, 2, 13, 14
+    return pred, true, target
+
+
+@pytest.mark.parametrize("weighting", ["none", "shared", "per_row"])
+@pytest.mark.parametrize("with_target", [False, True])
+def test_products_equal_the_direct_kernel(rng, weighting, with_target):
+    pred, true, target = _awkward(rng)
+    P, G = pred.shape
+    weights = {"none": None, "shared": rng.uniform(0, 2, size=G) * (rng.random(G) < 0.9),
+               "per_row": rng.uniform(0, 2, size=(P, G)) * (rng.random((P, G)) < 0.9)}[weighting]
+    got = assert_same(pred, true, weights, target if with_target else None)
+    # the degenerate rows really are NaN where the kernel says so, and the rest is defined
+    assert np.isnan(got[("discrimination_score", "cosine")][11])
+    assert np.isnan(got[("normed_retrieval", "pearson")][12])
+    assert np.isfinite(got[("discrimination_score", "l1")]).all()
+
+
+def test_mode_collapse_and_single_profile_predictions(rng):
+    pred, true, target = _awkward(rng)
+    for collapsed in (np.tile(true.mean(axis=0), (true.shape[0], 1)), np.zeros_like(true),
+                      np.full_like(true, 0.25)):
+        got = assert_same(collapsed, true, None, target)
+        # every prediction the same: each true row sees all predictions tied, P-1 ties count half
+        if np.any(collapsed):
+            P = true.shape[0]
+            finite = np.isfinite(got[("perturbench_rank", "l2")])
+            np.testing.assert_array_equal(got[("perturbench_rank", "l2")][finite], (P - 1) / (2 * P))
+
+
+def test_leave_one_out_mean_and_shuffled_rows(rng):
+    pred, true, target = _awkward(rng)
+    P = true.shape[0]
+    loo = (true.sum(axis=0)[None, :] - true) / (P - 1)
+    assert_same(loo, true, rng.uniform(0.5, 1.5, size=(P, true.shape[1])), target)
+    perm = np.roll(rng.permutation(P), 1)
+    assert_same(true[perm], true, None, target)
+
+
+def test_near_ties_are_recomputed_exactly(rng):
+    """Candidates one ulp apart and large common offsets: the product cannot order them, the kernel can."""
+    P, G = 12, 40
+    true = rng.normal(size=(P, G))
+    true[1] = np.nextafter(true[0], np.inf)  # one ulp away from row 0 on every gene
+    true[2] = true[0]
+    true[2, 5] = np.nextafter(true[0, 5], -np.inf)
+    pred = true + 1e-9 * rng.normal(size=(P, G))
+    pred[3] = pred[0]
+    offset = 1e6 + true  # profiles far from the origin: heavy cancellation in the Euclidean product
+    for a, b in ((pred, true), (pred + 1e6, offset)):
+        assert_same(a, b)
+        assert_same(a, b, rng.uniform(0, 1, size=(P, G)), np.arange(P) % G)
+
+
+def test_extreme_magnitudes_fall_back_to_the_kernel(rng):
+    pred, true, target = _awkward(rng)
+    pred = pred * 1e-42  # products would underflow: the full kernel matrix is used
+    assert not _pairwise._tame(pred)
+    assert_same(pred, true, None, target)
+
+
+def test_target_outside_the_measured_genes_is_no_exclusion(rng):
+    pred, true, _ = _awkward(rng)
+    none = np.full(pred.shape[0], -1)
+    a = new_scores(pred, true, None, none)
+    b = new_scores(pred, true, None, None)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_shared_products_give_the_same_scores(rng):
+    """One cache for every metric and both anchors (as evaluate shares it) changes no value."""
+    pred, true, target = _awkward(rng)
+    P, G = pred.shape
+    for weights in (None, rng.uniform(0, 1, size=(P, G))):
+        shared = SharedIntermediates()
+        assert_same(pred, true, weights, target, shared)
+        assert any(k[0] == "pairwise" for k in shared.pred)
+        # a second prediction against the same truth reuses the truth's products
+        pred2 = pred[::-1].copy()
+        assert_same(pred2, true, weights, target, SharedIntermediates(truth=shared.truth))
+
+
+def test_only_near_ties_are_recomputed(rng):
+    """On continuous data the exact kernel runs on the own pairs and almost nothing else."""
+    P, G = 60, 200
+    true = rng.normal(size=(P, G))
+    pred = true + rng.normal(0, 1.0, size=(P, G))
+    sums = _pairwise.PairSums(pred, true, np.ones((1, G)), np.full(P, -1), None, None)
+    for kind in (K.L2, K.COSINE, K.PEARSON):
+        st = _pairwise.standing(sums, kind, "pred", np.zeros(P, bool))
+        assert st.n_exact == P
+        assert (st.less + st.equal + st.greater == P - 1).all()
+
+
+def test_pair_kernel_is_bit_identical_to_the_matrix(rng):
+    P, G = 9, 23
+    q, c = rng.normal(size=(P, G)), rng.normal(size=(7, G))
+    for kind in KINDS.values():
+        for w in (rng.uniform(0, 2, size=(1, G)), rng.uniform(0, 2, size=(P, G))):
+            target = rng.integers(-1, G, size=P)
+            full = np.empty((P, 7))
+            K.pairwise_distances(q, c, _twin_weights(w, target, (P, G)), kind, full)
+            rows, cols = np.repeat(np.arange(P), 7), np.tile(np.arange(7)[::-1], P)
+            out = np.empty(P * 7)
+            K.pair_distances(q, c, w, target.astype(np.int64), kind, np.arange(P), np.arange(0, P * 7 + 1, 7), cols,
+                             out)
+            np.testing.assert_array_equal(out, full[rows, cols])
+
+
+def test_blocked_product_equals_matmul(rng):
+    """Row blocks in threads (each a one-thread BLAS call) give the product to rounding."""
+    a, b = rng.normal(size=(300, 6000)), rng.normal(size=(6000, 300))
+    np.testing.assert_allclose(_pairwise._matmul(a, b), a @ b, rtol=1e-12, atol=1e-10)

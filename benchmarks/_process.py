@@ -3,7 +3,7 @@
 A script calls :func:`run_job` for each job; the child (the same script, started with
 ``--job NAME`` and its own arguments) calls :func:`child` with the job function, which prints one
 ``RESULT {json}`` line with the job's own numbers, its inner time and its peak RSS (the process or
-its children, whichever is larger).
+its children, whichever is larger) and CPU time (both).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def child(job: Callable[..., dict], *args: Any) -> None:
     start = time.perf_counter()
     result = job(*args)
     result["inner_s"] = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    result["peak_rss_gb"] = max(own, children)
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    result["peak_rss_gb"] = max(u.ru_maxrss for u in usage) / 2**20
+    result["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in usage)
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -35,9 +35,7 @@ Ratios are taken within one run of a scale.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import group_statistics as gs  # noqa: E402  (the same data files and the same floor job)
+from _process import child, run_job  # noqa: E402
 
 JOBS = ("floor", "shrinkpert", "shrinkpert_vcc", "cell_eval_vcc", "cell_eval_full")
 VCC_METRICS = ["mae", "discrimination_score_l1", "overlap_at_N"]
@@ -126,31 +125,8 @@ def _job_cell_eval_full(truth: str, pred: str) -> dict:
     return _cell_eval(truth, pred, "full")
 
 
-def _child(job: str, truth: str, pred: str) -> None:
-    start = time.perf_counter()
-    result = globals()[f"_job_{job}"](truth, pred)
-    result["inner_s"] = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    result["peak_rss_gb"] = max(own, children)
-    print("RESULT " + json.dumps(result))
-
-
-# ----------------------------------------------------------------------------- driver
 def _run(job: str, truth: Path, pred: Path, timeout: float) -> dict:
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, __file__, "--job", job, "--truth", str(truth), "--pred", str(pred)],
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout>{timeout:.0f}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"status": f"failed: {tail[0][:160]}"}
-    out = json.loads(lines[-1][7:])
-    out.update(status="ok", wall_s=time.perf_counter() - start)
-    return out
+    return run_job(__file__, job, ["--truth", str(truth), "--pred", str(pred)], timeout)
 
 
 def _sparse_gb(path: Path) -> float:
@@ -171,7 +147,7 @@ def main() -> None:
     parser.add_argument("--pred", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        _child(args.job, args.truth, args.pred)
+        child(globals()[f"_job_{args.job}"], args.truth, args.pred)
         return
 
     import pandas as pd

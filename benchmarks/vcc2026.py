@@ -25,13 +25,10 @@ Results: ``benchmarks/results/vcc2026.{csv,md}`` (rows of other scales from earl
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import group_statistics as gs  # noqa: E402  (the same simulated counts)
+from _process import child, run_job  # noqa: E402
 from evaluate import _sparse_gb  # noqa: E402  (stored bytes of a file's X)
 
 from shrinkpert.metrics.vcc2026 import MEMBERS  # noqa: E402
@@ -86,32 +84,8 @@ def _job_cell_eval2(truth: str, pred: str) -> dict:
     return {m: float(agg.loc["mean", m]) for m in MEMBERS}
 
 
-def _child(job: str, truth: str, pred: str) -> None:
-    start = time.perf_counter()
-    result = globals()[f"_job_{job}"](truth, pred)
-    result["inner_s"] = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    result["peak_rss_gb"] = max(own, children)
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    result["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in usage)
-    print("RESULT " + json.dumps(result))
-
-
 def _run(job: str, truth: Path, pred: Path, timeout: float) -> dict:
-    start = time.perf_counter()
-    try:
-        done = subprocess.run([sys.executable, __file__, "--job", job, "--truth", str(truth), "--pred", str(pred)],
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout>{timeout:.0f}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-        return {"status": f"failed: {tail[0][:160]}"}
-    out = json.loads(lines[-1][7:])
-    out.update(status="ok", wall_s=time.perf_counter() - start)
-    return out
+    return run_job(__file__, job, ["--truth", str(truth), "--pred", str(pred)], timeout)
 
 
 def main() -> None:
@@ -124,7 +98,7 @@ def main() -> None:
     parser.add_argument("--pred", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        _child(args.job, args.truth, args.pred)
+        child(globals()[f"_job_{args.job}"], args.truth, args.pred)
         return
 
     import pandas as pd

@@ -220,8 +220,16 @@ class PairSums:
 
     def _sides(self, anchor: str, centred: bool) -> tuple[np.ndarray, np.ndarray]:
         mu = self._centre(centred)
-        x, y = (self.x, self.y) if mu is None else (self.x - mu, self.y - mu)
+        if mu is None:
+            x, y = self.x, self.y
+        else:
+            x = reuse(self.pred_scope, ("pairwise", "centred_pred"), lambda: self.x - mu)
+            y = reuse(self.truth_scope, ("pairwise", "centred_truth"), lambda: self.y - mu)
         return (x, y) if anchor == "pred" else (y, x)
+
+    def _weights(self) -> np.ndarray:
+        return reuse(self.truth_scope, ("pairwise", "query_weights"),
+                     lambda: _query_weights(self.base, self.target, self.n))
 
     def _full_product(self, centred: bool) -> np.ndarray:
         x, y = self._sides("pred", centred)
@@ -232,7 +240,7 @@ class PairSums:
         out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
         if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
             q, c = self._sides(anchor, centred)
-            v = _query_weights(self.base, self.target, self.n)
+            v = self._weights()
             scope = self.truth_scope if anchor == "pred" else self.pred_scope
             key = ("pairwise", "centred" if centred else "raw", "U", "" if anchor == "pred" else "true")
             out["U"] = reuse(scope, key, lambda: _matmul(v, c.T))
@@ -261,12 +269,12 @@ class PairSums:
                 out["T"][rows] -= (wt * ct) * ct
                 out["U"] = out["U"].copy()
                 out["U"][rows] -= wt * ct
-            v = _query_weights(self.base, self.target, self.n)
+            v = self._weights()
             qw = q * w
             out["AQ2"] = np.einsum("pg,pg->p", qw, q)
             out["ASW"] = np.full(self.n, w.sum())
         else:
-            v = _query_weights(self.base, self.target, self.n)
+            v = self._weights()
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
@@ -398,6 +406,7 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
-    if kind == _k.L1 or not (_tame(x) and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
+    if kind == _k.L1 or not (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
+                             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
         return direct(x, y, base, target, kind, anchor, dead)
     return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

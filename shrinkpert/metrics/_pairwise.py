@@ -228,8 +228,7 @@ class PairSums:
         return (x, y) if anchor == "pred" else (y, x)
 
     def _weights(self) -> np.ndarray:
-        return reuse(self.truth_scope, ("pairwise", "query_weights"),
-                     lambda: _query_weights(self.base, self.target, self.n))
+        return _query_weights(self.base, self.target, self.n)  # not kept: P × G for every truth scope
 
     def _full_product(self, centred: bool) -> np.ndarray:
         x, y = self._sides("pred", centred)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import freeze, rows_by_label
+from .._arrays import freeze
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
@@ -236,7 +236,7 @@ def train_means(train_stats: Any, genes: pd.Index, control: str) -> np.ndarray:
 
 def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
     """Cells left out of the truth: escapers when ``truth_cells="perturbed"`` (checks ``escape`` for both)."""
-    from ..ontarget import EscapeResult
+    from ..ontarget import EscapeResult, escaper_cells
 
     if escape is not None and not isinstance(escape, EscapeResult):
         raise InputError(f"escape must be the EscapeResult of classify_escape(truth), got {type(escape).__name__}.")
@@ -249,14 +249,7 @@ def _escape_exclusions(truth: CellData, escape: Any, truth_cells: str, threshold
                          "classify_escape on the same data.")
     if truth_cells == "weighted":  # no cell left out: each is weighted (summarise, perturbed_weights)
         return None
-    table = escape.penetrance
-    judged = table.index[table["evidence"] != "none"].astype(str)
-    p = escape.p_perturbed
-    out = np.isin(escape.perturbation, judged) & np.isfinite(p) & (p < threshold)
-    for cells in rows_by_label(escape.perturbation, judged):  # never empty a perturbation: keep all its
-        if (~out[cells]).sum() < 2:  # cells if fewer than 2 would remain
-            out[cells] = False
-    return out
+    return escaper_cells(escape, threshold)
 
 
 # =========================================================================== 3. sides

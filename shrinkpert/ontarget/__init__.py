@@ -11,7 +11,7 @@
 
 from .dosage import DoseResponse, dose_response, isotonic_fit
 from .escape import EscapeResult, PenetranceTable, classify_escape
-from .escape_truth import escape_aware_effects, perturbed_weights
+from .escape_truth import EscapeAwareEffects, escape_aware_effects, escaper_cells, perturbed_weights
 from .knockdown import CellKnockdown, Knockdown, KnockdownTable, knockdown
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "classify_escape",
     "escape_aware_effects",
     "perturbed_weights",
+    "escaper_cells",
     "dose_response",
     "isotonic_fit",
     "Knockdown",
@@ -26,5 +27,6 @@ __all__ = [
     "CellKnockdown",
     "EscapeResult",
     "PenetranceTable",
+    "EscapeAwareEffects",
     "DoseResponse",
 ]

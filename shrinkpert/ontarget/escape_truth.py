@@ -2,21 +2,101 @@ r"""Escape-aware truth: effect sizes from perturbed cells only, or weighted by `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._arrays import rows_by_label
 from .._vocab import MIN_CELLS, TARGET_SUM
 from .._validate import validate
+from ..effects.estimate import EffectSizes
 from ..errors import InputError
 from .escape import EscapeResult
 
-__all__ = ["escape_aware_effects", "perturbed_weights"]
+__all__ = ["EscapeAwareEffects", "escape_aware_effects", "escaper_cells", "perturbed_weights"]
 
 #: A weighted perturbation needs at least this Kish effective number of cells, else all its
 #: cells keep weight 1 (as ``truth_cells="perturbed"`` never leaves fewer than 2 cells).
 MIN_EFFECTIVE_CELLS = 2.0
+
+
+@dataclass(frozen=True)
+class EscapeAwareEffects(EffectSizes):
+    """:class:`~shrinkpert.EffectSizes` recomputed without (or down-weighting) escaping cells.
+
+    Attributes
+    ----------
+    escape_evidence : ndarray of str, shape (n_perturbations,)
+        The evidence :func:`~shrinkpert.ontarget.classify_escape` had for each perturbation
+        (``"target+signature"``, ``"target"``, ``"signature"`` or ``"none"``). A perturbation
+        with ``"none"`` has no perturbed state to judge its cells by, so all of its cells are kept
+        with weight 1 and its effects equal those of :func:`~shrinkpert.estimate_effects`.
+
+    Every other attribute is that of :class:`~shrinkpert.EffectSizes`.
+    """
+
+    escape_evidence: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        evidence = np.array([] if self.escape_evidence is None else self.escape_evidence, dtype=str)
+        if evidence.shape != (len(self.perturbations),):
+            raise InputError(f"escape_evidence has {evidence.size} entries for {len(self.perturbations)} "
+                             "perturbations; give one per perturbation.")
+        evidence.setflags(write=False)
+        object.__setattr__(self, "escape_evidence", evidence)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table, one row per (perturbation, gene), with the perturbation's ``escape_evidence``."""
+        frame = super().to_frame()
+        frame["escape_evidence"] = np.repeat(self.escape_evidence, len(self.genes))
+        return frame
+
+    def to_anndata(self):
+        """As :meth:`EffectSizes.to_anndata`, with ``obs["escape_evidence"]``."""
+        out = super().to_anndata()
+        out.obs["escape_evidence"] = self.escape_evidence
+        return out
+
+
+def _judged(escape: EscapeResult) -> np.ndarray:
+    """Labels of the perturbations with evidence of an effect (a perturbed state to judge cells by)."""
+    table = escape.penetrance
+    return table.index[table["evidence"] != "none"].astype(str).to_numpy()
+
+
+def escaper_cells(escape: EscapeResult, threshold: float = 0.5) -> np.ndarray:
+    r"""Cells a hard call leaves out of the truth as escapers.
+
+    Parameters
+    ----------
+    escape
+        The result of :func:`~shrinkpert.ontarget.classify_escape`.
+    threshold
+        A cell with ``p_perturbed`` below it is an escaper.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_cells,)
+        ``obs`` order: True for the cells of a perturbation with evidence of an effect whose
+        :math:`P(\text{perturbed} \mid x_i) <` ``threshold``. Never a control cell, a cell of
+        a perturbation without evidence (``evidence == "none"``) or an unclassified cell, and
+        never so many cells of one perturbation that fewer than 2 would remain (then none of its
+        cells is left out).
+    """
+    if not isinstance(escape, EscapeResult):
+        raise InputError(f"escape must be the EscapeResult of classify_escape, got {type(escape).__name__}.")
+    if not 0 < threshold < 1:
+        raise InputError(f"threshold must be in (0, 1), got {threshold!r}.")
+    judged = _judged(escape)
+    p = escape.p_perturbed
+    out = np.isin(escape.perturbation, judged) & np.isfinite(p) & (p < threshold)
+    for cells in rows_by_label(escape.perturbation, judged):
+        if (~out[cells]).sum() < 2:
+            out[cells] = False
+    return out
 
 
 def perturbed_weights(escape: EscapeResult) -> np.ndarray:
@@ -46,8 +126,7 @@ def perturbed_weights(escape: EscapeResult) -> np.ndarray:
     """
     if not isinstance(escape, EscapeResult):
         raise InputError(f"escape must be the EscapeResult of classify_escape, got {type(escape).__name__}.")
-    table = escape.penetrance
-    judged = np.isin(escape.perturbation, table.index[table["evidence"] != "none"].astype(str))
+    judged = np.isin(escape.perturbation, _judged(escape))
     p = escape.p_perturbed
     weights = np.where(judged & np.isfinite(p), np.clip(np.nan_to_num(p), 0.0, 1.0), 1.0)
     for pert in np.unique(escape.perturbation[judged]):
@@ -80,8 +159,11 @@ def escape_aware_effects(
     escape
         Its result.
     weighting
-        ``"hard"``: keep the cells with ``p_perturbed >= threshold`` (and all controls);
-        ``"soft"``: weight every perturbed cell by its ``p_perturbed`` (controls weight 1).
+        ``"hard"``: leave out the escapers of :func:`escaper_cells` (``p_perturbed <
+        threshold``); ``"soft"``: weight every cell by :func:`perturbed_weights` (its
+        ``p_perturbed``). Either way a perturbation without evidence of an effect
+        (``evidence == "none"``) keeps all its cells with weight 1, as do the controls — exactly
+        the truth of ``evaluate(truth_cells="perturbed" | "weighted")``.
     threshold
         Cut-off of ``"hard"``.
     scale, layer, library_size, target_sum, min_cells, chunk_size
@@ -89,10 +171,12 @@ def escape_aware_effects(
 
     Returns
     -------
-    EffectSizes
-        ``params["escape_weighting"]`` records the choice; with ``"soft"``, ``n_cells`` is the
-        Kish effective number of cells :math:`(\sum w)^2 / \sum w^2` (rounded) and means and
-        variances are weighted (reliability weights).
+    EscapeAwareEffects
+        :class:`~shrinkpert.EffectSizes` with the ``escape_evidence`` of each perturbation.
+        ``params["escape_weighting"]`` records the choice and ``params["escape_no_evidence"]``
+        the number of perturbations without evidence (kept whole); with ``"soft"``, ``n_cells``
+        is the Kish effective number of cells :math:`(\sum w)^2 / \sum w^2` (rounded) and
+        means and variances are weighted (reliability weights).
 
     Raises
     ------
@@ -125,22 +209,21 @@ def escape_aware_effects(
     control = escape.params["control"]
     labels = pd.Series(np.where(escape.perturbation == "", None, escape.perturbation).astype(object),
                        index=obs.index, dtype=object)
-    p = escape.p_perturbed
-    is_ctrl = escape.perturbation == control
     normalize = {"log1p": "log1p", "log2fc": "total"}[scale]
     if weighting == "hard":
-        keep = is_ctrl | (np.nan_to_num(p, nan=0.0) >= threshold)
-        labels = labels.where(keep, np.nan).rename("perturbation")
+        labels = labels.where(~escaper_cells(escape, threshold), np.nan).rename("perturbation")
         stats = group_statistics(data, labels, normalize=normalize, target_sum=target_sum,
                                  library_size=library_size, chunk_size=chunk_size)
     else:
-        weights = np.where(is_ctrl, 1.0, np.nan_to_num(p, nan=0.0))
         stats = group_statistics(data, labels.rename("perturbation"), normalize=normalize, target_sum=target_sum,
-                                 library_size=library_size, weights=weights, chunk_size=chunk_size)
+                                 library_size=library_size, weights=perturbed_weights(escape), chunk_size=chunk_size)
     effects = estimate_effects(stats, control=control, scale=scale, min_cells=min_cells)
+    table = escape.penetrance
+    evidence = table.loc[effects.perturbations.astype(str), "evidence"].to_numpy(dtype=str)
     params = dict(effects.params)
-    params.update(escape_weighting=weighting, escape_threshold=float(threshold) if weighting == "hard" else None)
-    fields = {f: getattr(effects, f) for f in effects.__dataclass_fields__}
+    params.update(escape_weighting=weighting, escape_threshold=float(threshold) if weighting == "hard" else None,
+                  escape_no_evidence=int((evidence == "none").sum()))
+    fields = {f: getattr(effects, f) for f in EffectSizes.__dataclass_fields__}
     fields["params"] = params
-    return type(effects)(**fields)
+    return EscapeAwareEffects(**fields, escape_evidence=evidence)
 

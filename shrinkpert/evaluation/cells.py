@@ -14,11 +14,32 @@ Per perturbation :math:`p` with :math:`n_p` true cells, :math:`m_p = \min(m, \lf
 
 Equal sizes keep the V-statistics comparable between the three comparisons. Counts are
 log1p-normalised per ``target_sum`` with each cell's own total over all genes.
+
+The true cells follow ``truth_cells`` (:func:`truth_draw_weights`), as the pseudobulk truth does:
+
+* ``"all"``: every true cell can be drawn;
+* ``"perturbed"``: the escapers (:func:`~shrinkpert.ontarget.escaper_cells`) are never drawn,
+  for ``truth`` or ``technical_duplicate``, so the values equal those of ``truth_cells="all"``
+  on the truth with the escapers' cells deleted (the draw depends only on the numbers of
+  cells);
+* ``"weighted"``: cells of weight 0 are never drawn; the others are drawn uniformly as above
+  and each keeps its weight :math:`w_i = P(\text{perturbed} \mid x_i)`
+  (:func:`~shrinkpert.ontarget.perturbed_weights`) in the metric, which then compares the model's
+  cells with the weighted empirical distribution :math:`\sum_i w_i \delta_{y_i} / \sum_i w_i`
+  of the drawn true cells (``true_cell_weights`` of
+  :func:`~shrinkpert.metrics.energy_distance` and :func:`~shrinkpert.metrics.mmd`; the
+  duplicate is weighted the same way). Drawn uniformly and weighted, the sample's weighted
+  distribution is a ratio estimate of the whole weighted truth, and with every drawn cell it *is*
+  the weighted truth; sampling with probabilities proportional to :math:`w` without replacement
+  would not give inclusion probabilities proportional to :math:`w`. All weights 1 give exactly
+  the values of ``"all"``, weights 0 and 1 exactly those of deleting the weight-0 cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -28,7 +49,7 @@ from .._validate import CellData
 from ..data.read import scale_factors
 from ..errors import InputError
 
-__all__ = ["gather_rows", "sample_plan", "distribution_values"]
+__all__ = ["gather_rows", "sample_plan", "distribution_values", "truth_draw_weights"]
 
 
 def gather_rows(data: CellData, rows: np.ndarray, *, counts: bool, target_sum: float,
@@ -55,10 +76,25 @@ def gather_rows(data: CellData, rows: np.ndarray, *, counts: bool, target_sum: f
     return out
 
 
+def truth_draw_weights(escape: Any, truth_cells: str, threshold: float) -> np.ndarray | None:
+    """Per true cell (``obs`` order): its weight in the distribution metrics; cells of weight 0
+    are never drawn. None for ``truth_cells="all"``; 0 for escapers and 1 otherwise for
+    ``"perturbed"``; :func:`~shrinkpert.ontarget.perturbed_weights` for ``"weighted"``.
+    ``escape`` must already be checked against the truth (``summarise`` does)."""
+    from ..ontarget import escaper_cells, perturbed_weights
+
+    if truth_cells == "all":
+        return None
+    if truth_cells == "perturbed":
+        return np.where(escaper_cells(escape, threshold), 0.0, 1.0)
+    return perturbed_weights(escape)
+
+
 def sample_plan(truth: CellData, pred: CellData, perturbations: pd.Index, max_cells: int,
-                seed: int) -> dict[str, dict[str, np.ndarray]]:
+                seed: int, truth_weights: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Row positions per perturbation: ``truth``, ``technical_duplicate``, ``control`` (truth file)
-    and ``model`` (pred file), each of :math:`m_p` cells (see the module docstring)."""
+    and ``model`` (pred file), each of :math:`m_p` cells (see the module docstring); true cells
+    of weight 0 in ``truth_weights`` (:func:`truth_draw_weights`) are not drawn."""
     if int(max_cells) != max_cells or max_cells < 2:
         raise InputError(f"cells_per_perturbation must be an integer >= 2, got {max_cells!r}.")
     rng = as_rng(seed)
@@ -66,7 +102,8 @@ def sample_plan(truth: CellData, pred: CellData, perturbations: pd.Index, max_ce
     p = pred.labels().to_numpy(dtype=object)
     control_rows = rng.permutation(np.flatnonzero(t == truth.control))
     plan: dict[str, dict[str, np.ndarray]] = {}
-    true_by, pred_by = rows_by_label(t, perturbations), rows_by_label(p, perturbations)
+    drawable = t if truth_weights is None else np.where(truth_weights > 0, t, None)
+    true_by, pred_by = rows_by_label(drawable, perturbations), rows_by_label(p, perturbations)
     for k, pert in enumerate(perturbations):  # sorted: the draw depends only on the seed and the labels
         true_rows = rng.permutation(true_by[k])
         pred_rows = rng.permutation(pred_by[k])
@@ -77,9 +114,11 @@ def sample_plan(truth: CellData, pred: CellData, perturbations: pd.Index, max_ce
 
 
 def distribution_values(specs: list, pred: CellData, truth: CellData, plan: Mapping[str, Mapping[str, np.ndarray]],
-                        *, counts: bool, target_sum: float,
-                        chunk_size: int | None) -> dict[str, dict[str, np.ndarray]]:
-    """``{metric: {side: values per perturbation}}`` for ``model``, ``control`` and ``technical_duplicate``."""
+                        *, counts: bool, target_sum: float, chunk_size: int | None,
+                        truth_weights: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``{metric: {side: values per perturbation}}`` for ``model``, ``control`` and ``technical_duplicate``;
+    ``truth_weights`` (per true cell, ``truth_cells="weighted"``) weight the drawn ``truth`` and
+    ``technical_duplicate`` cells."""
     sides = ("model", "control", "technical_duplicate")
     from_truth = np.unique(np.concatenate([plan[p][k] for p in plan for k in ("truth", "control",
                                                                                "technical_duplicate")]))
@@ -96,7 +135,12 @@ def distribution_values(specs: list, pred: CellData, truth: CellData, plan: Mapp
                    "control": truth_cells[np.searchsorted(from_truth, rows["control"])].toarray(),
                    "technical_duplicate": truth_cells[np.searchsorted(from_truth,
                                                                       rows["technical_duplicate"])].toarray()}
+        weights = {side: {} for side in sides}
+        if truth_weights is not None:
+            for side in sides:
+                weights[side]["true_cell_weights"] = truth_weights[rows["truth"]]
+            weights["technical_duplicate"]["pred_cell_weights"] = truth_weights[rows["technical_duplicate"]]
         for spec in specs:
             for side in sides:
-                out[spec.name][side][k] = spec(samples[side], ref, max_cells=None)
+                out[spec.name][side][k] = spec(samples[side], ref, max_cells=None, **weights[side])
     return out

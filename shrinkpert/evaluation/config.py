@@ -70,7 +70,9 @@ class EvaluationConfig:
         weighted by its posterior probability of being perturbed
         (:func:`~shrinkpert.ontarget.perturbed_weights`): weighted means, reliability-weighted
         variances and Kish effective cell counts :math:`(\sum w)^2/\sum w^2`, so that DE calls
-        and standard-error based metrics see the weighted mean's own standard error.
+        and standard-error based metrics see the weighted mean's own standard error. The
+        distribution metrics draw and weight true cells the same way
+        (:mod:`shrinkpert.evaluation.cells`).
     escape_threshold : float
         Cells with ``p_perturbed`` below it are escapers (``truth_cells="perturbed"``).
     guide_key : str, optional

@@ -34,7 +34,7 @@ from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
 from ..metrics.shared import SharedIntermediates
-from .cells import distribution_values, sample_plan
+from .cells import distribution_values, sample_plan, truth_draw_weights
 from .config import EvaluationConfig
 from .rank_calls import WILCOXON_DESCRIPTION, rank_calls
 from .registry import METRICS
@@ -656,12 +656,15 @@ def _score_cells_and_guides(jobs, values, inputs: EvaluationInputs, summaries: S
     specs = {spec.name: spec for spec, _, _ in jobs}
     perts = inputs.perturbations if rows is None else inputs.perturbations[rows]
     cell_specs = [spec for spec in specs.values() if spec.needs == "cells"]
+    draw = truth_draw_weights(escape, config.truth_cells, config.escape_threshold) if cell_specs else None
     for k, (model, pred) in enumerate(inputs.preds.items()):
         if cell_specs:  # the plan's draws follow all sorted labels; a shard keeps its perturbations' rows
-            plan = sample_plan(inputs.truth, pred, inputs.perturbations, config.cells_per_perturbation, seed)
+            plan = sample_plan(inputs.truth, pred, inputs.perturbations, config.cells_per_perturbation, seed,
+                               truth_weights=draw)
             plan = {p: plan[p] for p in perts}
             cell_values = distribution_values(cell_specs, pred, inputs.truth, plan, counts=inputs.scale == "counts",
-                                              target_sum=config.target_sum, chunk_size=config.chunk_size)
+                                              target_sum=config.target_sum, chunk_size=config.chunk_size,
+                                              truth_weights=draw if config.truth_cells == "weighted" else None)
             for spec in cell_specs:
                 for side, side_values in cell_values[spec.name].items():
                     target = model if side == MODEL else side

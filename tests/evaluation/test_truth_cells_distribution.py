@@ -28,25 +28,16 @@ COLUMNS = ["value", "baseline_control", "baseline_technical_duplicate"]
 
 
 @pytest.fixture(scope="module")
-def screen():
-    """1,200 cells x 80 genes, 5 perturbations, 30% escape on average."""
-    return simulate(n_cells=1200, n_genes=80, n_perturbations=5, seed=3, mean_expression=0.8, effect_sd=0.9,
-                    n_affected_genes=20, control_fraction=0.25, escape_rate=0.3)
-
-
-@pytest.fixture(scope="module")
-def escape(screen):
+def data():
+    """A screen (1,200 cells x 80 genes, 5 perturbations, 30% escape), its escape result, a noisy prediction."""
+    screen = simulate(n_cells=1200, n_genes=80, n_perturbations=5, seed=3, mean_expression=0.8, effect_sd=0.9,
+                      n_affected_genes=20, control_fraction=0.25, escape_rate=0.3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ShrinkpertWarning)
-        return classify_escape(screen)
-
-
-@pytest.fixture(scope="module")
-def pred(screen):
-    out = screen.copy()
-    x = np.asarray(screen.X.toarray() if hasattr(screen.X, "toarray") else screen.X)
-    out.X = np.random.default_rng(8).poisson(x * 1.1).astype(np.float64)
-    return out
+        escape = classify_escape(screen)
+    pred = screen.copy()
+    pred.X = np.random.default_rng(8).poisson(screen.X.toarray() * 1.1).astype(np.float64)
+    return screen, escape, pred
 
 
 def _values(pred, truth, **kwargs):
@@ -56,7 +47,8 @@ def _values(pred, truth, **kwargs):
     return frame[COLUMNS]
 
 
-def test_perturbed_equals_deleting_the_escapers(screen, escape, pred):
+def test_perturbed_equals_deleting_the_escapers(data):
+    screen, escape, pred = data
     out = escaper_cells(escape)
     assert out.sum() > 50  # there are escapers to leave out
     got = _values(pred, screen, truth_cells="perturbed", escape=escape)
@@ -66,13 +58,15 @@ def test_perturbed_equals_deleting_the_escapers(screen, escape, pred):
     assert not np.array_equal(got.to_numpy(), _values(pred, screen).to_numpy())
 
 
-def test_weighted_with_unit_weights_equals_all(screen, escape, pred):
+def test_weighted_with_unit_weights_equals_all(data):
+    screen, escape, pred = data
     ones = dataclasses.replace(escape, p_perturbed=np.where(np.isnan(escape.p_perturbed), np.nan, 1.0))
     got = _values(pred, screen, truth_cells="weighted", escape=ones)
     np.testing.assert_array_equal(got.to_numpy(), _values(pred, screen).to_numpy())
 
 
-def test_weighted_with_zero_weights_equals_deletion(screen, escape, pred):
+def test_weighted_with_zero_weights_equals_deletion(data):
+    screen, escape, pred = data
     zero_one = dataclasses.replace(escape, p_perturbed=np.where(
         np.isnan(escape.p_perturbed), np.nan, (escape.p_perturbed >= 0.5).astype(float)))
     w = perturbed_weights(zero_one)
@@ -81,7 +75,8 @@ def test_weighted_with_zero_weights_equals_deletion(screen, escape, pred):
     np.testing.assert_array_equal(got.to_numpy(), _values(pred, screen[w > 0].copy()).to_numpy())
 
 
-def test_weighted_is_the_weighted_energy_distance_of_the_drawn_cells(screen, escape, pred):
+def test_weighted_is_the_weighted_energy_distance_of_the_drawn_cells(data):
+    screen, escape, pred = data
     w = perturbed_weights(escape)
     got = _values(pred, screen, truth_cells="weighted", escape=escape).loc["energy_distance"]
     plan = sample_plan(validate(screen, side="truth"), validate(pred, side="pred", require_control=False),

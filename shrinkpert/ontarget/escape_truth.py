@@ -60,6 +60,14 @@ class EscapeAwareEffects(EffectSizes):
         out.obs["escape_evidence"] = self.escape_evidence
         return out
 
+    def subset(self, perturbations) -> EscapeAwareEffects:
+        """The same effects (and evidence) restricted to ``perturbations`` (in that order)."""
+        plain = EffectSizes(**{f: getattr(self, f) for f in EffectSizes.__dataclass_fields__})
+        sub = plain.subset(perturbations)  # checks the names
+        rows = self.perturbations.get_indexer(sub.perturbations)
+        return EscapeAwareEffects(**{f: getattr(sub, f) for f in EffectSizes.__dataclass_fields__},
+                                  escape_evidence=self.escape_evidence[rows])
+
 
 def _judged(escape: EscapeResult) -> np.ndarray:
     """Labels of the perturbations with evidence of an effect (a perturbed state to judge cells by)."""

@@ -55,6 +55,10 @@ def test_no_evidence_perturbations_keep_the_unweighted_effects(screen_with_nulls
     expected = nulls_escape.penetrance["evidence"].reindex(frame["perturbation"].astype(str)).to_numpy()
     np.testing.assert_array_equal(frame["escape_evidence"].to_numpy(), expected)
     assert res.to_anndata().obs.loc[NULLS, "escape_evidence"].tolist() == ["none", "none"]
+    sub = res.subset(NULLS[::-1] + [res.perturbations[0]])
+    assert isinstance(sub, EscapeAwareEffects)
+    assert list(sub.escape_evidence) == ["none", "none", res.escape_evidence[0]]
+    np.testing.assert_array_equal(sub.effect[0], res.effect[rows[1]])
 
 
 def test_hard_and_soft_agree_with_the_evaluate_truths(screen_with_nulls, nulls_escape):

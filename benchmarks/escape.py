@@ -35,6 +35,13 @@ Usage::
 
     python benchmarks/escape.py --scales small --seeds 1 2 --peers-python /work/venv-peers/bin/python
 
+The peer environment (pertpy 1.0.3 fails with today's newest dependencies)::
+
+    python3.11 -m venv /work/venv-peers
+    /work/venv-peers/bin/pip install pertpy==1.0.3 anndata scanpy filelock "statsmodels<0.15" "scikit-learn<1.8"
+
+(statsmodels 0.15 removed ``multipletests``; scikit-learn 1.8+ breaks Mixscape's Gaussian mixture.)
+
 Writes ``benchmarks/results/escape.csv`` and ``benchmarks/results/escape.md``.
 """
 

@@ -29,7 +29,8 @@ import scipy.sparse as sp
 
 from .._validate import CellData, validate
 from ..errors import InputError
-from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns, validate_pair
+from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns
+from .vcc2026_ends import baseline_draws, cell_subset, emitted_baseline, response_scale
 
 __all__ = [
     "CalibratedScore",
@@ -189,22 +190,11 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
     t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
     n_p = len(t.perturbations)
     X = sp.csr_matrix(adata.X)
-    positions = [np.flatnonzero(t.codes == k) for k in range(n_p)]
-    means = np.stack([np.asarray(X[rows].astype(np.float64).mean(axis=0)).ravel() for rows in positions])
-    total = means.sum(axis=0)
-    count = np.full(X.shape[1], float(n_p))
-    for i, j in _target_columns(t.perturbations, t.genes, target_genes).items():
-        total[j] -= means[i, j]
-        count[j] -= 1.0
-    if (count <= 0).any():
-        raise InputError("Every perturbation targets some gene, so its mean response is undefined.")
-    profile = total / count
-    ctrl_X = X[np.flatnonzero(t.codes == n_p)]
-    ctrl_mean = np.asarray(ctrl_X.astype(np.float64).mean(axis=0)).ravel()
-    zero = ctrl_mean <= 0
-    scale = np.where(zero, 0.0, profile / np.where(zero, 1.0, ctrl_mean))
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, ctrl_X.shape[0], size=len(rows)) for rows in positions]
+    groups = [np.flatnonzero(t.codes == k) for k in range(n_p + 1)]  # the control last
+    means = np.stack([np.asarray(X[rows].astype(np.float64).mean(axis=0)).ravel() for rows in groups])
+    scale = response_scale(means, _target_columns(t.perturbations, t.genes, target_genes))
+    ctrl_X = X[groups[n_p]]
+    positions, draws = baseline_draws(t.codes, n_p, ctrl_X.shape[0], seed)
     emitted = ctrl_X[np.concatenate(draws)].copy()
     emitted.data = (emitted.data * scale[emitted.indices]).astype(np.float32)
     emitted.eliminate_zeros()
@@ -216,12 +206,20 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
 
 
 def baseline_vcc2026(truth, *, perturbation_key: str = "perturbation", control: str = "non-targeting",
-                     target_genes=None, seed: int = 0, n_threads: int | None = None) -> VCC2026Result:
-    """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member."""
-    pred = mean_response_baseline(truth, perturbation_key=perturbation_key, control=control,
-                                  target_genes=target_genes, seed=seed)
-    pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=None)
-    return _score(pred, truth, target_genes=target_genes, chunk_size=None, n_threads=n_threads, fractional_pred=True)
+                     target_genes=None, seed: int = 0, n_threads: int | None = None,
+                     chunk_size: int | None = None) -> VCC2026Result:
+    """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member.
+
+    Streamed (:mod:`~shrinkpert.metrics.vcc2026_ends`): the truth is read in blocks (one pass for
+    the group means, then as the scorer reads it) and the baseline's cells are emitted block by
+    block from the control cells' rows; the numbers are those of scoring
+    :func:`mean_response_baseline`'s AnnData.
+    """
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
+    pred = emitted_baseline(t, seed=seed, cols=_target_columns(t.perturbations, t.genes, target_genes),
+                            chunk_size=chunk_size)
+    return _score(pred, t, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads,
+                  fractional_pred=True)
 
 
 @dataclass(frozen=True)
@@ -275,8 +273,7 @@ def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", c
     significant genes (finite lfc, target removed, >= 10 genes; a gene a half does not test
     counts as lfc 0), averaged over perturbations.
     """
-    adata = _in_memory(truth)
-    t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
     labels = t.column(perturbation_key, "perturbation_key")  # the raw column: cell-eval2's split order
     seeds = [int(s) for s in np.random.SeedSequence(int(base_seed)).generate_state(n_splits)]
     from ..stats.wilcoxon import wilcoxon_de
@@ -289,8 +286,7 @@ def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", c
     rows = []
     for i, seed in enumerate(seeds):
         a, b = _halves(labels, seed)
-        half_b, half_a = validate_pair(adata[b].copy(), adata[a].copy(), perturbation_key=perturbation_key,
-                                       control=control, layer=None, pred_controls=True)
+        half_b, half_a = cell_subset(t, b, "pred"), cell_subset(t, a, "truth")
         res = _score(half_b, half_a, target_genes=target_genes, chunk_size=None, n_threads=n_threads,
                      own_controls=True)
         values = dict(res.aggregate)

@@ -65,11 +65,14 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
     ``baseline_mean_response`` (:math:`b`), ``baseline_replicate_anchor`` (:math:`r`) and
     ``anchor_sd`` (its spread over the seeded half-splits). ``baselines`` names exploit arms
     (:mod:`shrinkpert.evaluation.exploits`; ``"default"``: all): each adds ``baseline_<arm>``
-    (raw) and ``calibrated_<arm>`` columns, and ``exploitable``/``exploit_arms`` mark the members
-    an arm beats the mean-response baseline on.
+    (raw), ``calibrated_<arm>``, ``advantage_<arm>`` and ``advantage_low_<arm>`` columns (the
+    arm's signed advantage over the mean-response baseline and its paired bootstrap lower bound,
+    on the bootstrap draws of ``ci_low``/``ci_high``), and ``exploitable``/``exploit_arms`` mark
+    the members where that bound is above 0.
     """
     from .exploits import resolve_arms, score_arms_vcc2026
 
+    from ..calibration.bootstrap import resample_indices
     from ..metrics.vcc2026 import MEMBERS, score_vcc2026
     from ..metrics.vcc2026_calibration import baseline_vcc2026, bootstrap_vcc2026, replicate_anchor_vcc2026
 
@@ -77,9 +80,10 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
     result = score_vcc2026(pred, truth, layer=config.layer, chunk_size=config.chunk_size, **common)
     baseline = baseline_vcc2026(truth, seed=seed, **common)
     anchor = replicate_anchor_vcc2026(truth, base_seed=seed, **common)
-    calibrated = bootstrap_vcc2026(result, baseline, anchor, n_boot=max(int(config.n_boot), 1), level=config.level,
-                                   seed=seed)
-    arms = score_arms_vcc2026(truth, resolve_arms(baselines), baseline=baseline, anchor=anchor, seed=seed, **common)
+    draws = resample_indices(len(result.perturbations), max(int(config.n_boot), 1), seed)
+    calibrated = bootstrap_vcc2026(result, baseline, anchor, level=config.level, indices=draws)
+    arms = score_arms_vcc2026(truth, resolve_arms(baselines), baseline=baseline, anchor=anchor, seed=seed,
+                              indices=draws, level=config.level, **common)
     perts = pd.Index(result.perturbations, name="perturbation")
     rows = []
     for name in MEMBERS:
@@ -108,6 +112,8 @@ def evaluate_vcc2026(pred: Any, truth: Any, *, perturbation_key: str, control: s
             "anchor_sd": anchor.sd[name] if member else np.nan,
             **{f"baseline_{a}": arms.raw[a][name] if member else np.nan for a in arms.raw},
             **{f"calibrated_{a}": arms.scores[a][name] if member else np.nan for a in arms.scores},
+            **{f"advantage_{a}": arms.advantage[a][name] if member else np.nan for a in arms.scores},
+            **{f"advantage_low_{a}": arms.advantage_low[a][name] if member else np.nan for a in arms.scores},
             "exploitable": member and any(arms.beats_baseline(a, name) for a in arms.scores),
             "exploit_arms": ",".join(a for a in arms.scores if member and arms.beats_baseline(a, name)),
         })

@@ -40,6 +40,8 @@ __all__ = [
     "replicate_anchor_vcc2026",
     "ReplicateAnchor",
     "bootstrap_vcc2026",
+    "member_values",
+    "GREATER_IS_BETTER",
 ]
 
 #: Direction of each member and the clamps cell-eval2 publishes for the replicate scale.
@@ -51,6 +53,9 @@ _POLICY = MappingProxyType({
     "de_wilcoxon_sig_jaccard": ("higher", -np.inf, np.inf, 0.0),
     "de_wilcoxon_lfc_nmae": ("lower", -6.0, np.inf, None),
 })
+
+#: Whether a larger value of each member is better.
+GREATER_IS_BETTER = MappingProxyType({m: policy[0] == "higher" for m, policy in _POLICY.items()})
 
 
 @dataclass(frozen=True)
@@ -323,34 +328,48 @@ def _nmae_reference(full, de_a, de_b, cols) -> float:
 # uncertainty
 
 
+def _ratio_of_sums(values: np.ndarray) -> np.ndarray:
+    """``expr_mse_unbiased_capped_norm`` over the last axis: ``values[0]`` summed over
+    ``values[1]`` where both are finite (NaN unless the denominator is positive)."""
+    ok = np.isfinite(values[0]) & np.isfinite(values[1])
+    num = np.where(ok, values[0], 0.0).sum(axis=-1)
+    den = np.where(ok, values[1], 0.0).sum(axis=-1)
+    return np.divide(num, den, out=np.full(den.shape, np.nan), where=den > 0)
+
+
+def member_values(result: VCC2026Result, member: str) -> tuple[np.ndarray, Any]:
+    """A member's per-perturbation values (perturbations last) and the aggregate over them:
+    ``(values, None)`` (mean of the finite values) or, for the ratio member, its two components
+    stacked with :func:`_ratio_of_sums`."""
+    if member == "expr_mse_unbiased_capped_norm":
+        parts = [np.asarray(result.values[k], dtype=np.float64)
+                 for k in ("expr_mse_unbiased_capped", "expr_distance_unbiased")]
+        return np.stack(parts), _ratio_of_sums
+    return np.asarray(result.values[member], dtype=np.float64), None
+
+
 def bootstrap_vcc2026(result: VCC2026Result, baseline, anchor, *, n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> CalibratedScore:
+                      seed: int = 0, indices: np.ndarray | None = None) -> CalibratedScore:
     r"""Calibrated score with percentile bootstrap intervals over perturbations.
 
-    Each replicate resamples the perturbations with replacement, recomputes every member's
-    aggregate (means; ratio of sums for ``expr_mse_unbiased_capped_norm``) and rescales with the
-    fixed ``baseline`` and ``anchor``. Intervals are the :math:`(1 \pm \text{level})/2` quantiles.
+    Each replicate resamples the perturbations with replacement
+    (:func:`~shrinkpert.calibration.bootstrap.resample_indices` with ``seed``, or the given
+    ``indices`` of shape ``(n_boot, n_perturbations)``), recomputes every member's aggregate
+    (means; ratio of sums for ``expr_mse_unbiased_capped_norm``) and rescales with the fixed
+    ``baseline`` and ``anchor``. Intervals are the :math:`(1 \pm \text{level})/2` quantiles.
     The baseline and anchor are held fixed, so the interval is the uncertainty of the
     submission's score over the panel's perturbations, not of the scale itself.
     """
+    from ..calibration.bootstrap import finite_mean, resample_indices
+
     point = calibrate_vcc2026(result, baseline, anchor)
-    values = {k: np.asarray(v) for k, v in result.values.items()}
-    n = len(result.perturbations)
-    rng = np.random.default_rng(seed)
-    draws = np.empty((n_boot, len(MEMBERS) + 1))
-    for t in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        agg = {}
-        for m in MEMBERS:
-            if m == "expr_mse_unbiased_capped_norm":
-                num, den = values["expr_mse_unbiased_capped"][idx], values["expr_distance_unbiased"][idx]
-                ok = np.isfinite(num) & np.isfinite(den)
-                agg[m] = num[ok].sum() / den[ok].sum() if den[ok].sum() > 0 else np.nan
-            else:
-                v = values[m][idx]
-                agg[m] = v[np.isfinite(v)].mean() if np.isfinite(v).any() else np.nan
-        scores = [_scale(m, agg[m], point.baseline[m], point.anchor[m]) for m in MEMBERS]
-        draws[t] = [*scores, np.mean(scores)]
+    idx = resample_indices(len(result.perturbations), n_boot, seed) if indices is None else indices
+    draws = np.empty((len(idx), len(MEMBERS) + 1))
+    for j, m in enumerate(MEMBERS):
+        values, aggregate = member_values(result, m)
+        reps = (aggregate or finite_mean)(values[..., idx])
+        draws[:, j] = [_scale(m, u, point.baseline[m], point.anchor[m]) for u in reps]
+    draws[:, -1] = draws[:, :-1].mean(axis=1)
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
     ci = pd.DataFrame({"metric": [*MEMBERS, "avg_score"], "ci_low": lo, "ci_high": hi})
     return CalibratedScore(scores=point.scores, avg_score=point.avg_score, raw=point.raw,

@@ -39,6 +39,7 @@ __all__ = [
     "baseline_vcc2026",
     "replicate_anchor_vcc2026",
     "ReplicateAnchor",
+    "anchor_from_values",
     "bootstrap_vcc2026",
     "member_values",
     "GREATER_IS_BETTER",
@@ -237,11 +238,15 @@ class ReplicateAnchor:
         Mean and population SD (ddof=0) over splits per member; the SD is the scale's resolution.
     splits : pandas.DataFrame
         ``split, seed, metric, value``.
+    per_perturbation : pandas.DataFrame or None
+        ``split, seed, perturbation`` and each per-perturbation value of the split (NaN for a
+        perturbation a split's halves do not hold); the splits' aggregates are computed from it.
     """
 
     replicate: Mapping[str, float]
     sd: Mapping[str, float]
     splits: pd.DataFrame
+    per_perturbation: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "replicate", MappingProxyType(dict(self.replicate)))
@@ -267,7 +272,7 @@ def _halves(labels: pd.Series, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", control: str = "non-targeting",
                              target_genes=None, n_splits: int = 5, base_seed: int = 0,
-                             n_threads: int | None = None) -> ReplicateAnchor:
+                             n_threads: int | None = None, rows: np.ndarray | None = None) -> ReplicateAnchor:
     r"""Replicate anchor: score one half of the measured cells against the other, ``n_splits`` times.
 
     Seeds ``numpy.random.SeedSequence(base_seed).generate_state(n_splits)``; per seed every
@@ -277,40 +282,75 @@ def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", c
     :math:`\sum|\mathrm{lfc}^A - \mathrm{lfc}^B| / \sum|\mathrm{lfc}|` over the full data's
     significant genes (finite lfc, target removed, >= 10 genes; a gene a half does not test
     counts as lfc 0), averaged over perturbations.
+
+    Each half is the truth with the other cells left out (read from the truth's file, never
+    copied). ``rows`` (positions of perturbations, a shard): the DE tests are run for those
+    perturbations only (:func:`~shrinkpert.metrics.vcc2026.score_vcc2026`'s rule); the result
+    then holds only ``per_perturbation`` values, to be combined by :func:`anchor_from_values`.
     """
     t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
     labels = t.column(perturbation_key, "perturbation_key")  # the raw column: cell-eval2's split order
     seeds = [int(s) for s in np.random.SeedSequence(int(base_seed)).generate_state(n_splits)]
     from ..stats.wilcoxon import wilcoxon_de
-    from .vcc2026 import PRESET
+    from .vcc2026 import PRESET, _rows_only
 
     de_args = dict(perturbation_key=perturbation_key, control=control, target_sum=PRESET["target_sum"],
                    min_control_cpm=PRESET["min_control_cpm"], epsilon=PRESET["epsilon"], n_threads=n_threads)
-    full = wilcoxon_de(t, **de_args)
-    cols = _target_columns(full.perturbations, t.genes, target_genes)
-    rows = []
+    full = wilcoxon_de(t if rows is None else _rows_only(t, rows, True), **de_args)
+    perts = t.perturbations
+    cols = _target_columns(perts, t.genes, target_genes)
+    frames = []
     for i, seed in enumerate(seeds):
         a, b = _halves(labels, seed)
         half_b, half_a = cell_subset(t, b, "pred"), cell_subset(t, a, "truth")
+        at = perts.get_indexer(half_a.perturbations)
         res = _score(half_b, half_a, target_genes=target_genes, chunk_size=None, n_threads=n_threads,
-                     own_controls=True)
-        values = dict(res.aggregate)
+                     own_controls=True, rows=None if rows is None else np.flatnonzero(np.isin(at, rows)))
+        values = {}
+        for name, v in res.values.items():
+            values[name] = np.full(len(perts), np.nan)
+            values[name][at] = v
         # the halves' own tests (each against its own controls) are the split-half lfc reference's
-        values["de_wilcoxon_lfc_nmae"] = _nmae_reference(full, res.de_truth, res.de_pred, cols)
-        rows += [{"split": i, "seed": seed, "metric": m, "value": values[m]} for m in MEMBERS]
+        values["de_wilcoxon_lfc_nmae"] = _nmae_values(full, res.de_truth, res.de_pred, cols, perts)
+        frames.append(pd.DataFrame({"split": i, "seed": seed, "perturbation": perts.astype(str), **values}))
+    per_perturbation = pd.concat(frames, ignore_index=True)
+    if rows is not None:
+        return ReplicateAnchor(replicate={}, sd={}, splits=pd.DataFrame(columns=["split", "seed", "metric", "value"]),
+                               per_perturbation=per_perturbation.iloc[
+                                   np.flatnonzero(np.isin(np.tile(np.arange(len(perts)), n_splits), rows))])
+    return anchor_from_values(per_perturbation)
+
+
+def anchor_from_values(per_perturbation: pd.DataFrame) -> ReplicateAnchor:
+    """The anchor from its per-perturbation values (``split, seed, perturbation`` and one column
+    per value, rows in perturbation order within each split): each split's aggregates
+    (:func:`~shrinkpert.metrics.vcc2026.aggregate_vcc2026`), then their mean and SD."""
+    from .vcc2026 import aggregate_vcc2026
+
+    rows = []
+    for (i, seed), block in per_perturbation.groupby(["split", "seed"], sort=True):
+        values = aggregate_vcc2026({k: block[k].to_numpy(dtype=np.float64) for k in block.columns
+                                    if k not in ("split", "seed", "perturbation")})
+        if not np.isfinite(values["de_wilcoxon_lfc_nmae"]):
+            raise InputError("No perturbation has >= 10 significant genes; the lfc_nmae anchor is undefined.")
+        rows += [{"split": int(i), "seed": int(seed), "metric": m, "value": values[m]} for m in MEMBERS]
     splits = pd.DataFrame(rows)
     grouped = splits.groupby("metric")["value"]
-    return ReplicateAnchor(replicate=grouped.mean().to_dict(), sd=grouped.std(ddof=0).to_dict(), splits=splits)
+    return ReplicateAnchor(replicate=grouped.mean().to_dict(), sd=grouped.std(ddof=0).to_dict(), splits=splits,
+                           per_perturbation=per_perturbation)
 
 
-def _nmae_reference(full, de_a, de_b, cols) -> float:
+def _nmae_values(full, de_a, de_b, cols, perts) -> np.ndarray:
+    """Per perturbation of ``perts``: the split-half lfc reference (NaN where the gate leaves it out
+    or ``full`` did not test it)."""
     from .vcc2026 import PRESET
 
-    out = []
+    out = np.full(len(perts), np.nan)
     for k, name in enumerate(full.perturbations):
+        j = perts.get_loc(name)
         gate = full.tested & (full.q[k] < PRESET["alpha"]) & np.isfinite(full.lfc[k])
-        if k in cols:
-            gate[cols[k]] = False
+        if j in cols:
+            gate[cols[j]] = False
         if gate.sum() < PRESET["lfc_nmae_min_genes"]:
             continue
         ka, kb = de_a.perturbations.get_loc(name), de_b.perturbations.get_loc(name)
@@ -318,10 +358,8 @@ def _nmae_reference(full, de_a, de_b, cols) -> float:
         lb = np.where(de_b.tested & np.isfinite(de_b.lfc[kb]), de_b.lfc[kb], 0.0)[gate]
         den = np.abs(full.lfc[k][gate]).mean()
         if np.isfinite(den) and den != 0:
-            out.append(np.abs(la - lb).mean() / den)
-    if not out:
-        raise InputError("No perturbation has >= 10 significant genes; the lfc_nmae anchor is undefined.")
-    return float(np.mean(out))
+            out[j] = np.abs(la - lb).mean() / den
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

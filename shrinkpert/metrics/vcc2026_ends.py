@@ -161,22 +161,22 @@ def emitted_baseline(truth: CellData, *, seed: int, cols: dict[int, int],
                             "rows": _Rows(draw, controls, scale, truth.shape[1])})
 
 
-def cell_subset(data: CellData, cells: np.ndarray, side: str) -> CellData:
+def cell_subset(data: CellData, cells: np.ndarray, side: str, *, min_control: int = MIN_CONTROL_CELLS) -> CellData:
     """``data`` restricted to ``cells`` (positions), re-encoded to the perturbations present there.
 
     Raises
     ------
     InputError
-        Fewer than :data:`~shrinkpert._validate.MIN_CONTROL_CELLS` control cells remain.
+        Fewer than ``min_control`` control cells remain.
     """
     n_p = len(data.perturbations)
     keep = np.zeros(data.shape[0], dtype=bool)
     keep[np.asarray(cells, dtype=np.int64)] = True
     kept = np.where(keep, data.codes, -1)
     sizes = np.bincount(kept[kept >= 0], minlength=n_p + 1)
-    if sizes[n_p] < MIN_CONTROL_CELLS:
+    if sizes[n_p] < min_control:
         raise InputError(f"{side}: {int(sizes[n_p])} control cells ({data.control!r}); at least "
-                         f"{MIN_CONTROL_CELLS} are needed. The truth has too few control cells to split in halves.")
+                         f"{min_control} are needed. The truth has too few control cells to split in halves.")
     present = np.flatnonzero(sizes[:n_p] > 0)
     recode = np.full(n_p + 2, -1, dtype=np.int64)
     recode[present] = np.arange(present.size)

@@ -478,6 +478,7 @@ def score_vcc2026(
     target_genes: Mapping[str, str | None] | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
+    rows: np.ndarray | None = None,
 ) -> VCC2026Result:
     r"""Score predicted counts against measured counts with the VCC 2026 preset.
 
@@ -503,6 +504,10 @@ def score_vcc2026(
         Rows (or genes) per block when reading.
     n_threads : int, optional
         Numba threads.
+    rows : array of int, optional
+        A shard: positions (in the sorted perturbations) whose DE tests are run; the other
+        perturbations' values are NaN, and so are the aggregates (combine shards'
+        per-perturbation values with :func:`aggregate_vcc2026`).
 
     Returns
     -------
@@ -522,7 +527,7 @@ def score_vcc2026(
         The two sides have different genes or gene order.
     """
     pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer)
-    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads, rows=rows)
 
 
 def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threads, fractional_pred: bool = False,
@@ -536,7 +541,7 @@ def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threa
     perturbation as usual (they pool the panel), the DE tests only for ``rows`` — each is a test of
     one perturbation against the controls with BH within the perturbation and a gene gate from
     the controls alone, so a row's DE members do not depend on the other rows; the DE members of
-    the other rows are NaN and the aggregates cover ``rows`` only (a partial result)."""
+    the other rows are NaN, and so are the aggregates (a partial result)."""
     genes, perts = truth.genes, truth.perturbations
     if not pred.genes.equals(genes):
         raise GeneMismatchError(
@@ -607,7 +612,8 @@ def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threa
     return VCC2026Result(
         perturbations=perts,
         values=values,
-        aggregate=aggregate_vcc2026(values),
+        aggregate=aggregate_vcc2026(values) if rows is None else dict.fromkeys((*MEMBERS, *_PER_PERTURBATION[5:]),
+                                                                               float("nan")),
         de_truth=de_truth,
         de_pred=de_pred,
         params={"perturbation_key": truth.perturbation_key, "control": truth.control, "layer": truth.layer,

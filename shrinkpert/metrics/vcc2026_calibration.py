@@ -213,19 +213,20 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
 
 def baseline_vcc2026(truth, *, perturbation_key: str = "perturbation", control: str = "non-targeting",
                      target_genes=None, seed: int = 0, n_threads: int | None = None,
-                     chunk_size: int | None = None) -> VCC2026Result:
+                     chunk_size: int | None = None, rows: np.ndarray | None = None) -> VCC2026Result:
     """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member.
 
     Streamed (:mod:`~shrinkpert.metrics.vcc2026_ends`): the truth is read in blocks (one pass for
     the group means, then as the scorer reads it) and the baseline's cells are emitted block by
     block from the control cells' rows; the numbers are those of scoring
-    :func:`mean_response_baseline`'s AnnData.
+    :func:`mean_response_baseline`'s AnnData. ``rows``: a shard, as for
+    :func:`~shrinkpert.metrics.vcc2026.score_vcc2026`.
     """
     t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
     pred = emitted_baseline(t, seed=seed, cols=_target_columns(t.perturbations, t.genes, target_genes),
                             chunk_size=chunk_size)
     return _score(pred, t, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads,
-                  fractional_pred=True)
+                  fractional_pred=True, rows=rows)
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,11 @@ OPTIONS = dict(preset="vcc2026", n_boot=40, seed=2, baselines=["target_spike"])
 
 
 @pytest.fixture(scope="module")
-def pair():
+def runs():
+    """The whole run and its three shards on a counts pair with a null perturbation."""
     pred, truth, _ = _pair(6)
-    return pred, truth
-
-
-@pytest.fixture(scope="module")
-def whole(pair):
-    return shrinkpert.evaluate(*pair, **OPTIONS)
-
-
-@pytest.fixture(scope="module")
-def parts(pair):
-    return [shrinkpert.evaluate(*pair, shard=(i, 3), **OPTIONS) for i in range(3)]
+    return shrinkpert.evaluate(pred, truth, **OPTIONS), [shrinkpert.evaluate(pred, truth, shard=(i, 3), **OPTIONS)
+                                                         for i in range(3)]
 
 
 def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -47,7 +39,8 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert a[col].tolist() == b[col].tolist(), col
 
 
-def test_merged_shards_equal_the_whole_run(whole, parts, tmp_path):
+def test_merged_shards_equal_the_whole_run(runs, tmp_path):
+    whole, parts = runs
     sizes = [len(p.perturbations) for p in parts]
     assert sum(sizes) == len(whole.perturbations) and min(sizes) >= 1
     merged = merge_tables(parts)
@@ -65,8 +58,9 @@ def test_merged_shards_equal_the_whole_run(whole, parts, tmp_path):
     assert again.params["avg_score"] == whole.params["avg_score"]
 
 
-def test_shard_values_are_the_whole_runs_rows(whole, parts):
+def test_shard_values_are_the_whole_runs_rows(runs):
     """Each shard's per-perturbation members are the whole run's rows (pooled ones included)."""
+    whole, parts = runs
     full = whole.to_frame().set_index(["perturbation", "metric"])["value"]
     for part in parts:
         frame = part.to_frame()
@@ -75,7 +69,8 @@ def test_shard_values_are_the_whole_runs_rows(whole, parts):
         np.testing.assert_allclose(got.to_numpy(), full.loc[got.index].to_numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_refuses_overlapping_or_whole_parts(whole, parts):
+def test_refuses_overlapping_or_whole_parts(runs):
+    whole, parts = runs
     with pytest.raises(InputError, match="more than once"):
         merge_tables([parts[0], parts[0], parts[1], parts[2]])
     with pytest.raises(InputError, match="is not a shard"):

@@ -56,6 +56,10 @@ def test_merged_shards_equal_the_whole_run(runs, tmp_path):
     again = merge_tables(folders)
     _assert_same(whole.summary(), again.summary())
     assert again.params["avg_score"] == whole.params["avg_score"]
+    written = again.to_cell_eval2(tmp_path / "ce2")
+    assert pd.read_csv(written / "results.csv").equals(pd.read_csv(whole.to_cell_eval2(tmp_path / "w") / "results.csv"))
+    with pytest.raises(InputError, match="one shard's partial table"):
+        parts[0].to_cell_eval2(tmp_path / "part")
 
 
 def test_shard_values_are_the_whole_runs_rows(runs):

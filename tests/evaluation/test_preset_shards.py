@@ -18,15 +18,15 @@ from shrinkpert.evaluation.partition import merge_tables
 from shrinkpert.report import save_table
 from tests.metrics.test_vcc2026 import _pair
 
-OPTIONS = dict(preset="vcc2026", n_boot=40, seed=2, baselines=["target_spike"])
+OPTIONS = dict(preset="vcc2026", n_boot=20, seed=2, baselines=["target_spike"])
 
 
 @pytest.fixture(scope="module")
 def runs():
-    """The whole run and its three shards on a counts pair with a null perturbation."""
+    """The whole run and its two shards on a counts pair with a null perturbation."""
     pred, truth, _ = _pair(6)
-    return shrinkpert.evaluate(pred, truth, **OPTIONS), [shrinkpert.evaluate(pred, truth, shard=(i, 3), **OPTIONS)
-                                                         for i in range(3)]
+    return shrinkpert.evaluate(pred, truth, **OPTIONS), [shrinkpert.evaluate(pred, truth, shard=(i, 2), **OPTIONS)
+                                                         for i in range(2)]
 
 
 def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -47,10 +47,10 @@ def test_merged_shards_equal_the_whole_run(runs, tmp_path):
     _assert_same(whole.to_frame(), merged.to_frame())
     _assert_same(whole.summary(), merged.summary())
     assert merged.params["avg_score"] == whole.params["avg_score"]
-    assert merged.params["manifest"]["merged_shards"] == 3
+    assert merged.params["manifest"]["merged_shards"] == 2
     # from folders (floats round-trip exactly), in any order
     folders = []
-    for k in (2, 0, 1):
+    for k in (1, 0):
         save_table(parts[k], tmp_path / f"part{k}")
         folders.append(tmp_path / f"part{k}")
     again = merge_tables(folders)
@@ -76,6 +76,6 @@ def test_shard_values_are_the_whole_runs_rows(runs):
 def test_refuses_overlapping_or_whole_parts(runs):
     whole, parts = runs
     with pytest.raises(InputError, match="more than once"):
-        merge_tables([parts[0], parts[0], parts[1], parts[2]])
+        merge_tables([parts[0], parts[0], parts[1]])
     with pytest.raises(InputError, match="is not a shard"):
         merge_tables([whole, parts[1]])

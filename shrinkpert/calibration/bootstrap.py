@@ -9,17 +9,7 @@ import numpy as np
 from .._arrays import as_rng
 from ..errors import InputError
 
-__all__ = ["bootstrap_ci", "resample_indices", "finite_mean"]
-
-
-def finite_mean(values: np.ndarray) -> np.ndarray:
-    """Mean of the finite entries over the last axis (NaN where there is none), e.g. of
-    ``values[indices]`` for :func:`resample_indices` draws: one mean per replicate."""
-    values = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(values)
-    count = ok.sum(axis=-1)
-    return np.divide(np.where(ok, values, 0.0).sum(axis=-1), count, out=np.full(count.shape, np.nan),
-                     where=count > 0)
+__all__ = ["bootstrap_ci", "resample_indices"]
 
 
 def resample_indices(n: int, n_boot: int, seed: int | np.random.Generator = 0) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import as_rng, finite_mean
 from .._validate import CellData, validate
 from ..errors import InputError
 from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns
@@ -392,17 +393,16 @@ def bootstrap_vcc2026(result: VCC2026Result, baseline, anchor, *, n_boot: int = 
     r"""Calibrated score with percentile bootstrap intervals over perturbations.
 
     Each replicate resamples the perturbations with replacement
-    (:func:`~shrinkpert.calibration.bootstrap.resample_indices` with ``seed``, or the given
-    ``indices`` of shape ``(n_boot, n_perturbations)``), recomputes every member's aggregate
+    (``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``, the draws of
+    :func:`~shrinkpert.calibration.bootstrap.resample_indices`, or the given ``indices``), recomputes every member's aggregate
     (means; ratio of sums for ``expr_mse_unbiased_capped_norm``) and rescales with the fixed
     ``baseline`` and ``anchor``. Intervals are the :math:`(1 \pm \text{level})/2` quantiles.
     The baseline and anchor are held fixed, so the interval is the uncertainty of the
     submission's score over the panel's perturbations, not of the scale itself.
     """
-    from ..calibration.bootstrap import finite_mean, resample_indices
-
     point = calibrate_vcc2026(result, baseline, anchor)
-    idx = resample_indices(len(result.perturbations), n_boot, seed) if indices is None else indices
+    n = len(result.perturbations)
+    idx = as_rng(seed).integers(0, n, size=(int(n_boot), n)) if indices is None else indices
     draws = np.empty((len(idx), len(MEMBERS) + 1))
     for j, m in enumerate(MEMBERS):
         values, aggregate = member_values(result, m)

@@ -12,7 +12,13 @@ Jobs, each a fresh Python process, reporting wall time, CPU time (user + system,
 children: the fairer figure on a shared machine) and peak RSS:
 
 * ``shrinkpert``: ``score_vcc2026(pred, truth)`` on the two files (streamed), all six members;
-* ``cell_eval2``: ``cell-eval2 run --preset vcc2026`` on the same files (CPU: pdex engine).
+* ``cell_eval2``: ``cell-eval2 run --preset vcc2026`` on the same files (CPU: pdex engine);
+* ``shrinkpert_preset``: the whole preset, ``evaluate(pred, truth, preset="vcc2026", n_boot=200,
+  baselines=None)`` — the score, the mean-response baseline scored, the five replicate-anchor
+  splits scored, the bootstrap (no exploit arms; no warm-up run);
+* ``shrinkpert_preset_arms``: the same with every exploit arm (``baselines="default"``).
+
+Only the ``shrinkpert`` and ``cell_eval2`` jobs are compared number by number.
 
 Both jobs compute the same numbers (checked: the job prints the six aggregates; the benchmark
 reports the largest absolute difference). Usage::
@@ -41,7 +47,7 @@ from evaluate import _sparse_gb  # noqa: E402  (stored bytes of a file's X)
 
 from shrinkpert.metrics.vcc2026 import MEMBERS  # noqa: E402
 
-JOBS = ("shrinkpert", "cell_eval2")
+JOBS = ("shrinkpert", "cell_eval2", "shrinkpert_preset", "shrinkpert_preset_arms")
 
 
 def _pair(scale: str) -> tuple[Path, Path]:
@@ -69,6 +75,21 @@ def _job_shrinkpert(truth: str, pred: str) -> dict:
 
     res = score_vcc2026(pred, truth)
     return {m: res.aggregate[m] for m in MEMBERS}
+
+
+def _preset(truth: str, pred: str, baselines) -> dict:
+    import shrinkpert
+
+    table = shrinkpert.evaluate(pred, truth, preset="vcc2026", n_boot=200, baselines=baselines)
+    return dict(table.summary().reset_index().set_index("metric")["calibrated"])
+
+
+def _job_shrinkpert_preset(truth: str, pred: str) -> dict:
+    return _preset(truth, pred, None)
+
+
+def _job_shrinkpert_preset_arms(truth: str, pred: str) -> dict:
+    return _preset(truth, pred, "default")
 
 
 def _job_cell_eval2(truth: str, pred: str) -> dict:
@@ -121,7 +142,8 @@ def main() -> None:
             print(f"[{scale}] {job:11s} {row['wall_s']:8.1f} s wall {row['cpu_s']:8.1f} s CPU "
                   f"{row['peak_rss_gb']:6.2f} GB  {row['status']}",
                   flush=True)
-        if set(args.jobs) == set(JOBS) and all(results[j].get("status") == "ok" for j in JOBS):
+        pair = ("shrinkpert", "cell_eval2")
+        if set(pair) <= set(args.jobs) and all(results[j].get("status") == "ok" for j in pair):
             diff = max(abs(results["shrinkpert"][m] - results["cell_eval2"][m]) for m in MEMBERS)
             print(f"[{scale}] largest |difference| of the six aggregates: {diff:.2e}", flush=True)
             for row in rows:

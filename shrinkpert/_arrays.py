@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "readonly", "as_rng", "rows_by_label"]
+__all__ = ["freeze", "readonly", "as_rng", "rows_by_label", "finite_mean"]
 
 
 def freeze(array: Any) -> np.ndarray:
@@ -40,3 +40,14 @@ def rows_by_label(values: Any, labels: Any) -> list[np.ndarray]:
     order = np.argsort(codes, kind="stable").astype(np.int64)
     bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
     return [order[bounds[k]:bounds[k + 1]] for k in range(len(labels))]
+
+
+def finite_mean(values: Any) -> np.ndarray:
+    """Mean of the finite entries over the last axis (NaN where there is none), e.g. of
+    ``values[indices]`` for bootstrap draws ``indices`` of shape ``(n_boot, n)``: one mean per
+    replicate."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(values)
+    count = ok.sum(axis=-1)
+    return np.divide(np.where(ok, values, 0.0).sum(axis=-1), count, out=np.full(count.shape, np.nan),
+                     where=count > 0)

@@ -26,7 +26,7 @@ from .baselines import (
     shuffled_labels,
     technical_duplicate,
 )
-from .exploits import EXPLOITS, exploit_baselines, exploit_cells, exploitable_arms
+from .exploits import EXPLOITS, exploit_advantage, exploit_baselines, exploit_cells, exploitable_arms
 from .train import check_disjoint, train_linear, train_mean
 
 __all__ = [
@@ -54,4 +54,5 @@ __all__ = [
     "exploit_baselines",
     "exploit_cells",
     "exploitable_arms",
+    "exploit_advantage",
 ]

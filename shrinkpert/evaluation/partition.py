@@ -23,6 +23,16 @@ baselines). It then computes per-perturbation values for its own perturbations o
 * distribution metrics draw the cell sample plan for all perturbations (the draws follow the
   sorted labels) and compute the distances for the shard's perturbations only.
 
+Under ``preset="vcc2026"`` (:func:`~shrinkpert.evaluation.presets.merge_vcc2026`) every shard
+computes the pseudobulk members (``pds_cosine`` ranks among all measured effects; the expression
+member's cap pools every predicted pseudobulk) for all perturbations and keeps its rows, and runs
+the Wilcoxon tests — of the submission, the mean-response baseline, the exploit arms and both
+halves of every replicate-anchor split — for its perturbations only (one perturbation against the
+controls, BH within it, genes gated on the controls alone). A shard carries per-perturbation
+values, including the expression member's two components and each anchor split's values; the
+merge recomputes every aggregate (the expression member's ratio of sums included), the anchor,
+the calibration, the bootstrap and the exploit bounds from the concatenation.
+
 The summary is what cannot be merged from partial summaries: calibrated scores, bootstrap
 intervals, DRF/BDS, means and medians over perturbations, the exploit and adversarial flags and
 ``few_perturbations`` all pool the perturbations. :func:`merge_tables` therefore concatenates the
@@ -188,6 +198,12 @@ def merge_tables(parts: Sequence[Any]) -> Any:
     if digest(list(perturbations)) != manifests[0]["shard"]["perturbations_sha256"]:
         raise InputError("the shards' perturbations do not make up the run's perturbations (overlapping or altered "
                          "parts).")
+    if tables[0].params.get("preset") == "vcc2026":
+        from .presets import merge_vcc2026
+
+        config = EvaluationConfig(**{k: manifests[0]["config"][k] for k in ("n_boot", "level")})
+        merged = merge_vcc2026(tables, config)
+        return merged.with_manifest({**manifests[0], "shard": None, "merged_shards": len(tables)})
     frames = [t.to_frame() for t in tables]
     several = "model" in frames[0].columns
     keys = ["metric", "reference", "weighting"]

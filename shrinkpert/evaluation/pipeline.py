@@ -185,9 +185,6 @@ def evaluate(
     call = {"perturbation_key": perturbation_key, "control": control, "exclude": exclude, "metrics": metrics,
             "weights": weights if weights is None or isinstance(weights, str) else "<given>",
             "references": references, "baselines": baselines, "seed": seed, "preset": config.preset}
-    if config.preset == "vcc2026" and config.shard is not None:
-        raise NotImplementedError("shard= is not implemented for preset='vcc2026' (its expression member and "
-                                  "calibration pool every perturbation's pseudobulk); score the whole panel.")
     if config.preset == "vcc2026":
         from .presets import evaluate_vcc2026
 
@@ -196,7 +193,13 @@ def evaluate(
                              "neither several models, train= nor exclude= (subset the files instead).")
         table = evaluate_vcc2026(pred, truth, perturbation_key=perturbation_key, control=control, seed=seed,
                                  config=config, baselines=baselines)
-        return table.with_manifest(run_manifest(pred=pred, truth=truth, call=call, config=config))
+        shard = None
+        if config.shard is not None:  # the table's perturbations are the shard's
+            from .presets import score_perturbations
+
+            perts = score_perturbations(truth, perturbation_key, control)
+            shard = shard_record(perts, config.shard, shard_rows(len(perts), config.shard))
+        return table.with_manifest(run_manifest(pred=pred, truth=truth, call=call, config=config, shard=shard))
     if config.preset == "cell-eval-v1":
         from .presets import preset_options
 

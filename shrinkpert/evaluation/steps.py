@@ -710,8 +710,8 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
     base = [s for s in scores.sides if s not in scores.models]
     several = scores.models != (MODEL,)
     records, rows = [], []
-    draws = None  # the bootstrap draws over perturbations, made once for every metric
-    if config.calibrate and base:
+    draws = None  # the bootstrap draws over perturbations, made once for every metric (and the exploit flags)
+    if base:
         from ..calibration.bootstrap import resample_indices
 
         draws = resample_indices(len(scores.perturbations), config.n_boot, seed)
@@ -721,7 +721,8 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
             bootstrap = (dict(n_boot=config.n_boot, level=config.level, seed=seed, indices=draws)
                          if config.calibrate else None)
             frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
-                                       scores.perturbations, base, negative, config.positive, bootstrap)
+                                       scores.perturbations, base, negative, config.positive, bootstrap,
+                                       exploit=None if draws is None else (draws, config.level))
             row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)
             if several:
                 frame.insert(0, "model", model)
@@ -736,9 +737,11 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
 
 def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.ndarray], model: str,
                   perturbations: pd.Index, base: list[str], neg_name: str, positive: str,
-                  bootstrap: Mapping[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Long-table rows and the summary row of one (metric, reference, weighting)."""
-    from ..baselines import ADVERSARIAL, exploitable_arms
+                  bootstrap: Mapping[str, Any] | None,
+                  exploit: tuple[np.ndarray, float] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Long-table rows and the summary row of one (metric, reference, weighting); ``exploit`` is
+    ``(bootstrap draws, level)`` for the exploit arms' paired intervals."""
+    from ..baselines import ADVERSARIAL, EXPLOITS, exploit_advantage, exploitable_arms
     from ..baselines.exploits import TARGET_ARMS
     from ..calibration import calibrate as calibrate_metric
 
@@ -774,8 +777,12 @@ def _tabulate_one(spec: MetricSpec, ref: str, wname: str, vals: Mapping[str, np.
     if ref == "perturbed_centroid":
         flags.append("leakage")
     row["flags"] = ";".join(flags)
-    arms = exploitable_arms({n: _finite_mean(v) for n, v in vals.items()}, neg_name, spec.is_better,
-                            skip=TARGET_ARMS if spec.kind == "target" else ()) if base else []
+    lower = {}
+    for arm in (a for a in EXPLOITS if a in base and exploit is not None):
+        point, lower[arm] = exploit_advantage(vals[arm], vals[neg_name], greater_is_better=spec.greater_is_better,
+                                              indices=exploit[0], level=exploit[1])
+        row.update({f"advantage_{arm}": point, f"advantage_low_{arm}": lower[arm]})
+    arms = exploitable_arms(lower, skip=TARGET_ARMS if spec.kind == "target" else ())
     row.update(exploitable=bool(arms), exploit_arms=",".join(arms))
     row.update(greater_is_better=spec.greater_is_better, negative=neg_name if base else "",
                positive=positive if base else "", n_valid=int(np.isfinite(model).sum()))

@@ -80,6 +80,9 @@ class MetricTable:
         """
         from ..errors import InputError
 
+        if self.params.get("preset") == "vcc2026" and (self.params.get("manifest") or {}).get("shard"):
+            raise InputError("to_cell_eval2: this is one shard's partial table (no pooled numbers); merge the shards "
+                             "first (merge_tables / shrinkpert merge) and write the merged table.")
         if "vcc2026" not in self.extras:
             raise InputError("to_cell_eval2 needs a table of evaluate(..., preset='vcc2026'); this one has "
                              f"preset={self.params.get('preset')!r}.")

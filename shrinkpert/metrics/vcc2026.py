@@ -66,12 +66,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._numba import resolve_threads, thread_limit
-from .._validate import CellData, validate
+from .._validate import MIN_CONTROL_CELLS, CellData, validate
 from ..errors import CountsError, GeneMismatchError, InputError, ShrinkpertWarning
 from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
 from ._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 
-__all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET"]
+__all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET", "aggregate_vcc2026"]
 
 #: The preset's fixed settings (cell-eval2 0.20.0 ``configs/vcc2026.yaml``).
 PRESET = MappingProxyType({
@@ -423,6 +423,47 @@ def _de_members(truth: WilcoxonResult, pred: WilcoxonResult, cols: dict[int, int
     return out
 
 
+def aggregate_vcc2026(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The aggregates of :class:`VCC2026Result` from its per-perturbation ``values``.
+
+    Each per-perturbation value: the mean of its finite entries (in perturbation order);
+    ``expr_mse_unbiased_capped_norm``: the sum of ``expr_mse_unbiased_capped`` over the sum of
+    ``expr_distance_unbiased`` where both are finite (NaN, with a warning, unless that sum is
+    positive). NaN entries do not change the others' order, so aggregating a concatenation of
+    shards' rows gives the whole panel's numbers exactly.
+    """
+    aggregate = {}
+    for name in _PER_PERTURBATION:
+        v = np.asarray(values[name], dtype=np.float64)
+        aggregate[name] = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+    capped = np.asarray(values["expr_mse_unbiased_capped"], dtype=np.float64)
+    distance = np.asarray(values["expr_distance_unbiased"], dtype=np.float64)
+    both = np.isfinite(capped) & np.isfinite(distance)
+    den = float(distance[both].sum())
+    if den > 0:
+        aggregate["expr_mse_unbiased_capped_norm"] = float(capped[both].sum()) / den
+    else:
+        warnings.warn(
+            "expr_mse_unbiased_capped_norm is undefined: the measured effects sum to "
+            f"{den:.4g} after their sampling-noise correction (not positive), a property of the "
+            "reference panel, not of the prediction. Reported as NaN.",
+            ShrinkpertWarning,
+            stacklevel=3,
+        )
+        aggregate["expr_mse_unbiased_capped_norm"] = float("nan")
+    return {k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])}
+
+
+def _rows_only(data: CellData, rows: np.ndarray, keep_controls: bool) -> CellData:
+    """``data`` with only the cells of perturbations ``rows`` (and its controls when asked)."""
+    from .vcc2026_ends import cell_subset
+
+    keep = np.isin(data.codes, rows)
+    if keep_controls:
+        keep |= data.codes == len(data.perturbations)
+    return cell_subset(data, np.flatnonzero(keep), data.side, min_control=MIN_CONTROL_CELLS if keep_controls else 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # pipeline
 
@@ -437,6 +478,7 @@ def score_vcc2026(
     target_genes: Mapping[str, str | None] | None = None,
     chunk_size: int | None = None,
     n_threads: int | None = None,
+    rows: np.ndarray | None = None,
 ) -> VCC2026Result:
     r"""Score predicted counts against measured counts with the VCC 2026 preset.
 
@@ -462,6 +504,10 @@ def score_vcc2026(
         Rows (or genes) per block when reading.
     n_threads : int, optional
         Numba threads.
+    rows : array of int, optional
+        A shard: positions (in the sorted perturbations) whose DE tests are run; the other
+        perturbations' values are NaN, and so are the aggregates (combine shards'
+        per-perturbation values with :func:`aggregate_vcc2026`).
 
     Returns
     -------
@@ -481,15 +527,21 @@ def score_vcc2026(
         The two sides have different genes or gene order.
     """
     pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=layer)
-    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads)
+    return _score(pred, truth, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads, rows=rows)
 
 
 def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threads, fractional_pred: bool = False,
-           own_controls: bool = False) -> VCC2026Result:
+           own_controls: bool = False, rows: np.ndarray | None = None) -> VCC2026Result:
     """:func:`score_vcc2026` on validated inputs; ``fractional_pred`` admits non-integer predicted
     counts (the emitted mean-response baseline is scaled control cells, as in cell-eval2);
     ``own_controls`` takes the prediction's effects and DE tests against its own control cells
-    (cell-eval2's ``control_source="pred"``, which its replicate anchor uses)."""
+    (cell-eval2's ``control_source="pred"``, which its replicate anchor uses).
+
+    ``rows`` (positions of perturbations, a shard): the pseudobulk members are computed for every
+    perturbation as usual (they pool the panel), the DE tests only for ``rows`` — each is a test of
+    one perturbation against the controls with BH within the perturbation and a gene gate from
+    the controls alone, so a row's DE members do not depend on the other rows; the DE members of
+    the other rows are NaN, and so are the aggregates (a partial result)."""
     genes, perts = truth.genes, truth.perturbations
     if not pred.genes.equals(genes):
         raise GeneMismatchError(
@@ -523,10 +575,14 @@ def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threa
         de_args = dict(perturbation_key=truth.perturbation_key, control=truth.control, layer=truth.layer,
                        normalize=True, target_sum=PRESET["target_sum"], min_control_cpm=PRESET["min_control_cpm"],
                        epsilon=PRESET["epsilon"], n_threads=n_threads)
+        de_pred_in, de_truth_in = pred, truth
+        if rows is not None:
+            de_truth_in = _rows_only(truth, rows, True)
+            de_pred_in = _rows_only(pred, rows, own_controls)
         if own_controls:
-            de_truth, de_pred = wilcoxon_de(truth, **de_args), wilcoxon_de(pred, **de_args)
+            de_truth, de_pred = wilcoxon_de(de_truth_in, **de_args), wilcoxon_de(de_pred_in, **de_args)
         else:
-            de_truth, de_pred = wilcoxon_de_pair(pred, truth, **de_args)
+            de_truth, de_pred = wilcoxon_de_pair(de_pred_in, de_truth_in, **de_args)
     pred_ctrl = pred_bulk[n_p] if own_controls else None
     pred_bulk, pred_jk, n_pred_cells = pred_bulk[:n_p], pred_jk[:n_p], n_pred_cells[:n_p]
     if (n_pred_cells == 0).any():
@@ -536,34 +592,28 @@ def _score(pred: CellData, truth: CellData, *, target_genes, chunk_size, n_threa
     ctrl = real_bulk[n_p]
     origin = pred_ctrl if own_controls else ctrl
     values = {"pds_cosine": _pds_cosine(pred_bulk - origin, real_bulk[:n_p] - ctrl, panel)}
-    values.update(_de_members(de_truth, de_pred, cols))
+    if rows is None:
+        values.update(_de_members(de_truth, de_pred, cols))
+    else:
+        at = perts.get_indexer(de_truth.perturbations)
+        sub = {k: cols[p] for k, p in enumerate(at) if p in cols}
+        for name, v in _de_members(de_truth, de_pred, sub).items():
+            values[name] = np.full(n_p, np.nan)
+            values[name][at] = v
     capped, distance, uncapped = _expression_error(pred_bulk, pred_jk, real_bulk[:n_p], real_jk[:n_p],
                                                    ctrl, real_jk[n_p], cols)
     values["expr_mse_unbiased"] = uncapped
     values["expr_real_mass_ratio"] = np.expm1(real_bulk[:n_p]).sum(axis=1) / PRESET["bulk_target_sum"]
     values["expr_mse_unbiased_capped"] = capped
     values["expr_distance_unbiased"] = distance
-    aggregate = {}
-    for name in _PER_PERTURBATION:
-        v = values[name]
-        aggregate[name] = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
-    both = np.isfinite(capped) & np.isfinite(distance)
-    den = float(distance[both].sum())
-    if den > 0:
-        aggregate["expr_mse_unbiased_capped_norm"] = float(capped[both].sum()) / den
-    else:
-        warnings.warn(
-            "expr_mse_unbiased_capped_norm is undefined: the measured effects sum to "
-            f"{den:.4g} after their sampling-noise correction (not positive), a property of the "
-            "reference panel, not of the prediction. Reported as NaN.",
-            ShrinkpertWarning,
-            stacklevel=2,
-        )
-        aggregate["expr_mse_unbiased_capped_norm"] = float("nan")
+    values = {k: values[k] for k in _PER_PERTURBATION}
+    if rows is not None:
+        values = {k: np.where(np.isin(np.arange(n_p), rows), v, np.nan) for k, v in values.items()}
     return VCC2026Result(
         perturbations=perts,
-        values={k: values[k] for k in _PER_PERTURBATION},
-        aggregate={k: aggregate[k] for k in (*MEMBERS, *_PER_PERTURBATION[5:])},
+        values=values,
+        aggregate=aggregate_vcc2026(values) if rows is None else dict.fromkeys((*MEMBERS, *_PER_PERTURBATION[5:]),
+                                                                               float("nan")),
         de_truth=de_truth,
         de_pred=de_pred,
         params={"perturbation_key": truth.perturbation_key, "control": truth.control, "layer": truth.layer,

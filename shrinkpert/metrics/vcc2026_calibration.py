@@ -27,9 +27,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._arrays import as_rng, finite_mean
 from .._validate import CellData, validate
 from ..errors import InputError
-from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns, validate_pair
+from .vcc2026 import MEMBERS, VCC2026Result, _score, _target_columns
+from .vcc2026_ends import baseline_draws, cell_subset, emitted_baseline, response_scale
 
 __all__ = [
     "CalibratedScore",
@@ -38,7 +40,10 @@ __all__ = [
     "baseline_vcc2026",
     "replicate_anchor_vcc2026",
     "ReplicateAnchor",
+    "anchor_from_values",
     "bootstrap_vcc2026",
+    "member_values",
+    "GREATER_IS_BETTER",
 ]
 
 #: Direction of each member and the clamps cell-eval2 publishes for the replicate scale.
@@ -50,6 +55,9 @@ _POLICY = MappingProxyType({
     "de_wilcoxon_sig_jaccard": ("higher", -np.inf, np.inf, 0.0),
     "de_wilcoxon_lfc_nmae": ("lower", -6.0, np.inf, None),
 })
+
+#: Whether a larger value of each member is better.
+GREATER_IS_BETTER = MappingProxyType({m: policy[0] == "higher" for m, policy in _POLICY.items()})
 
 
 @dataclass(frozen=True)
@@ -189,22 +197,11 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
     t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
     n_p = len(t.perturbations)
     X = sp.csr_matrix(adata.X)
-    positions = [np.flatnonzero(t.codes == k) for k in range(n_p)]
-    means = np.stack([np.asarray(X[rows].astype(np.float64).mean(axis=0)).ravel() for rows in positions])
-    total = means.sum(axis=0)
-    count = np.full(X.shape[1], float(n_p))
-    for i, j in _target_columns(t.perturbations, t.genes, target_genes).items():
-        total[j] -= means[i, j]
-        count[j] -= 1.0
-    if (count <= 0).any():
-        raise InputError("Every perturbation targets some gene, so its mean response is undefined.")
-    profile = total / count
-    ctrl_X = X[np.flatnonzero(t.codes == n_p)]
-    ctrl_mean = np.asarray(ctrl_X.astype(np.float64).mean(axis=0)).ravel()
-    zero = ctrl_mean <= 0
-    scale = np.where(zero, 0.0, profile / np.where(zero, 1.0, ctrl_mean))
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, ctrl_X.shape[0], size=len(rows)) for rows in positions]
+    groups = [np.flatnonzero(t.codes == k) for k in range(n_p + 1)]  # the control last
+    means = np.stack([np.asarray(X[rows].astype(np.float64).mean(axis=0)).ravel() for rows in groups])
+    scale = response_scale(means, _target_columns(t.perturbations, t.genes, target_genes))
+    ctrl_X = X[groups[n_p]]
+    positions, draws = baseline_draws(t.codes, n_p, ctrl_X.shape[0], seed)
     emitted = ctrl_X[np.concatenate(draws)].copy()
     emitted.data = (emitted.data * scale[emitted.indices]).astype(np.float32)
     emitted.eliminate_zeros()
@@ -216,12 +213,21 @@ def mean_response_baseline(truth, *, perturbation_key: str = "perturbation", con
 
 
 def baseline_vcc2026(truth, *, perturbation_key: str = "perturbation", control: str = "non-targeting",
-                     target_genes=None, seed: int = 0, n_threads: int | None = None) -> VCC2026Result:
-    """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member."""
-    pred = mean_response_baseline(truth, perturbation_key=perturbation_key, control=control,
-                                  target_genes=target_genes, seed=seed)
-    pred, truth = validate_pair(pred, truth, perturbation_key=perturbation_key, control=control, layer=None)
-    return _score(pred, truth, target_genes=target_genes, chunk_size=None, n_threads=n_threads, fractional_pred=True)
+                     target_genes=None, seed: int = 0, n_threads: int | None = None,
+                     chunk_size: int | None = None, rows: np.ndarray | None = None) -> VCC2026Result:
+    """Score :func:`mean_response_baseline` against ``truth``: the :math:`b` of every member.
+
+    Streamed (:mod:`~shrinkpert.metrics.vcc2026_ends`): the truth is read in blocks (one pass for
+    the group means, then as the scorer reads it) and the baseline's cells are emitted block by
+    block from the control cells' rows; the numbers are those of scoring
+    :func:`mean_response_baseline`'s AnnData. ``rows``: a shard, as for
+    :func:`~shrinkpert.metrics.vcc2026.score_vcc2026`.
+    """
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
+    pred = emitted_baseline(t, seed=seed, cols=_target_columns(t.perturbations, t.genes, target_genes),
+                            chunk_size=chunk_size)
+    return _score(pred, t, target_genes=target_genes, chunk_size=chunk_size, n_threads=n_threads,
+                  fractional_pred=True, rows=rows)
 
 
 @dataclass(frozen=True)
@@ -234,11 +240,15 @@ class ReplicateAnchor:
         Mean and population SD (ddof=0) over splits per member; the SD is the scale's resolution.
     splits : pandas.DataFrame
         ``split, seed, metric, value``.
+    per_perturbation : pandas.DataFrame or None
+        ``split, seed, perturbation`` and each per-perturbation value of the split (NaN for a
+        perturbation a split's halves do not hold); the splits' aggregates are computed from it.
     """
 
     replicate: Mapping[str, float]
     sd: Mapping[str, float]
     splits: pd.DataFrame
+    per_perturbation: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "replicate", MappingProxyType(dict(self.replicate)))
@@ -264,7 +274,7 @@ def _halves(labels: pd.Series, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", control: str = "non-targeting",
                              target_genes=None, n_splits: int = 5, base_seed: int = 0,
-                             n_threads: int | None = None) -> ReplicateAnchor:
+                             n_threads: int | None = None, rows: np.ndarray | None = None) -> ReplicateAnchor:
     r"""Replicate anchor: score one half of the measured cells against the other, ``n_splits`` times.
 
     Seeds ``numpy.random.SeedSequence(base_seed).generate_state(n_splits)``; per seed every
@@ -274,42 +284,75 @@ def replicate_anchor_vcc2026(truth, *, perturbation_key: str = "perturbation", c
     :math:`\sum|\mathrm{lfc}^A - \mathrm{lfc}^B| / \sum|\mathrm{lfc}|` over the full data's
     significant genes (finite lfc, target removed, >= 10 genes; a gene a half does not test
     counts as lfc 0), averaged over perturbations.
+
+    Each half is the truth with the other cells left out (read from the truth's file, never
+    copied). ``rows`` (positions of perturbations, a shard): the DE tests are run for those
+    perturbations only (:func:`~shrinkpert.metrics.vcc2026.score_vcc2026`'s rule); the result
+    then holds only ``per_perturbation`` values, to be combined by :func:`anchor_from_values`.
     """
-    adata = _in_memory(truth)
-    t = validate(adata, side="truth", perturbation_key=perturbation_key, control=control)
+    t = validate(truth, side="truth", perturbation_key=perturbation_key, control=control)
     labels = t.column(perturbation_key, "perturbation_key")  # the raw column: cell-eval2's split order
     seeds = [int(s) for s in np.random.SeedSequence(int(base_seed)).generate_state(n_splits)]
     from ..stats.wilcoxon import wilcoxon_de
-    from .vcc2026 import PRESET
+    from .vcc2026 import PRESET, _rows_only
 
     de_args = dict(perturbation_key=perturbation_key, control=control, target_sum=PRESET["target_sum"],
                    min_control_cpm=PRESET["min_control_cpm"], epsilon=PRESET["epsilon"], n_threads=n_threads)
-    full = wilcoxon_de(t, **de_args)
-    cols = _target_columns(full.perturbations, t.genes, target_genes)
-    rows = []
+    full = wilcoxon_de(t if rows is None else _rows_only(t, rows, True), **de_args)
+    perts = t.perturbations
+    cols = _target_columns(perts, t.genes, target_genes)
+    frames = []
     for i, seed in enumerate(seeds):
         a, b = _halves(labels, seed)
-        half_b, half_a = validate_pair(adata[b].copy(), adata[a].copy(), perturbation_key=perturbation_key,
-                                       control=control, layer=None, pred_controls=True)
+        half_b, half_a = cell_subset(t, b, "pred"), cell_subset(t, a, "truth")
+        at = perts.get_indexer(half_a.perturbations)
         res = _score(half_b, half_a, target_genes=target_genes, chunk_size=None, n_threads=n_threads,
-                     own_controls=True)
-        values = dict(res.aggregate)
+                     own_controls=True, rows=None if rows is None else np.flatnonzero(np.isin(at, rows)))
+        values = {}
+        for name, v in res.values.items():
+            values[name] = np.full(len(perts), np.nan)
+            values[name][at] = v
         # the halves' own tests (each against its own controls) are the split-half lfc reference's
-        values["de_wilcoxon_lfc_nmae"] = _nmae_reference(full, res.de_truth, res.de_pred, cols)
-        rows += [{"split": i, "seed": seed, "metric": m, "value": values[m]} for m in MEMBERS]
+        values["de_wilcoxon_lfc_nmae"] = _nmae_values(full, res.de_truth, res.de_pred, cols, perts)
+        frames.append(pd.DataFrame({"split": i, "seed": seed, "perturbation": perts.astype(str), **values}))
+    per_perturbation = pd.concat(frames, ignore_index=True)
+    if rows is not None:
+        return ReplicateAnchor(replicate={}, sd={}, splits=pd.DataFrame(columns=["split", "seed", "metric", "value"]),
+                               per_perturbation=per_perturbation.iloc[
+                                   np.flatnonzero(np.isin(np.tile(np.arange(len(perts)), n_splits), rows))])
+    return anchor_from_values(per_perturbation)
+
+
+def anchor_from_values(per_perturbation: pd.DataFrame) -> ReplicateAnchor:
+    """The anchor from its per-perturbation values (``split, seed, perturbation`` and one column
+    per value, rows in perturbation order within each split): each split's aggregates
+    (:func:`~shrinkpert.metrics.vcc2026.aggregate_vcc2026`), then their mean and SD."""
+    from .vcc2026 import aggregate_vcc2026
+
+    rows = []
+    for (i, seed), block in per_perturbation.groupby(["split", "seed"], sort=True):
+        values = aggregate_vcc2026({k: block[k].to_numpy(dtype=np.float64) for k in block.columns
+                                    if k not in ("split", "seed", "perturbation")})
+        if not np.isfinite(values["de_wilcoxon_lfc_nmae"]):
+            raise InputError("No perturbation has >= 10 significant genes; the lfc_nmae anchor is undefined.")
+        rows += [{"split": int(i), "seed": int(seed), "metric": m, "value": values[m]} for m in MEMBERS]
     splits = pd.DataFrame(rows)
     grouped = splits.groupby("metric")["value"]
-    return ReplicateAnchor(replicate=grouped.mean().to_dict(), sd=grouped.std(ddof=0).to_dict(), splits=splits)
+    return ReplicateAnchor(replicate=grouped.mean().to_dict(), sd=grouped.std(ddof=0).to_dict(), splits=splits,
+                           per_perturbation=per_perturbation)
 
 
-def _nmae_reference(full, de_a, de_b, cols) -> float:
+def _nmae_values(full, de_a, de_b, cols, perts) -> np.ndarray:
+    """Per perturbation of ``perts``: the split-half lfc reference (NaN where the gate leaves it out
+    or ``full`` did not test it)."""
     from .vcc2026 import PRESET
 
-    out = []
+    out = np.full(len(perts), np.nan)
     for k, name in enumerate(full.perturbations):
+        j = perts.get_loc(name)
         gate = full.tested & (full.q[k] < PRESET["alpha"]) & np.isfinite(full.lfc[k])
-        if k in cols:
-            gate[cols[k]] = False
+        if j in cols:
+            gate[cols[j]] = False
         if gate.sum() < PRESET["lfc_nmae_min_genes"]:
             continue
         ka, kb = de_a.perturbations.get_loc(name), de_b.perturbations.get_loc(name)
@@ -317,44 +360,55 @@ def _nmae_reference(full, de_a, de_b, cols) -> float:
         lb = np.where(de_b.tested & np.isfinite(de_b.lfc[kb]), de_b.lfc[kb], 0.0)[gate]
         den = np.abs(full.lfc[k][gate]).mean()
         if np.isfinite(den) and den != 0:
-            out.append(np.abs(la - lb).mean() / den)
-    if not out:
-        raise InputError("No perturbation has >= 10 significant genes; the lfc_nmae anchor is undefined.")
-    return float(np.mean(out))
+            out[j] = np.abs(la - lb).mean() / den
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # uncertainty
 
 
+def _ratio_of_sums(values: np.ndarray) -> np.ndarray:
+    """``expr_mse_unbiased_capped_norm`` over the last axis: ``values[0]`` summed over
+    ``values[1]`` where both are finite (NaN unless the denominator is positive)."""
+    ok = np.isfinite(values[0]) & np.isfinite(values[1])
+    num = np.where(ok, values[0], 0.0).sum(axis=-1)
+    den = np.where(ok, values[1], 0.0).sum(axis=-1)
+    return np.divide(num, den, out=np.full(den.shape, np.nan), where=den > 0)
+
+
+def member_values(result: VCC2026Result, member: str) -> tuple[np.ndarray, Any]:
+    """A member's per-perturbation values (perturbations last) and the aggregate over them:
+    ``(values, None)`` (mean of the finite values) or, for the ratio member, its two components
+    stacked with :func:`_ratio_of_sums`."""
+    if member == "expr_mse_unbiased_capped_norm":
+        parts = [np.asarray(result.values[k], dtype=np.float64)
+                 for k in ("expr_mse_unbiased_capped", "expr_distance_unbiased")]
+        return np.stack(parts), _ratio_of_sums
+    return np.asarray(result.values[member], dtype=np.float64), None
+
+
 def bootstrap_vcc2026(result: VCC2026Result, baseline, anchor, *, n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> CalibratedScore:
+                      seed: int = 0, indices: np.ndarray | None = None) -> CalibratedScore:
     r"""Calibrated score with percentile bootstrap intervals over perturbations.
 
-    Each replicate resamples the perturbations with replacement, recomputes every member's
-    aggregate (means; ratio of sums for ``expr_mse_unbiased_capped_norm``) and rescales with the
-    fixed ``baseline`` and ``anchor``. Intervals are the :math:`(1 \pm \text{level})/2` quantiles.
+    Each replicate resamples the perturbations with replacement
+    (``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``, the draws of
+    :func:`~shrinkpert.calibration.bootstrap.resample_indices`, or the given ``indices``), recomputes every member's aggregate
+    (means; ratio of sums for ``expr_mse_unbiased_capped_norm``) and rescales with the fixed
+    ``baseline`` and ``anchor``. Intervals are the :math:`(1 \pm \text{level})/2` quantiles.
     The baseline and anchor are held fixed, so the interval is the uncertainty of the
     submission's score over the panel's perturbations, not of the scale itself.
     """
     point = calibrate_vcc2026(result, baseline, anchor)
-    values = {k: np.asarray(v) for k, v in result.values.items()}
     n = len(result.perturbations)
-    rng = np.random.default_rng(seed)
-    draws = np.empty((n_boot, len(MEMBERS) + 1))
-    for t in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        agg = {}
-        for m in MEMBERS:
-            if m == "expr_mse_unbiased_capped_norm":
-                num, den = values["expr_mse_unbiased_capped"][idx], values["expr_distance_unbiased"][idx]
-                ok = np.isfinite(num) & np.isfinite(den)
-                agg[m] = num[ok].sum() / den[ok].sum() if den[ok].sum() > 0 else np.nan
-            else:
-                v = values[m][idx]
-                agg[m] = v[np.isfinite(v)].mean() if np.isfinite(v).any() else np.nan
-        scores = [_scale(m, agg[m], point.baseline[m], point.anchor[m]) for m in MEMBERS]
-        draws[t] = [*scores, np.mean(scores)]
+    idx = as_rng(seed).integers(0, n, size=(int(n_boot), n)) if indices is None else indices
+    draws = np.empty((len(idx), len(MEMBERS) + 1))
+    for j, m in enumerate(MEMBERS):
+        values, aggregate = member_values(result, m)
+        reps = (aggregate or finite_mean)(values[..., idx])
+        draws[:, j] = [_scale(m, u, point.baseline[m], point.anchor[m]) for u in reps]
+    draws[:, -1] = draws[:, :-1].mean(axis=1)
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
     ci = pd.DataFrame({"metric": [*MEMBERS, "avg_score"], "ci_low": lo, "ci_high": hi})
     return CalibratedScore(scores=point.scores, avg_score=point.avg_score, raw=point.raw,

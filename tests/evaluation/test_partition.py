@@ -102,8 +102,6 @@ def test_refuses_parts_that_do_not_belong_together(pair, whole, parts):
         merge_tables([parts[0], halves, parts[2]])
     with pytest.raises(InputError, match="is not a shard"):
         merge_tables([whole, parts[1]])
-    with pytest.raises(NotImplementedError, match="not implemented for preset='vcc2026'"):
-        shrinkpert.evaluate(pred, truth, preset="vcc2026", shard=(0, 2))
 
 
 def test_manifest_fingerprints(pair, whole, tmp_path):

@@ -17,12 +17,12 @@ The metrics never mix conventions: the caller decides how each side's calls were
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._arrays import readonly as _readonly
 from ..stats.testing import bh_adjust, t_sf
@@ -54,11 +54,16 @@ class DECalls:
         Significance in [0, 1], smaller = more significant: adjusted p-value, q-value or lfsr.
     perturbations, genes : sequence of str, optional
         Row and column labels; when both sides carry them, the metrics check they agree.
+    q_order : array-like of int, optional
+        A permutation of each row that sorts ``q`` ascending (ties in any order), e.g. the order in
+        which BH sorted the p-values. The ranking metrics (:func:`pr_auc`, :func:`roc_auc`) use
+        it instead of sorting ``q`` again; without it they sort once per object.
 
     Raises
     ------
     InputError
-        Non-finite values, ``q`` outside [0, 1], shapes that differ or labels of the wrong length.
+        Non-finite values, ``q`` outside [0, 1], shapes that differ, labels of the wrong length,
+        or a ``q_order`` that is not a sorting permutation of ``q``.
 
     Examples
     --------
@@ -72,6 +77,7 @@ class DECalls:
     q: np.ndarray
     perturbations: pd.Index | None = None
     genes: pd.Index | None = None
+    q_order: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         lfc, vec_l = _as_matrix(self.lfc, "lfc")
@@ -93,6 +99,19 @@ class DECalls:
             if len(labels) != n:
                 raise InputError(f"{name} has {len(labels)} labels but the arrays have {n}.")
             object.__setattr__(self, name, labels)
+        if self.q_order is not None:
+            object.__setattr__(self, "q_order", _readonly(_check_order(self.q_order, q), dtype=np.int64))
+
+    def sorted_q(self) -> np.ndarray:
+        """A permutation of each row of ``q`` (as a matrix) that sorts it ascending: ``q_order``
+        when given, else computed once and kept."""
+        if self.q_order is None:
+            cached = self.__dict__.get("_order")
+            if cached is None:
+                cached = _readonly(np.argsort(_mat(self.q), axis=1), dtype=np.int64)
+                object.__setattr__(self, "_order", cached)
+            return cached
+        return _mat(self.q_order)
 
     def significant(self, alpha: float = 0.05) -> np.ndarray:
         """Boolean DE calls ``q < alpha`` (same shape as ``q``)."""
@@ -219,6 +238,23 @@ class DECalls:
         )
 
 
+def _check_order(order: Any, q: np.ndarray) -> np.ndarray:
+    """``order`` as an int64 matrix like ``q`` (a matrix) if it permutes each row into ascending order."""
+    try:
+        o = np.asarray(order).reshape(q.shape)
+    except ValueError as exc:
+        raise InputError(f"q_order must have the shape of q {q.shape}; got {np.shape(order)}.") from exc
+    if o.dtype.kind not in "iu" or (o.size and (o.min() < 0 or o.max() >= q.shape[1])):
+        raise InputError("q_order must hold integer gene positions (0 .. n_genes - 1) for each row.")
+    o = o.astype(np.int64)
+    seen = np.zeros(q.shape, dtype=bool)
+    np.put_along_axis(seen, o, True, axis=1)
+    if not seen.all() or (np.diff(np.take_along_axis(q, o, axis=1), axis=1) < 0).any():
+        raise InputError("q_order must be, in each row, a permutation of the genes that sorts q ascending; "
+                         "leave it out to let the metrics sort q.")
+    return o
+
+
 def _check_alpha(alpha: float) -> float:
     a = float(alpha)
     if not 0.0 < a <= 1.0:
@@ -254,15 +290,21 @@ def _mat(a: np.ndarray) -> np.ndarray:
 
 
 def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
-    """Position of each gene in its row's list of significant genes sorted by |lfc| (descending).
-
-    Non-significant genes come after all significant ones; exact ties keep gene order.
+    """Position of each significant gene in its row's list of significant genes sorted by |lfc|
+    (descending; exact ties keep gene order); every other gene gets ``n_genes``.
     """
-    key = np.where(sig, -np.abs(lfc), np.inf)
-    order = np.argsort(key, axis=1, kind="stable")
-    pos = np.empty_like(order)
-    np.put_along_axis(pos, order, np.arange(order.shape[1])[None, :].repeat(order.shape[0], 0), axis=1)
+    rows, cols = np.nonzero(sig)
+    order = np.lexsort((-np.abs(lfc[rows, cols]), rows))  # stable: ties stay in gene order
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(sig.shape[0]))
+    pos = np.full(sig.shape, sig.shape[1], dtype=np.int64)
+    pos[rows, cols] = np.arange(rows.size) - starts[rows]
     return pos
+
+
+def _significant(scope: dict | None, calls: DECalls, alpha: float) -> np.ndarray:
+    """``q < alpha`` as a matrix, shared through ``scope``."""
+    return reuse(scope, ("significant", alpha), lambda: _mat(calls.q) < alpha)
 
 
 def _ranked(scope: dict | None, calls: DECalls, sig: np.ndarray, alpha: float) -> np.ndarray:
@@ -325,7 +367,8 @@ def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    sig_t = _significant(shared.truth if shared else None, t, a)
+    sig_p = _significant(shared.pred if shared else None, p, a)
     n_t = sig_t.sum(axis=1)
     k = _k(n, n_t)
     top_t = sig_t & (_ranked(shared.truth if shared else None, t, sig_t, a) < k[:, None])
@@ -382,7 +425,8 @@ def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float 
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    sig_t = _significant(shared.truth if shared else None, t, a)
+    sig_p = _significant(shared.pred if shared else None, p, a)
     k = _k(n, sig_p.sum(axis=1))
     top_p = sig_p & (_ranked(shared.pred if shared else None, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -527,27 +571,27 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
     return _finish(rho, vector)
 
 
-def _labels_scores(pred: Any, truth: Any, alpha: float, q_floor: float):
+def _labels_groups(pred: Any, truth: Any, alpha: float, q_floor: float):
+    """Labels (true ``q < alpha``) and, in each row of the prediction sorted by ``max(q, q_floor)``
+    ascending, the labels in that order with each position's tie-group start and end."""
     a = _check_alpha(alpha)
     floor = float(q_floor)
     if not 0.0 <= floor < 1.0:
         raise InputError(f"q_floor must be in [0, 1); got {q_floor!r}.")
     p, t, vector = _pair(pred, truth)
     labels = _mat(t.q) < a
-    scores = -np.maximum(_mat(p.q), floor)  # higher = more significant
-    return labels, scores, vector
-
-
-def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision with tied scores forming one threshold (scikit-learn's definition)."""
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tp = np.cumsum(y)[ends]
-    fp = ends + 1 - tp
-    precision = tp / (tp + fp)
-    recall = tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    order = p.sorted_q()
+    s = np.maximum(np.take_along_axis(_mat(p.q), order, axis=1), floor)  # ascending = most significant first
+    y = np.take_along_axis(labels, order, axis=1)
+    n_genes = s.shape[1]
+    idx = np.arange(n_genes)
+    new = np.ones(s.shape, dtype=bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    end = np.ones(s.shape, dtype=bool)
+    end[:, :-1] = new[:, 1:]
+    start = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+    stop = np.minimum.accumulate(np.where(end, idx, n_genes)[:, ::-1], axis=1)[:, ::-1]
+    return labels, y, start, stop, vector
 
 
 def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
@@ -589,12 +633,18 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) 
     >>> pr_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.75
     """
-    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
-    out = np.full(labels.shape[0], np.nan)
-    for r in range(labels.shape[0]):
-        n_pos = labels[r].sum()
-        if 0 < n_pos < labels.shape[1]:
-            out[r] = _average_precision(labels[r].astype(np.float64), scores[r])
+    labels, y, start, stop, vector = _labels_groups(pred, truth, alpha, q_floor)
+    # each tie group adds (its true DE genes / n_pos) x (precision at its end), at its end position
+    # (so the sum does not depend on the order within ties)
+    tp = np.zeros((y.shape[0], y.shape[1] + 1))
+    np.cumsum(y, axis=1, out=tp[:, 1:])
+    n_pos = tp[:, -1]
+    at_end = stop == np.arange(y.shape[1])
+    gained = tp[:, 1:] - np.take_along_axis(tp, start, axis=1)
+    precision = tp[:, 1:] / np.arange(1.0, y.shape[1] + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(at_end, gained * precision, 0.0).sum(axis=1) / n_pos
+    out = np.where((n_pos > 0) & (n_pos < labels.shape[1]), out, np.nan)
     return _finish(out, vector)
 
 
@@ -636,11 +686,28 @@ def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0)
     >>> roc_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.5
     """
-    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
-    ranks = stats.rankdata(scores, axis=1)
+    labels, y, start, stop, vector = _labels_groups(pred, truth, alpha, q_floor)
+    # average rank of -q ascending (scipy.stats.rankdata): n_genes - (start + stop) / 2 in q's order
+    ranks = labels.shape[1] - (start + stop) / 2.0
+    labels = y
     n_pos = labels.sum(axis=1).astype(np.float64)
     n_neg = labels.shape[1] - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
     auc = np.where((n_pos == 0) | (n_neg == 0), np.nan, auc)
     return _finish(auc, vector)
+
+
+#: How each DE metric reads ``q`` of (pred, truth): ``"calls"`` only through ``q < alpha``,
+#: ``"values"`` the values themselves, ``"none"`` not at all. A caller may hand a metric calls
+#: whose ``q`` is exact only below ``alpha`` (e.g. :func:`~shrinkpert.stats.testing.welch_bh`
+#: with ``alpha``) on a side it reads as ``"calls"``.
+Q_USE = MappingProxyType({
+    overlap_at_n: ("calls", "calls"),
+    precision_at_n: ("calls", "calls"),
+    de_recall: ("calls", "calls"),
+    de_direction_match: ("none", "calls"),
+    de_spearman_lfc: ("none", "calls"),
+    pr_auc: ("values", "calls"),
+    roc_auc: ("values", "calls"),
+})

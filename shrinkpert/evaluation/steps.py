@@ -33,6 +33,7 @@ from .._arrays import freeze, rows_by_label
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
+from ..metrics.expression import checked_once
 from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan
 from .config import EvaluationConfig
@@ -569,6 +570,7 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
         pred_deltas = {ref: freeze(side.mean - vectors[ref][None, :]) for ref in refs}
         pred_de = None
         pred_scopes: dict[tuple[str, str], dict] = {}
+        checked: dict = {}  # this side's arrays, value-checked once for all its metrics
         for spec, ref, wname in jobs:
             out = values[(spec.name, ref, wname)]
             if spec.needs in ("penetrance", "dose", "cells"):
@@ -609,7 +611,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                                         config.de_calls, welch_cache, prune["pred"]))
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
-            result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
+            with checked_once(checked, a, b, weights=kwargs.get("weights")):
+                result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
             out[name] = (result if part else result[sel]).reshape(n_out)
 
 

@@ -247,9 +247,11 @@ def _check_order(order: Any, q: np.ndarray) -> np.ndarray:
     if o.dtype.kind not in "iu" or (o.size and (o.min() < 0 or o.max() >= q.shape[1])):
         raise InputError("q_order must hold integer gene positions (0 .. n_genes - 1) for each row.")
     o = o.astype(np.int64)
-    seen = np.zeros(q.shape, dtype=bool)
-    np.put_along_axis(seen, o, True, axis=1)
-    if not seen.all() or (np.diff(np.take_along_axis(q, o, axis=1), axis=1) < 0).any():
+    flat = (o + np.arange(0, q.size, q.shape[1])[:, None]).ravel()
+    seen = np.zeros(q.size, dtype=bool)
+    seen[flat] = True
+    ranked = q.ravel()[flat].reshape(q.shape)
+    if not seen.all() or (ranked[:, 1:] < ranked[:, :-1]).any():
         raise InputError("q_order must be, in each row, a permutation of the genes that sorts q ascending; "
                          "leave it out to let the metrics sort q.")
     return o

@@ -122,26 +122,33 @@ def t_sf(t, df) -> np.ndarray:
     The incomplete beta function costs ~0.2 µs per value and releases the GIL, so equal slices of
     large inputs run in threads (the values do not depend on the thread count).
     """
-    import numba
     from scipy import special
 
     t, df = np.broadcast_arrays(np.asarray(t, dtype=np.float64), np.asarray(df, dtype=np.float64))
     flat_t, flat_df = t.ravel(), df.ravel()
-    n_threads = max(1, min(numba.get_num_threads(), flat_t.size // 100_000))
-    if n_threads == 1:
-        return special.stdtr(flat_df, -flat_t).reshape(t.shape)
-    from concurrent.futures import ThreadPoolExecutor
-
-    bounds = np.linspace(0, flat_t.size, n_threads + 1).astype(np.int64)
     out = np.empty(flat_t.size)
 
-    def part(k: int) -> None:
-        lo, hi = bounds[k], bounds[k + 1]
+    def part(lo: int, hi: int) -> None:
         out[lo:hi] = special.stdtr(flat_df[lo:hi], -flat_t[lo:hi])
 
-    with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(part, range(n_threads)))
+    _in_threads(part, flat_t.size, flat_t.size)
     return out.reshape(t.shape)
+
+
+def _in_threads(part, n: int, work: int) -> None:
+    """``part(lo, hi)`` over equal slices of ``range(n)``, in Numba's thread count when ``work``
+    (elements) is large; ``part`` must release the GIL and write disjoint slices."""
+    import numba
+
+    n_threads = max(1, min(numba.get_num_threads(), work // 100_000, n))
+    if n_threads == 1:
+        part(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(lambda k: part(bounds[k], bounds[k + 1]), range(n_threads)))
 
 
 def bh_adjust(p, *, axis: int = -1) -> np.ndarray:
@@ -167,13 +174,40 @@ def _bh_sorted(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     The order also sorts the adjusted values (they are non-decreasing in :math:`p`), so callers
     that rank genes by ``q`` reuse it instead of sorting again.
     """
-    m = p.shape[-1]
-    order = np.argsort(p, axis=-1)
-    ranked = np.take_along_axis(p, order, axis=-1) * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[..., ::-1], axis=-1)[..., ::-1]
-    out = np.empty_like(p)
-    np.put_along_axis(out, order, np.minimum(ranked, 1.0), axis=-1)
-    return out, order
+    shape, m = p.shape, p.shape[-1]
+    p = np.ascontiguousarray(p.reshape(-1, m))
+    order = np.empty(p.shape, dtype=np.int64)
+    ones = p == 1.0
+    if ones.mean() > 0.5 and p.max() <= 1.0:  # (False with a NaN)
+        _order_below_one(p, ones, order)
+    else:
+        def part(lo: int, hi: int) -> None:
+            order[lo:hi] = np.argsort(p[lo:hi], axis=-1)
+
+        _in_threads(part, p.shape[0], p.size)
+    flat = (order + np.arange(0, p.size, m)[:, None]).ravel()
+    ranked = p.ravel()[flat].reshape(p.shape) * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[:, ::-1], axis=-1)[:, ::-1]
+    out = np.empty(p.size)
+    out[flat] = np.minimum(ranked, 1.0).ravel()
+    return out.reshape(shape), order.reshape(shape)
+
+
+def _order_below_one(p: np.ndarray, ones: np.ndarray, order: np.ndarray) -> None:
+    """A sorting order of each row of ``p`` (no NaN, at most 1) that sorts only the values below 1.
+
+    The values equal to 1 are the largest, so they follow in gene order (any order of ties serves
+    BH and the ranking metrics).
+    """
+    m = p.shape[1]
+    rows, cols = np.nonzero(~ones)
+    sort = np.lexsort((p[rows, cols], rows))
+    below = np.bincount(rows, minlength=p.shape[0])
+    starts = np.r_[0, np.cumsum(below)[:-1]]
+    order[rows[sort], np.arange(rows.size) - starts[rows[sort]]] = cols[sort]
+    rows, cols = np.nonzero(ones)
+    first = np.r_[0, np.cumsum(m - below)[:-1]]
+    order[rows, below[rows] + np.arange(rows.size) - first[rows]] = cols
 
 
 #: Relative margins of the pruned calls of :func:`welch_bh` (far above rounding, far below any

@@ -82,6 +82,23 @@ def test_bh_adjust_matches_scipy_and_twin_with_ties():
     np.testing.assert_array_equal(bh_adjust(p), _bh_twin(p))
     np.testing.assert_allclose(bh_adjust(p), stats.false_discovery_control(p, axis=-1), rtol=1e-12)
     np.testing.assert_array_equal(bh_adjust(p.T, axis=0), _bh_twin(p).T)
+    mostly_one = np.where(rng.random(p.shape) < 0.8, 1.0, p)  # sorted without the ones
+    mostly_one[3] = 1.0
+    np.testing.assert_array_equal(bh_adjust(mostly_one), _bh_twin(mostly_one))
+    above = mostly_one.copy()
+    above[1, 0] = 1.5  # a value above 1 is sorted as any other
+    np.testing.assert_array_equal(bh_adjust(above), _bh_twin(above))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_welch_bh_full_on_control_like_rows(seed):
+    """Differences mostly exactly 0 (the control baselines): p = 1 there, the rest sorted alone."""
+    diff, test = _adversarial(seed)
+    diff = np.where(np.random.default_rng(seed).random(diff.shape) < 0.9, 0.0, diff)
+    q, order = welch_bh(diff, test)
+    np.testing.assert_array_equal(q, _bh_twin(_pvalue_twin(diff, test)))
+    assert (np.diff(np.take_along_axis(q, order, axis=1), axis=1) >= 0).all()
+    np.testing.assert_array_equal(np.sort(order, axis=1), np.broadcast_to(np.arange(q.shape[1]), q.shape))
 
 
 @pytest.mark.parametrize("seed", range(6))

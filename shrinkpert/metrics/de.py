@@ -28,7 +28,7 @@ from .._arrays import readonly as _readonly
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
-from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
+from .expression import _as_matrix, _finish, _is_constant, _pearson_rows, _weighted_midranks
 
 __all__ = [
     "DECalls",
@@ -292,16 +292,16 @@ def _mat(a: np.ndarray) -> np.ndarray:
 
 
 def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
-    """Position of each significant gene in its row's list of significant genes sorted by |lfc|
-    (descending; exact ties keep gene order); every other gene gets ``n_genes``.
+    """Position of each gene in its row's list of significant genes sorted by |lfc| (descending).
+
+    Non-significant genes come after all significant ones; exact ties keep gene order.
     """
-    rows, cols = np.nonzero(sig)
-    order = np.lexsort((-np.abs(lfc[rows, cols]), rows))  # stable: ties stay in gene order
-    rows, cols = rows[order], cols[order]
-    starts = np.searchsorted(rows, np.arange(sig.shape[0]))
-    pos = np.full(sig.shape, sig.shape[1], dtype=np.int64)
-    pos[rows, cols] = np.arange(rows.size) - starts[rows]
-    return pos
+    key = np.where(sig, -np.abs(lfc), np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    pos = np.empty(order.size, dtype=np.int64)
+    pos[(order + np.arange(0, order.size, order.shape[1])[:, None]).ravel()] = np.tile(
+        np.arange(order.shape[1]), order.shape[0])
+    return pos.reshape(order.shape)
 
 
 def _significant(scope: dict | None, calls: DECalls, alpha: float) -> np.ndarray:
@@ -569,34 +569,47 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
     scope = shared.truth if shared else None
     w = reuse(scope, ("de_mask", a), lambda: (_mat(t.q) < a).astype(np.float64))
     rt = reuse(scope, ("de_midranks", a), lambda: _weighted_midranks(_mat(t.lfc), w))
-    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
+    constant = reuse(scope, ("de_midranks_constant", a), lambda: _is_constant(rt, w))
+    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w, y_constant=constant)
     return _finish(rho, vector)
 
 
-def _labels_groups(pred: Any, truth: Any, alpha: float, q_floor: float):
-    """Labels (true ``q < alpha``) and, in each row of the prediction sorted by ``max(q, q_floor)``
-    ascending, the labels in that order with each position's tie-group start and end."""
+def _auc_groups(pred: Any, truth: Any, alpha: float, q_floor: float, shared: SharedIntermediates | None):
+    """The tie groups of the prediction's ``max(q, q_floor)`` (ascending) in each row, as flat arrays
+    over the groups: row, position of the group's last gene, its first gene, true DE genes up to
+    its end and within it; plus the number of true DE genes per row, of genes, and the vector flag.
+
+    Shared through ``shared.pred`` by :func:`pr_auc` and :func:`roc_auc`; every quantity is
+    independent of the order of genes within a tie group.
+    """
     a = _check_alpha(alpha)
     floor = float(q_floor)
     if not 0.0 <= floor < 1.0:
         raise InputError(f"q_floor must be in [0, 1); got {q_floor!r}.")
     p, t, vector = _pair(pred, truth)
-    labels = _mat(t.q) < a
-    order = p.sorted_q()
-    s = np.maximum(np.take_along_axis(_mat(p.q), order, axis=1), floor)  # ascending = most significant first
-    y = np.take_along_axis(labels, order, axis=1)
-    n_genes = s.shape[1]
-    idx = np.arange(n_genes)
-    new = np.ones(s.shape, dtype=bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    end = np.ones(s.shape, dtype=bool)
-    end[:, :-1] = new[:, 1:]
-    start = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
-    stop = np.minimum.accumulate(np.where(end, idx, n_genes)[:, ::-1], axis=1)[:, ::-1]
-    return labels, y, start, stop, vector
+
+    def compute():
+        q, labels = _mat(p.q), _mat(t.q) < a
+        n_rows, n_genes = q.shape
+        flat = (p.sorted_q() + np.arange(0, q.size, n_genes)[:, None]).ravel()
+        s = np.maximum(q.ravel()[flat], floor).reshape(q.shape)
+        tp = np.cumsum(labels.ravel()[flat].reshape(q.shape), axis=1)
+        end = np.ones(q.shape, dtype=bool)
+        np.not_equal(s[:, 1:], s[:, :-1], out=end[:, :-1])
+        rows, last = np.nonzero(end)
+        tp_end = tp[rows, last]
+        first_group = np.ones(rows.size, dtype=bool)
+        first_group[1:] = rows[1:] != rows[:-1]
+        before = np.where(first_group, 0, np.r_[0, tp_end[:-1]])
+        start = np.where(first_group, 0, np.r_[0, last[:-1] + 1])
+        return rows, last, start, tp_end, tp_end - before, tp[:, -1], n_genes
+
+    groups = reuse(shared.pred if shared else None, ("auc_groups", a, floor), compute)
+    return (*groups, vector)
 
 
-def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0,
+           shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Average precision of the predicted significance for recovering the true DE genes.
 
     Parameters
@@ -608,6 +621,9 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) 
     q_floor : float, default 0
         Predicted ``q`` below this are tied at it before ranking. cell-eval uses ``1e-10``
         (it scores :math:`-\log_{10}\max(q, 10^{-10})`); 0 keeps the full ranking.
+    shared : SharedIntermediates, optional
+        Where the prediction's tie groups are shared with :func:`roc_auc`
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -635,22 +651,17 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) 
     >>> pr_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.75
     """
-    labels, y, start, stop, vector = _labels_groups(pred, truth, alpha, q_floor)
-    # each tie group adds (its true DE genes / n_pos) x (precision at its end), at its end position
-    # (so the sum does not depend on the order within ties)
-    tp = np.zeros((y.shape[0], y.shape[1] + 1))
-    np.cumsum(y, axis=1, out=tp[:, 1:])
-    n_pos = tp[:, -1]
-    at_end = stop == np.arange(y.shape[1])
-    gained = tp[:, 1:] - np.take_along_axis(tp, start, axis=1)
-    precision = tp[:, 1:] / np.arange(1.0, y.shape[1] + 1)
+    rows, last, _, tp_end, gained, n_pos, n_genes, vector = _auc_groups(pred, truth, alpha, q_floor, shared)
+    # each tie group adds (its true DE genes / n_pos) x (precision at its end)
+    total = np.bincount(rows, weights=gained * (tp_end / (last + 1.0)), minlength=n_pos.size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(at_end, gained * precision, 0.0).sum(axis=1) / n_pos
-    out = np.where((n_pos > 0) & (n_pos < labels.shape[1]), out, np.nan)
+        out = total / n_pos
+    out = np.where((n_pos > 0) & (n_pos < n_genes), out, np.nan)
     return _finish(out, vector)
 
 
-def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0,
+            shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Area under the ROC curve of the predicted significance for the true DE genes.
 
     Parameters
@@ -661,6 +672,9 @@ def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0)
         Labels: a gene is truly DE when its true ``q < alpha``.
     q_floor : float, default 0
         Predicted ``q`` below this are tied at it (cell-eval: ``1e-10``).
+    shared : SharedIntermediates, optional
+        Where the prediction's tie groups are shared with :func:`pr_auc`
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -688,14 +702,14 @@ def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0)
     >>> roc_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.5
     """
-    labels, y, start, stop, vector = _labels_groups(pred, truth, alpha, q_floor)
-    # average rank of -q ascending (scipy.stats.rankdata): n_genes - (start + stop) / 2 in q's order
-    ranks = labels.shape[1] - (start + stop) / 2.0
-    labels = y
-    n_pos = labels.sum(axis=1).astype(np.float64)
-    n_neg = labels.shape[1] - n_pos
+    rows, last, start, _, gained, n_pos, n_genes, vector = _auc_groups(pred, truth, alpha, q_floor, shared)
+    # rank of -q ascending with ties averaged (scipy.stats.rankdata), summed over the true DE genes:
+    # a group spanning [start, last] in q's ascending order has rank n_genes - (start + last) / 2
+    rank_sum = np.bincount(rows, weights=gained * (n_genes - (start + last) / 2.0), minlength=n_pos.size)
+    n_pos = n_pos.astype(np.float64)
+    n_neg = n_genes - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
     auc = np.where((n_pos == 0) | (n_neg == 0), np.nan, auc)
     return _finish(auc, vector)
 

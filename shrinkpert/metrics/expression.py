@@ -208,8 +208,12 @@ def _is_constant(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     return ~(hi > lo)
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Row-wise (weighted) Pearson correlation; NaN where either row is constant."""
+def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                  y_constant: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise (weighted) Pearson correlation; NaN where either row is constant.
+
+    ``y_constant``: ``_is_constant(y, w)`` when the caller already has it (e.g. shared by sides).
+    """
     xc = x - _wmean(x, w)[:, None]
     yc = y - _wmean(y, w)[:, None]
     wx, wy = (xc, yc) if w is None else (w * xc, w * yc)  # one weighted copy each, no product arrays
@@ -219,7 +223,7 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.sqrt(vx * vy)  # the normalisation of the three weighted means cancels
     r = np.clip(r, -1.0, 1.0)
-    r[_is_constant(x, w) | _is_constant(y, w)] = np.nan
+    r[_is_constant(x, w) | (_is_constant(y, w) if y_constant is None else y_constant)] = np.nan
     return r
 
 

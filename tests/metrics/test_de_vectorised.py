@@ -156,3 +156,11 @@ def test_calls_only_metrics_ignore_q_above_alpha():
         p = pruned["pred"] if use_p != "values" else pred
         t = pruned["truth"] if use_t != "values" else truth
         np.testing.assert_array_equal(func(p, t, alpha=alpha), func(pred, truth, alpha=alpha))
+
+
+def test_auc_shared_equal_unshared():
+    pred, truth = _calls(31), _calls(32)
+    shared = SharedIntermediates()
+    for func in (pr_auc, roc_auc, pr_auc):
+        np.testing.assert_array_equal(func(pred, truth, shared=shared), func(pred, truth))
+    np.testing.assert_array_equal(roc_auc(pred, truth, q_floor=0.05, shared=shared), roc_auc(pred, truth, q_floor=0.05))

@@ -199,13 +199,12 @@ def _wmean(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
 
 
 def _is_constant(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Rows whose values (over genes with positive weight) are all equal."""
+    """Rows whose (finite) values over genes with positive weight are all equal (True without any)."""
     if w is None:
         return (x == x[:, :1]).all(axis=1)
     used = w > 0
-    hi = np.where(used, x, -np.inf).max(axis=1)
-    lo = np.where(used, x, np.inf).min(axis=1)
-    return ~(hi > lo)
+    first = x[np.arange(x.shape[0]), used.argmax(axis=1)]  # the row's first weighted value
+    return ((x == first[:, None]) | ~used).all(axis=1)
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
@@ -248,13 +247,15 @@ def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
 def _mse(pred, true, weights, names) -> float | np.ndarray:
     p, t, vector = _check_pair(pred, true, names)
     w = _as_weights(weights, p.shape)
-    return _finish(_wmean((p - t) ** 2, w), vector)
+    d = p - t
+    return _finish(_wmean(np.square(d, out=d), w), vector)
 
 
 def _mae(pred, true, weights, names) -> float | np.ndarray:
     p, t, vector = _check_pair(pred, true, names)
     w = _as_weights(weights, p.shape)
-    return _finish(_wmean(np.abs(p - t), w), vector)
+    d = p - t
+    return _finish(_wmean(np.abs(d, out=d), w), vector)
 
 
 def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:

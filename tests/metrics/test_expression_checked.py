@@ -87,3 +87,19 @@ def test_checked_once_refuses_bad_arrays_once_registered():
     with pytest.raises(InputError, match="negative"):
         with checked_once(cache, weights=y2):
             pass
+
+
+def _is_constant_twin(x, w):
+    used = w > 0
+    return ~(np.where(used, x, -np.inf).max(axis=1) > np.where(used, x, np.inf).min(axis=1))
+
+
+def test_is_constant_weighted_equals_its_previous_form():
+    x, _, w = _rows(4)
+    x[6, :] = 3.0
+    x[6, 0] = 7.0  # constant except on one gene ...
+    w[6, 0] = 0.0  # ... that has no weight
+    x[7, w[7] > 0] = -0.0
+    x[7, np.flatnonzero(w[7] > 0)[:2]] = 0.0  # -0.0 == 0.0
+    np.testing.assert_array_equal(_is_constant(x, w), _is_constant_twin(x, w))
+    assert _is_constant(x, w)[[0, 4, 6, 7]].all() and not _is_constant(x, w)[[1, 2, 3]].any()

@@ -215,12 +215,11 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
     """
     xc = x - _wmean(x, w)[:, None]
     yc = y - _wmean(y, w)[:, None]
-    wx, wy = (xc, yc) if w is None else (w * xc, w * yc)  # one weighted copy each, no product arrays
-    cov = np.einsum("ij,ij->i", wx, yc)
-    vx = np.einsum("ij,ij->i", wx, xc)
-    vy = np.einsum("ij,ij->i", wy, yc)
+    cov = _wmean(xc * yc, w)
+    vx = _wmean(xc * xc, w)
+    vy = _wmean(yc * yc, w)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt(vx * vy)  # the normalisation of the three weighted means cancels
+        r = cov / np.sqrt(vx * vy)
     r = np.clip(r, -1.0, 1.0)
     r[_is_constant(x, w) | (_is_constant(y, w) if y_constant is None else y_constant)] = np.nan
     return r

@@ -1,4 +1,5 @@
-"""The shared expression helpers: the cheaper Pearson rows against their previous form and scipy,
+"""The shared expression helpers: Pearson rows (with a precomputed constant check) against their
+previous form and scipy, the weighted constant-row check,
 and ``checked_once`` (value checks once per array, never skipped for anything else)."""
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def _rows(seed, n=8, g=50):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_pearson_rows_equal_their_previous_form(seed):
+def test_pearson_rows_equal_their_previous_form_and_scipy(seed):
     x, y, w = _rows(seed)
     for weights in (None, w):
-        np.testing.assert_allclose(_pearson_rows(x, y, weights), _pearson_twin(x, y, weights), rtol=1e-12,
-                                   atol=1e-14)
+        np.testing.assert_array_equal(_pearson_rows(x, y, weights), _pearson_twin(x, y, weights))
+        constant = _is_constant(y, weights)
+        np.testing.assert_array_equal(_pearson_rows(x, y, weights, y_constant=constant), _pearson_twin(x, y, weights))
     expected = [stats.pearsonr(a, b).statistic for a, b in zip(x[4:], y[4:])]
     np.testing.assert_allclose(_pearson_rows(x[4:], y[4:], None), expected, rtol=1e-12)
 

@@ -652,11 +652,15 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0,
     0.75
     """
     rows, last, _, tp_end, gained, n_pos, n_genes, vector = _auc_groups(pred, truth, alpha, q_floor, shared)
-    # each tie group adds (its true DE genes / n_pos) x (precision at its end)
-    total = np.bincount(rows, weights=gained * (tp_end / (last + 1.0)), minlength=n_pos.size)
+    # each tie group adds its step of recall times the precision at its end, summed row by row in
+    # group order (the same terms and summation as scikit-learn's step sum)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = total / n_pos
-    out = np.where((n_pos > 0) & (n_pos < n_genes), out, np.nan)
+        n = n_pos[rows]
+        steps = (tp_end / n - (tp_end - gained) / n) * (tp_end / (last + 1.0))
+    bounds = np.searchsorted(rows, np.arange(n_pos.size + 1))
+    out = np.full(n_pos.size, np.nan)
+    for r in np.flatnonzero((n_pos > 0) & (n_pos < n_genes)):
+        out[r] = np.sum(steps[bounds[r]:bounds[r + 1]])
     return _finish(out, vector)
 
 

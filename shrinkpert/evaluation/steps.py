@@ -33,6 +33,7 @@ from .._arrays import freeze
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
+from ..metrics.expression import checked_once
 from ..metrics.shared import SharedIntermediates
 from .cells import distribution_values, sample_plan, truth_draw_weights
 from .config import EvaluationConfig
@@ -426,7 +427,8 @@ def _spec_references(spec: MetricSpec, refs: list[str]) -> list[str]:
 
 
 def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, perturbations: pd.Index,
-             genes: pd.Index, method: str = "test", welch_cache: dict | None = None) -> DECalls:
+             genes: pd.Index, method: str = "test", welch_cache: dict | None = None,
+             alpha: float | None = None) -> DECalls:
     r"""DE calls of one side against the observed control (``de_calls`` of :func:`~shrinkpert.evaluate`).
 
     The one Welch test of the package (:func:`~shrinkpert.stats.testing.welch`, control variance
@@ -436,9 +438,14 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
     depend on ``var`` and ``n`` only: ``welch_cache`` keeps them per (``var``, ``n``) array pair, so
     the baselines, which carry the truth's variances, share one Welch test (the arrays must stay
     alive and unchanged while the cache is used).
+
+    With ``alpha`` (``"test"`` only), ``q`` is exact where ``q < alpha`` and 1 elsewhere (the
+    pruning rule of :func:`~shrinkpert.stats.testing.welch_bh`): for metrics that read only the
+    calls (:data:`~shrinkpert.metrics.de.Q_USE`). Without it the calls carry the order in which
+    BH sorted the p-values (``q_order``), which the ranking metrics reuse.
     """
     from ..effects import ash_batch
-    from ..stats.testing import bh_adjust, welch_pvalue
+    from ..stats.testing import welch_bh
 
     key = (id(var), id(n))
     if welch_cache is not None and key in welch_cache:
@@ -448,7 +455,8 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
         if welch_cache is not None:
             welch_cache[key] = test
     if method == "test":
-        return DECalls(lfc=lfc, q=bh_adjust(welch_pvalue(lfc, test)), perturbations=perturbations, genes=genes)
+        q, order = welch_bh(lfc, test, alpha=alpha)
+        return DECalls(lfc=lfc, q=q, perturbations=perturbations, genes=genes, q_order=order)
     fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
     return DECalls(lfc=np.nan_to_num(fit.posterior_mean), q=np.clip(np.nan_to_num(fit.lfsr, nan=1.0), 0.0, 1.0),
                    perturbations=perturbations, genes=genes)
@@ -539,8 +547,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     # truth's variances; keyed by identity, so only for whole arrays that stay alive (not a shard's slices)
     welch_cache: dict | None = {} if rows is None else None
     cut = (lambda x: x) if rows is None else (lambda x: x[sel])
+    prune = _pruned_sides(jobs, config)
     truth_de = ({which: de_calls(*(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls,
-                                 welch_cache)
+                                 welch_cache, prune["truth"])
                  for which in used}
                 if needs_de and ranked is None else {"full": ranked.truth} if ranked is not None else {})
     truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
@@ -554,6 +563,7 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
         pred_deltas = {ref: freeze(side.mean - vectors[ref][None, :]) for ref in refs}
         pred_de = None
         pred_scopes: dict[tuple[str, str], dict] = {}
+        checked: dict = {}  # this side's arrays, value-checked once for all its metrics
         for spec, ref, wname in jobs:
             out = values[(spec.name, ref, wname)]
             if spec.needs in ("penetrance", "dose", "cells"):
@@ -591,11 +601,24 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 if pred_de is None:
                     pred_de = (ranked.models[name] if ranked is not None else
                                de_calls(cut(side.mean), cut(side.var), cut(side.n), truth, perts[sel], genes,
-                                        config.de_calls, welch_cache))
+                                        config.de_calls, welch_cache, prune["pred"]))
                 a, b = pred_de, truth_de[side.truth]
                 kwargs["alpha"] = config.alpha
-            result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
+            with checked_once(checked, a, b, weights=kwargs.get("weights")):
+                result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
             out[name] = (result if part else result[sel]).reshape(n_out)
+
+
+def _pruned_sides(jobs, config: EvaluationConfig) -> dict[str, float | None]:
+    """``alpha`` for the side (``"pred"``, ``"truth"``) whose ``q`` every DE metric of ``jobs``
+    reads only through ``q < alpha`` (:data:`~shrinkpert.metrics.de.Q_USE`; an unknown metric reads
+    the values), else None: where the DE calls may be pruned."""
+    from ..metrics.de import Q_USE
+
+    uses = [Q_USE.get(spec.func, ("values", "values")) for spec, _, _ in jobs if spec.needs == "de"]
+    ok = config.de_calls == "test"
+    return {side: config.alpha if ok and all(u[k] != "values" for u in uses) else None
+            for k, side in enumerate(("pred", "truth"))}
 
 
 def _relationships(value: Any) -> pd.DataFrame:

@@ -17,18 +17,18 @@ The metrics never mix conventions: the caller decides how each side's calls were
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._arrays import readonly as _readonly
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
-from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
+from .expression import _as_matrix, _finish, _is_constant, _pearson_rows, _weighted_midranks
 
 __all__ = [
     "DECalls",
@@ -54,11 +54,16 @@ class DECalls:
         Significance in [0, 1], smaller = more significant: adjusted p-value, q-value or lfsr.
     perturbations, genes : sequence of str, optional
         Row and column labels; when both sides carry them, the metrics check they agree.
+    q_order : array-like of int, optional
+        A permutation of each row that sorts ``q`` ascending (ties in any order), e.g. the order in
+        which BH sorted the p-values. The ranking metrics (:func:`pr_auc`, :func:`roc_auc`) use
+        it instead of sorting ``q`` again; without it they sort once per object.
 
     Raises
     ------
     InputError
-        Non-finite values, ``q`` outside [0, 1], shapes that differ or labels of the wrong length.
+        Non-finite values, ``q`` outside [0, 1], shapes that differ, labels of the wrong length,
+        or a ``q_order`` that is not a sorting permutation of ``q``.
 
     Examples
     --------
@@ -72,6 +77,7 @@ class DECalls:
     q: np.ndarray
     perturbations: pd.Index | None = None
     genes: pd.Index | None = None
+    q_order: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         lfc, vec_l = _as_matrix(self.lfc, "lfc")
@@ -93,6 +99,19 @@ class DECalls:
             if len(labels) != n:
                 raise InputError(f"{name} has {len(labels)} labels but the arrays have {n}.")
             object.__setattr__(self, name, labels)
+        if self.q_order is not None:
+            object.__setattr__(self, "q_order", _readonly(_check_order(self.q_order, q), dtype=np.int64))
+
+    def sorted_q(self) -> np.ndarray:
+        """A permutation of each row of ``q`` (as a matrix) that sorts it ascending: ``q_order``
+        when given, else computed once and kept."""
+        if self.q_order is None:
+            cached = self.__dict__.get("_order")
+            if cached is None:
+                cached = _readonly(np.argsort(_mat(self.q), axis=1), dtype=np.int64)
+                object.__setattr__(self, "_order", cached)
+            return cached
+        return _mat(self.q_order)
 
     def significant(self, alpha: float = 0.05) -> np.ndarray:
         """Boolean DE calls ``q < alpha`` (same shape as ``q``)."""
@@ -219,6 +238,25 @@ class DECalls:
         )
 
 
+def _check_order(order: Any, q: np.ndarray) -> np.ndarray:
+    """``order`` as an int64 matrix like ``q`` (a matrix) if it permutes each row into ascending order."""
+    try:
+        o = np.asarray(order).reshape(q.shape)
+    except ValueError as exc:
+        raise InputError(f"q_order must have the shape of q {q.shape}; got {np.shape(order)}.") from exc
+    if o.dtype.kind not in "iu" or (o.size and (o.min() < 0 or o.max() >= q.shape[1])):
+        raise InputError("q_order must hold integer gene positions (0 .. n_genes - 1) for each row.")
+    o = o.astype(np.int64)
+    flat = (o + np.arange(0, q.size, q.shape[1])[:, None]).ravel()
+    seen = np.zeros(q.size, dtype=bool)
+    seen[flat] = True
+    ranked = q.ravel()[flat].reshape(q.shape)
+    if not seen.all() or (ranked[:, 1:] < ranked[:, :-1]).any():
+        raise InputError("q_order must be, in each row, a permutation of the genes that sorts q ascending; "
+                         "leave it out to let the metrics sort q.")
+    return o
+
+
 def _check_alpha(alpha: float) -> float:
     a = float(alpha)
     if not 0.0 < a <= 1.0:
@@ -260,9 +298,15 @@ def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
     """
     key = np.where(sig, -np.abs(lfc), np.inf)
     order = np.argsort(key, axis=1, kind="stable")
-    pos = np.empty_like(order)
-    np.put_along_axis(pos, order, np.arange(order.shape[1])[None, :].repeat(order.shape[0], 0), axis=1)
-    return pos
+    pos = np.empty(order.size, dtype=np.int64)
+    pos[(order + np.arange(0, order.size, order.shape[1])[:, None]).ravel()] = np.tile(
+        np.arange(order.shape[1]), order.shape[0])
+    return pos.reshape(order.shape)
+
+
+def _significant(scope: dict | None, calls: DECalls, alpha: float) -> np.ndarray:
+    """``q < alpha`` as a matrix, shared through ``scope``."""
+    return reuse(scope, ("significant", alpha), lambda: _mat(calls.q) < alpha)
 
 
 def _ranked(scope: dict | None, calls: DECalls, sig: np.ndarray, alpha: float) -> np.ndarray:
@@ -325,7 +369,8 @@ def overlap_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float = 
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    sig_t = _significant(shared.truth if shared else None, t, a)
+    sig_p = _significant(shared.pred if shared else None, p, a)
     n_t = sig_t.sum(axis=1)
     k = _k(n, n_t)
     top_t = sig_t & (_ranked(shared.truth if shared else None, t, sig_t, a) < k[:, None])
@@ -382,7 +427,8 @@ def precision_at_n(pred: Any, truth: Any, *, n: int | None = None, alpha: float 
     """
     a = _check_alpha(alpha)
     p, t, vector = _pair(pred, truth)
-    sig_t, sig_p = _mat(t.q) < a, _mat(p.q) < a
+    sig_t = _significant(shared.truth if shared else None, t, a)
+    sig_p = _significant(shared.pred if shared else None, p, a)
     k = _k(n, sig_p.sum(axis=1))
     top_p = sig_p & (_ranked(shared.pred if shared else None, p, sig_p, a) < k[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -523,34 +569,47 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
     scope = shared.truth if shared else None
     w = reuse(scope, ("de_mask", a), lambda: (_mat(t.q) < a).astype(np.float64))
     rt = reuse(scope, ("de_midranks", a), lambda: _weighted_midranks(_mat(t.lfc), w))
-    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
+    constant = reuse(scope, ("de_midranks_constant", a), lambda: _is_constant(rt, w))
+    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w, y_constant=constant)
     return _finish(rho, vector)
 
 
-def _labels_scores(pred: Any, truth: Any, alpha: float, q_floor: float):
+def _auc_groups(pred: Any, truth: Any, alpha: float, q_floor: float, shared: SharedIntermediates | None):
+    """The tie groups of the prediction's ``max(q, q_floor)`` (ascending) in each row, as flat arrays
+    over the groups: row, position of the group's last gene, its first gene, true DE genes up to
+    its end and within it; plus the number of true DE genes per row, of genes, and the vector flag.
+
+    Shared through ``shared.pred`` by :func:`pr_auc` and :func:`roc_auc`; every quantity is
+    independent of the order of genes within a tie group.
+    """
     a = _check_alpha(alpha)
     floor = float(q_floor)
     if not 0.0 <= floor < 1.0:
         raise InputError(f"q_floor must be in [0, 1); got {q_floor!r}.")
     p, t, vector = _pair(pred, truth)
-    labels = _mat(t.q) < a
-    scores = -np.maximum(_mat(p.q), floor)  # higher = more significant
-    return labels, scores, vector
+
+    def compute():
+        q, labels = _mat(p.q), _mat(t.q) < a
+        n_rows, n_genes = q.shape
+        flat = (p.sorted_q() + np.arange(0, q.size, n_genes)[:, None]).ravel()
+        s = np.maximum(q.ravel()[flat], floor).reshape(q.shape)
+        tp = np.cumsum(labels.ravel()[flat].reshape(q.shape), axis=1)
+        end = np.ones(q.shape, dtype=bool)
+        np.not_equal(s[:, 1:], s[:, :-1], out=end[:, :-1])
+        rows, last = np.nonzero(end)
+        tp_end = tp[rows, last]
+        first_group = np.ones(rows.size, dtype=bool)
+        first_group[1:] = rows[1:] != rows[:-1]
+        before = np.where(first_group, 0, np.r_[0, tp_end[:-1]])
+        start = np.where(first_group, 0, np.r_[0, last[:-1] + 1])
+        return rows, last, start, tp_end, tp_end - before, tp[:, -1], n_genes
+
+    groups = reuse(shared.pred if shared else None, ("auc_groups", a, floor), compute)
+    return (*groups, vector)
 
 
-def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision with tied scores forming one threshold (scikit-learn's definition)."""
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tp = np.cumsum(y)[ends]
-    fp = ends + 1 - tp
-    precision = tp / (tp + fp)
-    recall = tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0,
+           shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Average precision of the predicted significance for recovering the true DE genes.
 
     Parameters
@@ -562,6 +621,9 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) 
     q_floor : float, default 0
         Predicted ``q`` below this are tied at it before ranking. cell-eval uses ``1e-10``
         (it scores :math:`-\log_{10}\max(q, 10^{-10})`); 0 keeps the full ranking.
+    shared : SharedIntermediates, optional
+        Where the prediction's tie groups are shared with :func:`roc_auc`
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -589,16 +651,21 @@ def pr_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) 
     >>> pr_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.75
     """
-    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
-    out = np.full(labels.shape[0], np.nan)
-    for r in range(labels.shape[0]):
-        n_pos = labels[r].sum()
-        if 0 < n_pos < labels.shape[1]:
-            out[r] = _average_precision(labels[r].astype(np.float64), scores[r])
+    rows, last, _, tp_end, gained, n_pos, n_genes, vector = _auc_groups(pred, truth, alpha, q_floor, shared)
+    # each tie group adds its step of recall times the precision at its end, summed row by row in
+    # group order (the same terms and summation as scikit-learn's step sum)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n_pos[rows]
+        steps = (tp_end / n - (tp_end - gained) / n) * (tp_end / (last + 1.0))
+    bounds = np.searchsorted(rows, np.arange(n_pos.size + 1))
+    out = np.full(n_pos.size, np.nan)
+    for r in np.flatnonzero((n_pos > 0) & (n_pos < n_genes)):
+        out[r] = np.sum(steps[bounds[r]:bounds[r + 1]])
     return _finish(out, vector)
 
 
-def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0) -> float | np.ndarray:
+def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0,
+            shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Area under the ROC curve of the predicted significance for the true DE genes.
 
     Parameters
@@ -609,6 +676,9 @@ def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0)
         Labels: a gene is truly DE when its true ``q < alpha``.
     q_floor : float, default 0
         Predicted ``q`` below this are tied at it (cell-eval: ``1e-10``).
+    shared : SharedIntermediates, optional
+        Where the prediction's tie groups are shared with :func:`pr_auc`
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -636,11 +706,28 @@ def roc_auc(pred: Any, truth: Any, *, alpha: float = 0.05, q_floor: float = 0.0)
     >>> roc_auc(DECalls([0.0] * 4, [0.001, 0.2, 0.01, 0.9]), DECalls([0.0] * 4, [0.01, 0.9, 0.9, 0.01]))
     0.5
     """
-    labels, scores, vector = _labels_scores(pred, truth, alpha, q_floor)
-    ranks = stats.rankdata(scores, axis=1)
-    n_pos = labels.sum(axis=1).astype(np.float64)
-    n_neg = labels.shape[1] - n_pos
+    rows, last, start, _, gained, n_pos, n_genes, vector = _auc_groups(pred, truth, alpha, q_floor, shared)
+    # rank of -q ascending with ties averaged (scipy.stats.rankdata), summed over the true DE genes:
+    # a group spanning [start, last] in q's ascending order has rank n_genes - (start + last) / 2
+    rank_sum = np.bincount(rows, weights=gained * (n_genes - (start + last) / 2.0), minlength=n_pos.size)
+    n_pos = n_pos.astype(np.float64)
+    n_neg = n_genes - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
     auc = np.where((n_pos == 0) | (n_neg == 0), np.nan, auc)
     return _finish(auc, vector)
+
+
+#: How each DE metric reads ``q`` of (pred, truth): ``"calls"`` only through ``q < alpha``,
+#: ``"values"`` the values themselves, ``"none"`` not at all. A caller may hand a metric calls
+#: whose ``q`` is exact only below ``alpha`` (e.g. :func:`~shrinkpert.stats.testing.welch_bh`
+#: with ``alpha``) on a side it reads as ``"calls"``.
+Q_USE = MappingProxyType({
+    overlap_at_n: ("calls", "calls"),
+    precision_at_n: ("calls", "calls"),
+    de_recall: ("calls", "calls"),
+    de_direction_match: ("none", "calls"),
+    de_spearman_lfc: ("none", "calls"),
+    pr_auc: ("values", "calls"),
+    roc_auc: ("values", "calls"),
+})

@@ -18,6 +18,9 @@ truth in R², a row whose weights are all 0) is returned as NaN, never as 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,7 @@ from .shared import SharedIntermediates, reuse
 from ._rank_kernels import weighted_midranks
 
 __all__ = [
+    "checked_once",
     "mse",
     "mae",
     "rmse",
@@ -43,6 +47,57 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # shared input checks (also used by rank.py and de.py)
 # --------------------------------------------------------------------------------------------
+
+
+#: Memory layouts (data address, shape, strides) of read-only float64 arrays a caller has already
+#: checked (finite; ``True`` when also non-negative weights), set by :func:`checked_once`.
+_CHECKED: ContextVar[dict | None] = ContextVar("shrinkpert_checked_arrays", default=None)
+
+
+def _layout(a: np.ndarray) -> tuple:
+    return a.__array_interface__["data"][0], a.shape, a.strides
+
+
+def _known(a: np.ndarray, weights: bool = False) -> bool:
+    """Whether ``a`` is (a view with the layout of) an array registered by :func:`checked_once`."""
+    checked = _CHECKED.get()
+    if not checked or a.dtype != np.float64 or a.flags.writeable:
+        return False
+    entry = checked.get(_layout(a))
+    return entry is not None and (entry[1] or not weights)
+
+
+@contextmanager
+def checked_once(cache: dict, *arrays: Any, weights: Any = None) -> Iterator[None]:
+    """Check ``arrays`` (finite) and ``weights`` (finite, non-negative) once for many metric calls.
+
+    Inside the block the metric functions skip the value checks of these arrays and of any view
+    with the same memory layout (the row selections ``x[:]`` a caller passes); shapes are
+    still checked and other arrays are checked as always. Only read-only float64 arrays are
+    registered; ``cache`` keeps each registered array (alive, so its address stays its own) and
+    its result across blocks, e.g. one dictionary per scored side.
+
+    Raises
+    ------
+    InputError
+        A non-finite value, or a negative weight (the metric's own message).
+    """
+    for x, is_w in [(x, False) for x in arrays] + [(weights, True)]:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.flags.writeable or x.ndim != 2:
+            continue
+        key = _layout(x)
+        if key in cache and (cache[key][1] or not is_w):
+            continue
+        if is_w:
+            _as_weights(x, x.shape)
+        else:
+            _as_matrix(x, "array")
+        cache[key] = (x, is_w or (key in cache and cache[key][1]))
+    token = _CHECKED.set(cache)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
 
 
 def _as_matrix(x: Any, name: str, *, allow_vector: bool = True) -> tuple[np.ndarray, bool]:
@@ -66,6 +121,8 @@ def _as_matrix(x: Any, name: str, *, allow_vector: bool = True) -> tuple[np.ndar
         raise InputError(f"{name} has shape {a.shape}; expected {shapes}.")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name} has shape {a.shape}; it needs at least one perturbation and one gene.")
+    if _known(a) or np.isfinite(a).all():
+        return np.ascontiguousarray(a), vector
     bad = ~np.isfinite(a)
     if bad.any():
         r, g = np.argwhere(bad)[0]
@@ -117,6 +174,8 @@ def _as_weights(weights: Any, shape: tuple[int, int], name: str = "weights") -> 
             f"{name} has shape {w.shape}; expected ({n_g},) (one weight per gene) or "
             f"({n_p}, {n_g}) (one row per perturbation)."
         )
+    if _known(w, weights=True):
+        return np.broadcast_to(w, shape)
     if not np.isfinite(w).all():
         raise InputError(f"{name} contains NaN or inf; weights must be finite and non-negative.")
     if (w < 0).any():
@@ -140,17 +199,20 @@ def _wmean(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
 
 
 def _is_constant(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Rows whose values (over genes with positive weight) are all equal."""
+    """Rows whose (finite) values over genes with positive weight are all equal (True without any)."""
     if w is None:
         return (x == x[:, :1]).all(axis=1)
     used = w > 0
-    hi = np.where(used, x, -np.inf).max(axis=1)
-    lo = np.where(used, x, np.inf).min(axis=1)
-    return ~(hi > lo)
+    first = x[np.arange(x.shape[0]), used.argmax(axis=1)]  # the row's first weighted value
+    return ((x == first[:, None]) | ~used).all(axis=1)
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-    """Row-wise (weighted) Pearson correlation; NaN where either row is constant."""
+def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                  y_constant: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise (weighted) Pearson correlation; NaN where either row is constant.
+
+    ``y_constant``: ``_is_constant(y, w)`` when the caller already has it (e.g. shared by sides).
+    """
     xc = x - _wmean(x, w)[:, None]
     yc = y - _wmean(y, w)[:, None]
     cov = _wmean(xc * yc, w)
@@ -159,7 +221,7 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.sqrt(vx * vy)
     r = np.clip(r, -1.0, 1.0)
-    r[_is_constant(x, w) | _is_constant(y, w)] = np.nan
+    r[_is_constant(x, w) | (_is_constant(y, w) if y_constant is None else y_constant)] = np.nan
     return r
 
 
@@ -184,13 +246,15 @@ def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
 def _mse(pred, true, weights, names) -> float | np.ndarray:
     p, t, vector = _check_pair(pred, true, names)
     w = _as_weights(weights, p.shape)
-    return _finish(_wmean((p - t) ** 2, w), vector)
+    d = p - t
+    return _finish(_wmean(np.square(d, out=d), w), vector)
 
 
 def _mae(pred, true, weights, names) -> float | np.ndarray:
     p, t, vector = _check_pair(pred, true, names)
     w = _as_weights(weights, p.shape)
-    return _finish(_wmean(np.abs(p - t), w), vector)
+    d = p - t
+    return _finish(_wmean(np.abs(d, out=d), w), vector)
 
 
 def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:

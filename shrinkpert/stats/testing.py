@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WelchTest", "welch", "welch_pvalue", "t_sf", "bh_adjust"]
+__all__ = ["WelchTest", "welch", "welch_pvalue", "t_sf", "bh_adjust", "welch_bh"]
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,22 @@ def welch(v_a, n_a, v_b, n_b, *, floor_at_b: bool = True) -> WelchTest:
 
 
 def welch_pvalue(difference, test: WelchTest) -> np.ndarray:
-    r"""Two-sided p-value :math:`2\,P(T_\nu > |d|/\mathrm{SE})`; 1 where the SE is 0."""
+    r"""Two-sided p-value :math:`2\,P(T_\nu > |d|/\mathrm{SE})`; 1 where the SE is 0.
+
+    Where :math:`d = 0` (and :math:`\nu > 0`) the value is 1 without evaluating the t tail
+    (:math:`P(T_\nu > 0) = 1/2` exactly).
+    """
     diff = np.asarray(difference, dtype=np.float64)
     se = test.std_error
     positive = se > 0
-    t = np.where(positive, diff / np.where(positive, se, 1.0), 0.0)
-    return np.where(positive, 2.0 * t_sf(np.abs(t), test.df), 1.0)
+    t = np.abs(np.where(positive, diff / np.where(positive, se, 1.0), 0.0))
+    t, df, positive = np.broadcast_arrays(t, np.asarray(test.df, dtype=np.float64), positive)
+    need = positive & ~((t == 0) & (df > 0))
+    if need.all():
+        return 2.0 * t_sf(t, df)
+    out = np.ones(t.shape)
+    out[need] = 2.0 * t_sf(t[need], df[need])
+    return out
 
 
 def t_sf(t, df) -> np.ndarray:
@@ -112,26 +122,33 @@ def t_sf(t, df) -> np.ndarray:
     The incomplete beta function costs ~0.2 µs per value and releases the GIL, so equal slices of
     large inputs run in threads (the values do not depend on the thread count).
     """
-    import numba
     from scipy import special
 
     t, df = np.broadcast_arrays(np.asarray(t, dtype=np.float64), np.asarray(df, dtype=np.float64))
     flat_t, flat_df = t.ravel(), df.ravel()
-    n_threads = max(1, min(numba.get_num_threads(), flat_t.size // 100_000))
-    if n_threads == 1:
-        return special.stdtr(flat_df, -flat_t).reshape(t.shape)
-    from concurrent.futures import ThreadPoolExecutor
-
-    bounds = np.linspace(0, flat_t.size, n_threads + 1).astype(np.int64)
     out = np.empty(flat_t.size)
 
-    def part(k: int) -> None:
-        lo, hi = bounds[k], bounds[k + 1]
+    def part(lo: int, hi: int) -> None:
         out[lo:hi] = special.stdtr(flat_df[lo:hi], -flat_t[lo:hi])
 
-    with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(part, range(n_threads)))
+    _in_threads(part, flat_t.size, flat_t.size)
     return out.reshape(t.shape)
+
+
+def _in_threads(part, n: int, work: int) -> None:
+    """``part(lo, hi)`` over equal slices of ``range(n)``, in Numba's thread count when ``work``
+    (elements) is large; ``part`` must release the GIL and write disjoint slices."""
+    import numba
+
+    n_threads = max(1, min(numba.get_num_threads(), work // 100_000, n))
+    if n_threads == 1:
+        part(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(lambda k: part(bounds[k], bounds[k + 1]), range(n_threads)))
 
 
 def bh_adjust(p, *, axis: int = -1) -> np.ndarray:
@@ -146,12 +163,133 @@ def bh_adjust(p, *, axis: int = -1) -> np.ndarray:
     [0.03, 0.04, 0.04]
     """
     p = np.moveaxis(np.asarray(p, dtype=np.float64), axis, -1)
-    m = p.shape[-1]
-    if m == 0:
+    if p.shape[-1] == 0:
         return np.moveaxis(p.copy(), -1, axis)
-    order = np.argsort(p, axis=-1)
-    ranked = np.take_along_axis(p, order, axis=-1) * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[..., ::-1], axis=-1)[..., ::-1]
-    out = np.empty_like(p)
-    np.put_along_axis(out, order, np.minimum(ranked, 1.0), axis=-1)
-    return np.moveaxis(out, -1, axis)
+    return np.moveaxis(_bh_sorted(p)[0], -1, axis)
+
+
+def _bh_sorted(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BH along the last axis of ``p`` (at least one value), and the order that sorts ``p`` there.
+
+    The order also sorts the adjusted values (they are non-decreasing in :math:`p`), so callers
+    that rank genes by ``q`` reuse it instead of sorting again.
+    """
+    shape, m = p.shape, p.shape[-1]
+    p = np.ascontiguousarray(p.reshape(-1, m))
+    order = np.empty(p.shape, dtype=np.int64)
+    ones = p == 1.0
+    if ones.mean() > 0.5 and p.max() <= 1.0:  # (False with a NaN)
+        _order_below_one(p, ones, order)
+    else:
+        def part(lo: int, hi: int) -> None:
+            order[lo:hi] = np.argsort(p[lo:hi], axis=-1)
+
+        _in_threads(part, p.shape[0], p.size)
+    flat = (order + np.arange(0, p.size, m)[:, None]).ravel()
+    ranked = p.ravel()[flat].reshape(p.shape) * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[:, ::-1], axis=-1)[:, ::-1]
+    out = np.empty(p.size)
+    out[flat] = np.minimum(ranked, 1.0).ravel()
+    return out.reshape(shape), order.reshape(shape)
+
+
+def _order_below_one(p: np.ndarray, ones: np.ndarray, order: np.ndarray) -> None:
+    """A sorting order of each row of ``p`` (no NaN, at most 1) that sorts only the values below 1.
+
+    The values equal to 1 are the largest, so they follow in gene order (any order of ties serves
+    BH and the ranking metrics).
+    """
+    m = p.shape[1]
+    rows, cols = np.nonzero(~ones)
+    sort = np.lexsort((p[rows, cols], rows))
+    below = np.bincount(rows, minlength=p.shape[0])
+    starts = np.r_[0, np.cumsum(below)[:-1]]
+    order[rows[sort], np.arange(rows.size) - starts[rows[sort]]] = cols[sort]
+    rows, cols = np.nonzero(ones)
+    first = np.r_[0, np.cumsum(m - below)[:-1]]
+    order[rows, below[rows] + np.arange(rows.size) - first[rows]] = cols
+
+
+#: Relative margins of the pruned calls of :func:`welch_bh` (far above rounding, far below any
+#: meaningful change of ``alpha``).
+_Z_MARGIN, _P_MARGIN = 1e-6, 2.0**-30
+
+
+def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""BH-adjusted Welch p-values of each row: ``bh_adjust(welch_pvalue(difference, test))``.
+
+    Parameters
+    ----------
+    difference : array_like of shape (n_rows, m)
+        Differences tested (broadcast with the test's arrays to a matrix).
+    test : WelchTest
+    alpha : float, optional
+        When given, only the calls :math:`q < \alpha` are computed exactly (see Notes).
+
+    Returns
+    -------
+    q : ndarray of shape (n_rows, m)
+        Adjusted p-values along each row.
+    order : ndarray of int64 or None
+        Without ``alpha``, a permutation of each row that sorts ``q`` ascending (ties in an
+        unspecified order); None with ``alpha``.
+
+    Notes
+    -----
+    *Pruning rule* (with ``alpha``). The adjusted value is never below the p-value: every term of
+    the minimum that defines :math:`q_{(i)}` is 1 or :math:`m p_{(j)}/j \ge p_{(j)} \ge p_{(i)}`
+    (:math:`i \le j \le m`), so a gene with :math:`p \ge \alpha` is never called; and the two-sided t tail is heavier than the normal one for every :math:`\nu > 0`
+    (:math:`T = Z/S` with :math:`E S^2 = 1` and :math:`u \mapsto \Phi(-x\sqrt u)` convex), so
+    :math:`|t| < z_{1-\alpha'/2}` implies :math:`p > \alpha'`. Hence the t tail is evaluated only
+    where :math:`|t| \ge z_{1 - \alpha(1 + 10^{-6})/2}`, and BH sorts only the p-values below
+    :math:`\alpha(1 + 2^{-30})`: every other term of the minimum is at least :math:`\alpha` (the
+    margins cover rounding), so each :math:`q < \alpha` equals the unpruned value bit for bit
+    (ties included: tied p-values share one ``q`` whatever their order). Every gene with
+    :math:`q \ge \alpha` gets ``q = 1``. Use it only where nothing but ``q < alpha`` is read.
+    Rows with a non-finite difference or standard error, or a df that is not finite and positive,
+    are computed without pruning.
+    """
+    diff = np.asarray(difference, dtype=np.float64)
+    se = np.asarray(test.std_error, dtype=np.float64)
+    df = np.asarray(test.df, dtype=np.float64)
+    shape = np.broadcast_shapes(diff.shape, se.shape, df.shape)
+    if len(shape) != 2:
+        raise ValueError(f"welch_bh tests the rows of a matrix; got shape {shape}.")
+    diff, se, df = np.broadcast_arrays(diff, se, df)
+    if shape[1] == 0:
+        return np.ones(shape), (None if alpha is not None else np.zeros(shape, dtype=np.int64))
+    if alpha is None:
+        return _bh_sorted(welch_pvalue(diff, WelchTest(se, df, test.floored)))
+    from scipy import special
+
+    a = float(alpha)
+    if not 0.0 < a <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1]; got {alpha!r}.")
+    finite = np.isfinite(diff).all(axis=1) & np.isfinite(se).all(axis=1) & (np.isfinite(df) & (df > 0)).all(axis=1)
+    q = np.ones(shape)
+    if not finite.all():  # the unpruned rule (NaN propagates through BH as it does there)
+        bad = ~finite
+        q[bad] = bh_adjust(welch_pvalue(diff[bad], WelchTest(se[bad], df[bad], test.floored)))
+    positive = (se > 0) & finite[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.abs(diff / np.where(positive, se, 1.0))
+    cut = float(special.ndtri(1.0 - a * (1.0 + _Z_MARGIN) / 2.0)) if a * (1.0 + _Z_MARGIN) < 2.0 else 0.0
+    rows, cols = np.nonzero(positive & (t >= cut) & (t > 0))
+    p = 2.0 * t_sf(t[rows, cols], df[rows, cols])
+    keep = p < a * (1.0 + _P_MARGIN)
+    return _bh_below(q, rows[keep], cols[keep], p[keep], a), None
+
+
+def _bh_below(q: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: np.ndarray, alpha: float) -> np.ndarray:
+    """Write into ``q`` the BH values below ``alpha`` of the p-values ``p`` at ``(rows, cols)``,
+    1 at the other given positions; every p-value not given must be at least
+    ``alpha * (1 + 2**-30)`` (the pruning rule of :func:`welch_bh`)."""
+    sort = np.lexsort((p, rows))
+    rows, cols, p = rows[sort], cols[sort], p[sort]
+    bounds = np.searchsorted(rows, np.arange(q.shape[0] + 1))
+    ranked = p * q.shape[1] / (np.arange(p.size) - bounds[rows] + 1)
+    for r in np.flatnonzero(np.diff(bounds)):
+        lo, hi = bounds[r], bounds[r + 1]
+        ranked[lo:hi] = np.minimum.accumulate(ranked[lo:hi][::-1])[::-1]
+    q[rows, cols] = np.where(ranked < alpha, np.minimum(ranked, 1.0), 1.0)
+    return q

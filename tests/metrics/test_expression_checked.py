@@ -1,0 +1,107 @@
+"""The shared expression helpers: Pearson rows (with a precomputed constant check) against their
+previous form and scipy, the weighted constant-row check,
+and ``checked_once`` (value checks once per array, never skipped for anything else)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from shrinkpert.errors import InputError
+from shrinkpert.metrics import mae, mse, pearson_delta
+from shrinkpert.metrics.expression import _is_constant, _pearson_rows, _wmean, checked_once
+
+
+def _pearson_twin(x, y, w):
+    xc = x - _wmean(x, w)[:, None]
+    yc = y - _wmean(y, w)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = _wmean(xc * yc, w) / np.sqrt(_wmean(xc * xc, w) * _wmean(yc * yc, w))
+    r = np.clip(r, -1.0, 1.0)
+    r[_is_constant(x, w) | _is_constant(y, w)] = np.nan
+    return r
+
+
+def _rows(seed, n=8, g=50):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, g))
+    y = x * rng.normal(size=(n, 1)) + rng.normal(scale=0.3, size=(n, g))
+    x[0] = 2.5  # constant
+    y[1] = x[1] * 3 + 1e-9  # perfectly correlated
+    x[2] = np.round(x[2])  # ties
+    x[3] = 1e-300 * rng.normal(size=g)  # tiny scale
+    w = rng.gamma(1.0, size=(n, g)) * (rng.random((n, g)) < 0.6)
+    w[4] = 0.0  # all weights 0
+    w[5, 2:] = 0.0  # two genes weighted
+    return x, y, w
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pearson_rows_equal_their_previous_form_and_scipy(seed):
+    x, y, w = _rows(seed)
+    for weights in (None, w):
+        np.testing.assert_array_equal(_pearson_rows(x, y, weights), _pearson_twin(x, y, weights))
+        constant = _is_constant(y, weights)
+        np.testing.assert_array_equal(_pearson_rows(x, y, weights, y_constant=constant), _pearson_twin(x, y, weights))
+    expected = [stats.pearsonr(a, b).statistic for a, b in zip(x[4:], y[4:])]
+    np.testing.assert_allclose(_pearson_rows(x[4:], y[4:], None), expected, rtol=1e-12)
+
+
+def test_checked_once_gives_the_same_values_and_still_checks_everything_else():
+    x, y, w = _rows(9)
+    a, b, wt = (x.copy(), y.copy(), np.abs(w))
+    for arr in (a, b, wt):
+        arr.setflags(write=False)
+    cache: dict = {}
+    with checked_once(cache, a, b, weights=wt):
+        inside = [mse(a[:], b[:], weights=wt[:]), mae(a, b), pearson_delta(a, b, weights=wt)]
+        bad = np.array(b)
+        bad[0, 0] = np.nan  # a different (writeable) array: checked
+        with pytest.raises(InputError, match="non-finite"):
+            mse(a, bad)
+        with pytest.raises(InputError, match="weights contains negative"):
+            mse(a, b, weights=-wt)
+    outside = [mse(a, b, weights=wt), mae(a, b), pearson_delta(a, b, weights=wt)]
+    for i, o in zip(inside, outside):
+        np.testing.assert_array_equal(i, o)
+    assert len(cache) == 3
+
+
+def test_checked_once_refuses_bad_arrays_once_registered():
+    x, y, w = _rows(10)
+    x[1, 1] = np.inf
+    x.setflags(write=False)
+    with pytest.raises(InputError, match="non-finite"):
+        with checked_once({}, x, y):
+            pass
+    neg = -np.abs(w)
+    neg.setflags(write=False)
+    with pytest.raises(InputError, match="negative"):
+        with checked_once({}, y, weights=neg):
+            pass
+    # an array checked as values is checked again before it serves as weights
+    y2 = y.copy()
+    y2.setflags(write=False)
+    cache: dict = {}
+    with checked_once(cache, y2):
+        pass
+    with pytest.raises(InputError, match="negative"):
+        with checked_once(cache, weights=y2):
+            pass
+
+
+def _is_constant_twin(x, w):
+    used = w > 0
+    return ~(np.where(used, x, -np.inf).max(axis=1) > np.where(used, x, np.inf).min(axis=1))
+
+
+def test_is_constant_weighted_equals_its_previous_form():
+    x, _, w = _rows(4)
+    x[6, :] = 3.0
+    x[6, 0] = 7.0  # constant except on one gene ...
+    w[6, 0] = 0.0  # ... that has no weight
+    x[7, w[7] > 0] = -0.0
+    x[7, np.flatnonzero(w[7] > 0)[:2]] = 0.0  # -0.0 == 0.0
+    np.testing.assert_array_equal(_is_constant(x, w), _is_constant_twin(x, w))
+    assert _is_constant(x, w)[[0, 4, 6, 7]].all() and not _is_constant(x, w)[[1, 2, 3]].any()

@@ -8,7 +8,9 @@ fixed gene panel, then times, each in a fresh process:
   Numba sum/sum² pass by group) on the file;
 * ``evaluate``: ``evaluate(pred, truth)`` with pred = truth (the same file twice) and every
   default — both streaming passes, every default metric on both references, the baselines, DE
-  calls and calibration.
+  calls and calibration;
+* ``evaluate_vcc``: the same with only the three metrics of cell-eval's vcc profile (``mae``,
+  ``discrimination_score_l1``, ``overlap_at_N``), still with every baseline and calibration.
 
 It reports wall time, peak RSS (process and children), the ratio to the floor in the same run
 and the P-scaling exponent of each job: the least-squares slope of log(wall) on log(P).
@@ -40,7 +42,8 @@ sys.path.insert(0, str(HERE))
 import group_statistics as gs  # noqa: E402  (the same floor job)
 from _process import child, run_job  # noqa: E402
 
-JOBS = ("floor", "evaluate")
+JOBS = ("floor", "evaluate", "evaluate_vcc")
+VCC_METRICS = ["mae", "discrimination_score_l1", "overlap_at_N"]  # cell-eval's vcc profile
 CONTROL = "non-targeting"
 
 
@@ -108,12 +111,16 @@ def _job_floor(path: str) -> dict:
     return gs._job_floor(path)
 
 
-def _job_evaluate(path: str) -> dict:
+def _job_evaluate(path: str, metrics: str | list[str] = "default") -> dict:
     from shrinkpert import evaluate
 
-    table = evaluate(path, path, control=CONTROL)
+    table = evaluate(path, path, control=CONTROL, metrics=metrics)
     s = table.summary()
     return {"check": float(s["mean"].abs().sum()), "n_summary": int(len(s))}
+
+
+def _job_evaluate_vcc(path: str) -> dict:
+    return _job_evaluate(path, VCC_METRICS)
 
 
 def _sparse_gb(path: Path) -> float:

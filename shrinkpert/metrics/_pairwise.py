@@ -65,6 +65,7 @@ _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
 _SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
+_SPARSE = 1.0 / 32.0  # L1 through a pivot when at most this fraction of the query entries differ from it
 
 
 @dataclass(frozen=True)
@@ -352,19 +353,33 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     undefined |= np.isnan(own)
     groups = reuse(sums.truth_scope if anchor == "pred" else sums.pred_scope, ("pairwise", "groups", anchor),
                    lambda: _row_groups(c_raw))
-    less = np.zeros(n, dtype=np.int64)
-    equal = np.zeros(n, dtype=np.int64)
-    greater = np.zeros(n, dtype=np.int64)
-    todo_rows, todo_cols = [], []
     if kind == _k.L2:
         own_lo, own_hi = own * own * (1.0 - 8.0 * _U), own * own * (1.0 + 8.0 * _U)
     else:
         own_lo = own_hi = own
+    return _classify(lambda rows: _approx(kind, z, rows, n_genes), own, own_lo, own_hi, undefined, groups,
+                     (q_raw, c_raw, base, target, kind), int(live.size))
+
+
+def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exact) -> Standing:
+    """Count each row's candidates below, at and above its own distance.
+
+    ``approx(rows)`` gives approximate distances (squared for L2) of the rows' pairs and a bound on
+    their difference to the kernel's, compared with ``[own_lo, own_hi]`` (the own distance, squared
+    with its rounding for L2); byte-identical candidates tie exactly; the undecided pairs are
+    computed by the exact kernel (``exact_args``: query, candidates, base, target, kind) and
+    compared with ``own``.
+    """
+    n = own.shape[0]
+    less = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    greater = np.zeros(n, dtype=np.int64)
+    todo_rows, todo_cols = [], []
     step = max(1, _BLOCK // n)
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
         idx = np.arange(rows.start, rows.stop)
-        d, err = _approx(kind, z, rows, n_genes)
+        d, err = approx(rows)
         tie = groups[None, :] == groups[idx, None]
         is_less = (d + err < own_lo[idx, None]) & ~tie
         is_greater = (d - err > own_hi[idx, None]) & ~tie
@@ -381,13 +396,78 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
         todo_cols.append(col)
     rows_x = np.concatenate(todo_rows) if todo_rows else np.empty(0, np.int64)
     cols_x = np.concatenate(todo_cols) if todo_cols else np.empty(0, np.int64)
-    exact = _exact(q_raw, c_raw, base, target, kind, rows_x, cols_x)
+    exact = _exact(*exact_args, rows_x, cols_x)
     mine = own[rows_x]
     np.add.at(less, rows_x, exact < mine)
     np.add.at(equal, rows_x, exact == mine)
     np.add.at(greater, rows_x, exact > mine)
+    undefined = undefined.copy()
     undefined[rows_x[np.isnan(exact)]] = True
-    return Standing(less, equal, greater, undefined, int(live.size + rows_x.size))
+    return Standing(less, equal, greater, undefined, n_exact + int(rows_x.size))
+
+
+# ----------------------------------------------------------------------------- L1
+
+
+def _pivot_deviations(q: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where the query rows differ from the first (their target genes included), if that is rare.
+
+    Returns ``ptr, genes`` (row ``i`` deviates on ``genes[ptr[i]:ptr[i + 1]]``, ascending), or None
+    when more than ``_SPARSE`` of the entries deviate. Compared by value: -0.0 and 0.0 give the
+    same ``|q - c|``.
+    """
+    diff = q != q[0]
+    rows = np.flatnonzero(target >= 0)
+    diff[rows, target[rows]] = True
+    count = diff.sum(axis=1)
+    if count.sum() > _SPARSE * q.size:
+        return None
+    return np.r_[0, np.cumsum(count)].astype(np.int64), np.nonzero(diff)[1].astype(np.int64)
+
+
+def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
+                deviations: tuple[np.ndarray, np.ndarray]) -> Standing:
+    r"""The exact L1 standing of queries that equal one pivot row :math:`y` (``q[0]``) on most genes.
+
+    :math:`d_{v_i}(q_i, c_j) = \sum_g b_{ig}|y_g - c_{jg}| + \mathrm{corr}_{ij}`: one product (or one
+    row of distances when the base weights are shared) plus a correction over the few genes where
+    :math:`q_i` differs from :math:`y` or is excluded
+    (:func:`~shrinkpert.metrics._distance_kernels.l1_pivot_corrections`). Every term is
+    non-negative, so the rounding of each sum, in any order, is at most :math:`\gamma_n` times the
+    sum of its terms' magnitudes; a pair is decided when its gap to the own distance (exact
+    kernel) exceeds four times that bound, else it is computed by the exact kernel. A prediction
+    with one profile for every perturbation (or one that differs only at the target) costs
+    :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`.
+    """
+    n, n_genes = q.shape
+    q, c, base = _writable(q), _writable(c), _writable(base)
+    ptr, genes = deviations
+    y = q[0]
+    far = np.abs(y[None, :] - c)  # |y - c_j|, candidates × genes
+    if base.shape[0] == 1:
+        pivot = far @ base[0]
+        pivot_rows = lambda rows: np.broadcast_to(pivot, (rows.stop - rows.start, c.shape[0]))  # noqa: E731
+    else:
+        full = _matmul(base, far.T)
+        pivot_rows = lambda rows: full[rows]  # noqa: E731
+    f = 4.0 * ((n_genes + 16) * _U) / (1.0 - (n_genes + 16) * _U)
+
+    def approx(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(rows.start, rows.stop, dtype=np.int64)
+        corr = np.empty((idx.size, c.shape[0]))
+        mag = np.empty((idx.size, c.shape[0]))
+        _k.l1_pivot_corrections(q, y, c, base, target, idx, ptr[idx[0]:idx[-1] + 2] - ptr[idx[0]],
+                                genes[ptr[idx[0]]:ptr[idx[-1] + 1]], corr, mag)
+        m = pivot_rows(rows)
+        d = m + corr
+        return d, f * (m + mag) + 4.0 * _U * np.abs(d)
+
+    undefined = dead.copy()
+    live = np.flatnonzero(~undefined)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    return _classify(approx, own, own, own, undefined, _row_groups(c), (q, c, base, target, _k.L1),
+                     int(live.size))
 
 
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
@@ -397,7 +477,10 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
     w = _writable(base) if (target < 0).all() else _query_weights(base, target, q.shape[0])
     out = np.empty((q.shape[0], c.shape[0]))
     with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
-        _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
+        if kind == _k.L1:  # the same values, bit for bit, vectorised across candidates
+            _k.l1_blocked(_writable(q), _k.candidate_blocks(c), w, out)
+        else:
+            _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
     return from_matrix(out, dead)
 
 
@@ -405,7 +488,13 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
-    if kind == _k.L1 or not (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
-                             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
+    if kind == _k.L1:
+        q, c = (x, y) if anchor == "pred" else (y, x)
+        deviations = _pivot_deviations(q, target)
+        if deviations is not None:
+            return l1_standing(q, c, base, target, dead, deviations)
+        return direct(x, y, base, target, kind, anchor, dead)
+    if not (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
+            and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
         return direct(x, y, base, target, kind, anchor, dead)
     return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

@@ -65,7 +65,7 @@ _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
 _SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
-_SPARSE = 1.0 / 32.0  # L1 through a pivot when at most this fraction of the query entries differ from it
+_SPARSE = 1.0 / 8.0  # L1 through a pivot when at most this fraction of the query entries differ from it
 
 
 @dataclass(frozen=True)

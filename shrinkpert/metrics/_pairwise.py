@@ -236,7 +236,11 @@ class PairSums:
         return _matmul(x * self.base[0], y.T)
 
     def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
-        """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW."""
+        """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
+
+        With shared weights the query sums are the full ones less the target's term, like S, T and
+        U: within the same rounding bound, without a P × G weight matrix.
+        """
         out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
         if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
             q, c = self._sides(anchor, centred)
@@ -269,25 +273,28 @@ class PairSums:
                 out["T"][rows] -= (wt * ct) * ct
                 out["U"] = out["U"].copy()
                 out["U"][rows] -= wt * ct
-            v = self._weights()
+            # the query's sums with the target left out: the full sums less one term (no P × G weights)
             qw = q * w
             out["AQ2"] = np.einsum("pg,pg->p", qw, q)
             out["ASW"] = np.full(self.n, w.sum())
+            out["Q2"], out["Q1"], out["SW"] = out["AQ2"].copy(), qw.sum(axis=1), out["ASW"].copy()
+            if rows.size:
+                qt = q[rows, t]
+                out["Q2"][rows] -= (w[t] * qt) * qt
+                out["Q1"][rows] -= w[t] * qt
+                out["SW"][rows] -= w[t]
         else:
             v = self._weights()
+            vq = v * q
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(v * q, c.T))
+            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(vq, c.T))
             t_pc = reuse(cscope, (*key, "T", side), lambda: _matmul(v, (c * c).T))
             out = {"S": s, "T": t_pc, "AT": t_pc}
-            out["AQ2"] = np.einsum("pg,pg->p", v * q, q)
-            out["ASW"] = v.sum(axis=1)
-        vq = v * q
-        out["Q2"] = np.einsum("pg,pg->p", vq, q)
-        out["Q1"] = vq.sum(axis=1)
-        out["SW"] = v.sum(axis=1)
-        out["support"] = v > 0
+            out["AQ2"] = out["Q2"] = np.einsum("pg,pg->p", vq, q)
+            out["Q1"] = vq.sum(axis=1)
+            out["ASW"] = out["SW"] = v.sum(axis=1)
         return out
 
 
@@ -340,10 +347,10 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     base, target = _writable(sums.base), np.array(sums.target, dtype=np.int64)
     z = sums.sums(anchor, centred=kind == _k.L2, need_u=kind == _k.PEARSON)
     undefined = dead.copy()
-    if kind == _k.COSINE:
-        undefined |= z["Q2"] == 0  # a zero query: every distance 0/0 (exact with tame values)
+    if kind == _k.COSINE:  # a query zero on its weighted genes: every distance 0/0 (no underflow when tame)
+        undefined |= ~((q_raw != 0) & (_query_weights(base, target, n) > 0)).any(axis=1)
     elif kind == _k.PEARSON:  # the kernel's rule: a query constant on its weighted genes gives NaN
-        support = z["support"]
+        support = _query_weights(base, target, n) > 0
         hi = np.where(support, q_raw, -np.inf).max(axis=1)
         lo = np.where(support, q_raw, np.inf).min(axis=1)
         undefined |= ~(hi > lo)

@@ -141,3 +141,16 @@ def test_discrimination_l1_equals_cell_eval_definition_on_a_small_case():
     pred = np.array([[0.5, 0.0], [1.0, 0.0], [0.0, 2.0]])
     # row 1: d(pred1, true0) = 1 = d(pred1, true1) -> one tie counted half
     np.testing.assert_array_equal(discrimination_score(pred, true, metric="l1"), [1.0, 1.0 - 0.5 / 3, 1.0])
+
+
+def test_query_that_is_zero_only_without_its_target_is_defined(rng):
+    """Shared weights, the query sums taken as full sums less the target's term: a row that is 1e-30
+    except a large target value must stay defined under cosine, as in the kernel (the subtraction
+    alone would give exactly 0 and call it undefined)."""
+    P, G = 8, 12
+    true = rng.normal(size=(P, G))
+    pred = np.full((P, G), 1e-30)
+    target = np.arange(P)
+    pred[np.arange(P), target] = 1e10
+    got = assert_same(pred, true, np.ones(G), target)
+    assert np.isfinite(got[("discrimination_score", "cosine")]).all()

@@ -40,9 +40,14 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    prediction (one profile for every perturbation) costs :math:`O(PG)`, not :math:`P` recomputed
    rows.
 
+4. **L1** has no product form. Queries that equal one pivot row on all but a few genes (a
+   prediction with one profile for every perturbation, or one that differs only at the target)
+   take the pivot's distances plus a correction per pair (:func:`l1_standing`), decided under the
+   same kind of rounding bound; other queries get the full matrix from the blocked kernel
+   (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the exact kernel).
+
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
-products could underflow or overflow, fall back to the full kernel matrix. L1 has no product form
-and always uses the blocked kernel.
+products could underflow or overflow, fall back to the full kernel matrix.
 """
 
 from __future__ import annotations
@@ -495,13 +500,13 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
-    if kind == _k.L1:
+    tame = (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
+            and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
+    if kind == _k.L1 and tame:
         q, c = (x, y) if anchor == "pred" else (y, x)
         deviations = _pivot_deviations(q, target)
         if deviations is not None:
             return l1_standing(q, c, base, target, dead, deviations)
-        return direct(x, y, base, target, kind, anchor, dead)
-    if not (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
-            and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
+    if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
     return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

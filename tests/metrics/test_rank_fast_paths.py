@@ -154,3 +154,10 @@ def test_query_that_is_zero_only_without_its_target_is_defined(rng):
     pred[np.arange(P), target] = 1e10
     got = assert_same(pred, true, np.ones(G), target)
     assert np.isfinite(got[("discrimination_score", "cosine")]).all()
+
+
+def test_pivot_path_is_not_used_where_terms_could_underflow(rng):
+    true, target = _integer_deltas(rng)
+    single = np.tile(true[0] * 1e-42, (true.shape[0], 1))
+    assert not _pairwise._tame(single)
+    assert_same(single, true * 1e-42, None, target)

@@ -161,3 +161,38 @@ def test_pivot_path_is_not_used_where_terms_could_underflow(rng):
     single = np.tile(true[0] * 1e-42, (true.shape[0], 1))
     assert not _pairwise._tame(single)
     assert_same(single, true * 1e-42, None, target)
+
+
+def _twin_corrections(q, y, c, base, target):
+    """NumPy twin of ``l1_pivot_corrections`` over every query, its deviations found afresh."""
+    n, G = q.shape
+    b = np.broadcast_to(base, (n, G))
+    corr, mag = np.zeros((n, c.shape[0])), np.zeros((n, c.shape[0]))
+    for i in range(n):
+        genes = np.flatnonzero((q[i] != y) | (np.arange(G) == target[i]))
+        new = np.where(genes == target[i], 0.0, b[i, genes]) * np.abs(q[i, genes] - c[:, genes])
+        old = b[i, genes] * np.abs(y[genes] - c[:, genes])
+        corr[i], mag[i] = (new - old).sum(axis=1), (new + old).sum(axis=1)
+    return corr, mag
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_pivot_corrections_match_numpy_twin(rng, per_row):
+    P, G = 9, 20
+    y = rng.normal(size=G)
+    q = np.tile(y, (P, 1))
+    q[2, [3, 7]] = [5.0, -1.0]
+    q[5, 0] = 2.0
+    target = np.array([3, -1, 4, 19, -1, 0, 7, 7, -1])
+    c = rng.normal(size=(P + 2, G))
+    base = rng.uniform(0, 2, size=(P if per_row else 1, G))
+    ptr, genes = _pairwise._pivot_deviations(q, target)
+    corr, mag = np.empty((P, P + 2)), np.empty((P, P + 2))
+    K.l1_pivot_corrections(q, q[0], c, base, target, np.arange(P), ptr, genes, corr, mag)
+    want_corr, want_mag = _twin_corrections(q, q[0], c, base, target)
+    np.testing.assert_allclose(corr, want_corr, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mag, want_mag, rtol=1e-12, atol=1e-12)
+    # pivot distances plus corrections are the kernel's distances (to rounding)
+    d = _l1_twin(q, c, _twin_weights(base if per_row else base[0], target, (P, G)))
+    pivot = np.abs(q[0][None, :] - c) @ np.broadcast_to(base, (P, G)).T
+    np.testing.assert_allclose(pivot.T + corr, d, rtol=1e-12, atol=1e-12)

@@ -70,7 +70,9 @@ _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
 _SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
-_SPARSE = 1.0 / 8.0  # L1 through a pivot when at most this fraction of the query entries differ from it
+_SPARSE = 1.0 / 8.0  # a query row differing from the L1 pivot on at most this fraction of genes keeps them all
+_NEAR = 0.02  # L1 through a pivot when the median residual is below this fraction of the own distances
+_UNSURE = 0.05  # ... and at most this fraction of the pairs is left to the exact kernel
 
 
 @dataclass(frozen=True)
@@ -373,14 +375,15 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
                      (q_raw, c_raw, base, target, kind), int(live.size))
 
 
-def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exact) -> Standing:
+def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exact,
+              max_exact: int | None = None) -> Standing | None:
     """Count each row's candidates below, at and above its own distance.
 
     ``approx(rows)`` gives approximate distances (squared for L2) of the rows' pairs and a bound on
     their difference to the kernel's, compared with ``[own_lo, own_hi]`` (the own distance, squared
     with its rounding for L2); byte-identical candidates tie exactly; the undecided pairs are
     computed by the exact kernel (``exact_args``: query, candidates, base, target, kind) and
-    compared with ``own``.
+    compared with ``own``. None if more than ``max_exact`` pairs are undecided.
     """
     n = own.shape[0]
     less = np.zeros(n, dtype=np.int64)
@@ -408,6 +411,8 @@ def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exac
         todo_cols.append(col)
     rows_x = np.concatenate(todo_rows) if todo_rows else np.empty(0, np.int64)
     cols_x = np.concatenate(todo_cols) if todo_cols else np.empty(0, np.int64)
+    if max_exact is not None and rows_x.size > max_exact:
+        return None
     exact = _exact(*exact_args, rows_x, cols_x)
     mine = own[rows_x]
     np.add.at(less, rows_x, exact < mine)
@@ -421,40 +426,55 @@ def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exac
 # ----------------------------------------------------------------------------- L1
 
 
-def _pivot_deviations(q: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where the query rows differ from the first (their target genes included), if that is rare.
+def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""A pivot profile :math:`y` (the column median) and how each query row departs from it.
 
-    Returns ``ptr, genes`` (row ``i`` deviates on ``genes[ptr[i]:ptr[i + 1]]``, ascending), or None
-    when more than ``_SPARSE`` of the entries deviate. Compared by value: -0.0 and 0.0 give the
-    same ``|q - c|``.
+    Row :math:`i` keeps its own values on the genes ``genes[ptr[i]:ptr[i + 1]]`` (ascending): its
+    target and, when it differs from :math:`y` on at most ``_SPARSE`` of the genes, every gene where
+    it does. Elsewhere it is replaced by :math:`y`, which moves its L1 distances by at most
+    ``residual[i]`` :math:`= \sum_g b_{ig}|q_{ig} - y_g|` over those other genes (triangle
+    inequality). Compared by value: -0.0 and 0.0 give the same ``|q - c|``.
     """
-    diff = q != q[0]
+    y = np.median(q, axis=0)  # one profile for every row: exactly that profile
+    diff = q != y
+    sparse = diff.sum(axis=1) <= _SPARSE * q.shape[1]
+    keep = diff & sparse[:, None]
     rows = np.flatnonzero(target >= 0)
-    diff[rows, target[rows]] = True
-    count = diff.sum(axis=1)
-    if count.sum() > _SPARSE * q.size:
-        return None
-    return np.r_[0, np.cumsum(count)].astype(np.int64), np.nonzero(diff)[1].astype(np.int64)
+    keep[rows, target[rows]] = True
+    rest = np.where(keep, 0.0, np.abs(q - y))
+    residual = np.einsum("pg,pg->p", rest, np.broadcast_to(base, q.shape))
+    ptr = np.r_[0, np.cumsum(keep.sum(axis=1))].astype(np.int64)
+    return y, ptr, np.nonzero(keep)[1].astype(np.int64), residual
 
 
-def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
-                deviations: tuple[np.ndarray, np.ndarray]) -> Standing:
-    r"""The exact L1 standing of queries that equal one pivot row :math:`y` (``q[0]``) on most genes.
+def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
+                dead: np.ndarray) -> Standing | None:
+    r"""The exact L1 standing of queries close to one pivot profile :math:`y`, or None if they are not.
 
-    :math:`d_{v_i}(q_i, c_j) = \sum_g b_{ig}|y_g - c_{jg}| + \mathrm{corr}_{ij}`: one product (or one
-    row of distances when the base weights are shared) plus a correction over the few genes where
-    :math:`q_i` differs from :math:`y` or is excluded
-    (:func:`~shrinkpert.metrics._distance_kernels.l1_pivot_corrections`). Every term is
+    With :math:`q'_i` = :math:`q_i` on its kept genes and :math:`y` elsewhere
+    (:func:`_pivot_deviations`),
+    :math:`d_{v_i}(q'_i, c_j) = \sum_g b_{ig}|y_g - c_{jg}| + \mathrm{corr}_{ij}`: one product (one
+    row of distances when the base weights are shared) plus a correction over the kept genes
+    (:func:`~shrinkpert.metrics._distance_kernels.l1_pivot_corrections`), and
+    :math:`|d_{v_i}(q_i, c_j) - d_{v_i}(q'_i, c_j)| \le r_i`, the residual. Every term is
     non-negative, so the rounding of each sum, in any order, is at most :math:`\gamma_n` times the
-    sum of its terms' magnitudes; a pair is decided when its gap to the own distance (exact
-    kernel) exceeds four times that bound, else it is computed by the exact kernel. A prediction
-    with one profile for every perturbation (or one that differs only at the target) costs
-    :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`.
+    sum of its terms; a pair is decided when its gap to the own distance (exact kernel) exceeds
+    the residual plus four times that rounding bound, else it is computed by the exact kernel.
+    A prediction with one profile for every perturbation, one that differs only at the target,
+    or one within a small distance of a common profile (a leave-one-out mean) costs
+    :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`. None when the residuals are not
+    small against the own distances or too many pairs stay undecided (use the full kernel).
     """
     n, n_genes = q.shape
     q, c, base = _writable(q), _writable(c), _writable(base)
-    ptr, genes = deviations
-    y = q[0]
+    y, ptr, genes, residual = _pivot_deviations(q, base, target)
+    undefined = dead.copy()
+    live = np.flatnonzero(~undefined)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    if live.size and not np.median(residual[live] / np.maximum(own[live], _TINY)) < _NEAR:
+        return None
     far = np.abs(y[None, :] - c)  # |y - c_j|, candidates × genes
     if base.shape[0] == 1:
         pivot = far @ base[0]
@@ -471,15 +491,12 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
         _k.l1_pivot_corrections(q, y, c, base, target, idx, ptr[idx[0]:idx[-1] + 2] - ptr[idx[0]],
                                 genes[ptr[idx[0]]:ptr[idx[-1] + 1]], corr, mag)
         m = pivot_rows(rows)
+        r = residual[idx, None]
         d = m + corr
-        return d, f * (m + mag) + 4.0 * _U * np.abs(d)
+        return d, r * (1.0 + f) + f * (m + mag + r) + 4.0 * _U * np.abs(d)
 
-    undefined = dead.copy()
-    live = np.flatnonzero(~undefined)
-    own = np.full(n, np.nan)
-    own[live] = _exact(q, c, base, target, _k.L1, live, live)
     return _classify(approx, own, own, own, undefined, _row_groups(c), (q, c, base, target, _k.L1),
-                     int(live.size))
+                     int(live.size), max_exact=int(_UNSURE * n * c.shape[0]))
 
 
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
@@ -504,9 +521,9 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
     if kind == _k.L1 and tame:
         q, c = (x, y) if anchor == "pred" else (y, x)
-        deviations = _pivot_deviations(q, target)
-        if deviations is not None:
-            return l1_standing(q, c, base, target, dead, deviations)
+        st = l1_standing(q, c, base, target, dead)
+        if st is not None:
+            return st
     if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
     return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

@@ -49,8 +49,12 @@ def _integer_deltas(rng, P=40, G=32):
     return true, target
 
 
-def test_pivot_path_single_profile_and_target_arms(rng):
-    """Predictions equal to one profile except at a few genes (control, target_only, target_spike)."""
+def test_pivot_path_single_profile_and_target_arms(rng, monkeypatch):
+    """Predictions equal to one profile except at a few genes (control, target_only, target_spike).
+
+    Integer data tie often; the path would hand them all to the exact kernel and, with many, give
+    up for the full matrix: that limit is lifted here so that the pivot path decides every case."""
+    monkeypatch.setattr(_pairwise, "_UNSURE", 1.0)
     true, target = _integer_deltas(rng)
     P, G = true.shape
     profile = rng.integers(-1, 2, size=G).astype(float)
@@ -63,7 +67,8 @@ def test_pivot_path_single_profile_and_target_arms(rng):
     spike[rows, target[rows]] = -2.0
     shrunk = rng.uniform(0, 2, size=(P, G)) * (rng.random((P, G)) < 0.9)
     for pred in (single, only, spike):
-        assert _pairwise._pivot_deviations(pred, target) is not None  # the pivot path is the one tested
+        taken = _pairwise.l1_standing(pred, true, np.ones((1, G)), target, np.zeros(P, bool))
+        assert taken is not None  # the pivot path is the one tested
         for weights in (None, np.ones(G) * 0.5, shrunk):
             assert_same(pred, true, weights, target)
             assert_same(pred, true + 0.5 * rng.normal(size=true.shape), weights, target)
@@ -77,7 +82,7 @@ def test_pivot_path_decides_clear_pairs_without_the_kernel(rng):
     target = np.arange(P)
     base = np.ones((1, G))
     dead = np.zeros(P, dtype=bool)
-    st = _pairwise.l1_standing(pred, true, base, target, dead, _pairwise._pivot_deviations(pred, target))
+    st = _pairwise.l1_standing(pred, true, base, target, dead)
     assert st.n_exact == P
     w = _twin_weights(None, target, (P, G))
     d = _l1_twin(pred, true, w)
@@ -88,7 +93,8 @@ def test_pivot_path_decides_clear_pairs_without_the_kernel(rng):
 
 def test_dense_predictions_do_not_take_the_pivot_path(rng):
     pred = rng.normal(size=(30, 50))
-    assert _pairwise._pivot_deviations(pred, np.full(30, -1)) is None
+    assert _pairwise.l1_standing(pred, rng.normal(size=(30, 50)), np.ones((1, 50)), np.full(30, -1),
+                                 np.zeros(30, bool)) is None
     true, target = _integer_deltas(rng, P=30, G=50)
     assert_same(np.round(pred), true, rng.uniform(0, 1, size=(30, 50)), target)
 
@@ -186,13 +192,30 @@ def test_pivot_corrections_match_numpy_twin(rng, per_row):
     target = np.array([3, -1, 4, 19, -1, 0, 7, 7, -1])
     c = rng.normal(size=(P + 2, G))
     base = rng.uniform(0, 2, size=(P if per_row else 1, G))
-    ptr, genes = _pairwise._pivot_deviations(q, target)
+    pivot_row, ptr, genes, residual = _pairwise._pivot_deviations(q, base, target)
+    np.testing.assert_array_equal(pivot_row, y)
+    np.testing.assert_array_equal(residual, 0.0)
     corr, mag = np.empty((P, P + 2)), np.empty((P, P + 2))
-    K.l1_pivot_corrections(q, q[0], c, base, target, np.arange(P), ptr, genes, corr, mag)
-    want_corr, want_mag = _twin_corrections(q, q[0], c, base, target)
+    K.l1_pivot_corrections(q, y, c, base, target, np.arange(P), ptr, genes, corr, mag)
+    want_corr, want_mag = _twin_corrections(q, y, c, base, target)
     np.testing.assert_allclose(corr, want_corr, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mag, want_mag, rtol=1e-12, atol=1e-12)
     # pivot distances plus corrections are the kernel's distances (to rounding)
     d = _l1_twin(q, c, _twin_weights(base if per_row else base[0], target, (P, G)))
-    pivot = np.abs(q[0][None, :] - c) @ np.broadcast_to(base, (P, G)).T
+    pivot = np.abs(y[None, :] - c) @ np.broadcast_to(base, (P, G)).T
     np.testing.assert_allclose(pivot.T + corr, d, rtol=1e-12, atol=1e-12)
+
+
+def test_pivot_path_with_a_small_dense_residual(rng):
+    """Leave-one-out means differ from their median on every gene, by about 1/P of a profile: the
+    triangle inequality decides almost every pair, the rest go to the exact kernel."""
+    P, G = 120, 40
+    true = rng.normal(size=(P, G)) * rng.uniform(0.5, 3.0, size=(P, 1))  # distances spread out
+    true[7] = true[6]  # equal leave-one-out means: exact ties among the queries' candidates
+    loo = (true.sum(axis=0)[None, :] - true) / (P - 1)
+    target = rng.integers(-1, G, size=P)
+    st = _pairwise.l1_standing(loo, true, np.ones((1, G)), target, np.zeros(P, bool))
+    assert st is not None and st.n_exact < P * P / 10
+    for weights in (None, rng.uniform(0, 2, size=(P, G))):
+        assert_same(loo, true, weights, target)
+        assert_same(2.0 * loo - 1.0, true, weights, target)  # a scaled mean

@@ -40,11 +40,14 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    prediction (one profile for every perturbation) costs :math:`O(PG)`, not :math:`P` recomputed
    rows.
 
-4. **L1** has no product form. Queries that equal one pivot row on all but a few genes (a
-   prediction with one profile for every perturbation, or one that differs only at the target)
-   take the pivot's distances plus a correction per pair (:func:`l1_standing`), decided under the
-   same kind of rounding bound; other queries get the full matrix from the blocked kernel
-   (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the exact kernel).
+4. **L1** has no product form. Queries close to one pivot profile (the column median) — equal to
+   it but on a few genes (one profile for every perturbation, or one that differs only at the
+   target), or within a small L1 distance of it (a leave-one-out or scaled mean) — take the
+   pivot's distances plus a correction per pair, with the triangle inequality bounding the rest
+   (:func:`l1_standing`); pairs are decided under the same kind of rounding bound and the others
+   computed exactly. Other queries, or too many undecided pairs, get the full matrix from the
+   blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
+   exact kernel).
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
 products could underflow or overflow, fall back to the full kernel matrix.

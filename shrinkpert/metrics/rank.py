@@ -8,9 +8,9 @@ differences in gene order, so identical rows tie exactly). Cosine, Pearson and E
 come from one matrix product per pair of inputs plus row sums; only the own pairs and comparisons
 too close for the product's rounding are recomputed with the exact kernel, so every rank equals
 the one of the full kernel matrix (:mod:`shrinkpert.metrics._pairwise`). L1 uses a blocked kernel
-(cost ``P² × G``, bit-identical to the exact one), or, for a prediction that is one profile except
-at a few genes per perturbation, that profile's distances plus a correction per pair (``P × G``
-plus ``P²``), decided exactly in the same way.
+(cost ``P² × G``, bit-identical to the exact one), or, for a prediction close to one profile (one
+profile except at a few genes per perturbation, or a leave-one-out mean), that profile's distances
+plus a correction per pair (``P × G`` plus ``P²``), decided exactly in the same way.
 
 Per-perturbation ``weights`` (and ``target_index``, which gives the perturbation's own target gene
 weight 0) apply to every comparison made on behalf of that perturbation: when ranking for

@@ -589,7 +589,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
                     pred=pred_scopes.setdefault((data_ref, wname, part), {}),
-                    truth=truth_scopes.setdefault((side.truth, data_ref, wname, part), {}))
+                    truth=truth_scopes.setdefault((side.truth, data_ref, wname, part), {}),
+                    pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
+                    truth_any_weights=truth_scopes.setdefault((side.truth, data_ref, part), {}))
             if on_means:
                 a, b = side.mean[own], targets[side.truth][own]
             elif spec.needs == "deltas":

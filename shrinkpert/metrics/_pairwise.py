@@ -40,9 +40,17 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    prediction (one profile for every perturbation) costs :math:`O(PG)`, not :math:`P` recomputed
    rows.
 
+4. **L1** has no product form. Queries close to one pivot profile (the column median) — equal to
+   it but on a few genes (one profile for every perturbation, or one that differs only at the
+   target), or within a small L1 distance of it (a leave-one-out or scaled mean) — take the
+   pivot's distances plus a correction per pair, with the triangle inequality bounding the rest
+   (:func:`l1_standing`); pairs are decided under the same kind of rounding bound and the others
+   computed exactly. Other queries, or too many undecided pairs, get the full matrix from the
+   blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
+   exact kernel).
+
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
-products could underflow or overflow, fall back to the full kernel matrix. L1 has no product form
-and always uses the blocked kernel.
+products could underflow or overflow, fall back to the full kernel matrix.
 """
 
 from __future__ import annotations
@@ -65,6 +73,10 @@ _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
 _SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
+_SPARSE = 1.0 / 8.0  # a query row differing from the L1 pivot on at most this fraction of genes keeps them all
+_NEAR = 0.02  # L1 through a pivot when the median residual is below this fraction of the own distances
+_UNSURE = 0.05  # ... and at most this fraction of the pairs is left to the exact kernel
+_SAMPLE = 64  # rows whose pairs estimate that fraction before all are approximated
 
 
 @dataclass(frozen=True)
@@ -235,7 +247,11 @@ class PairSums:
         return _matmul(x * self.base[0], y.T)
 
     def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
-        """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW."""
+        """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
+
+        With shared weights the query sums are the full ones less the target's term, like S, T and
+        U: within the same rounding bound, without a P × G weight matrix.
+        """
         out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
         if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
             q, c = self._sides(anchor, centred)
@@ -268,25 +284,28 @@ class PairSums:
                 out["T"][rows] -= (wt * ct) * ct
                 out["U"] = out["U"].copy()
                 out["U"][rows] -= wt * ct
-            v = self._weights()
+            # the query's sums with the target left out: the full sums less one term (no P × G weights)
             qw = q * w
             out["AQ2"] = np.einsum("pg,pg->p", qw, q)
             out["ASW"] = np.full(self.n, w.sum())
+            out["Q2"], out["Q1"], out["SW"] = out["AQ2"].copy(), qw.sum(axis=1), out["ASW"].copy()
+            if rows.size:
+                qt = q[rows, t]
+                out["Q2"][rows] -= (w[t] * qt) * qt
+                out["Q1"][rows] -= w[t] * qt
+                out["SW"][rows] -= w[t]
         else:
             v = self._weights()
+            vq = v * q
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(v * q, c.T))
+            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(vq, c.T))
             t_pc = reuse(cscope, (*key, "T", side), lambda: _matmul(v, (c * c).T))
             out = {"S": s, "T": t_pc, "AT": t_pc}
-            out["AQ2"] = np.einsum("pg,pg->p", v * q, q)
-            out["ASW"] = v.sum(axis=1)
-        vq = v * q
-        out["Q2"] = np.einsum("pg,pg->p", vq, q)
-        out["Q1"] = vq.sum(axis=1)
-        out["SW"] = v.sum(axis=1)
-        out["support"] = v > 0
+            out["AQ2"] = out["Q2"] = np.einsum("pg,pg->p", vq, q)
+            out["Q1"] = vq.sum(axis=1)
+            out["ASW"] = out["SW"] = v.sum(axis=1)
         return out
 
 
@@ -339,10 +358,10 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     base, target = _writable(sums.base), np.array(sums.target, dtype=np.int64)
     z = sums.sums(anchor, centred=kind == _k.L2, need_u=kind == _k.PEARSON)
     undefined = dead.copy()
-    if kind == _k.COSINE:
-        undefined |= z["Q2"] == 0  # a zero query: every distance 0/0 (exact with tame values)
+    if kind == _k.COSINE:  # a query zero on its weighted genes: every distance 0/0 (no underflow when tame)
+        undefined |= ~((q_raw != 0) & (_query_weights(base, target, n) > 0)).any(axis=1)
     elif kind == _k.PEARSON:  # the kernel's rule: a query constant on its weighted genes gives NaN
-        support = z["support"]
+        support = _query_weights(base, target, n) > 0
         hi = np.where(support, q_raw, -np.inf).max(axis=1)
         lo = np.where(support, q_raw, np.inf).min(axis=1)
         undefined |= ~(hi > lo)
@@ -352,19 +371,34 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     undefined |= np.isnan(own)
     groups = reuse(sums.truth_scope if anchor == "pred" else sums.pred_scope, ("pairwise", "groups", anchor),
                    lambda: _row_groups(c_raw))
-    less = np.zeros(n, dtype=np.int64)
-    equal = np.zeros(n, dtype=np.int64)
-    greater = np.zeros(n, dtype=np.int64)
-    todo_rows, todo_cols = [], []
     if kind == _k.L2:
         own_lo, own_hi = own * own * (1.0 - 8.0 * _U), own * own * (1.0 + 8.0 * _U)
     else:
         own_lo = own_hi = own
+    return _classify(lambda rows: _approx(kind, z, rows, n_genes), own, own_lo, own_hi, undefined, groups,
+                     (q_raw, c_raw, base, target, kind), int(live.size))
+
+
+def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exact,
+              max_exact: int | None = None) -> Standing | None:
+    """Count each row's candidates below, at and above its own distance.
+
+    ``approx(rows)`` gives approximate distances (squared for L2) of the rows' pairs and a bound on
+    their difference to the kernel's, compared with ``[own_lo, own_hi]`` (the own distance, squared
+    with its rounding for L2); byte-identical candidates tie exactly; the undecided pairs are
+    computed by the exact kernel (``exact_args``: query, candidates, base, target, kind) and
+    compared with ``own``. None if more than ``max_exact`` pairs are undecided.
+    """
+    n = own.shape[0]
+    less = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    greater = np.zeros(n, dtype=np.int64)
+    todo_rows, todo_cols = [], []
     step = max(1, _BLOCK // n)
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
         idx = np.arange(rows.start, rows.stop)
-        d, err = _approx(kind, z, rows, n_genes)
+        d, err = approx(rows)
         tie = groups[None, :] == groups[idx, None]
         is_less = (d + err < own_lo[idx, None]) & ~tie
         is_greater = (d - err > own_hi[idx, None]) & ~tie
@@ -381,13 +415,97 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
         todo_cols.append(col)
     rows_x = np.concatenate(todo_rows) if todo_rows else np.empty(0, np.int64)
     cols_x = np.concatenate(todo_cols) if todo_cols else np.empty(0, np.int64)
-    exact = _exact(q_raw, c_raw, base, target, kind, rows_x, cols_x)
+    if max_exact is not None and rows_x.size > max_exact:
+        return None
+    exact = _exact(*exact_args, rows_x, cols_x)
     mine = own[rows_x]
     np.add.at(less, rows_x, exact < mine)
     np.add.at(equal, rows_x, exact == mine)
     np.add.at(greater, rows_x, exact > mine)
+    undefined = undefined.copy()
     undefined[rows_x[np.isnan(exact)]] = True
-    return Standing(less, equal, greater, undefined, int(live.size + rows_x.size))
+    return Standing(less, equal, greater, undefined, n_exact + int(rows_x.size))
+
+
+# ----------------------------------------------------------------------------- L1
+
+
+def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""A pivot profile :math:`y` (a column median) and how each query row departs from it.
+
+    Row :math:`i` keeps its own values on the genes ``genes[ptr[i]:ptr[i + 1]]`` (ascending): its
+    target and, when it differs from :math:`y` on at most ``_SPARSE`` of the genes, every gene where
+    it does. Elsewhere it is replaced by :math:`y`, which moves its L1 distances by at most
+    ``residual[i]`` :math:`= \sum_g b_{ig}|q_{ig} - y_g|` over those other genes (triangle
+    inequality). Compared by value: -0.0 and 0.0 give the same ``|q - c|``.
+    """
+    # the median of up to _SAMPLE rows (any pivot is valid; one profile for every row gives it exactly)
+    some = np.unique(np.linspace(0, q.shape[0] - 1, min(q.shape[0], _SAMPLE)).astype(np.int64))
+    y = np.median(q[some], axis=0)
+    diff = q != y
+    sparse = diff.sum(axis=1) <= _SPARSE * q.shape[1]
+    keep = diff & sparse[:, None]
+    rows = np.flatnonzero(target >= 0)
+    keep[rows, target[rows]] = True
+    rest = np.where(keep, 0.0, np.abs(q - y))
+    residual = np.einsum("pg,pg->p", rest, np.broadcast_to(base, q.shape))
+    ptr = np.r_[0, np.cumsum(keep.sum(axis=1))].astype(np.int64)
+    return y, ptr, np.nonzero(keep)[1].astype(np.int64), residual
+
+
+def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
+                dead: np.ndarray) -> Standing | None:
+    r"""The exact L1 standing of queries close to one pivot profile :math:`y`, or None if they are not.
+
+    With :math:`q'_i` = :math:`q_i` on its kept genes and :math:`y` elsewhere
+    (:func:`_pivot_deviations`),
+    :math:`d_{v_i}(q'_i, c_j) = \sum_g b_{ig}|y_g - c_{jg}| + \mathrm{corr}_{ij}`: one product (one
+    row of distances when the base weights are shared) plus a correction over the kept genes
+    (:func:`~shrinkpert.metrics._distance_kernels.l1_pivot_corrections`), and
+    :math:`|d_{v_i}(q_i, c_j) - d_{v_i}(q'_i, c_j)| \le r_i`, the residual. Every term is
+    non-negative, so the rounding of each sum, in any order, is at most :math:`\gamma_n` times the
+    sum of its terms; a pair is decided when its gap to the own distance (exact kernel) exceeds
+    the residual plus four times that rounding bound, else it is computed by the exact kernel.
+    A prediction with one profile for every perturbation, one that differs only at the target,
+    or one within a small distance of a common profile (a leave-one-out mean) costs
+    :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`. None when the residuals are not
+    small against the own distances or too many pairs stay undecided (use the full kernel).
+    """
+    n, n_genes = q.shape
+    q, c, base = _writable(q), _writable(c), _writable(base)
+    y, ptr, genes, residual = _pivot_deviations(q, base, target)
+    undefined = dead.copy()
+    live = np.flatnonzero(~undefined)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    if live.size and not np.median(residual[live] / np.maximum(own[live], _TINY)) < _NEAR:
+        return None
+    far = np.abs(y[None, :] - c)  # |y - c_j|, candidates × genes
+    pivot = far @ base[0] if base.shape[0] == 1 else None
+    f = 4.0 * ((n_genes + 16) * _U) / (1.0 - (n_genes + 16) * _U)
+
+    def approx(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = ptr[idx + 1] - ptr[idx]
+        local = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        mine = genes[np.arange(local[-1]) - np.repeat(local[:-1] - ptr[idx], counts)]
+        corr = np.empty((idx.size, c.shape[0]))
+        mag = np.empty((idx.size, c.shape[0]))
+        _k.l1_pivot_corrections(q, y, c, base, target, idx, local, mine, corr, mag)
+        m = np.broadcast_to(pivot, corr.shape) if pivot is not None else _matmul(base[idx], far.T)
+        r = residual[idx, None]
+        d = m + corr
+        return d, r * (1.0 + f) + f * (m + mag + r) + 4.0 * _U * np.abs(d)
+
+    # a sample of rows first: give up early when too many pairs would be left to the exact kernel
+    sample = np.unique(live[np.linspace(0, live.size - 1, min(live.size, _SAMPLE)).astype(np.int64)])
+    if sample.size:
+        d, err = approx(sample)
+        if (np.abs(d - own[sample, None]) <= err).mean() > _UNSURE:
+            return None
+    return _classify(lambda rows: approx(np.arange(rows.start, rows.stop, dtype=np.int64)), own, own, own,
+                     undefined, _row_groups(c), (q, c, base, target, _k.L1), int(live.size),
+                     max_exact=int(_UNSURE * n * c.shape[0]))
 
 
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
@@ -397,7 +515,10 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
     w = _writable(base) if (target < 0).all() else _query_weights(base, target, q.shape[0])
     out = np.empty((q.shape[0], c.shape[0]))
     with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
-        _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
+        if kind == _k.L1:  # the same values, bit for bit, vectorised across candidates
+            _k.l1_blocked(_writable(q), _k.candidate_blocks(c), w, out)
+        else:
+            _k.pairwise_distances(_writable(q), _writable(c), w, kind, out)
     return from_matrix(out, dead)
 
 
@@ -405,7 +526,13 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
-    if kind == _k.L1 or not (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
-                             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base))):
+    tame = (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
+            and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
+    if kind == _k.L1 and tame:
+        q, c = (x, y) if anchor == "pred" else (y, x)
+        st = l1_standing(q, c, base, target, dead)
+        if st is not None:
+            return st
+    if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
     return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

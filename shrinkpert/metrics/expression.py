@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..errors import GeneMismatchError, InputError
 from .shared import SharedIntermediates, reuse
-from ._rank_kernels import weighted_midranks
+from ._rank_kernels import midranks_from_order
 
 __all__ = [
     "checked_once",
@@ -225,17 +225,31 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
     return r
 
 
-def _weighted_midranks(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+def _row_order(x: np.ndarray) -> np.ndarray:
+    """Each row's ascending order (NumPy's sort; it does not depend on any weights)."""
+    return np.argsort(x, axis=1)
+
+
+def _weighted_midranks(x: np.ndarray, w: np.ndarray | None, order: np.ndarray | None = None) -> np.ndarray:
     """Row-wise weighted mid-ranks: weight strictly below plus half the weight of the tie group.
 
     With unit weights this is the average rank minus 1/2, so a Pearson correlation of these ranks
-    is exactly Spearman's rho; a gene of weight 0 does not move any other gene's rank.
+    is exactly Spearman's rho; a gene of weight 0 does not move any other gene's rank. ``order``:
+    :func:`_row_order` of ``x`` when already known (ties are found by value, so any ascending
+    order gives the same ranks).
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
     w2 = np.ones((1, x.shape[1])) if w is None else np.ascontiguousarray(np.atleast_2d(w), dtype=np.float64)
     out = np.empty_like(x)
-    weighted_midranks(x, w2, out)
+    midranks_from_order(x, _row_order(x) if order is None else order, w2, out)
     return out
+
+
+def _shared_midranks(x: np.ndarray, w: np.ndarray | None, scope: dict | None, any_weights: dict | None
+                     ) -> np.ndarray:
+    """:func:`_weighted_midranks` kept in ``scope``, the sort kept in ``any_weights`` (shared by weightings)."""
+    return reuse(scope, "midranks", lambda: _weighted_midranks(
+        x, w, reuse(any_weights if any_weights is not None else scope, "row_order", lambda: _row_order(x))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,6 +641,6 @@ def spearman_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None,
     """
     p, t, vector = _check_pair(pred_delta, true_delta, ("pred_delta", "true_delta"))
     w = _as_weights(weights, p.shape)
-    rp = reuse(shared.pred if shared else None, "midranks", lambda: _weighted_midranks(p, w))
-    rt = reuse(shared.truth if shared else None, "midranks", lambda: _weighted_midranks(t, w))
+    rp = _shared_midranks(p, w, *((shared.pred, shared.pred_any_weights) if shared else (None, None)))
+    rt = _shared_midranks(t, w, *((shared.truth, shared.truth_any_weights) if shared else (None, None)))
     return _finish(_pearson_rows(rp, rt, w), vector)

@@ -7,8 +7,10 @@ distances to all other candidates, as the exact distance kernel computes them (s
 differences in gene order, so identical rows tie exactly). Cosine, Pearson and Euclidean distances
 come from one matrix product per pair of inputs plus row sums; only the own pairs and comparisons
 too close for the product's rounding are recomputed with the exact kernel, so every rank equals
-the one of the full kernel matrix (:mod:`shrinkpert.metrics._pairwise`). L1 uses the blocked
-kernel (cost ``P² × G``).
+the one of the full kernel matrix (:mod:`shrinkpert.metrics._pairwise`). L1 uses a blocked kernel
+(cost ``P² × G``, bit-identical to the exact one), or, for a prediction close to one profile (one
+profile except at a few genes per perturbation, or a leave-one-out mean), that profile's distances
+plus a correction per pair (``P × G`` plus ``P²``), decided exactly in the same way.
 
 Per-perturbation ``weights`` (and ``target_index``, which gives the perturbation's own target gene
 weight 0) apply to every comparison made on behalf of that perturbation: when ranking for
@@ -62,7 +64,8 @@ def _base_weights(weights: Any, shape: tuple[int, int]) -> np.ndarray:
     return np.array(w[:1] if (w == w[:1]).all() else w, dtype=np.float64)
 
 
-def _prepare(pred, true, weights, target_index, metric, names=("pred", "true")):
+def _prepare(pred, true, weights, target_index, metric, names=("pred", "true"), truth_scope=None):
+    """Checked inputs, base weights, targets and dead rows (the last three kept in ``truth_scope``)."""
     if metric not in _KINDS:
         raise InputError(f"metric={metric!r} is not supported; use one of {sorted(_KINDS)}.")
     p, t, _ = _check_pair(pred, true, names, allow_vector=False)
@@ -71,9 +74,13 @@ def _prepare(pred, true, weights, target_index, metric, names=("pred", "true")):
             f"Rank metrics compare each perturbation with the others; {names[0]} has only "
             f"{p.shape[0]} row. Pass at least 2 perturbations."
         )
-    base = _base_weights(weights, p.shape)
-    target = _targets(target_index, p.shape)
-    return p, t, base, target, _pairwise.dead_rows(base, target, p.shape[0])
+
+    def weighting():
+        base = _base_weights(weights, p.shape)
+        target = _targets(target_index, p.shape)
+        return base, target, _pairwise.dead_rows(base, target, p.shape[0])
+
+    return (p, t, *reuse(truth_scope, ("rank", "weighting"), weighting))
 
 
 def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names=("pred", "true"),
@@ -88,7 +95,8 @@ def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names
     """
 
     def compute():
-        p, t, base, target, dead = _prepare(pred, true, weights, target_index, metric, names)
+        p, t, base, target, dead = _prepare(pred, true, weights, target_index, metric, names,
+                                            shared.truth if shared is not None else None)
         return _pairwise.compute(p, t, base, target, _KINDS[metric], anchor, dead,
                                  shared.pred if shared is not None else None,
                                  shared.truth if shared is not None else None)

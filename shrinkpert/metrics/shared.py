@@ -9,7 +9,9 @@ the truth) and ``truth`` for those of the truth alone. Entries are keyed by *wha
 :class:`SharedIntermediates` only while the prediction, the truth, the gene weights and the target
 indices stay the same, and a new ``pred`` dictionary for every prediction scored against one truth.
 :func:`~shrinkpert.evaluate` keeps one per (prediction, reference, weighting) with the truth's
-dictionary shared across predictions. Without ``shared`` every call computes afresh.
+dictionary shared across predictions. Without ``shared`` every call computes afresh. The optional
+``pred_any_weights`` / ``truth_any_weights`` dictionaries hold what does not depend on the gene
+weights or target indices (a row's sort order, identical rows), shared by all weightings.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class SharedIntermediates:
 
     pred: dict[Hashable, Any] = field(default_factory=dict)
     truth: dict[Hashable, Any] = field(default_factory=dict)
+    #: Optional caches of intermediates that depend on neither the gene weights nor the target
+    #: indices (e.g. each row's sort order), shared by every weighting of the same prediction and
+    #: truth; None: such intermediates go to ``pred`` / ``truth``.
+    pred_any_weights: dict[Hashable, Any] | None = None
+    truth_any_weights: dict[Hashable, Any] | None = None
 
 
 def reuse(scope: dict[Hashable, Any] | None, key: Hashable, compute: Callable[[], T]) -> T:

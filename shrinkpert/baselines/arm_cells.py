@@ -15,7 +15,9 @@ per cell. :func:`arm_source` reads the truth once (block by block) and keeps jus
 * for ``log1p_format`` only, the per-gene factor taking a control cell to the mean response.
 
 :func:`emitted_arm` then gives an arm as a :class:`~shrinkpert._validate.CellData` whose matrix
-is made when the scorer reads it (a ``"csr"`` source whose row slices are emitted on demand).
+is made when the scorer reads it (a ``"csr"`` source whose row slices are emitted on demand;
+float32 for the count arms, which holds their integer counts exactly, as the mean-response
+baseline's cells are float32, so the scorer's copies are no larger than for a float32 input).
 ``variance_inflated``'s noise is drawn per fixed block of :data:`NOISE_ROWS` cells (generator
 ``numpy.random.default_rng([seed, 1, b])`` for block :math:`b`), so any read order and any
 ``chunk_size`` give the same cells.
@@ -178,6 +180,16 @@ class _ArmRows:
         self._cached: tuple[int, sp.csr_matrix] | None = None
 
     def __getitem__(self, rows: slice) -> sp.csr_matrix:
+        return self.emit(rows).astype(self.dtype)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 for the count arms (exact: an integer count below :math:`2^{24}`, and a cell with
+        a larger one breaks the preset's 1e6-per-cell rule either way); float64 for ``log1p_format``."""
+        return np.dtype(np.float64 if self._arm == "log1p_format" else np.float32)
+
+    def emit(self, rows: slice) -> sp.csr_matrix:
+        """Rows ``rows`` of the arm, computed in float64."""
         start, stop, _ = rows.indices(self.shape[0])
         if self._arm != "variance_inflated":
             return self._edited(start, stop)
@@ -243,7 +255,7 @@ class _ArmCells(CellData):
 
     @contextlib.contextmanager
     def open(self) -> Iterator[MatrixSource]:
-        yield MatrixSource("csr", self.shape, np.dtype(np.float64), self.rows, f"exploit arm {self.rows._arm!r}")
+        yield MatrixSource("csr", self.shape, self.rows.dtype, self.rows, f"exploit arm {self.rows._arm!r}")
 
 
 def emitted_arm(source: ArmSource, arm: str) -> CellData:

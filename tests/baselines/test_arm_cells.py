@@ -19,7 +19,7 @@ from shrinkpert.baselines import EXPLOITS, exploit_cells
 from shrinkpert.baselines.arm_cells import NOISE_ROWS, arm_source, emitted_arm
 from shrinkpert.errors import CountsError
 from shrinkpert.evaluation.exploits import arm_results_vcc2026
-from shrinkpert.metrics.vcc2026 import score_vcc2026
+from shrinkpert.metrics.vcc2026 import check_counts_vcc2026, score_vcc2026
 
 CONTROL = "non-targeting"
 
@@ -128,8 +128,12 @@ def test_preset_scores_of_streamed_arms(screen, path):
     assert set(refused) == {"log1p_format"} and "non-integer values" in refused["log1p_format"]
     with pytest.raises(CountsError, match="non-integer values"):
         score_vcc2026(exploit_cells(screen, "log1p_format", seed=4), screen)
-    # the streamed source keeps only the control cells' rows
-    assert arm_source(path, seed=4).kept.shape[0] == int((screen.obs["perturbation"] == CONTROL).sum())
+    # the streamed source keeps only the control cells' rows; the refusal is decided from the arm's values
+    source = arm_source(path, seed=4)
+    assert source.kept.shape[0] == int((screen.obs["perturbation"] == CONTROL).sum())
+    check_counts_vcc2026(emitted_arm(source, "control_paste"))
+    with pytest.raises(CountsError, match="pred contains non-integer values"):
+        check_counts_vcc2026(emitted_arm(source, "log1p_format"))
 
 
 def _adata(X, like):

@@ -71,7 +71,7 @@ from ..errors import CountsError, GeneMismatchError, InputError, ShrinkpertWarni
 from ..stats.wilcoxon import WilcoxonResult, wilcoxon_de, wilcoxon_de_pair
 from ._vcc2026_kernels import jackknife_base, jackknife_block, series_terms
 
-__all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET", "aggregate_vcc2026"]
+__all__ = ["MEMBERS", "VCC2026Result", "score_vcc2026", "PRESET", "aggregate_vcc2026", "check_counts_vcc2026"]
 
 #: The preset's fixed settings (cell-eval2 0.20.0 ``configs/vcc2026.yaml``).
 PRESET = MappingProxyType({
@@ -261,6 +261,15 @@ def _canonical(values, by_rows: bool):
     mat.indptr = mat.indptr.astype(np.int64, copy=False)
     mat.indices = mat.indices.astype(np.int64, copy=False)
     return mat
+
+
+def check_counts_vcc2026(data: CellData, chunk_size: int | None = None) -> None:
+    """The preset's per-value count rules (finite, non-negative, integer) on ``data``, block by
+    block, stopping at the first block that breaks one (the :class:`CountsError` the scorer raises).
+    """
+    with data.open() as source:
+        for block in source.blocks(chunk_size):
+            _check_counts(_canonical(block.values, source.by_rows).data, data.side)
 
 
 def _check_counts(values: np.ndarray, where: str, fractional: bool = False) -> None:

@@ -39,7 +39,7 @@ from .data.design import encode_labels
 from .data.read import MatrixSource, backing_path, open_matrix, read_annotations
 from .errors import InputError, MissingKeyError
 
-__all__ = ["CellData", "validate", "detect_scale", "MIN_CONTROL_CELLS", "SIDES"]
+__all__ = ["CellData", "EmittedCells", "validate", "detect_scale", "MIN_CONTROL_CELLS", "SIDES"]
 
 #: Fewest control cells any entry point accepts.
 MIN_CONTROL_CELLS = MIN_CELLS
@@ -135,11 +135,32 @@ class CellData:
         codes = np.where(drop, -1, self.codes)
         return CellData(**{**self.__dict__, "codes": freeze(codes)})
 
+    def emitted(self, rows: Any, dtype: Any, label: str) -> EmittedCells:
+        """These cells and labels as a prediction (``side="pred"``) whose matrix is made on demand:
+        ``rows[start:stop]`` returns the CSR row block (``rows`` also has ``shape`` and ``nnz``),
+        e.g. a baseline or an exploit arm built from the truth block by block."""
+        return EmittedCells(**{**self.__dict__, "side": "pred", "layer": None}, rows=rows, dtype=np.dtype(dtype),
+                            label=label)
+
     @contextlib.contextmanager
     def open(self) -> Iterator[MatrixSource]:
         """Open the matrix for block reading (see :func:`~shrinkpert.data.read.open_matrix`)."""
         with open_matrix(self.source, self.layer) as matrix:
             yield matrix
+
+
+@dataclass(frozen=True, eq=False)
+class EmittedCells(CellData):
+    """A :class:`CellData` whose matrix is emitted block by block instead of read (see
+    :meth:`CellData.emitted`)."""
+
+    rows: Any = None
+    dtype: Any = None
+    label: str = ""
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[MatrixSource]:
+        yield MatrixSource("csr", self.shape, self.dtype, self.rows, self.label)
 
 
 def _source(data: Any, side: str) -> Any:

@@ -25,9 +25,7 @@ baseline's cells are float32, so the scorer's copies are no larger than for a fl
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +33,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validate import CellData, validate
-from ..data.read import MatrixSource
 from ..errors import InputError
 from .exploits import EXPLOITS, TARGET_ARMS, target_columns
 
@@ -247,17 +244,6 @@ class _ArmRows:
         return sp.csr_matrix(cells.multiply(keep[None, :])) + edits
 
 
-@dataclass(frozen=True, eq=False)
-class _ArmCells(CellData):
-    """A :class:`CellData` whose matrix is an exploit arm emitted block by block."""
-
-    rows: Any = None
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[MatrixSource]:
-        yield MatrixSource("csr", self.shape, self.rows.dtype, self.rows, f"exploit arm {self.rows._arm!r}")
-
-
 def emitted_arm(source: ArmSource, arm: str) -> CellData:
     """Exploit arm ``arm`` of ``source``'s truth as a lazily emitted input (``side="pred"``, the
     truth's labels; module docstring). Its cells equal :func:`~shrinkpert.baselines.exploit_cells`'
@@ -269,6 +255,5 @@ def emitted_arm(source: ArmSource, arm: str) -> CellData:
     if arm == "log1p_format" and source.response is None:
         raise InputError("exploit arm 'log1p_format' needs the mean response: build the source with arm_source("
                          "..., arms=[..., 'log1p_format']).")
-    t = source.truth
-    fields = {f.name: getattr(t, f.name) for f in dataclasses.fields(CellData)}
-    return _ArmCells(**{**fields, "side": "pred", "layer": None, "rows": _ArmRows(source, arm)})
+    rows = _ArmRows(source, arm)
+    return source.truth.emitted(rows, rows.dtype, f"exploit arm {arm!r}")

@@ -22,18 +22,13 @@ input:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from .._validate import MIN_CONTROL_CELLS, CellData
-from ..data.read import MatrixSource
 from ..errors import InputError
 
 __all__ = ["group_means", "response_scale", "baseline_draws", "emitted_baseline", "cell_subset"]
@@ -129,17 +124,6 @@ class _Rows:
         return out
 
 
-@dataclass(frozen=True, eq=False)
-class _EmittedCells(CellData):
-    """A :class:`CellData` whose matrix is emitted block by block instead of read."""
-
-    rows: Any = None
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[MatrixSource]:
-        yield MatrixSource("csr", self.shape, np.dtype(np.float32), self.rows, "mean-response baseline")
-
-
 def emitted_baseline(truth: CellData, *, seed: int, cols: dict[int, int],
                      chunk_size: int | None = None) -> CellData:
     r"""The mean-response prediction of ``truth`` as a lazily emitted input (module docstring).
@@ -156,9 +140,7 @@ def emitted_baseline(truth: CellData, *, seed: int, cols: dict[int, int],
     draw = np.full(truth.shape[0], -1, dtype=np.int64)
     if positions:
         draw[np.concatenate(positions)] = np.concatenate(draws)
-    fields = {f.name: getattr(truth, f.name) for f in dataclasses.fields(CellData)}
-    return _EmittedCells(**{**fields, "side": "pred", "layer": None,
-                            "rows": _Rows(draw, controls, scale, truth.shape[1])})
+    return truth.emitted(_Rows(draw, controls, scale, truth.shape[1]), np.float32, "mean-response baseline")
 
 
 def cell_subset(data: CellData, cells: np.ndarray, side: str, *, min_control: int = MIN_CONTROL_CELLS) -> CellData:

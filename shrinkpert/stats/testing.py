@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["WelchTest", "welch", "welch_pvalue", "t_sf", "bh_adjust", "welch_bh"]
 
 
@@ -254,7 +256,7 @@ def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tupl
     df = np.asarray(test.df, dtype=np.float64)
     shape = np.broadcast_shapes(diff.shape, se.shape, df.shape)
     if len(shape) != 2:
-        raise ValueError(f"welch_bh tests the rows of a matrix; got shape {shape}.")
+        raise InputError(f"welch_bh tests the rows of a matrix; got shape {shape}: pass 2-D differences.")
     diff, se, df = np.broadcast_arrays(diff, se, df)
     if shape[1] == 0:
         return np.ones(shape), (None if alpha is not None else np.zeros(shape, dtype=np.int64))
@@ -264,7 +266,7 @@ def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tupl
 
     a = float(alpha)
     if not 0.0 < a <= 1.0:
-        raise ValueError(f"alpha must be in (0, 1]; got {alpha!r}.")
+        raise InputError(f"welch_bh: alpha must be in (0, 1]; got {alpha!r}.")
     finite = np.isfinite(diff).all(axis=1) & np.isfinite(se).all(axis=1) & (np.isfinite(df) & (df > 0)).all(axis=1)
     q = np.ones(shape)
     if not finite.all():  # the unpruned rule (NaN propagates through BH as it does there)

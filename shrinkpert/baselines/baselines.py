@@ -36,7 +36,7 @@ wrong label; a metric they beat the ``mean`` baseline on rewards gaming (VCC blo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -63,6 +63,9 @@ __all__ = [
     "inflated_mean",
     "shuffled_labels",
     "make_baselines",
+    "BaselinePlan",
+    "plan_baselines",
+    "ROLES",
 ]
 
 
@@ -192,14 +195,21 @@ def technical_duplicate(summary: TruthSummary) -> BaselinePrediction:
                               truth="half_a", params={"kind": "positive", "seed": summary.params.get("seed")})
 
 
-def _welch_padj_vs_rest(summary: TruthSummary) -> np.ndarray:
-    """BH-adjusted Welch p-values of half B of each perturbation vs half B of all the others."""
-    n = summary.half_b_n.astype(np.float64)[:, None]
-    mean, var = summary.half_b_mean, np.nan_to_num(summary.half_b_var, nan=0.0)
+#: Rows per block of :func:`interpolated_duplicate` (its Welch test holds ~10 such blocks at once).
+_ROWS_PER_BLOCK = 256
+
+
+def _welch_padj_vs_rest(summary: TruthSummary, rows: slice,
+                        totals: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """BH-adjusted Welch p-values of half B of each perturbation in ``rows`` vs half B of all the
+    others; ``totals`` are the column sums of :math:`n\bar x` and of the sums of squares over all rows."""
+    n_all = summary.half_b_n.astype(np.float64)
+    n = n_all[rows, None]
+    mean, var = summary.half_b_mean[rows], np.nan_to_num(summary.half_b_var[rows], nan=0.0)
     ss = var * (n - 1) + n * mean**2  # sum of squares of each group
-    rest_n = n.sum() - n
-    rest_mean = ((n * mean).sum(axis=0)[None, :] - n * mean) / rest_n
-    rest_ss = ss.sum(axis=0)[None, :] - ss
+    rest_n = n_all.sum() - n
+    rest_mean = (totals[0][None, :] - n * mean) / rest_n
+    rest_ss = totals[1][None, :] - ss
     rest_var = np.maximum(rest_ss - rest_n * rest_mean**2, 0.0) / np.maximum(rest_n - 1, 1)
     test = welch(var / n, n, rest_var / rest_n, rest_n, floor_at_b=False)
     return bh_adjust(welch_pvalue(mean - rest_mean, test))
@@ -213,10 +223,19 @@ def interpolated_duplicate(summary: TruthSummary) -> BaselinePrediction:
 
     with :math:`m_p` the leave-one-out perturbation-weighted mean and padj the
     Benjamini–Hochberg-adjusted Welch t-test of half B of :math:`p` against half B of all other
-    perturbations (only the predictor half is used, so half A stays unseen).
+    perturbations (only the predictor half is used, so half A stays unseen). Computed in blocks
+    of rows (the test is per perturbation), so its temporaries stay small at any number of
+    perturbations.
     """
-    alpha = 1.0 - _welch_padj_vs_rest(summary)
-    mean = alpha * summary.half_b_mean + (1.0 - alpha) * _loo_mean(summary)
+    n = summary.half_b_n.astype(np.float64)[:, None]
+    var = np.nan_to_num(summary.half_b_var, nan=0.0)
+    totals = ((n * summary.half_b_mean).sum(axis=0), (var * (n - 1) + n * summary.half_b_mean**2).sum(axis=0))
+    del var
+    mean = _loo_mean(summary)  # m, overwritten block by block with the interpolation
+    for start in range(0, mean.shape[0], _ROWS_PER_BLOCK):
+        rows = slice(start, start + _ROWS_PER_BLOCK)
+        alpha = 1.0 - _welch_padj_vs_rest(summary, rows, totals)
+        mean[rows] = alpha * summary.half_b_mean[rows] + (1.0 - alpha) * mean[rows]
     return BaselinePrediction("interpolated_duplicate", summary.perturbations, summary.genes, mean, truth="half_a",
                               params={"kind": "positive", "alpha": "1 - BH(Welch half B vs rest)"})
 
@@ -360,32 +379,50 @@ BASELINES: tuple[str, ...] = (
 #: Names of the adversarial sanity baselines.
 ADVERSARIAL: tuple[str, ...] = ("scaled_mean_up", "scaled_mean_down", "inflated_mean", "shuffled")
 _ALL = BASELINES + ("additive", "linear")
+#: Role (``params["kind"]``) and scored truth of each named baseline, known before it is built.
+ROLES: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "control": ("negative", "full"), "mean": ("negative", "full"), "mean_all": ("negative", "full"),
+    "mean_cells": ("negative", "full"), "technical_duplicate": ("positive", "half_a"),
+    "interpolated_duplicate": ("positive", "half_a"), "scaled_mean_up": ("adversarial", "full"),
+    "scaled_mean_down": ("adversarial", "full"), "inflated_mean": ("adversarial", "full"),
+    "shuffled": ("adversarial", "full"), "additive": ("reference", "full"), "linear": ("reference", "full"),
+})
 
 
-def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default", *,
-                   seed: int | np.random.Generator = 0,
-                   targets: Mapping[str, str] | None = None) -> dict[str, BaselinePrediction]:
-    """Build several baselines by name (``"default"`` = :data:`BASELINES` and the exploit arms the data allow).
+@dataclass(frozen=True)
+class BaselinePlan:
+    """A baseline not built yet: its role, the truth it is scored against, and its builder.
 
-    Exploit arms (:data:`~shrinkpert.baselines.exploits.EXPLOITS`) may be named too; they come last.
+    ``build()`` makes the :class:`BaselinePrediction` afresh at each call (the same values: every
+    random baseline draws from its own seed), so a caller can hold one baseline's arrays at a time.
 
-    Raises
-    ------
-    InputError
-        An unknown name (the message lists the known ones).
-    NotImplementedError
-        ``"additive"`` on data without combinations.
+    Attributes
+    ----------
+    name : str
+    kind : str
+        ``params["kind"]`` of the built baseline (``"negative"``, ``"positive"``, ``"exploit"``, ...).
+    truth : {"full", "half_a"}
+    build : callable
     """
-    from .exploits import EXPLOITS, exploit_baselines
+
+    name: str
+    kind: str
+    truth: str
+    build: Callable[[], BaselinePrediction]
+
+
+def _builders(summary: TruthSummary, names: Sequence[str] | str, seed: int | np.random.Generator,
+              targets: Mapping[str, str] | None) -> dict[str, tuple[str, str, Callable[[], BaselinePrediction]]]:
+    """(kind, truth, builder) of each named baseline, the exploit arms last; checks the names."""
+    from .exploits import EXPLOITS, exploit_builders
 
     default = isinstance(names, str) and names == "default"
     names = list(BASELINES) if default else ([names] if isinstance(names, str) else list(names))
     unknown = [n for n in names if n not in _ALL + EXPLOITS]
     if unknown:
         raise InputError(f"unknown baselines {unknown}; choose from {list(_ALL + EXPLOITS)}.")
-    arms = exploit_baselines(summary, "default" if default else [n for n in names if n in EXPLOITS], seed=seed,
-                             targets=targets)
-    names = [n for n in names if n not in EXPLOITS]
+    arms = exploit_builders(summary, "default" if default else [n for n in names if n in EXPLOITS], seed=seed,
+                            targets=targets)
     builders = {
         "control": lambda: control_baseline(summary),
         "mean": lambda: mean_baseline(summary),
@@ -400,4 +437,51 @@ def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default"
         "additive": lambda: additive_baseline(summary),
         "linear": lambda: linear_baseline(summary, targets=targets),
     }
-    return {**{n: builders[n]() for n in names}, **arms}
+    out = {n: (*ROLES[n], builders[n]) for n in names if n not in EXPLOITS}
+    return {**out, **{n: ("exploit", "full", build) for n, build in arms.items()}}
+
+
+def plan_baselines(summary: TruthSummary, names: Sequence[str] | str = "default", *,
+                   seed: int = 0, targets: Mapping[str, str] | None = None) -> dict[str, BaselinePlan]:
+    """The baselines of :func:`make_baselines`, not built yet (one :class:`BaselinePlan` each).
+
+    The opt-in ``"additive"`` and ``"linear"`` are built here, once, so that data they cannot
+    serve fail now; the others are built at each ``build()``.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones), or a generator as ``seed`` (each build
+        must draw the same values: pass an int).
+    NotImplementedError
+        ``"additive"`` on data without combinations.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"plan_baselines needs an int seed (each build draws afresh), got {seed!r}.")
+    plans = {}
+    for name, (kind, truth, build) in _builders(summary, names, int(seed), targets).items():
+        if kind == "reference":  # opt-in, and they check the data (combinations, targets): built now
+            build = (lambda built: lambda: built)(build())
+        plans[name] = BaselinePlan(name, kind, truth, build)
+    return plans
+
+
+def make_baselines(summary: TruthSummary, names: Sequence[str] | str = "default", *,
+                   seed: int | np.random.Generator = 0,
+                   targets: Mapping[str, str] | None = None) -> dict[str, BaselinePrediction]:
+    """Build several baselines by name (``"default"`` = :data:`BASELINES` and the exploit arms the data allow).
+
+    Exploit arms (:data:`~shrinkpert.baselines.exploits.EXPLOITS`) may be named too; they come last.
+    :func:`plan_baselines` gives the same baselines unbuilt.
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the known ones).
+    NotImplementedError
+        ``"additive"`` on data without combinations.
+    """
+    plans = _builders(summary, names, seed, targets)
+    # the arms are built first, as they always were: a shared generator gives each the same draws
+    arms = {name: build() for name, (kind, _, build) in plans.items() if kind == "exploit"}
+    return {name: arms[name] if name in arms else build() for name, (_, _, build) in plans.items()}

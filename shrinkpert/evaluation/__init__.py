@@ -14,6 +14,7 @@ from .steps import (
     EvaluationInputs,
     Scores,
     Side,
+    Sides,
     Summaries,
     de_calls,
     make_sides,
@@ -41,6 +42,7 @@ __all__ = [
     "EvaluationInputs",
     "Summaries",
     "Side",
+    "Sides",
     "Scores",
     "merge_tables",
 ]

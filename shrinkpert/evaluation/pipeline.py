@@ -224,7 +224,7 @@ def evaluate(
     record = {
         "perturbation_key": perturbation_key, "control": control, "exclude": list(inputs.truth.excluded),
         **config.to_dict(), "scale": inputs.scale, "seed": seed,
-        "baselines": {name: side.kind for name, side in sides.items() if name != "model"},
+        "baselines": {name: sides.kind(name) for name in sides if name != "model"},
         "models": list(inputs.models),
         "pred_control_cells_ignored": (inputs.preds["model"].n_control if inputs.models == ("model",)
                                        else {name: d.n_control for name, d in inputs.preds.items()}),

@@ -21,7 +21,7 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,7 @@ from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
 from ..metrics.expression import checked_once
-from ..metrics.shared import SharedIntermediates
+from ..metrics.shared import SharedIntermediates, reuse
 from .cells import distribution_values, sample_plan, truth_draw_weights
 from .config import EvaluationConfig
 from .rank_calls import WILCOXON_DESCRIPTION, rank_calls
@@ -42,7 +42,7 @@ from .registry import METRICS
 from .references import auto_weights, reference_vectors, resolve_references, shrunk_truth
 from .table import MetricTable
 
-__all__ = ["EvaluationInputs", "Summaries", "Side", "Scores", "read_inputs", "summarise", "make_sides", "score",
+__all__ = ["EvaluationInputs", "Summaries", "Side", "Sides", "Scores", "read_inputs", "summarise", "make_sides", "score",
            "tabulate", "DEFAULT_REFERENCES", "MODEL"]
 
 log = logging.getLogger("shrinkpert")
@@ -279,21 +279,55 @@ class Side:
     kind: str
 
 
+class Sides(Mapping[str, Side]):
+    """The sides by name, the models first (the result of :func:`make_sides`).
+
+    A baseline's :class:`Side` is built each time it is read: holding every baseline at once
+    costs one perturbations × genes array each (16 by default), so :func:`score` reads them one
+    at a time and only the side being scored is in memory. :meth:`kind` and :meth:`truth` need no
+    build.
+    """
+
+    def __init__(self, entries: Mapping[str, tuple[str, str, Callable[[], Side]]]) -> None:
+        self._entries = dict(entries)  # name -> (kind, truth, build)
+
+    def __getitem__(self, name: str) -> Side:
+        return self._entries[name][2]()
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def kind(self, name: str) -> str:
+        """``"model"`` or the baseline's role, without building it."""
+        return self._entries[name][0]
+
+    def truth(self, name: str) -> str:
+        """The truth a side is scored against (``"full"`` or ``"half_a"``), without building it."""
+        return self._entries[name][1]
+
+
 def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig, seed: int,
-               train: Any = None) -> dict[str, Side]:
+               train: Any = None) -> Sides:
     """Step 3: the model and every baseline as :class:`Side` objects, the models first.
 
-    With training statistics (``train``), two baselines fitted on them join the others:
-    ``"train_mean"`` (the mean of the training perturbations, Mejia et al.'s mean / cell-eval's
-    cell mean) and ``"train_linear"`` (Ahlmann-Eltze et al.'s PCA-ridge model; only when the
-    training cells include controls).
+    The baselines are planned, not built (:func:`~shrinkpert.baselines.plan_baselines`): each is
+    built when :func:`score` reads it. With training statistics (``train``), two baselines fitted
+    on them join the others: ``"train_mean"`` (the mean of the training perturbations, Mejia et
+    al.'s mean / cell-eval's cell mean) and ``"train_linear"`` (Ahlmann-Eltze et al.'s PCA-ridge
+    model; only when the training cells include controls).
     """
-    from ..baselines import make_baselines, train_linear, train_mean
+    from ..baselines import plan_baselines, train_linear, train_mean
 
     s = summaries.truth
-    sides = {name: Side(mean, var, n, "full", "model") for name, (mean, var, n) in summaries.preds.items()}
+    entries: dict[str, tuple[str, str, Callable[[], Side]]] = {
+        name: ("model", "full", functools.partial(Side, mean, var, n, "full", "model"))
+        for name, (mean, var, n) in summaries.preds.items()}
     none = baselines is None or (not isinstance(baselines, str) and len(baselines) == 0)
-    base = {} if none else make_baselines(s, baselines, seed=seed, targets=config.targets)
+    plans = {} if none else {name: (p.kind, p.truth, p.build)
+                             for name, p in plan_baselines(s, baselines, seed=seed, targets=config.targets).items()}
     if train is not None and not none:
         fitted = {"train_mean": train_mean(train, s.perturbations, control=s.control, genes=s.genes)}
         if s.control in set(train.groups.astype(str)):
@@ -302,23 +336,31 @@ def make_sides(summaries: Summaries, *, baselines: Any, config: EvaluationConfig
                                                       targets=config.targets, genes=s.genes)
             except InputError as exc:  # e.g. too few training perturbations target a measured gene
                 log.info("evaluate: no train_linear baseline (%s)", exc)
-        base = {**base, **fitted}
-    for name, b in base.items():
-        if name in sides:
+        plans.update({name: (str(b.params.get("kind")), b.truth, (lambda b=b: b))
+                      for name, b in fitted.items()})
+    for name, (kind, truth, build) in plans.items():
+        if name in entries:
             raise InputError(f"The baseline {name!r} has the name of a model; rename the model.")
-        half = b.truth == "half_a"
-        var, n = (s.half_b_var, s.half_b_n) if half else (s.var, s.n_cells)
-        if getattr(b, "var", None) is not None:  # a baseline made of cells (an exploit arm) brings its own
-            var, n = b.var, b.n
-        sides[name] = Side(freeze(np.array(b.mean)), var, n, "half_a" if half else "full", str(b.params.get("kind")))
-    if config.calibrate and base:
+        entries[name] = (kind, truth, functools.partial(_baseline_side, build, s))
+    if config.calibrate and plans:
         roles = {config.positive} | ({"mean", "mean_all", "control"} if config.negative == "auto"
                                      else {config.negative})
-        absent = sorted(r for r in roles if r not in base)
+        absent = sorted(r for r in roles if r not in plans)
         if absent:
             raise MissingKeyError(f"calibration needs the baselines {absent}; add them to baselines= or pass "
                                   "calibrate=False.")
-    return sides
+    return Sides(entries)
+
+
+def _baseline_side(build: Callable[[], Any], s: Any) -> Side:
+    """A baseline built, as a :class:`Side`: its DE test borrows the truth's variance and cells
+    (half B's for the duplicates), unless it is made of cells (an exploit arm) and brings its own."""
+    b = build()
+    half = b.truth == "half_a"
+    var, n = (s.half_b_var, s.half_b_n) if half else (s.var, s.n_cells)
+    if b.var is not None:
+        var, n = b.var, b.n
+    return Side(b.mean, var, n, b.truth, str(b.params.get("kind")))
 
 
 # =========================================================================== 4. score
@@ -407,7 +449,10 @@ def _weightings(weights: Any, perturbations: pd.Index, genes: pd.Index) -> dict[
                 raise MissingKeyError(f"weights {name!r} lack perturbations {perturbations[rows < 0][:10].tolist()}.")
             if (cols < 0).any():
                 raise GeneMismatchError(f"weights {name!r} lack genes {genes[cols < 0][:10].tolist()}.")
-            out[str(name)] = freeze(np.asarray(w.values)[np.ix_(rows, cols)])
+            values = np.asarray(w.values)  # read-only: used as it is when already in the truth's order
+            same = (values.shape == (len(rows), len(cols)) and np.array_equal(rows, np.arange(len(rows)))
+                    and np.array_equal(cols, np.arange(len(cols))))
+            out[str(name)] = values if same and not values.flags.writeable else freeze(values[np.ix_(rows, cols)])
         else:
             arr = np.asarray(w, dtype=np.float64)
             if arr.shape not in ((len(genes),), (len(perturbations), len(genes))):
@@ -537,10 +582,12 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     n_out = len(perts[sel])
     truths = {"full": (truth.mean, truth.var, truth.n_cells),
               "half_a": (truth.half_a_mean, truth.half_a_var, truth.half_a_n)}
-    used = {side.truth for side in sides.values()}
+    order = _scoring_order(sides)
+    last = {which: name for name, which in order.items()}  # the last side scored against each truth
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
-    targets = {which: (shrunk_truth(*truths[which], truth) if config.truth_effects == "shrunk" else truths[which][0])
-               for which in used}
+    targets: dict[str, np.ndarray] = {}  # (each of these truth caches is filled on first use, dropped after last)
+    target = lambda which: reuse(targets, which, lambda: (shrunk_truth(*truths[which], truth)  # noqa: E731
+                                                          if config.truth_effects == "shrunk" else truths[which][0]))
     needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
     ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
     # one Welch standard error per (variance, cells) array pair, shared by the baselines that carry the
@@ -548,18 +595,22 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     welch_cache: dict | None = {} if rows is None else None
     cut = (lambda x: x) if rows is None else (lambda x: x[sel])
     prune = _pruned_sides(jobs, config)
-    truth_de = ({which: de_calls(*(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls,
-                                 welch_cache, prune["truth"])
-                 for which in used}
-                if needs_de and ranked is None else {"full": ranked.truth} if ranked is not None else {})
-    truth_deltas = {(which, ref): freeze(targets[which] - vectors[ref][None, :]) for which in used for ref in refs}
+    truth_de: dict[str, Any] = {"full": ranked.truth} if ranked is not None else {}
+    truth_calls = lambda which: reuse(truth_de, which, lambda: de_calls(  # noqa: E731
+        *(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls, welch_cache, prune["truth"]))
+    truth_deltas: dict[tuple[str, str], np.ndarray] = {}
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
     biology = {"relationships": {} if config.relationships is None else
                {"relationships": _relationships(config.relationships), "targets": _target_names(inputs, config)},
                "gene_sets": {"gene_sets": config.gene_sets, "genes": list(genes)}}
     # the truth's intermediates, per (truth, input, weighting); each side gets fresh prediction caches
     truth_scopes: dict[tuple[str, str, str], dict] = {}
-    for name, side in sides.items():
+    for name, which in order.items():
+        side = sides[name]
+        # the side's DE test shares the Welch errors of the truth's variances it carries (baselines);
+        # other arrays (the model's, an arm's) are tested once and not kept
+        shared_var = any(side.var is v and side.n is c for v, c in ((truth.var, truth.n_cells),
+                                                                    (truth.half_b_var, truth.half_b_n)))
         pred_deltas = {ref: freeze(side.mean - vectors[ref][None, :]) for ref in refs}
         pred_de = None
         pred_scopes: dict[tuple[str, str], dict] = {}
@@ -589,13 +640,14 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
                     pred=pred_scopes.setdefault((data_ref, wname, part), {}),
-                    truth=truth_scopes.setdefault((side.truth, data_ref, wname, part), {}),
+                    truth=truth_scopes.setdefault((which, data_ref, wname, part), {}),
                     pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
-                    truth_any_weights=truth_scopes.setdefault((side.truth, data_ref, part), {}))
+                    truth_any_weights=truth_scopes.setdefault((which, data_ref, part), {}))
             if on_means:
-                a, b = side.mean[own], targets[side.truth][own]
+                a, b = side.mean[own], target(which)[own]
             elif spec.needs == "deltas":
-                a, b = pred_deltas[ref][own], truth_deltas[(side.truth, ref)][own]
+                b = reuse(truth_deltas, (which, ref), lambda: freeze(target(which) - vectors[ref][None, :]))
+                a, b = pred_deltas[ref][own], b[own]
             else:  # de
                 if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
                     out[name] = np.full(n_out, np.nan)
@@ -603,12 +655,31 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 if pred_de is None:
                     pred_de = (ranked.models[name] if ranked is not None else
                                de_calls(cut(side.mean), cut(side.var), cut(side.n), truth, perts[sel], genes,
-                                        config.de_calls, welch_cache, prune["pred"]))
-                a, b = pred_de, truth_de[side.truth]
+                                        config.de_calls, welch_cache if shared_var else None, prune["pred"]))
+                a, b = pred_de, truth_calls(which)
                 kwargs["alpha"] = config.alpha
             with checked_once(checked, a, b, weights=kwargs.get("weights")):
                 result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
             out[name] = (result if part else result[sel]).reshape(n_out)
+        # this side's arrays go before the next side is built
+        side = pred_deltas = pred_de = pred_scopes = checked = a = b = kwargs = None
+        if last[which] == name:  # no side left on this truth: drop its intermediates
+            for cache in (truth_scopes, truth_deltas):
+                for key in [k for k in cache if k[0] == which]:
+                    del cache[key]
+            truth_de.pop(which, None)
+            targets.pop(which, None)
+            if which == "half_a" and welch_cache is not None:
+                for pair in ((truth.half_a_var, truth.half_a_n), (truth.half_b_var, truth.half_b_n)):
+                    welch_cache.pop((id(pair[0]), id(pair[1])), None)
+
+
+def _scoring_order(sides: Mapping[str, Side]) -> dict[str, str]:
+    """Side name -> its truth, in scoring order: the sides scored against half A (the duplicates)
+    first, so that the half-A intermediates can be dropped early; otherwise the given order."""
+    truth_of = sides.truth if isinstance(sides, Sides) else (lambda name: sides[name].truth)
+    truths = {name: truth_of(name) for name in sides}
+    return {name: truths[name] for name in sides}  # XXX
 
 
 def _pruned_sides(jobs, config: EvaluationConfig) -> dict[str, float | None]:

@@ -202,6 +202,29 @@ def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
 # ----------------------------------------------------------------------------- the sums of every pair
 
 
+class _LessTarget:
+    r"""Rows of a P × P matrix less the excluded target gene's term, made when read.
+
+    Row :math:`k` with target :math:`t_k`: :math:`M_{kj} - a_k c_{j t_k}` (``square``:
+    :math:`M_{kj} - (a_k c_{jt_k}) c_{jt_k}`); rows without a target are :math:`M_k`. Only the
+    blocks of rows that :func:`_classify` reads exist, never the corrected P × P matrix.
+    """
+
+    def __init__(self, full: np.ndarray, target: np.ndarray, coef: np.ndarray, c: np.ndarray,
+                 square: bool = False) -> None:
+        self.full, self.target, self.coef, self.c, self.square = full, target, coef, c, square
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        block = np.array(self.full[rows], dtype=np.float64)
+        target = self.target[rows]
+        k = np.flatnonzero(target >= 0)
+        if k.size:
+            ct = self.c[:, target[k]].T  # ct[i, j] = c[j, target of row k[i]]
+            term = self.coef[rows][k][:, None] * ct
+            block[k] -= term * ct if self.square else term
+        return block
+
+
 class PairSums:
     """Products of a prediction ``x`` and a truth ``y`` (both P × G), computed once and shared.
 
@@ -216,27 +239,33 @@ class PairSums:
     pred_scope, truth_scope : dict or None
         Where products are cached: products involving the prediction in ``pred_scope``, products
         of the truth and the weights alone in ``truth_scope``.
+    pred_any, truth_any : dict, optional
+        Caches of what depends on neither the weights nor the targets (the centred rows), shared by
+        every weighting; by default ``pred_scope`` and ``truth_scope``.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray,
-                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None) -> None:
+                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None,
+                 pred_any: dict[Hashable, Any] | None = None, truth_any: dict[Hashable, Any] | None = None) -> None:
         self.x, self.y, self.base, self.target = x, y, base, target
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
+        self.pred_any = pred_scope if pred_any is None else pred_any
+        self.truth_any = truth_scope if truth_any is None else truth_any
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
 
     def _centre(self, centred: bool) -> np.ndarray | None:
         if not centred:
             return None
-        return reuse(self.truth_scope, ("pairwise", "column_mean"), lambda: self.y.mean(axis=0))
+        return reuse(self.truth_any, ("pairwise", "column_mean"), lambda: self.y.mean(axis=0))
 
     def _sides(self, anchor: str, centred: bool) -> tuple[np.ndarray, np.ndarray]:
         mu = self._centre(centred)
         if mu is None:
             x, y = self.x, self.y
         else:
-            x = reuse(self.pred_scope, ("pairwise", "centred_pred"), lambda: self.x - mu)
-            y = reuse(self.truth_scope, ("pairwise", "centred_truth"), lambda: self.y - mu)
+            x = reuse(self.pred_any, ("pairwise", "centred_pred"), lambda: self.x - mu)
+            y = reuse(self.truth_any, ("pairwise", "centred_truth"), lambda: self.y - mu)
         return (x, y) if anchor == "pred" else (y, x)
 
     def _weights(self) -> np.ndarray:
@@ -274,16 +303,15 @@ class PairSums:
             out = {"S": s, "T": np.broadcast_to(t_full, (self.n, self.n)),
                    "U": np.broadcast_to(u_full, (self.n, self.n)), "AT": t_full[None, :]}
             rows = np.flatnonzero(self.target >= 0)
-            if rows.size:
+            if rows.size:  # less the target's term, per block of rows as they are read (not P × P copies)
                 t = self.target[rows]
-                wt = w[t][:, None]
-                ct = c[:, t].T  # ct[k, j] = c[j, target of row k]
-                out["S"] = s.copy()
-                out["S"][rows] -= (wt * q[rows, t][:, None]) * ct
-                out["T"] = out["T"].copy()
-                out["T"][rows] -= (wt * ct) * ct
-                out["U"] = out["U"].copy()
-                out["U"][rows] -= wt * ct
+                wt = np.zeros(self.n)
+                wt[rows] = w[t]
+                qt = np.zeros(self.n)
+                qt[rows] = wt[rows] * q[rows, t]
+                out["S"] = _LessTarget(s, self.target, qt, c)
+                out["T"] = _LessTarget(out["T"], self.target, wt, c, square=True)
+                out["U"] = _LessTarget(out["U"], self.target, wt, c)
             # the query's sums with the target left out: the full sums less one term (no P × G weights)
             qw = q * w
             out["AQ2"] = np.einsum("pg,pg->p", qw, q)
@@ -524,8 +552,10 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
 
 def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
-            truth_scope: dict[Hashable, Any] | None) -> Standing:
-    """The standing of every anchor row: from products when they apply, else from the kernel matrix."""
+            truth_scope: dict[Hashable, Any] | None, pred_any: dict[Hashable, Any] | None = None,
+            truth_any: dict[Hashable, Any] | None = None) -> Standing:
+    """The standing of every anchor row: from products when they apply, else from the kernel matrix
+    (the scopes as in :class:`PairSums`)."""
     tame = (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
     if kind == _k.L1 and tame:
@@ -535,4 +565,4 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             return st
     if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
-    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope, pred_any, truth_any), kind, anchor, dead)

@@ -61,7 +61,8 @@ def _base_weights(weights: Any, shape: tuple[int, int]) -> np.ndarray:
     w = _as_weights(weights, shape)
     if w is None:
         return np.ones((1, shape[1]))
-    return np.array(w[:1] if (w == w[:1]).all() else w, dtype=np.float64)
+    # a view, not a copy: the weights are read-only and P x G (one such array per truth scope)
+    return np.ascontiguousarray(w[:1] if (w == w[:1]).all() else w, dtype=np.float64)
 
 
 def _prepare(pred, true, weights, target_index, metric, names=("pred", "true"), truth_scope=None):
@@ -97,9 +98,9 @@ def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names
     def compute():
         p, t, base, target, dead = _prepare(pred, true, weights, target_index, metric, names,
                                             shared.truth if shared is not None else None)
-        return _pairwise.compute(p, t, base, target, _KINDS[metric], anchor, dead,
-                                 shared.pred if shared is not None else None,
-                                 shared.truth if shared is not None else None)
+        scopes = ((None,) * 4 if shared is None else
+                  (shared.pred, shared.truth, shared.pred_any_weights, shared.truth_any_weights))
+        return _pairwise.compute(p, t, base, target, _KINDS[metric], anchor, dead, *scopes)
 
     return reuse(shared.pred if shared is not None else None, ("standing", metric, anchor), compute)
 

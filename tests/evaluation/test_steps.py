@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 import shrinkpert
+from shrinkpert.baselines import make_baselines
 from shrinkpert.errors import InputError
 from shrinkpert.evaluation import (
     EvaluationConfig,
@@ -49,6 +50,14 @@ def test_the_steps_compose_to_evaluate(pair):
     np.testing.assert_array_equal(n, stats.n_cells[rows])
     sides = make_sides(summaries, baselines="default", config=config, seed=4)
     assert list(sides)[0] == "model" and sides["technical_duplicate"].truth == "half_a"
+    # each baseline is built when read: its role and truth are known before, and a rebuild is the same
+    for name in sides:
+        one, again = sides[name], sides[name]
+        assert (sides.kind(name), sides.truth(name)) == (one.kind, one.truth)
+        assert np.array_equal(one.mean, again.mean) and np.array_equal(one.var, again.var, equal_nan=True)
+    baselines = make_baselines(summaries.truth, seed=4)
+    assert [name for name in sides if name != "model"] == list(baselines)
+    assert all(np.array_equal(sides[name].mean, b.mean) for name, b in baselines.items())
     scores = score(inputs, summaries, sides, metrics=METRICS, weights=None, references=["control"], config=config,
                    seed=4)
     assert set(scores.values[("mse", "none", "uniform")]) == set(sides)

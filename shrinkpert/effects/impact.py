@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +150,7 @@ def mixture_moments(weights: Any, a: Any, b: Any, *, n_genes: int | None = None)
 
 # --------------------------------------------------------------------------- the ash fits
 
-_BLOCK = 128  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
+_BLOCK = 32  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
 _TOL = 1e-8  # ash's defaults for the optimiser
 _MAX_ITER = 1000
 
@@ -375,6 +376,15 @@ def _finish(plan: _Plan, fits: Sequence[Fitted]) -> dict[str, float]:
     return row
 
 
+def _finish_block(plans: list[_Plan], future: Future, counts: list[int]) -> list[dict[str, float]]:
+    """The rows of one block of perturbations once its fits are done; adds the number of fits
+    and of fits that stopped short of the tolerance to ``counts``."""
+    fits = future.result()
+    counts[0] += len(fits)
+    counts[1] += sum(not f[4] for f in fits)
+    return [_finish(plan, fits) for plan in plans]
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -585,20 +595,26 @@ def transcriptome_impact(
         from tqdm.auto import tqdm
 
         blocks = tqdm(blocks, desc="transcriptome impact", unit="block", unit_scale=_BLOCK)
-    records = []
-    n_fits = n_failed = 0
-    for start in blocks:
-        problems: list[Problem] = []
-        parents: list[Parent | None] = []
-        plans = [
-            _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
-                  max_abs_effect=max_abs_effect, problems=problems, parents=parents)
-            for i in range(start, min(start + _BLOCK, beta.shape[0]))
-        ]
-        fits = _fit_uniform_mixtures(problems, parents)
-        n_fits += len(fits)
-        n_failed += sum(not f[4] for f in fits)
-        records.extend(_finish(plan, fits) for plan in plans)
+    records: list[dict[str, float]] = []
+    counts = [0, 0]  # fits, fits that stopped before the tolerance
+    # the fits of one block run (Numba, without the GIL) while the next block is planned
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for start in blocks:
+            problems: list[Problem] = []
+            parents: list[Parent | None] = []
+            plans = [
+                _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
+                      max_abs_effect=max_abs_effect, problems=problems, parents=parents)
+                for i in range(start, min(start + _BLOCK, beta.shape[0]))
+            ]
+            future = pool.submit(_fit_uniform_mixtures, problems, parents)
+            if pending is not None:
+                records += _finish_block(*pending, counts)
+            pending = (plans, future)
+        if pending is not None:
+            records += _finish_block(*pending, counts)
+    n_fits, n_failed = counts
     if n_failed:
         warnings.warn(
             f"transcriptome_impact: mix-SQP stopped before its tolerance in {n_failed} of {n_fits} mixture "

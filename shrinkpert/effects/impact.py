@@ -183,8 +183,8 @@ def _fit_uniform_mixtures(problems: Sequence[Problem], parents: Sequence[Parent 
     prior="uniform", grange=grange)``, without the posterior (impact needs only ĝ).
 
     Problems below :data:`~shrinkpert.effects.mixture.PARALLEL_FROM` genes go to one parallel
-    kernel call (problems across workers, each fit serial); larger ones run one at a time with
-    parallel passes over their genes. Either way each fit solves ash's problem on ash's input
+    kernel call (groups of problems across workers, each fit serial); larger ones run one at a
+    time with parallel passes over their genes. Either way each fit solves ash's problem on ash's input
     with ash's solver, so the weights and log likelihood are ash's to the solver's tolerance.
 
     ``parents[q] = (p, rows)`` says that problem q is the subset ``rows`` of problem p (same

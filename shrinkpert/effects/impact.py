@@ -165,8 +165,8 @@ def _components_for(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, fl
     """End points (a, b) of TRADE's ash prior on this subset: ash's automatic grid, half-uniform
     components with a point mass, clipped to ``grange`` and de-duplicated."""
     grid = _ash._grid(betahat, se, 0.0, math.sqrt(2.0))
-    g, _ = _ash._components(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
-    return g.a, g.b
+    a, b, _ = _ash._uniform_bounds(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
+    return a, b
 
 
 def _shared_columns(parent: tuple[np.ndarray, np.ndarray], child: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -13,7 +13,8 @@ TRADE's default) and of the whole process, and its peak RSS:
 A warm-up run of each job (a few perturbations) fills the Numba caches first. The results of
 the two jobs are compared on the perturbations both ran. With ``--breakdown N``, each tree
 also times the stages of its fits on the first N perturbations in a one-thread process:
-filters and significance sets, component grids, likelihood matrices, mix-SQP, log likelihood
+filters and significance sets, component grids, likelihood matrices (in a tree that has them,
+with the subset refits copying the columns they share with the main fit), mix-SQP, log likelihood
 (CPU time per perturbation; this uses the package's private kernels, whose signatures are the
 same in both trees). Usage::
 
@@ -94,28 +95,41 @@ def _breakdown(data: str, n: int) -> None:
     X, S = arrays["effect"][:n], arrays["std_error"][:n]
     keep = np.zeros(X.shape[1], dtype=bool)
     clock = time.process_time
+    # trees whose subset refits share the main fit's likelihood columns (and skip their log likelihood)
+    sharing = hasattr(ik, "uniform_lik_rows_from")
     for rep in range(2):  # the first pass compiles or loads the kernels
         t = dict.fromkeys(("plan", "grids", "likelihood", "mixsqp", "loglik"), 0.0)
         n_fits = n_iter = 0
-        for i in range(X.shape[0] if rep else 1):
+        for i in range(X.shape[0]):
             c0 = clock()
             problems: list = []
+            parents: list = []
             impact._plan(X[i], S[i], impact._z_pvalue(X[i], S[i]), keep, model_significant=True, alpha=0.05,
-                         max_abs_effect=10.0, problems=problems)
+                         max_abs_effect=10.0, problems=problems, **({"parents": parents} if sharing else {}))
             t["plan"] += clock() - c0
-            for x, s, grange in problems:
+            main = D0 = None
+            for q, (x, s, grange) in enumerate(problems):
                 c0 = clock()
                 a, b = impact._components_for(x, s, grange)
                 c1 = clock()
                 L = np.empty((x.size, a.size))
                 rowmax = np.empty(x.size)
-                ik.uniform_lik_rows(x, s, a, b, L, rowmax)
+                if not sharing or len(problems) == 1:
+                    ik.uniform_lik_rows(x, s, a, b, L, rowmax)
+                elif q == 0:
+                    main, D0 = (a, b), np.empty_like(L)
+                    none = np.full(a.size, -1, dtype=np.int64)
+                    ik.uniform_lik_rows_from(x, s, a, b, none, D0, none, D0, L, rowmax)
+                else:
+                    ik.uniform_lik_rows_from(x, s, a, b, impact._shared_columns(main, (a, b)), D0, parents[q][1],
+                                             L, L, rowmax)
                 c2 = clock()
                 pi = np.full(a.size, 1.0 / a.size)
                 it, _ = mk.mixsqp(L, np.zeros(a.size), pi, mixture.SQP_EPS, 1e-8, 1000, mixture.N_EM_WARMUP,
                                   False, mixture.CHUNK)
                 c3 = clock()
-                mk.loglik_chunked(L, rowmax, pi, mixture.CHUNK)
+                if not sharing or q == 0:
+                    mk.loglik_chunked(L, rowmax, pi, mixture.CHUNK)
                 c4 = clock()
                 t["grids"] += c1 - c0
                 t["likelihood"] += c2 - c1
@@ -123,6 +137,8 @@ def _breakdown(data: str, n: int) -> None:
                 t["loglik"] += c4 - c3
                 n_fits += 1
                 n_iter += int(it)
+            if not rep and len(problems) > 1:  # warmed up on a perturbation with subset refits
+                break
     out = {f"{k}_ms": 1e3 * v / n for k, v in t.items()}
     out |= {"fits_per_perturbation": n_fits / n, "mixsqp_iterations_per_fit": n_iter / n_fits}
     print(json.dumps(out))

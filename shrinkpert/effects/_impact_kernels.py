@@ -133,13 +133,26 @@ def uniform_lik_rows(x, s, a, b, L, rowmax):
     underflow take the log-space route of the ash kernels. Same layout as the ash likelihood
     (``rowmax`` holds the log of the scale, scaled values below 1e-200 stored as 0).
     """
+    none = np.full(a.shape[0], -1, dtype=np.int64)
+    uniform_lik_rows_from(x, s, a, b, none, L, none, L, L, rowmax)
+
+
+@kernel
+def uniform_lik_rows_from(x, s, a, b, src, D_src, rows, D, L, rowmax):
+    """:func:`uniform_lik_rows` into ``L`` and ``rowmax``, taking the columns with
+    ``src[k] >= 0`` from the unscaled densities of another fit: D[i, k] = D_src[rows[i], src[k]].
+
+    That fit must have had the same observation x[i], s[i] in its row rows[i] and the same
+    component U[a_k, b_k] in its column src[k]: a density depends only on these, so the copy
+    is bit-for-bit the value this kernel would compute. ``D`` receives the unscaled densities
+    (row j is complete once it is scaled; ``D`` may be ``L``, then it holds the scaled values).
+    """
     n = x.shape[0]
     K = a.shape[0]
     e = np.empty(_SERIES_TERMS)
     for j in range(n):
         xj = x[j]
-        sj = s[j]
-        inv_s = 1.0 / sj
+        inv_s = 1.0 / s[j]
         t0 = xj * inv_s
         tail0 = _tail(t0)
         phi0 = math.exp(-0.5 * t0 * t0) * _INV_SQRT_2PI * inv_s
@@ -149,7 +162,9 @@ def uniform_lik_rows(x, s, a, b, L, rowmax):
             ak = a[k]
             bk = b[k]
             hi = (xj - ak) * inv_s if ak != 0.0 else t0
-            if ak == bk:
+            if src[k] >= 0:
+                d = D_src[rows[j], src[k]]
+            elif ak == bk:
                 d = phi0 if ak == 0.0 else math.exp(-0.5 * hi * hi) * _INV_SQRT_2PI * inv_s
             else:
                 lo = (xj - bk) * inv_s if bk != 0.0 else t0
@@ -170,13 +185,13 @@ def uniform_lik_rows(x, s, a, b, L, rowmax):
                         d = math.exp(-0.5 * c * c) * _INV_SQRT_2PI * narrow_mass(c, 0.5 * w) * inv_s
                     else:
                         d = _tail_pair_mass(lo, hi, _tail(lo), _tail(hi)) / (bk - ak)
-            L[j, k] = d
+            D[j, k] = d
             if d > mx:
                 mx = d
         if mx > _SMALLEST_MAX and mx < np.inf:
             inv = 1.0 / mx
             for k in range(K):
-                v = L[j, k] * inv
+                v = D[j, k] * inv
                 L[j, k] = v if v > _TINY else 0.0
             rowmax[j] = math.log(mx)
         else:
@@ -196,40 +211,61 @@ def _log_space_row(x, s, a, b, j, L, rowmax):
 
 
 @kernel
-def fit_uniform_one(x, s, a, b, tol, max_iter, n_em, eps, chunk, pi):
-    """Fit the weights ``pi`` (length K, overwritten) of the uniform mixture U[a_k, b_k] to
-    ``x`` with standard errors ``s``, starting from uniform weights. Returns
-    (loglik, n_iter, converged)."""
-    n = x.shape[0]
-    K = a.shape[0]
-    L = np.empty((n, K))
-    rowmax = np.empty(n)
-    uniform_lik_rows(x, s, a, b, L, rowmax)
+def _fit_weights(L, rowmax, tol, max_iter, n_em, eps, chunk, want_loglik, pi):
+    """mix-SQP from uniform weights on the scaled likelihood ``L``; ``pi`` (length K) receives
+    the weights. Returns (loglik, n_iter, converged); loglik is NaN unless ``want_loglik``."""
+    K = L.shape[1]
     pen = np.zeros(K)
     for k in range(K):
         pi[k] = 1.0 / K
     it, ok = mixsqp(L, pen, pi, eps, tol, max_iter, n_em, False, chunk)
-    return loglik_chunked(L, rowmax, pi, chunk), it, ok
+    ll = loglik_chunked(L, rowmax, pi, chunk) if want_loglik else np.nan
+    return ll, it, ok
 
 
 @kernel(parallel=True)
-def fit_uniform_many(x, s, offsets, a, b, ncomp, order, n_workers, tol, max_iter, n_em, eps, chunk,
-                     pi_out, loglik, n_iter, conv):
-    """:func:`fit_uniform_one` for Q problems: problem q is ``x[offsets[q]:offsets[q + 1]]``
-    with components ``a[q, :ncomp[q]]``, ``b[q, :ncomp[q]]``. Worker t takes the problems
-    ``order[t], order[t + n_workers], ...`` (``order`` by decreasing size balances the load)."""
-    Q = offsets.shape[0] - 1
+def fit_uniform_groups(x, s, offsets, a, b, ncomp, group_off, src, rows, row_off, want_loglik, order,
+                       n_workers, tol, max_iter, n_em, eps, chunk, pi_out, loglik, n_iter, conv):
+    """Fit the weights of the uniform mixtures U[a_k, b_k] of Q problems, by groups.
+
+    Problem q is ``x[offsets[q]:offsets[q + 1]]`` with components ``a[q, :ncomp[q]]``,
+    ``b[q, :ncomp[q]]``. Group g is the problems ``group_off[g] .. group_off[g + 1] - 1``; the
+    first is the group's parent, and each other member q takes the columns with
+    ``src[q, k] >= 0`` of its likelihood from the parent's densities (rows
+    ``rows[row_off[q]:row_off[q + 1]]`` of the parent, see :func:`uniform_lik_rows_from`).
+    Worker t takes the groups ``order[t], order[t + n_workers], ...`` (``order`` by decreasing
+    size balances the load) and fits a group's problems one after another, so the parent's
+    densities are computed once. Each fit is mix-SQP from uniform weights; the log likelihood
+    at the solution only where ``want_loglik[q]`` (NaN elsewhere).
+    """
+    G = group_off.shape[0] - 1
     for t in prange(n_workers):
-        for i in range(t, Q, n_workers):
-            q = order[i]
-            K = ncomp[q]
-            lo = offsets[q]
-            hi = offsets[q + 1]
-            w = np.empty(K)
-            ll, it, ok = fit_uniform_one(x[lo:hi], s[lo:hi], a[q, :K].copy(), b[q, :K].copy(), tol,
-                                         max_iter, n_em, eps, chunk, w)
-            for k in range(K):
-                pi_out[q, k] = w[k]
-            loglik[q] = ll
-            n_iter[q] = it
-            conv[q] = ok
+        for i in range(t, G, n_workers):
+            g = order[i]
+            q0 = group_off[g]
+            n0 = offsets[q0 + 1] - offsets[q0]
+            K0 = ncomp[q0]
+            has_children = group_off[g + 1] - q0 > 1
+            D0 = np.empty((n0 if has_children else 0, K0))  # the parent's unscaled densities
+            for q in range(q0, group_off[g + 1]):
+                K = ncomp[q]
+                lo = offsets[q]
+                hi = offsets[q + 1]
+                L = np.empty((hi - lo, K))
+                rowmax = np.empty(hi - lo)
+                aq = a[q, :K].copy()
+                bq = b[q, :K].copy()
+                if q > q0:
+                    uniform_lik_rows_from(x[lo:hi], s[lo:hi], aq, bq, src[q, :K], D0,
+                                          rows[row_off[q]:row_off[q + 1]], L, L, rowmax)
+                elif has_children:
+                    uniform_lik_rows_from(x[lo:hi], s[lo:hi], aq, bq, src[q, :K], D0, rows[:0], D0, L, rowmax)
+                else:
+                    uniform_lik_rows_from(x[lo:hi], s[lo:hi], aq, bq, src[q, :K], D0, rows[:0], L, L, rowmax)
+                w = np.empty(K)
+                ll, it, ok = _fit_weights(L, rowmax, tol, max_iter, n_em, eps, chunk, want_loglik[q], w)
+                for k in range(K):
+                    pi_out[q, k] = w[k]
+                loglik[q] = ll
+                n_iter[q] = it
+                conv[q] = ok

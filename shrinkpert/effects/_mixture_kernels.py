@@ -54,10 +54,12 @@ def _hess_flush(H, buf, m, nb):
 
 
 @kernel
-def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
+def _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, r0, r1, g, H, buf):
     """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
     ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
     return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps. ``buf`` (4 × m) batches Hessian rows.
+    Without ``want_grad`` only the Hessian rows are visited (g untouched, 0 returned); the
+    Hessian is the same to the last bit.
 
     u_j sums over the support of x only: the skipped terms are exact zeros, so the sum is the
     same to the last bit, and mixture solutions are sparse."""
@@ -70,15 +72,17 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
             ns += 1
     obj = 0.0
     nb = 0
-    for j in range(r0, r1):
+    first = r0 if want_grad else ((r0 + hstride - 1) // hstride) * hstride
+    for j in range(first, r1, 1 if want_grad else hstride):
         u = eps
         for i in range(ns):
             k = sup[i]
             u += L[j, k] * x[k]
-        obj -= math.log(u)
         q = 1.0 / u
-        for k in range(K):
-            g[k] -= q * L[j, k]
+        if want_grad:
+            obj -= math.log(u)
+            for k in range(K):
+                g[k] -= q * L[j, k]
         if want_hess and j % hstride == 0:
             qh = q if u > 1e-150 else 1e150  # no overflow for absurdly small densities
             for i in range(m):
@@ -93,28 +97,30 @@ def _grad_rows(L, x, eps, idx, m, want_hess, hstride, r0, r1, g, H, buf):
 
 
 @kernel(parallel=True)
-def _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
+def _grad_pass_par(L, x, eps, idx, m, want_grad, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
     for c in prange(nchunks):
-        gp[c, :] = 0.0
+        if want_grad:
+            gp[c, :] = 0.0
         if want_hess:
             Hp[c, :m, :m] = 0.0
         buf = np.empty((_HESS_BATCH, m))
-        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
+        op[c] = _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
 
 @kernel
-def _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op):
+def _grad_pass_ser(L, x, eps, idx, m, want_grad, want_hess, hstride, chunk, gp, Hp, op):
     n = L.shape[0]
     nchunks = gp.shape[0]
     buf = np.empty((_HESS_BATCH, m))
     for c in range(nchunks):
-        gp[c, :] = 0.0
+        if want_grad:
+            gp[c, :] = 0.0
         if want_hess:
             Hp[c, :m, :m] = 0.0
-        op[c] = _grad_rows(L, x, eps, idx, m, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
+        op[c] = _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, c * chunk, min(n, (c + 1) * chunk),
                            gp[c], Hp[c], buf)
 
 
@@ -127,38 +133,54 @@ def objective_pass(L, pen, x, eps, idx, m, want_hess, approx_hess, parallel, chu
     With ``approx_hess``, a large block (m > 8) is estimated from every s-th observation
     (s = n // 2048, scaled by s): it only shapes the search direction.
     """
+    return _pass(L, pen, x, eps, idx, m, True, want_hess, approx_hess, parallel, chunk, gp, Hp, op, g, H)
+
+
+@kernel
+def hessian_pass(L, pen, x, eps, idx, m, approx_hess, parallel, chunk, gp, Hp, op, H):
+    """The Hessian block of :func:`objective_pass` alone (the same values to the last bit),
+    visiting only the observations it uses. For a point whose objective and gradient are known."""
+    _pass(L, pen, x, eps, idx, m, False, True, approx_hess, parallel, chunk, gp, Hp, op, pen, H)
+
+
+@kernel
+def _pass(L, pen, x, eps, idx, m, want_grad, want_hess, approx_hess, parallel, chunk, gp, Hp, op, g, H):
+    """:func:`objective_pass`; without ``want_grad`` neither f nor g (returns 0, g untouched)."""
     n, K = L.shape
     hstride = 1
     if approx_hess and m > _HESS_EXACT_M:
         hstride = max(1, n // _HESS_ROWS)
     if parallel:
-        _grad_pass_par(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op)
+        _grad_pass_par(L, x, eps, idx, m, want_grad, want_hess, hstride, chunk, gp, Hp, op)
     else:
-        _grad_pass_ser(L, x, eps, idx, m, want_hess, hstride, chunk, gp, Hp, op)
+        _grad_pass_ser(L, x, eps, idx, m, want_grad, want_hess, hstride, chunk, gp, Hp, op)
     W = n * 1.0
     for k in range(K):
         W += pen[k]
     obj = 0.0
-    for k in range(K):
-        g[k] = 0.0
+    if want_grad:
+        for k in range(K):
+            g[k] = 0.0
     if want_hess:
         for i in range(m):
             for l in range(i + 1):
                 H[i, l] = 0.0
     for c in range(gp.shape[0]):  # reduce in chunk order: independent of thread count
-        obj += op[c]
-        for k in range(K):
-            g[k] += gp[c, k]
+        if want_grad:
+            obj += op[c]
+            for k in range(K):
+                g[k] += gp[c, k]
         if want_hess:
             for i in range(m):
                 for l in range(i + 1):
                     H[i, l] += Hp[c, i, l]
-    for k in range(K):
-        if pen[k] != 0.0:
-            obj -= pen[k] * math.log(x[k] + eps)
-            g[k] -= pen[k] / (x[k] + eps)
-    for k in range(K):
-        g[k] /= W
+    if want_grad:
+        for k in range(K):
+            if pen[k] != 0.0:
+                obj -= pen[k] * math.log(x[k] + eps)
+                g[k] -= pen[k] / (x[k] + eps)
+        for k in range(K):
+            g[k] /= W
     if want_hess:
         if hstride > 1:
             for i in range(m):
@@ -575,7 +597,7 @@ def mixsqp(L, pen, x, eps, tol, max_iter, n_em, parallel, chunk):
                 if x[k] > 0.0 or 1.0 + sx * g[k] < 0.0:
                     idx[m] = k
                     m += 1
-            obj = objective_pass(L, pen, x, eps, idx, m, True, approx, parallel, chunk, gp, Hp, op, g, H)
+            hessian_pass(L, pen, x, eps, idx, m, approx, parallel, chunk, gp, Hp, op, H)  # f, g are current
             have_hess = True
         # QP in the step y = x + p over the working set
         for i in range(m):

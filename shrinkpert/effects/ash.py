@@ -411,20 +411,11 @@ def _lambda(prior, k: int, null: int, null_weight: float) -> np.ndarray:
 def _components(grid: np.ndarray, mixture: str, mode: float, pointmass: bool, prior, null_weight: float,
                 grange) -> tuple[MixturePrior, np.ndarray]:
     """Prior components on the grid and the Dirichlet parameters λ (ashr ash.workhorse)."""
-    sd = np.concatenate([[0.0], grid]) if pointmass else np.asarray(grid, dtype=np.float64)
-    k = sd.shape[0]
-    null = int(np.argmin(sd))
-    lam = _lambda(prior, k, null, null_weight)
-    lo, hi = (-np.inf, np.inf) if grange is None else (float(min(grange)), float(max(grange)))
-    if mixture in ("uniform", "halfuniform", "+uniform", "-uniform") and grange is not None:
-        if lo == mode:
-            mixture = "+uniform"
-        elif hi == mode:
-            mixture = "-uniform"
-    pi = np.full(k, 1.0 / k)
-    if mixture == "normal":
-        return MixturePrior.normal(pi, sd, mode), lam
-    if mixture == "halfnormal":
+    if mixture in ("normal", "halfnormal"):
+        sd, null, lam = _grid_values(grid, pointmass, prior, null_weight)
+        k = sd.shape[0]
+        if mixture == "normal":
+            return MixturePrior.normal(np.full(k, 1.0 / k), sd, mode), lam
         other = np.arange(k) != null if pointmass else np.ones(k, dtype=bool)
         loc = np.full(k + other.sum(), mode)
         sds = np.concatenate([sd, sd[other]])
@@ -433,6 +424,30 @@ def _components(grid: np.ndarray, mixture: str, mode: float, pointmass: bool, pr
         lam = np.concatenate([lam, lam[other]])
         w = np.full(loc.shape, 1.0 / loc.shape[0])
         return MixturePrior.truncnormal(w, loc, sds, a, b), lam
+    a, b, lam = _uniform_bounds(grid, mixture, mode, pointmass, prior, null_weight, grange)
+    w = np.full(a.shape, 1.0 / a.shape[0])
+    return MixturePrior.uniform(w, a, b), lam
+
+
+def _grid_values(grid: np.ndarray, pointmass: bool, prior, null_weight: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """The scales of the components (0 prepended for the point mass), the null's position, λ."""
+    sd = np.concatenate([[0.0], grid]) if pointmass else np.asarray(grid, dtype=np.float64)
+    null = int(np.argmin(sd))
+    return sd, null, _lambda(prior, sd.shape[0], null, null_weight)
+
+
+def _uniform_bounds(grid: np.ndarray, mixture: str, mode: float, pointmass: bool, prior, null_weight: float,
+                    grange) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """End points (a, b) and λ of the uniform-family components of :func:`_components`, without
+    building the prior: clipped to ``grange`` and de-duplicated (first occurrence kept)."""
+    sd, null, lam = _grid_values(grid, pointmass, prior, null_weight)
+    k = sd.shape[0]
+    lo, hi = (-np.inf, np.inf) if grange is None else (float(min(grange)), float(max(grange)))
+    if grange is not None:
+        if lo == mode:
+            mixture = "+uniform"
+        elif hi == mode:
+            mixture = "-uniform"
     if mixture == "uniform":
         a, b = mode - sd, mode + sd
     elif mixture == "+uniform":
@@ -447,11 +462,12 @@ def _components(grid: np.ndarray, mixture: str, mode: float, pointmass: bool, pr
     if grange is not None:
         a = np.maximum(a, lo)
         b = np.minimum(b, hi)
-        _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
-        keep = np.sort(first)
+        first: dict[tuple[float, float], int] = {}  # first occurrence of each (a, b), in order
+        for i, pair in enumerate(zip(a.tolist(), b.tolist())):
+            first.setdefault(pair, i)
+        keep = np.fromiter(first.values(), dtype=np.int64, count=len(first))
         a, b, lam = a[keep], b[keep], lam[keep]
-    w = np.full(a.shape, 1.0 / a.shape[0])
-    return MixturePrior.uniform(w, a, b), lam
+    return a, b, lam
 
 
 def _check_options(mixture, prior, optimizer, grid_mult, null_weight, df, fixed_prior=None) -> float:

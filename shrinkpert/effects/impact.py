@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,57 +150,107 @@ def mixture_moments(weights: Any, a: Any, b: Any, *, n_genes: int | None = None)
 
 # --------------------------------------------------------------------------- the ash fits
 
-_BLOCK = 128  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
+_BLOCK = 32  # perturbations whose fits go to the kernel together (bounds the memory of the inputs)
 _TOL = 1e-8  # ash's defaults for the optimiser
 _MAX_ITER = 1000
 
 # one fit: (betahat, se, grange) -> (weights, a, b, loglik)
 Problem = tuple[np.ndarray, np.ndarray, tuple[float, float]]
 Fitted = tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]
+# a problem that is a subset of another: (index of that problem, positions of its genes there)
+Parent = tuple[int, np.ndarray]
 
 
 def _components_for(betahat: np.ndarray, se: np.ndarray, grange: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """End points (a, b) of TRADE's ash prior on this subset: ash's automatic grid, half-uniform
     components with a point mass, clipped to ``grange`` and de-duplicated."""
     grid = _ash._grid(betahat, se, 0.0, math.sqrt(2.0))
-    g, _ = _ash._components(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
-    return g.a, g.b
+    a, b, _ = _ash._uniform_bounds(grid, "halfuniform", 0.0, True, "uniform", 10.0, grange)
+    return a, b
 
 
-def _fit_uniform_mixtures(problems: Sequence[Problem]) -> list[Fitted]:
+def _shared_columns(parent: tuple[np.ndarray, np.ndarray], child: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """For each component of ``child``, the column of the identical component (same a and b, bit
+    for bit) of ``parent``, or -1."""
+    pa, pb = (np.ascontiguousarray(v).view(np.int64) for v in parent)
+    column = {(int(u), int(v)): k for k, (u, v) in enumerate(zip(pa, pb))}
+    ca, cb = (np.ascontiguousarray(v).view(np.int64) for v in child)
+    return np.array([column.get((int(u), int(v)), -1) for u, v in zip(ca, cb)], dtype=np.int64)
+
+
+def _fit_uniform_mixtures(problems: Sequence[Problem], parents: Sequence[Parent | None] | None = None) -> list[Fitted]:
     """TRADE's ash call on each problem: ``ash(betahat, se, mixture="halfuniform", pointmass=True,
     prior="uniform", grange=grange)``, without the posterior (impact needs only ĝ).
 
     Problems below :data:`~shrinkpert.effects.mixture.PARALLEL_FROM` genes go to one parallel
-    kernel call (problems across workers, each fit serial); larger ones run one at a time with
-    parallel passes over their genes. Either way each fit solves ash's problem on ash's input
+    kernel call (groups of problems across workers, each fit serial); larger ones run one at a
+    time with parallel passes over their genes. Either way each fit solves ash's problem on ash's input
     with ash's solver, so the weights and log likelihood are ash's to the solver's tolerance.
+
+    ``parents[q] = (p, rows)`` says that problem q is the subset ``rows`` of problem p (same
+    grange): its log likelihood is not computed (NaN; impact uses only the main fit's), and
+    when there are at least as many perturbations as threads, it is fitted after p by the
+    same worker, which copies the likelihood columns of the components the two share instead
+    of recomputing them (bit for bit the same values, see
+    :func:`~shrinkpert.effects._impact_kernels.uniform_lik_rows_from`).
     """
     if not problems:
         return []
     comps = [_components_for(x, s, grange) for x, s, grange in problems]
+    links = list(parents) if parents is not None else [None] * len(problems)
     sizes = np.array([x.size for x, _, _ in problems], dtype=np.int64)
-    small = np.flatnonzero(sizes < _mixture.PARALLEL_FROM)
+    is_small = sizes < _mixture.PARALLEL_FROM
+    small = np.flatnonzero(is_small)
     out: list[Fitted | None] = [None] * len(problems)
     if small.size:
-        ncomp = np.array([comps[q][0].size for q in small], dtype=np.int64)
-        kmax = int(ncomp.max())
-        a = np.zeros((small.size, kmax))
-        b = np.zeros((small.size, kmax))
-        for i, q in enumerate(small):
-            a[i, : ncomp[i]], b[i, : ncomp[i]] = comps[q]
-        offsets = np.concatenate([[0], np.cumsum(sizes[small])])
-        x = np.concatenate([problems[q][0] for q in small])
-        s = np.concatenate([problems[q][1] for q in small])
-        order = np.argsort(-sizes[small], kind="stable")
-        pi = np.zeros((small.size, kmax))
-        loglik = np.empty(small.size)
-        n_iter = np.empty(small.size, dtype=np.int64)
-        conv = np.empty(small.size, dtype=np.bool_)
         workers = min(numba.get_num_threads(), small.size)
-        _ik.fit_uniform_many(x, s, offsets, a, b, ncomp, order, workers, _TOL, _MAX_ITER, _mixture.N_EM_WARMUP,
-                             _mixture.SQP_EPS, _mixture.CHUNK, pi, loglik, n_iter, conv)
-        for i, q in enumerate(small):
+        groups: dict[int, list[int]] = {}
+        for q in small:
+            link = links[q]
+            shares = link is not None and is_small[link[0]] and links[link[0]] is None
+            groups.setdefault(int(link[0]) if shares else int(q), []).append(int(q))
+        if len(groups) < workers:  # too few perturbations to keep the threads busy: no sharing
+            groups = {int(q): [int(q)] for q in small}
+        seq: list[int] = []  # the problems in kernel order: each group's parent first
+        root_of: list[int] = []
+        for root, members in groups.items():
+            seq += [root] + [q for q in members if q != root]
+            root_of += [root] * len(members)
+        where = {q: i for i, q in enumerate(seq)}
+        n_seq = sizes[seq]
+        ncomp = np.array([comps[q][0].size for q in seq], dtype=np.int64)
+        kmax = int(ncomp.max())
+        a = np.zeros((len(seq), kmax))
+        b = np.zeros((len(seq), kmax))
+        src = np.full((len(seq), kmax), -1, dtype=np.int64)
+        want_loglik = np.array([links[q] is None for q in seq], dtype=np.bool_)
+        row_parts = []
+        row_off = np.zeros(len(seq) + 1, dtype=np.int64)
+        group_off = np.cumsum([0] + [len(members) for members in groups.values()]).astype(np.int64)
+        for i, (q, root) in enumerate(zip(seq, root_of)):
+            a[i, : ncomp[i]], b[i, : ncomp[i]] = comps[q]
+            n_rows = 0
+            if root != q:
+                src[i, : ncomp[i]] = _shared_columns(comps[root], comps[q])
+                row_parts.append(np.asarray(links[q][1], dtype=np.int64))
+                n_rows = row_parts[-1].size
+            row_off[i + 1] = row_off[i] + n_rows
+        rows = np.concatenate(row_parts) if row_parts else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_seq)])
+        x = np.concatenate([problems[q][0] for q in seq])
+        s = np.concatenate([problems[q][1] for q in seq])
+        group_size = np.add.reduceat(n_seq, group_off[:-1])
+        order = np.argsort(-group_size, kind="stable")
+        pi = np.zeros((len(seq), kmax))
+        loglik = np.empty(len(seq))
+        n_iter = np.empty(len(seq), dtype=np.int64)
+        conv = np.empty(len(seq), dtype=np.bool_)
+        workers = min(workers, len(groups))
+        _ik.fit_uniform_groups(x, s, offsets, a, b, ncomp, group_off, src, rows, row_off, want_loglik, order,
+                               workers, _TOL, _MAX_ITER, _mixture.N_EM_WARMUP, _mixture.SQP_EPS, _mixture.CHUNK,
+                               pi, loglik, n_iter, conv)
+        for q in small:
+            i = where[int(q)]
             out[q] = (pi[i, : ncomp[i]].copy(), *comps[q], float(loglik[i]), bool(conv[i]))
     for q in np.flatnonzero(sizes >= _mixture.PARALLEL_FROM):
         x, s, _ = problems[q]
@@ -207,7 +258,8 @@ def _fit_uniform_mixtures(problems: Sequence[Problem]) -> list[Fitted]:
         g = _ash.MixturePrior.uniform(np.full(lo.size, 1.0 / lo.size), lo, hi)
         fit = _ash._fit(x, s, g, np.ones(lo.size), fixed=False, optimizer="mixsqp", tol=_TOL,
                         max_iter=_MAX_ITER, dfv=np.inf)
-        out[q] = (np.asarray(fit.prior.pi), lo, hi, fit.loglik, fit.converged)
+        loglik = fit.loglik if links[q] is None else math.nan
+        out[q] = (np.asarray(fit.prior.pi), lo, hi, loglik, fit.converged)
     return out  # type: ignore[return-value]
 
 
@@ -242,10 +294,13 @@ def _plan(
     alpha: float,
     max_abs_effect: float,
     problems: list[Problem],
+    parents: list[Parent | None] | None = None,
 ) -> _Plan:
     """TRADE univariate for one perturbation up to the fits: filters, grange, significance sets.
 
-    Appends the subsets to fit (all genes, then S and N of each split) to ``problems``.
+    Appends the subsets to fit (all genes, then S and N of each split) to ``problems`` and,
+    if given, to ``parents`` what :func:`_fit_uniform_mixtures` needs to know: None for all
+    genes, (index of that problem, positions of the subset's genes in it) for S and N.
     """
     finite = np.isfinite(betahat) & np.isfinite(se) & (se > 0)
     if model_significant:
@@ -262,8 +317,11 @@ def _plan(
     if x.size < 2:
         return plan
     plan.grange = (float(x.min()), float(x.max()))
-    plan.subsets[b""] = len(problems)
+    whole = len(problems)
+    plan.subsets[b""] = whole
     problems.append((x, s, plan.grange))
+    if parents is not None:
+        parents.append(None)
     if model_significant:
         p = pvalue[keep]
         plan.splits = {"": p < alpha / p.size, "_fdr": _bh_reject(p, alpha)}
@@ -275,6 +333,8 @@ def _plan(
                 if key not in plan.subsets:
                     plan.subsets[key] = len(problems)
                     problems.append((x[part], s[part], plan.grange))
+                    if parents is not None:
+                        parents.append((whole, np.flatnonzero(part)))
     return plan
 
 
@@ -314,6 +374,15 @@ def _finish(plan: _Plan, fits: Sequence[Fitted]) -> dict[str, float]:
             f"n_significant{suffix}": n_s,
         }
     return row
+
+
+def _finish_block(plans: list[_Plan], future: Future, counts: list[int]) -> list[dict[str, float]]:
+    """The rows of one block of perturbations once its fits are done; adds the number of fits
+    and of fits that stopped short of the tolerance to ``counts``."""
+    fits = future.result()
+    counts[0] += len(fits)
+    counts[1] += sum(not f[4] for f in fits)
+    return [_finish(plan, fits) for plan in plans]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -526,19 +595,26 @@ def transcriptome_impact(
         from tqdm.auto import tqdm
 
         blocks = tqdm(blocks, desc="transcriptome impact", unit="block", unit_scale=_BLOCK)
-    records = []
-    n_fits = n_failed = 0
-    for start in blocks:
-        problems: list[Problem] = []
-        plans = [
-            _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
-                  max_abs_effect=max_abs_effect, problems=problems)
-            for i in range(start, min(start + _BLOCK, beta.shape[0]))
-        ]
-        fits = _fit_uniform_mixtures(problems)
-        n_fits += len(fits)
-        n_failed += sum(not f[4] for f in fits)
-        records.extend(_finish(plan, fits) for plan in plans)
+    records: list[dict[str, float]] = []
+    counts = [0, 0]  # fits, fits that stopped before the tolerance
+    # the fits of one block run (Numba, without the GIL) while the next block is planned
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for start in blocks:
+            problems: list[Problem] = []
+            parents: list[Parent | None] = []
+            plans = [
+                _plan(beta[i], se[i], p[i], exclude[i], model_significant=model_significant, alpha=alpha,
+                      max_abs_effect=max_abs_effect, problems=problems, parents=parents)
+                for i in range(start, min(start + _BLOCK, beta.shape[0]))
+            ]
+            future = pool.submit(_fit_uniform_mixtures, problems, parents)
+            if pending is not None:
+                records += _finish_block(*pending, counts)
+            pending = (plans, future)
+        if pending is not None:
+            records += _finish_block(*pending, counts)
+    n_fits, n_failed = counts
     if n_failed:
         warnings.warn(
             f"transcriptome_impact: mix-SQP stopped before its tolerance in {n_failed} of {n_fits} mixture "

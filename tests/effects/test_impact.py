@@ -92,7 +92,7 @@ class RecordingFit:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, problems):
+    def __call__(self, problems, parents=None):
         out = []
         for betahat, se, grange in problems:
             self.calls.append((betahat.copy(), se.copy(), grange))

@@ -45,8 +45,10 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    target), or within a small L1 distance of it (a leave-one-out or scaled mean) — take the
    pivot's distances plus a correction per pair, with the triangle inequality bounding the rest
    (:func:`l1_standing`); pairs are decided under the same kind of rounding bound and the others
-   computed exactly. Other queries, or too many undecided pairs, get the full matrix from the
-   blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
+   computed exactly. Queries whose gene weights sit on a few genes (shrunken ``auto`` weights)
+   first try :func:`l1_heavy`: sums over each query's heavy genes, the light genes' share bounded
+   by :math:`10^{-4}` of its own distance. Other queries, or too many undecided pairs, get the
+   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
    exact kernel).
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where

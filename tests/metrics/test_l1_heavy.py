@@ -17,6 +17,7 @@ from shrinkpert.metrics import _distance_kernels as K
 from shrinkpert.metrics import _pairwise
 from shrinkpert.metrics.de import _top_positions
 from shrinkpert.metrics.shared import SharedIntermediates
+from tests.metrics.test_de_vectorised import _top_twin
 from tests.metrics.test_rank_products import _twin_weights, assert_same
 
 
@@ -180,14 +181,6 @@ def test_pivot_path_single_pass_equals_kernel(rng):
     st = _pairwise.l1_standing(loo, true, base, target, dead, scope)
     assert st is not None and ("pairwise", "l1_groups") in scope
     _assert_standing(st, loo, true, base, target, dead)
-
-
-def _top_twin(lfc, sig):
-    key = np.where(sig, -np.abs(lfc), np.inf)
-    order = np.argsort(key, axis=1, kind="stable")
-    pos = np.empty_like(order)
-    np.put_along_axis(pos, order, np.arange(order.shape[1])[None, :].repeat(order.shape[0], 0), axis=1)
-    return pos
 
 
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.2, 0.9])

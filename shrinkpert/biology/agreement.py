@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..errors import InputError
 from .maps import cosine_similarity, perturbation_map
@@ -95,6 +94,8 @@ def _upper_spearman(a: np.ndarray, b: np.ndarray) -> float:
     keep = ~(np.isnan(x) | np.isnan(y))
     if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
         return float("nan")
+    from scipy import stats
+
     return float(stats.spearmanr(x[keep], y[keep]).statistic)
 
 

@@ -21,12 +21,15 @@ one pair's sum over genes in order); four queries share each block.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
 from .._numba import kernel
 
-__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances", "l1_blocked", "candidate_blocks"]
+__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances", "l1_blocked", "candidate_blocks",
+           "l1_pivot_corrections", "l1_gene_subset", "heavy_genes", "ORDERS"]
 
 L1, L2, COSINE, PEARSON = 0, 1, 2, 3
 _QUERY_BLOCK = 16
@@ -324,3 +327,74 @@ def l1_pivot_corrections(q: np.ndarray, y: np.ndarray, c: np.ndarray, base: np.n
                 m += new + old
             corr[k, j] = s
             mag[k, j] = m
+
+
+@kernel(parallel=True)
+def l1_gene_subset(q: np.ndarray, ct: np.ndarray, base: np.ndarray, target: np.ndarray, ptr: np.ndarray,
+                   genes: np.ndarray, out: np.ndarray) -> None:
+    r"""``out[i, j]`` = :math:`\sum_{g} v_{ig}|q_{ig} - c_{jg}|` over the genes ``genes[ptr[i]:ptr[i + 1]]`` of query ``i``.
+
+    ``ct`` holds the candidates gene-major (``ct[g, j]`` = :math:`c_{jg}`, so the candidates of one
+    gene are contiguous); ``v`` is the base weight row (one shared row, or one per query) with the
+    query's ``target`` gene set to 0. Each entry is one sum over its genes in the given order.
+    Queries run in parallel.
+    """
+    shared = base.shape[0] == 1
+    n_c = ct.shape[1]
+    for i in prange(q.shape[0]):
+        bi = base[0] if shared else base[i]
+        acc = out[i]
+        for j in range(n_c):
+            acc[j] = 0.0
+        for e in range(ptr[i], ptr[i + 1]):
+            g = genes[e]
+            if g == target[i]:
+                continue
+            w = bi[g]
+            x = q[i, g]
+            cg = ct[g]
+            for j in range(n_c):
+                acc[j] += w * abs(x - cg[j])
+
+
+ORDERS = 1100  # binary exponents of the gene bounds of heavy_genes, clipped to +-ORDERS (float64: -1074..1024)
+
+
+@kernel(parallel=True)
+def heavy_genes(q: np.ndarray, base: np.ndarray, target: np.ndarray, reach: np.ndarray, rows: np.ndarray,
+                allowance: np.ndarray, heavy: np.ndarray, rest: np.ndarray) -> None:
+    r"""Split the genes of each query ``i = rows[k]`` into heavy and light by their bound on any L1 term.
+
+    The bound of gene :math:`g` is :math:`b_{g} = v_{ig}(|q_{ig}| + \mathrm{reach}_g)` (``v`` the
+    base weight row with the target at 0; ``reach`` = :math:`\max_j |c_{jg}|` makes it bound the
+    term of every candidate). Genes are binned by the binary exponent of :math:`b_g` (0 in a bin
+    below all others); the lowest bins whose bounds, summed in gene order within a bin and then
+    bin by bin, stay at most ``allowance[k]`` are light, the others heavy (``heavy[k, g]``);
+    ``rest[k]`` is that sum. Queries run in parallel.
+    """
+    shared = base.shape[0] == 1
+    n_g = q.shape[1]
+    n_bins = 2 * ORDERS + 2
+    for k in prange(rows.shape[0]):
+        i = rows[k]
+        bi = base[0] if shared else base[i]
+        mass = np.zeros(n_bins)
+        bins = np.empty(n_g, dtype=np.int64)
+        for g in range(n_g):
+            b = 0.0 if g == target[i] else (abs(q[i, g]) + reach[g]) * bi[g]
+            e = 0
+            if b > 0.0:
+                e = min(max(math.frexp(b)[1], -ORDERS), ORDERS) + ORDERS + 1
+            bins[g] = e
+            mass[e] += b
+        total = 0.0
+        last = -1
+        for e in range(n_bins):
+            more = total + mass[e]
+            if not more <= allowance[k]:
+                break
+            total = more
+            last = e
+        rest[k] = total
+        for g in range(n_g):
+            heavy[k, g] = bins[g] > last

@@ -45,8 +45,10 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    target), or within a small L1 distance of it (a leave-one-out or scaled mean) — take the
    pivot's distances plus a correction per pair, with the triangle inequality bounding the rest
    (:func:`l1_standing`); pairs are decided under the same kind of rounding bound and the others
-   computed exactly. Other queries, or too many undecided pairs, get the full matrix from the
-   blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
+   computed exactly. Queries whose gene weights sit on a few genes (shrunken ``auto`` weights)
+   first try :func:`l1_heavy`: sums over each query's heavy genes, the light genes' share bounded
+   by :math:`10^{-4}` of its own distance. Other queries, or too many undecided pairs, get the
+   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
    exact kernel).
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
@@ -66,7 +68,8 @@ from .._numba import thread_limit
 from . import _distance_kernels as _k
 from .shared import reuse
 
-__all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows"]
+__all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows", "l1_standing",
+           "l1_heavy"]
 
 _U = 2.0**-53
 _TAME = (1e-40, 1e40)
@@ -77,6 +80,9 @@ _SPARSE = 1.0 / 8.0  # a query row differing from the L1 pivot on at most this f
 _NEAR = 0.02  # L1 through a pivot when the median residual is below this fraction of the own distances
 _UNSURE = 0.05  # ... and at most this fraction of the pairs is left to the exact kernel
 _SAMPLE = 64  # rows whose pairs estimate that fraction before all are approximated
+_LIGHT = 1e-4  # L1 over a query's heavy genes: the light ones move its distances by at most this x its own
+_HEAVY = 1.0 / 8.0  # ... taken when the median query has at most this fraction of its genes heavy
+_HEAVY_SAMPLE = 16  # queries whose heavy genes are counted first
 
 
 @dataclass(frozen=True)
@@ -482,8 +488,8 @@ def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
     return y, ptr, np.nonzero(keep)[1].astype(np.int64), residual
 
 
-def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
-                dead: np.ndarray) -> Standing | None:
+def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
+                scope: dict[Hashable, Any] | None = None) -> Standing | None:
     r"""The exact L1 standing of queries close to one pivot profile :math:`y`, or None if they are not.
 
     With :math:`q'_i` = :math:`q_i` on its kept genes and :math:`y` elsewhere
@@ -499,6 +505,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
     or one within a small distance of a common profile (a leave-one-out mean) costs
     :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`. None when the residuals are not
     small against the own distances or too many pairs stay undecided (use the full kernel).
+    ``scope``: as in :func:`l1_heavy`.
     """
     n, n_genes = q.shape
     q, c, base = _writable(q), _writable(c), _writable(base)
@@ -519,21 +526,96 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
         mine = genes[np.arange(local[-1]) - np.repeat(local[:-1] - ptr[idx], counts)]
         corr = np.empty((idx.size, c.shape[0]))
         mag = np.empty((idx.size, c.shape[0]))
-        _k.l1_pivot_corrections(q, y, c, base, target, idx, local, mine, corr, mag)
+        with thread_limit(None if local[-1] * c.shape[0] > _SMALL_JOB // 8 else 1):
+            _k.l1_pivot_corrections(q, y, c, base, target, idx, local, mine, corr, mag)
         m = np.broadcast_to(pivot, corr.shape) if pivot is not None else _matmul(base[idx], far.T)
         r = residual[idx, None]
         d = m + corr
         return d, r * (1.0 + f) + f * (m + mag + r) + 4.0 * _U * np.abs(d)
 
     # a sample of rows first: give up early when too many pairs would be left to the exact kernel
+    # (when every pair fits in one block, all rows are approximated once and the sample read off them)
     sample = np.unique(live[np.linspace(0, live.size - 1, min(live.size, _SAMPLE)).astype(np.int64)])
+    every = approx(np.arange(n, dtype=np.int64)) if n * c.shape[0] <= _BLOCK and sample.size else None
     if sample.size:
-        d, err = approx(sample)
+        d, err = (every[0][sample], every[1][sample]) if every is not None else approx(sample)
         if (np.abs(d - own[sample, None]) <= err).mean() > _UNSURE:
             return None
-    return _classify(lambda rows: approx(np.arange(rows.start, rows.stop, dtype=np.int64)), own, own, own,
-                     undefined, _row_groups(c), (q, c, base, target, _k.L1), int(live.size),
+    rows_approx = ((lambda rows: (every[0][rows], every[1][rows])) if every is not None else
+                   (lambda rows: approx(np.arange(rows.start, rows.stop, dtype=np.int64))))
+    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    return _classify(rows_approx, own, own, own, undefined, groups, (q, c, base, target, _k.L1), int(live.size),
                      max_exact=int(_UNSURE * n * c.shape[0]))
+
+
+def _split_genes(q: np.ndarray, base: np.ndarray, target: np.ndarray, reach: np.ndarray, rows: np.ndarray,
+                 allowance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heavy-gene mask and light-gene bound sum of the query rows ``rows``
+    (:func:`~shrinkpert.metrics._distance_kernels.heavy_genes`)."""
+    heavy = np.empty((rows.size, q.shape[1]), dtype=np.bool_)
+    rest = np.empty(rows.size)
+    with thread_limit(None if heavy.size > _SMALL_JOB // 8 else 1):
+        _k.heavy_genes(q, base, target, reach, rows.astype(np.int64), np.asarray(allowance, np.float64), heavy, rest)
+    return heavy, rest
+
+
+def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
+             scope: dict[Hashable, Any] | None = None) -> Standing | None:
+    r"""The exact L1 standing when each query's gene weights sit on a few genes, or None if they do not.
+
+    Gene :math:`g` adds at most :math:`b_{ig} = v_{ig}(|q_{ig}| + \max_j |c_{jg}|)` to any
+    distance of query :math:`i` (weights :math:`v_i`, its target at 0). Its *light* genes are those
+    of the lowest binary orders of magnitude of :math:`b_{ig}` whose bounds sum to at most
+    :math:`R_i \le 10^{-4} d_{ii}` (``_LIGHT``); the rest are *heavy*. Then
+    :math:`d_{ij} = H_{ij} + L_{ij}` with :math:`H_{ij}` the sum over the heavy genes
+    (:func:`~shrinkpert.metrics._distance_kernels.l1_gene_subset`) and :math:`0 \le L_{ij} \le R_i`;
+    with :math:`F = 8\gamma_n` covering the rounding of every sum (all terms non-negative),
+    :math:`H_{ij}(1 - F) \le d_{ij} \le (H_{ij} + R_i)(1 + F)` for the kernel's value. A pair is
+    decided when that interval excludes the own distance (exact kernel), else computed by the
+    exact kernel. Gene weights shrunk towards 0 on most genes (``auto`` weights) leave a few
+    hundred heavy genes per query: :math:`P^2` times those, not :math:`P^2 G`. None when the
+    median query has more than ``_HEAVY`` of the genes heavy (a sample decides first), or when too
+    many pairs stay undecided (use the other paths). ``scope`` keeps what depends on the
+    candidates alone (a :class:`~shrinkpert.metrics.shared.SharedIntermediates` side of ``c``).
+    """
+    n, n_genes = q.shape
+    live = np.flatnonzero(~dead)
+    if live.size == 0:
+        return None
+    q, c, base = _writable(q), _writable(c), _writable(base)
+    target = np.array(target, dtype=np.int64)
+    reach = reuse(scope, ("pairwise", "l1_reach"), lambda: np.abs(c).max(axis=0))
+    sample = np.unique(live[np.linspace(0, live.size - 1, min(live.size, _HEAVY_SAMPLE)).astype(np.int64)])
+    own_sample = _exact(q, c, base, target, _k.L1, sample, sample)
+    heavy, _ = _split_genes(q, base, target, reach, sample, _LIGHT * own_sample)
+    if not np.median(heavy.sum(axis=1)) <= _HEAVY * n_genes:
+        return None
+    finite = reuse(scope, ("pairwise", "finite"), lambda: bool(np.isfinite(c).all()))
+    if not (finite and np.isfinite(q).all()):
+        return None
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    allowance = np.where(np.isnan(own) | dead, np.inf, _LIGHT * own)  # undefined rows: nothing computed
+    heavy, rest = _split_genes(q, base, target, reach, np.arange(n), allowance)
+    ptr = np.r_[0, np.cumsum(heavy.sum(axis=1))].astype(np.int64)
+    genes = np.nonzero(heavy)[1].astype(np.int64)
+    part = np.empty((n, c.shape[0]))
+    with thread_limit(None if genes.size * c.shape[0] > _SMALL_JOB else 1):
+        _k.l1_gene_subset(q, reuse(scope, ("pairwise", "gene_major"), lambda: np.ascontiguousarray(c.T)), base,
+                          target, ptr, genes, part)
+    nn = n_genes + 16
+    f = 8.0 * (nn * _U) / (1.0 - nn * _U)
+    rest = rest * (1.0 + f)  # the bounds and their sums are rounded too
+
+    def approx(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        lower = part[rows] * (1.0 - f)
+        upper = (part[rows] + rest[rows, None]) * (1.0 + f)
+        mid = 0.5 * (lower + upper)
+        return mid, 0.5 * (upper - lower) + 8.0 * _U * np.abs(mid)
+
+    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1),
+                     int(live.size), max_exact=int(_UNSURE * n * c.shape[0]))
 
 
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
@@ -560,7 +642,10 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
     if kind == _k.L1 and tame:
         q, c = (x, y) if anchor == "pred" else (y, x)
-        st = l1_standing(q, c, base, target, dead)
+        scope = truth_scope if anchor == "pred" else pred_scope  # the candidates' side
+        st = l1_heavy(q, c, base, target, dead, scope)
+        if st is None:
+            st = l1_standing(q, c, base, target, dead, scope)
         if st is not None:
             return st
     if kind == _k.L1 or not tame:

@@ -294,8 +294,20 @@ def _mat(a: np.ndarray) -> np.ndarray:
 def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
     """Position of each gene in its row's list of significant genes sorted by |lfc| (descending).
 
-    Non-significant genes come after all significant ones; exact ties keep gene order.
+    Non-significant genes come after all significant ones, in gene order; exact ties keep gene
+    order. With few significant genes only those are sorted (one stable sort by row, then
+    ``-|lfc|``); otherwise, or with a NaN among them (sorted last, after the others), whole rows.
     """
+    n_sig = np.count_nonzero(sig)
+    if n_sig <= sig.size // 4 and not np.isnan(lfc[sig]).any():
+        rows, cols = np.nonzero(sig)  # row-major: genes ascending within a row
+        sort = np.lexsort((-np.abs(lfc[rows, cols]), rows))  # stable: ties keep gene order
+        count = np.bincount(rows, minlength=sig.shape[0])
+        pos = count[:, None] + np.cumsum(~sig, axis=1) - 1  # non-significant genes, in gene order
+        first = np.r_[0, np.cumsum(count)[:-1]]
+        rows, cols = rows[sort], cols[sort]
+        pos[rows, cols] = np.arange(rows.size) - first[rows]
+        return pos
     key = np.where(sig, -np.abs(lfc), np.inf)
     order = np.argsort(key, axis=1, kind="stable")
     pos = np.empty(order.size, dtype=np.int64)

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from ..errors import InputError
 
@@ -278,6 +277,8 @@ def dose_order_score(pred: Any, truth: Any, *, groups: Any) -> pd.Series:
         raise InputError("pred, truth and groups must be 1-D and of the same length (one entry per guide).")
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
         raise InputError("pred and truth must be finite; drop guides without a response.")
+    from scipy.stats import spearmanr  # here: importing scipy.stats costs ~0.5 s, and only this metric needs it
+
     codes, labels = pd.factorize(pd.Series(g).astype(str), sort=True)
     out = np.full(len(labels), np.nan)
     for k in range(len(labels)):

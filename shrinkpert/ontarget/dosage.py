@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from .._vocab import CONTROL, MIN_CELLS, PERTURBATION_KEY, TARGET_SUM
 from ..errors import InputError, MissingKeyError
@@ -111,6 +110,8 @@ def _wls_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray |
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
         return np.nan
+    from scipy.stats import spearmanr
+
     return float(spearmanr(x, y).statistic)
 
 

@@ -246,7 +246,11 @@ def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tupl
     where :math:`|t| \ge z_{1 - \alpha(1 + 10^{-6})/2}`, and BH sorts only the p-values below
     :math:`\alpha(1 + 2^{-30})`: every other term of the minimum is at least :math:`\alpha` (the
     margins cover rounding), so each :math:`q < \alpha` equals the unpruned value bit for bit
-    (ties included: tied p-values share one ``q`` whatever their order). Every gene with
+    (ties included: tied p-values share one ``q`` whatever their order). The same holds with
+    :math:`\alpha` replaced by :math:`\alpha K'/m` in both cuts, for any :math:`K'` at least the
+    row's number of calls :math:`K` (every call has :math:`p < \alpha K/m`, and the sorted terms
+    past rank :math:`K` are at least :math:`\alpha`); :func:`_call_level` finds such a :math:`K'`
+    from the normal bound alone, so a row with few calls evaluates few t tails. Every gene with
     :math:`q \ge \alpha` gets ``q = 1``. Use it only where nothing but ``q < alpha`` is read.
     Rows with a non-finite difference or standard error, or a df that is not finite and positive,
     are computed without pruning.
@@ -262,8 +266,6 @@ def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tupl
         return np.ones(shape), (None if alpha is not None else np.zeros(shape, dtype=np.int64))
     if alpha is None:
         return _bh_sorted(welch_pvalue(diff, WelchTest(se, df, test.floored)))
-    from scipy import special
-
     a = float(alpha)
     if not 0.0 < a <= 1.0:
         raise InputError(f"welch_bh: alpha must be in (0, 1]; got {alpha!r}.")
@@ -275,21 +277,71 @@ def welch_bh(difference, test: WelchTest, *, alpha: float | None = None) -> tupl
     positive = (se > 0) & finite[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.abs(diff / np.where(positive, se, 1.0))
-    cut = float(special.ndtri(1.0 - a * (1.0 + _Z_MARGIN) / 2.0)) if a * (1.0 + _Z_MARGIN) < 2.0 else 0.0
-    rows, cols = np.nonzero(positive & (t >= cut) & (t > 0))
+    rows, cols = np.nonzero(positive & (t >= _normal_cut(a)) & (t > 0))
+    level = _call_level(rows, t[rows, cols], shape, a)
+    keep = t[rows, cols] >= _normal_cut(level)[rows]
+    rows, cols = rows[keep], cols[keep]
     p = 2.0 * t_sf(t[rows, cols], df[rows, cols])
-    keep = p < a * (1.0 + _P_MARGIN)
+    keep = p < level[rows] * (1.0 + _P_MARGIN)
     return _bh_below(q, rows[keep], cols[keep], p[keep], a), None
 
 
+def _normal_cut(level):
+    r"""The :math:`|t|` below which the two-sided p-value exceeds ``level``: :math:`z_{1 - \ell(1 + 10^{-6})/2}`
+    (0 where that level reaches 2, infinite where it is 0)."""
+    wide = np.asarray(level, dtype=np.float64) * (1.0 + _Z_MARGIN)
+    from scipy import special
+
+    return np.where(wide < 2.0, special.ndtri(1.0 - np.minimum(wide, 2.0) / 2.0), 0.0)
+
+
+def _call_level(rows: np.ndarray, t: np.ndarray, shape: tuple[int, int], alpha: float) -> np.ndarray:
+    r"""Per row, a level :math:`\alpha K/m` below which every BH call's p-value lies.
+
+    BH calls the genes of rank :math:`j \le K`, :math:`K` the largest :math:`j` with
+    :math:`m p_{(j)}/j < \alpha`, so each call has :math:`p \le p_{(K)} < \alpha K/m`. If
+    :math:`K \le K_n`, every call has :math:`|t| \ge z_{1 - \alpha K_n/(2m)}` (the normal bound of
+    :func:`welch_bh`), so :math:`K \le K_{n+1}`, the number of such genes. Starting from the genes
+    given (``t`` at ``rows``: those past the cut of ``alpha`` itself, :math:`K_0`), the counts
+    shrink to a fixed point: the calls of a row with few true effects need the t tail of few genes.
+    """
+    count = np.bincount(rows, minlength=shape[0])
+    while True:
+        level = alpha * count / shape[1]
+        keep = t >= _normal_cut(level)[rows]
+        rows, t = rows[keep], t[keep]
+        smaller = np.bincount(rows, minlength=shape[0])
+        if (smaller == count).all():
+            return level
+        count = smaller
+
+
 def _bh_below(q: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: np.ndarray, alpha: float) -> np.ndarray:
-    """Write into ``q`` the BH values below ``alpha`` of the p-values ``p`` at ``(rows, cols)``,
+    r"""Write into ``q`` the BH values below ``alpha`` of the p-values ``p`` at ``(rows, cols)``,
     1 at the other given positions; every p-value not given must be at least
-    ``alpha * (1 + 2**-30)`` (the pruning rule of :func:`welch_bh`)."""
+    ``level * (1 + 2**-30)``, where ``level`` is at least :math:`\alpha K/m` and :math:`K` is the
+    number of calls of its row (:func:`_call_level`; ``alpha`` itself always qualifies): the pruning
+    rule of :func:`welch_bh`.
+
+    With most positions given (e.g. a side with huge effects, every gene called), the p-values are
+    sorted as whole rows (absent ones as +inf, last): the same values as one sort of the scattered
+    positions, faster.
+    """
+    m = q.shape[1]
+    if rows.size > q.size // 4:
+        dense = np.full(q.shape, np.inf)
+        dense[rows, cols] = p
+        order = np.argsort(dense, axis=1, kind="stable")
+        ranked = np.take_along_axis(dense, order, axis=1) * m / np.arange(1, m + 1)
+        ranked = np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1]
+        np.put_along_axis(dense, order, ranked, axis=1)
+        ranked = dense[rows, cols]
+        q[rows, cols] = np.where(ranked < alpha, np.minimum(ranked, 1.0), 1.0)
+        return q
     sort = np.lexsort((p, rows))
     rows, cols, p = rows[sort], cols[sort], p[sort]
     bounds = np.searchsorted(rows, np.arange(q.shape[0] + 1))
-    ranked = p * q.shape[1] / (np.arange(p.size) - bounds[rows] + 1)
+    ranked = p * m / (np.arange(p.size) - bounds[rows] + 1)
     for r in np.flatnonzero(np.diff(bounds)):
         lo, hi = bounds[r], bounds[r + 1]
         ranked[lo:hi] = np.minimum.accumulate(ranked[lo:hi][::-1])[::-1]

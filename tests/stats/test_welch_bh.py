@@ -113,7 +113,11 @@ def test_welch_bh_full_equals_twins_and_order_sorts_q(seed):
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 1e-3, 1.0])
 @pytest.mark.parametrize("seed", range(4))
 def test_welch_bh_pruned_keeps_every_call_exactly(seed, alpha):
-    diff, test = _adversarial(seed)
+    assert_pruned_keeps_every_call(*_adversarial(seed), alpha)
+
+
+def assert_pruned_keeps_every_call(diff, test, alpha):
+    """Pruned ``welch_bh``: every call ``q < alpha`` of the full twin, bit for bit, and 1 elsewhere."""
     full = _bh_twin(_pvalue_twin(diff, test))
     q, order = welch_bh(diff, test, alpha=alpha)
     assert order is None

@@ -582,7 +582,7 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     n_out = len(perts[sel])
     truths = {"full": (truth.mean, truth.var, truth.n_cells),
               "half_a": (truth.half_a_mean, truth.half_a_var, truth.half_a_n)}
-    order = _scoring_order(sides)
+    order = _truths_of(sides)
     last = {which: name for name, which in order.items()}  # the last side scored against each truth
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
     targets: dict[str, np.ndarray] = {}  # (each of these truth caches is filled on first use, dropped after last)
@@ -674,12 +674,10 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                     welch_cache.pop((id(pair[0]), id(pair[1])), None)
 
 
-def _scoring_order(sides: Mapping[str, Side]) -> dict[str, str]:
-    """Side name -> its truth, in scoring order: the sides scored against half A (the duplicates)
-    first, so that the half-A intermediates can be dropped early; otherwise the given order."""
+def _truths_of(sides: Mapping[str, Side]) -> dict[str, str]:
+    """Side name -> the truth it is scored against, without building a planned side."""
     truth_of = sides.truth if isinstance(sides, Sides) else (lambda name: sides[name].truth)
-    truths = {name: truth_of(name) for name in sides}
-    return {name: truths[name] for name in sides}  # XXX
+    return {name: truth_of(name) for name in sides}
 
 
 def _pruned_sides(jobs, config: EvaluationConfig) -> dict[str, float | None]:

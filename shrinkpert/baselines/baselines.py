@@ -199,15 +199,19 @@ def technical_duplicate(summary: TruthSummary) -> BaselinePrediction:
 _ROWS_PER_BLOCK = 256
 
 
+def _half_b_moments(summary: TruthSummary, rows: slice) -> tuple[np.ndarray, ...]:
+    """Cells (a column), means, variances (undefined as 0) and sums of squares of half B's ``rows``."""
+    n = summary.half_b_n.astype(np.float64)[rows, None]
+    mean, var = summary.half_b_mean[rows], np.nan_to_num(summary.half_b_var[rows], nan=0.0)
+    return n, mean, var, var * (n - 1) + n * mean**2
+
+
 def _welch_padj_vs_rest(summary: TruthSummary, rows: slice,
                         totals: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """BH-adjusted Welch p-values of half B of each perturbation in ``rows`` vs half B of all the
+    r"""BH-adjusted Welch p-values of half B of each perturbation in ``rows`` vs half B of all the
     others; ``totals`` are the column sums of :math:`n\bar x` and of the sums of squares over all rows."""
-    n_all = summary.half_b_n.astype(np.float64)
-    n = n_all[rows, None]
-    mean, var = summary.half_b_mean[rows], np.nan_to_num(summary.half_b_var[rows], nan=0.0)
-    ss = var * (n - 1) + n * mean**2  # sum of squares of each group
-    rest_n = n_all.sum() - n
+    n, mean, var, ss = _half_b_moments(summary, rows)
+    rest_n = summary.half_b_n.sum(dtype=np.float64) - n
     rest_mean = (totals[0][None, :] - n * mean) / rest_n
     rest_ss = totals[1][None, :] - ss
     rest_var = np.maximum(rest_ss - rest_n * rest_mean**2, 0.0) / np.maximum(rest_n - 1, 1)
@@ -227,10 +231,9 @@ def interpolated_duplicate(summary: TruthSummary) -> BaselinePrediction:
     of rows (the test is per perturbation), so its temporaries stay small at any number of
     perturbations.
     """
-    n = summary.half_b_n.astype(np.float64)[:, None]
-    var = np.nan_to_num(summary.half_b_var, nan=0.0)
-    totals = ((n * summary.half_b_mean).sum(axis=0), (var * (n - 1) + n * summary.half_b_mean**2).sum(axis=0))
-    del var
+    n, mean, _, ss = _half_b_moments(summary, slice(None))
+    totals = ((n * mean).sum(axis=0), ss.sum(axis=0))
+    del n, mean, ss
     mean = _loo_mean(summary)  # m, overwritten block by block with the interpolation
     for start in range(0, mean.shape[0], _ROWS_PER_BLOCK):
         rows = slice(start, start + _ROWS_PER_BLOCK)

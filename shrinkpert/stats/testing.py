@@ -331,12 +331,8 @@ def _bh_below(q: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: np.ndarray, 
     if rows.size > q.size // 4:
         dense = np.full(q.shape, np.inf)
         dense[rows, cols] = p
-        order = np.argsort(dense, axis=1, kind="stable")
-        ranked = np.take_along_axis(dense, order, axis=1) * m / np.arange(1, m + 1)
-        ranked = np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1]
-        np.put_along_axis(dense, order, ranked, axis=1)
-        ranked = dense[rows, cols]
-        q[rows, cols] = np.where(ranked < alpha, np.minimum(ranked, 1.0), 1.0)
+        ranked = _bh_sorted(dense)[0][rows, cols]  # (tied p-values get one value whatever their order)
+        q[rows, cols] = np.where(ranked < alpha, ranked, 1.0)
         return q
     sort = np.lexsort((p, rows))
     rows, cols, p = rows[sort], cols[sort], p[sort]

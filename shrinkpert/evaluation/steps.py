@@ -565,15 +565,58 @@ def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
     return out
 
 
+#: Perturbation × gene entries per block of rows scored at once by the metrics of one
+#: perturbation at a time (32 MB per float64 array); more rows are scored in blocks.
+_BLOCK_ENTRIES = 4_000_000
+
+
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                        weightings: Mapping[str, np.ndarray | None], refs: list[str],
                        vectors: Mapping[str, np.ndarray], config: EvaluationConfig,
-                       rows: np.ndarray | None = None) -> None:
+                       rows: np.ndarray | None = None, block_rows: int | None = None) -> None:
     """Fill the metrics of means, deltas and DE calls; the others get NaN here (filled later).
 
     With ``rows``, metrics of one perturbation at a time see only those rows; the others (rank,
     biology) are computed over all perturbations and keep those rows.
+
+    Memory: the metrics of one perturbation at a time (:data:`~.partition.ROW_SEPARABLE`) are
+    scored on blocks of at most ``block_rows`` rows (by default as many as make
+    :data:`_BLOCK_ENTRIES` perturbation × gene entries), every side on one block before the next
+    block, so that their intermediates (deltas, ranks, DE calls; the truth's shared by all sides)
+    exist for one block at a time. Each side is therefore built once per block, and once more
+    for the metrics that need every row (rank, biology). A row's value does not depend on the
+    other rows, so the result equals one block's bit for bit (what makes shards exact, see
+    :mod:`~shrinkpert.evaluation.partition`).
     """
+    from .partition import ROW_SEPARABLE
+
+    sel = np.arange(len(inputs.perturbations)) if rows is None else np.asarray(rows)
+    step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes))) if block_rows is None else int(block_rows)
+    args = (inputs, summaries, sides, weightings, refs, vectors, config)
+    if sel.size <= step:
+        _score_rows(jobs, values, *args, rows=rows)
+        return
+    apart = [job for job in jobs if job[0].kind in ROW_SEPARABLE]
+    pieces: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
+    for k, block in enumerate(np.array_split(sel, -(-sel.size // step))):
+        log.info("evaluate: metrics of one perturbation at a time, rows %d-%d of %d (block %d)",
+                 block[0], block[-1], sel.size, k + 1)
+        part = {(s.name, r, w): {} for s, r, w in apart}
+        _score_rows(apart, part, *args, rows=block)
+        for key, by_side in part.items():
+            for name, v in by_side.items():
+                pieces.setdefault(key, {}).setdefault(name, []).append(v)
+    for key, by_side in pieces.items():
+        values[key].update({name: np.concatenate(v) for name, v in by_side.items()})
+    whole = [job for job in jobs if job[0].kind not in ROW_SEPARABLE]
+    if whole:
+        _score_rows(whole, values, *args, rows=rows)
+
+
+def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
+                weightings: Mapping[str, np.ndarray | None], refs: list[str], vectors: Mapping[str, np.ndarray],
+                config: EvaluationConfig, rows: np.ndarray | None = None) -> None:
+    """:func:`_score_pseudobulks` of ``jobs`` on ``rows`` (all rows if None), side by side."""
     from .partition import ROW_SEPARABLE
 
     truth = summaries.truth
@@ -585,9 +628,12 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     order = _truths_of(sides)
     last = {which: name for name, which in order.items()}  # the last side scored against each truth
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
-    targets: dict[str, np.ndarray] = {}  # (each of these truth caches is filled on first use, dropped after last)
-    target = lambda which: reuse(targets, which, lambda: (shrunk_truth(*truths[which], truth)  # noqa: E731
-                                                          if config.truth_effects == "shrunk" else truths[which][0]))
+    # (each of these truth caches is filled on first use and dropped after the last side on that truth;
+    # keyed by (truth, part): the shard's or block's rows when part, else all rows)
+    targets: dict[tuple[str, bool], np.ndarray] = {}
+    shrunk = config.truth_effects == "shrunk"
+    target = lambda which, part, own: reuse(targets, (which, part), lambda: (  # noqa: E731
+        shrunk_truth(*(x[own] for x in truths[which]), truth) if shrunk else truths[which][0][own]))
     needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
     ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
     # one Welch standard error per (variance, cells) array pair, shared by the baselines that carry the
@@ -598,24 +644,32 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     truth_de: dict[str, Any] = {"full": ranked.truth} if ranked is not None else {}
     truth_calls = lambda which: reuse(truth_de, which, lambda: de_calls(  # noqa: E731
         *(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls, welch_cache, prune["truth"]))
-    truth_deltas: dict[tuple[str, str], np.ndarray] = {}
+    truth_deltas: dict[tuple[str, str, bool], np.ndarray] = {}
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
     biology = {"relationships": {} if config.relationships is None else
                {"relationships": _relationships(config.relationships), "targets": _target_names(inputs, config)},
                "gene_sets": {"gene_sets": config.gene_sets, "genes": list(genes)}}
     # the truth's intermediates, per (truth, input, weighting); each side gets fresh prediction caches
     truth_scopes: dict[tuple[str, str, str], dict] = {}
+    # each weighting's jobs together (references in their order), so that a side's products and
+    # ranks under one weighting (P × P each) go before the next weighting's are made
+    ordered = sorted(jobs, key=lambda job: list(weightings).index(job[2]))
     for name, which in order.items():
         side = sides[name]
         # the side's DE test shares the Welch errors of the truth's variances it carries (baselines);
         # other arrays (the model's, an arm's) are tested once and not kept
         shared_var = any(side.var is v and side.n is c for v, c in ((truth.var, truth.n_cells),
                                                                     (truth.half_b_var, truth.half_b_n)))
-        pred_deltas = {ref: freeze(side.mean - vectors[ref][None, :]) for ref in refs}
+        pred_deltas: dict[tuple[str, bool], np.ndarray] = {}
         pred_de = None
-        pred_scopes: dict[tuple[str, str], dict] = {}
+        pred_scopes: dict[tuple, dict] = {}
         checked: dict = {}  # this side's arrays, value-checked once for all its metrics
-        for spec, ref, wname in jobs:
+        current = None
+        for spec, ref, wname in ordered:
+            if wname != current:  # the previous weighting's jobs are done
+                for key in [k for k in pred_scopes if len(k) == 3 and k[1] == current]:
+                    del pred_scopes[key]
+                current = wname
             out = values[(spec.name, ref, wname)]
             if spec.needs in ("penetrance", "dose", "cells"):
                 out[name] = np.full(n_out, np.nan)
@@ -644,10 +698,11 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                     pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
                     truth_any_weights=truth_scopes.setdefault((which, data_ref, part), {}))
             if on_means:
-                a, b = side.mean[own], target(which)[own]
+                a, b = side.mean[own], target(which, part, own)
             elif spec.needs == "deltas":
-                b = reuse(truth_deltas, (which, ref), lambda: freeze(target(which) - vectors[ref][None, :]))
-                a, b = pred_deltas[ref][own], b[own]
+                a = reuse(pred_deltas, (ref, part), lambda: freeze(side.mean[own] - vectors[ref][None, :]))
+                b = reuse(truth_deltas, (which, ref, part),
+                          lambda: freeze(target(which, part, own) - vectors[ref][None, :]))
             else:  # de
                 if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
                     out[name] = np.full(n_out, np.nan)
@@ -668,7 +723,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 for key in [k for k in cache if k[0] == which]:
                     del cache[key]
             truth_de.pop(which, None)
-            targets.pop(which, None)
+            for key in [k for k in targets if k[0] == which]:
+                del targets[key]
             if which == "half_a" and welch_cache is not None:
                 for pair in ((truth.half_a_var, truth.half_a_n), (truth.half_b_var, truth.half_b_n)):
                     welch_cache.pop((id(pair[0]), id(pair[1])), None)

@@ -52,6 +52,14 @@ class RankCalls:
     truth: DECalls
     models: Mapping[str, DECalls]
 
+    def take(self, positions: np.ndarray) -> RankCalls:
+        """The calls of the perturbations at ``positions`` (rows of these calls), e.g. one block."""
+        def rows(c: DECalls) -> DECalls:
+            return DECalls(lfc=c.lfc[positions], q=c.q[positions], perturbations=c.perturbations[positions],
+                           genes=c.genes, q_order=None if c.q_order is None else c.q_order[positions])
+
+        return RankCalls(truth=rows(self.truth), models={name: rows(c) for name, c in self.models.items()})
+
 
 def rank_calls(inputs: Any, summaries: Any, config: EvaluationConfig, rows: np.ndarray | None = None) -> RankCalls:
     """Wilcoxon DE calls of the truth and every model (see the module docstring).

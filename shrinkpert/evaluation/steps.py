@@ -573,16 +573,15 @@ _BLOCK_ENTRIES = 4_000_000
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                        weightings: Mapping[str, np.ndarray | None], refs: list[str],
                        vectors: Mapping[str, np.ndarray], config: EvaluationConfig,
-                       rows: np.ndarray | None = None, block_rows: int | None = None) -> None:
+                       rows: np.ndarray | None = None) -> None:
     """Fill the metrics of means, deltas and DE calls; the others get NaN here (filled later).
 
     With ``rows``, metrics of one perturbation at a time see only those rows; the others (rank,
     biology) are computed over all perturbations and keep those rows.
 
     Memory: the metrics of one perturbation at a time (:data:`~.partition.ROW_SEPARABLE`) are
-    scored on blocks of at most ``block_rows`` rows (by default as many as make
-    :data:`_BLOCK_ENTRIES` perturbation × gene entries), every side on one block before the next
-    block, so that their intermediates (deltas, ranks, DE calls; the truth's shared by all sides)
+    scored on blocks of as many rows as make at most :data:`_BLOCK_ENTRIES` perturbation × gene
+    entries, every side on one block before the next block, so that their intermediates (deltas, ranks, DE calls; the truth's shared by all sides)
     exist for one block at a time. Each side is therefore built once per block, and once more
     for the metrics that need every row (rank, biology). A row's value does not depend on the
     other rows, so the result equals one block's bit for bit (what makes shards exact, see
@@ -591,18 +590,22 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     from .partition import ROW_SEPARABLE
 
     sel = np.arange(len(inputs.perturbations)) if rows is None else np.asarray(rows)
-    step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes))) if block_rows is None else int(block_rows)
+    step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes)))
     args = (inputs, summaries, sides, weightings, refs, vectors, config)
+    # the Wilcoxon test ranks every cell: run once, its calls cut per block
+    needs_ranks = config.de_test == "wilcoxon" and any(spec.needs == "de" for spec, _, _ in jobs)
+    ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_ranks else None
     if sel.size <= step:
-        _score_rows(jobs, values, *args, rows=rows)
+        _score_rows(jobs, values, *args, rows=rows, ranked=ranked)
         return
     apart = [job for job in jobs if job[0].kind in ROW_SEPARABLE]
     pieces: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
-    for k, block in enumerate(np.array_split(sel, -(-sel.size // step))):
-        log.info("evaluate: metrics of one perturbation at a time, rows %d-%d of %d (block %d)",
-                 block[0], block[-1], sel.size, k + 1)
+    blocks = np.array_split(np.arange(sel.size), -(-sel.size // step))  # positions within sel
+    for k, at in enumerate(blocks):
+        log.info("evaluate: metrics of one perturbation at a time, block %d of %d (%d rows)",
+                 k + 1, len(blocks), at.size)
         part = {(s.name, r, w): {} for s, r, w in apart}
-        _score_rows(apart, part, *args, rows=block)
+        _score_rows(apart, part, *args, rows=sel[at], ranked=None if ranked is None else ranked.take(at))
         for key, by_side in part.items():
             for name, v in by_side.items():
                 pieces.setdefault(key, {}).setdefault(name, []).append(v)
@@ -615,8 +618,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
 
 def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                 weightings: Mapping[str, np.ndarray | None], refs: list[str], vectors: Mapping[str, np.ndarray],
-                config: EvaluationConfig, rows: np.ndarray | None = None) -> None:
-    """:func:`_score_pseudobulks` of ``jobs`` on ``rows`` (all rows if None), side by side."""
+                config: EvaluationConfig, rows: np.ndarray | None = None, ranked: Any = None) -> None:
+    """:func:`_score_pseudobulks` of ``jobs`` on ``rows`` (all rows if None), side by side;
+    ``ranked``: the Wilcoxon calls of these rows (:class:`~.rank_calls.RankCalls`), if used."""
     from .partition import ROW_SEPARABLE
 
     truth = summaries.truth
@@ -634,8 +638,6 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
     shrunk = config.truth_effects == "shrunk"
     target = lambda which, part, own: reuse(targets, (which, part), lambda: (  # noqa: E731
         shrunk_truth(*(x[own] for x in truths[which]), truth) if shrunk else truths[which][0][own]))
-    needs_de = any(spec.needs == "de" for spec, _, _ in jobs)
-    ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_de and config.de_test == "wilcoxon" else None
     # one Welch standard error per (variance, cells) array pair, shared by the baselines that carry the
     # truth's variances; keyed by identity, so only for whole arrays that stay alive (not a shard's slices)
     welch_cache: dict | None = {} if rows is None else None

@@ -44,8 +44,9 @@ def _assert_identical(a, b):
     assert a.summary().equals(b.summary())
 
 
-@pytest.mark.parametrize("options", [{}, {"truth_effects": "shrunk", "de_calls": "lfsr", "shard": (1, 2)}],
-                         ids=["default", "shrunk-lfsr-shard"])
+@pytest.mark.parametrize("options", [{}, {"truth_effects": "shrunk", "de_calls": "lfsr", "shard": (1, 2)},
+                                     {"de_test": "wilcoxon", "truth_cells": "all"}],
+                         ids=["default", "shrunk-lfsr-shard", "wilcoxon"])
 def test_blocks_equal_one_block(pair, monkeypatch, caplog, options):
     one = _evaluate(pair, monkeypatch, 1000, **options)
     with caplog.at_level(logging.INFO, logger="shrinkpert"):

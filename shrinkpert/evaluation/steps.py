@@ -566,8 +566,10 @@ def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
 
 
 #: Perturbation × gene entries per block of rows scored at once by the metrics of one
-#: perturbation at a time (32 MB per float64 array); more rows are scored in blocks.
+#: perturbation at a time (32 MB per float64 array); more rows are scored in blocks ...
 _BLOCK_ENTRIES = 4_000_000
+#: ... but in at most this many blocks (each block builds every side once more).
+_MAX_BLOCKS = 8
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -579,18 +581,21 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     With ``rows``, metrics of one perturbation at a time see only those rows; the others (rank,
     biology) are computed over all perturbations and keep those rows.
 
-    Memory: the metrics of one perturbation at a time (:data:`~.partition.ROW_SEPARABLE`) are
-    scored on blocks of as many rows as make at most :data:`_BLOCK_ENTRIES` perturbation × gene
-    entries, every side on one block before the next block, so that their intermediates (deltas, ranks, DE calls; the truth's shared by all sides)
-    exist for one block at a time. Each side is therefore built once per block, and once more
-    for the metrics that need every row (rank, biology). A row's value does not depend on the
-    other rows, so the result equals one block's bit for bit (what makes shards exact, see
-    :mod:`~shrinkpert.evaluation.partition`).
+    Memory: with more than :data:`_BLOCK_ENTRIES` perturbation × gene entries, the metrics of
+    one perturbation at a time (:data:`~.partition.ROW_SEPARABLE`) are scored on blocks of as
+    many rows as make that many entries (at most :data:`_MAX_BLOCKS` blocks), every side on one
+    block before the next block, so that their intermediates (deltas, ranks, DE calls; the
+    truth's shared by all sides) exist for one block at a time. The metrics that need every row
+    (rank, biology) then take the sides once per (input, weighting), so that the truth's P × P
+    products under one of them go before the next one's are made. Each side is therefore built
+    once per block and once per (input, weighting) of those metrics. A row's value does not
+    depend on the other rows, so the result equals one block's bit for bit (what makes shards
+    exact, see :mod:`~shrinkpert.evaluation.partition`).
     """
     from .partition import ROW_SEPARABLE
 
     sel = np.arange(len(inputs.perturbations)) if rows is None else np.asarray(rows)
-    step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes)))
+    step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes)), -(-sel.size // _MAX_BLOCKS))
     args = (inputs, summaries, sides, weightings, refs, vectors, config)
     # the Wilcoxon test ranks every cell: run once, its calls cut per block
     needs_ranks = config.de_test == "wilcoxon" and any(spec.needs == "de" for spec, _, _ in jobs)
@@ -611,9 +616,17 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                 pieces.setdefault(key, {}).setdefault(name, []).append(v)
     for key, by_side in pieces.items():
         values[key].update({name: np.concatenate(v) for name, v in by_side.items()})
-    whole = [job for job in jobs if job[0].kind not in ROW_SEPARABLE]
-    if whole:
-        _score_rows(whole, values, *args, rows=rows)
+    groups: dict[tuple[str, str], list] = {}
+    for job in jobs:
+        if job[0].kind not in ROW_SEPARABLE:
+            groups.setdefault((_data_ref(*job[:2]), job[2]), []).append(job)
+    for group in groups.values():
+        _score_rows(group, values, *args, rows=rows)
+
+
+def _data_ref(spec: MetricSpec, ref: str) -> str:
+    """What a job's data are taken against: ``ref``, or ``"none"`` (the means; DE calls test against the control)."""
+    return "none" if spec.needs in ("means", "de") or spec.reference_free else ref
 
 
 def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -680,7 +693,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                 out[name] = values[(spec.name, refs[0], wname)][name]
                 continue
             on_means = spec.needs == "means" or spec.reference_free
-            data_ref = "none" if on_means or spec.needs == "de" else ref
+            data_ref = _data_ref(spec, ref)
             part = rows is not None and spec.kind in ROW_SEPARABLE  # computed on the shard's rows only
             own = sel if part else slice(None)
             kwargs: dict[str, Any] = {}

@@ -2,9 +2,10 @@
 
 The metrics of one perturbation at a time are scored on blocks of rows, every side on one block
 before the next (:func:`shrinkpert.evaluation.steps._score_pseudobulks`); the block size follows
-``_BLOCK_ENTRIES`` (perturbation × gene entries). Here it is set small enough that 11 perturbations
-fall into blocks of 4, 4 and 3 rows, and every value must equal the one-block run exactly: a row's
-value may not depend on which other rows share its block.
+``_BLOCK_ENTRIES`` (perturbation × gene entries), in at most ``_MAX_BLOCKS`` blocks; the rank
+metrics then take the sides once per (input, weighting). Here the blocks are set small enough that
+11 perturbations fall into several blocks, and every value must equal the one-block run exactly: a
+row's value may not depend on which other rows share its block.
 """
 
 from __future__ import annotations
@@ -44,16 +45,18 @@ def _assert_identical(a, b):
     assert a.summary().equals(b.summary())
 
 
-@pytest.mark.parametrize("options", [{}, {"truth_effects": "shrunk", "de_calls": "lfsr", "shard": (1, 2)},
-                                     {"de_test": "wilcoxon", "truth_cells": "all"}],
-                         ids=["default", "shrunk-lfsr-shard", "wilcoxon"])
-def test_blocks_equal_one_block(pair, monkeypatch, caplog, options):
+@pytest.mark.parametrize(("options", "rows_per_block", "n_blocks"), [
+    ({}, 4, 3),  # 11 rows in blocks of 4, 4 and 3
+    ({}, 1, 6),  # at most 8 blocks: 11 rows in blocks of 2 (the last of 1)
+    ({"truth_effects": "shrunk", "de_calls": "lfsr", "shard": (1, 2)}, 4, 2),  # the shard's 5 rows
+    ({"de_test": "wilcoxon", "truth_cells": "all"}, 4, 3),
+], ids=["default", "max-blocks", "shrunk-lfsr-shard", "wilcoxon"])
+def test_blocks_equal_one_block(pair, monkeypatch, caplog, options, rows_per_block, n_blocks):
     one = _evaluate(pair, monkeypatch, 1000, **options)
     with caplog.at_level(logging.INFO, logger="shrinkpert"):
-        blocked = _evaluate(pair, monkeypatch, 4, **options)
+        blocked = _evaluate(pair, monkeypatch, rows_per_block, **options)
     blocks = [r.getMessage() for r in caplog.records if "one perturbation at a time" in r.getMessage()]
-    expected = 3 if "shard" not in options else 2  # 11 rows in blocks of 4; the shard's 5 rows in 2 blocks
-    assert len(blocks) == expected, blocks
+    assert len(blocks) == n_blocks, blocks
     # the run covers every kind of metric the blocks split (and the rank ones they do not)
     kinds = set(blocked.to_frame()["metric"].map(lambda name: shrinkpert.METRICS[name].kind))
     assert {"expression", "de", "target", "rank"} <= kinds

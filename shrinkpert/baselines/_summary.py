@@ -224,18 +224,19 @@ def summarize_truth(
         empty = stats.groups[stats.weight_sum <= 0]
         raise InputError(f"truth: {[tuple(map(str, g)) for g in empty[:5]]} (perturbation, half) have no cell with a "
                          "positive weight; give each perturbation's cells positive weights.")
-    a = stats.select("half", "A")
-    b = stats.select("half", "B")
-    full = stats.collapse(perturbation_key)
     count = (lambda s: s.n_cells) if weights is None else (lambda s: s.n_eff)  # Kish's numbers when weighted
 
-    def rows(s, what):
-        idx = pd.Index(s.groups.astype(str)).get_indexer(keep)
+    def rows(labels, what):
+        idx = pd.Index(labels).get_indexer(keep)
         if (idx < 0).any():
             raise InputError(f"{what}: perturbations {keep[idx < 0][:5].tolist()} have no cells.")
         return idx
 
-    ia, ib, ifull = rows(a, "half A"), rows(b, "half B"), rows(full, "truth")
+    # each half's rows taken straight from the (perturbation, half) groups: one copy of what is kept
+    label, which = (stats.groups.get_level_values(k).astype(str) for k in (perturbation_key, "half"))
+    ia, ib = (np.flatnonzero(which == h)[rows(label[which == h], f"half {h}")] for h in "AB")
+    full = stats.collapse(perturbation_key)
+    ifull = rows(full.groups.astype(str), "truth")
     ic = pd.Index(full.groups.astype(str)).get_loc(control)
     return TruthSummary(
         perturbations=keep,
@@ -244,12 +245,12 @@ def summarize_truth(
         mean=full.mean[ifull],
         var=full.var[ifull],
         n_cells=count(full)[ifull],
-        half_a_mean=a.mean[ia],
-        half_a_var=a.var[ia],
-        half_a_n=count(a)[ia],
-        half_b_mean=b.mean[ib],
-        half_b_var=b.var[ib],
-        half_b_n=count(b)[ib],
+        half_a_mean=stats.mean[ia],
+        half_a_var=stats.var[ia],
+        half_a_n=count(stats)[ia],
+        half_b_mean=stats.mean[ib],
+        half_b_var=stats.var[ib],
+        half_b_n=count(stats)[ib],
         control_mean=full.mean[ic],
         control_var=full.var[ic],
         control_n=int(round(float(count(full)[ic]))),

@@ -26,6 +26,9 @@ from . import _kernels as K
 
 __all__ = ["GroupStatistics", "group_statistics"]
 
+#: Group × gene entries per block of genes pooled at once by :meth:`GroupStatistics.collapse`.
+_COLLAPSE_ENTRIES = 4_000_000
+
 log = logging.getLogger("shrinkpert")
 
 _MODES = {None: 0, "total": 1, "log1p": 2}
@@ -127,12 +130,16 @@ class GroupStatistics:
     def m2(self) -> np.ndarray:
         """Sum of (weighted) squared deviations from the group mean: :math:`(n_g - 1)\\,\\mathrm{var}`,
         or :math:`(W - V/W)\\,\\mathrm{var}` when weighted."""
+        return self._m2_of(self.var)
+
+    def _m2_of(self, var: np.ndarray) -> np.ndarray:
+        """:attr:`m2` of ``var``, some columns of :attr:`var` (every group)."""
         if self.weighted:
             with np.errstate(invalid="ignore", divide="ignore"):
                 denom = (self.weight_sum - self.weight_sq / self.weight_sum)[:, None]
-            return np.where(np.isfinite(self.var), self.var * denom, 0.0)
+            return np.where(np.isfinite(var), var * denom, 0.0)
         n = self.n_cells[:, None].astype(np.float64)
-        return np.where(n > 1, self.var * (n - 1), 0.0)
+        return np.where(n > 1, var * (n - 1), 0.0)
 
     @property
     def detection(self) -> np.ndarray:
@@ -222,10 +229,22 @@ class GroupStatistics:
 
         n_r = self.total_weight[:, None]  # cells, or total weights
         n = add(self.total_weight)[:, None]
-        filled = np.where(n_r > 0, self.mean, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = add(n_r * filled) / n
-        m2 = add(self.m2) + add(n_r * (filled - np.nan_to_num(mean)[codes]) ** 2)
+        shape = (len(pooled), len(self.genes))
+        mean, m2, sums = np.empty(shape), np.empty(shape), np.empty(shape, dtype=self.sum.dtype)
+        nnz = None if self.n_nonzero is None else np.empty(shape, dtype=self.n_nonzero.dtype)
+        # a block of genes at a time: the temporaries are groups × block, not groups × genes
+        # (the same operations on every entry, so the same values)
+        step = max(1, _COLLAPSE_ENTRIES // max(1, len(self.groups)))
+        for start in range(0, shape[1], step):
+            cols = slice(start, start + step)
+            filled = np.where(n_r > 0, self.mean[:, cols], 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[:, cols] = add(n_r * filled) / n
+            spread = n_r * (filled - np.nan_to_num(mean[:, cols])[codes]) ** 2
+            m2[:, cols] = add(self._m2_of(self.var[:, cols])) + add(spread)
+            sums[:, cols] = add(self.sum[:, cols])
+            if nnz is not None:
+                nnz[:, cols] = add(self.n_nonzero[:, cols])
         params = dict(self.params)
         params["groupby"] = pooled.name
         weight_sq = _apply(add, self.weight_sq)
@@ -235,9 +254,8 @@ class GroupStatistics:
                 var = np.where((n**2 > weight_sq[:, None] * (1 + 1e-12)) & (denom > 0), m2 / denom, np.nan)
             else:
                 var = np.where(n > 1, m2 / (n - 1), np.nan)
-        return GroupStatistics(pooled, self.genes, add(self.n_cells), add(self.sum), mean, var,
-                               _apply(add, self.n_nonzero), _apply(add, self.library_size), params,
-                               _apply(add, self.weight_sum), weight_sq)
+        return GroupStatistics(pooled, self.genes, add(self.n_cells), sums, mean, var, nnz,
+                               _apply(add, self.library_size), params, _apply(add, self.weight_sum), weight_sq)
 
     def to_anndata(self):
         """Groups × genes AnnData with layers ``sum, mean, var, n_nonzero`` (as ``scanpy.get.aggregate``)."""

@@ -17,7 +17,7 @@ from ..data.design import encode_design, target_indices
 from .._validate import MIN_CONTROL_CELLS, check_excluded, validate
 from ..errors import InputError, MissingKeyError, ShrinkpertWarning
 from ..stats.testing import welch
-from .._arrays import freeze as _freeze
+from .._arrays import freeze as _freeze, rows_by_label
 from ..stats.group import GroupStatistics, group_statistics
 
 #: Accepted values of ``variance_floor``.
@@ -321,8 +321,10 @@ def _replicate_effects(
     df = np.array(base.df)
     n_reps = np.zeros(len(base.perturbations), dtype=np.int64)
     too_few = []
-    for k, pert in enumerate(base.perturbations):
-        rows = np.flatnonzero((labels == pert) & big)
+    kept = np.flatnonzero(big)
+    by_perturbation = rows_by_label(labels[kept], pd.Index(base.perturbations).astype(str))
+    for k, (pert, rows) in enumerate(zip(base.perturbations, by_perturbation)):
+        rows = kept[rows]
         n_reps[k] = len(rows)
         if len(rows) < 2:
             too_few.append(f"{pert} ({len(rows)})")

@@ -137,8 +137,7 @@ def perturbed_weights(escape: EscapeResult) -> np.ndarray:
     judged = np.isin(escape.perturbation, _judged(escape))
     p = escape.p_perturbed
     weights = np.where(judged & np.isfinite(p), np.clip(np.nan_to_num(p), 0.0, 1.0), 1.0)
-    for pert in np.unique(escape.perturbation[judged]):
-        cells = escape.perturbation == pert
+    for cells in rows_by_label(escape.perturbation, np.unique(escape.perturbation[judged])):
         w = weights[cells]
         if not (w**2).sum() > 0 or w.sum() ** 2 / (w**2).sum() < MIN_EFFECTIVE_CELLS:
             weights[cells] = 1.0

@@ -58,6 +58,20 @@ def test_weights_are_the_posterior_of_perturbed_cells_and_one_elsewhere(escape):
     assert (w[inside] < 0.5).sum() > 100  # there are escapers to down-weight
 
 
+def test_a_perturbation_whose_weights_leave_fewer_than_two_effective_cells_keeps_every_cell(escape):
+    """Kish's n_eff = (sum w)^2 / sum w^2 below 2: that perturbation's cells all get weight 1, the others keep p."""
+    labels = escape.perturbation
+    judged = escape.penetrance.index[escape.penetrance["evidence"] != "none"].astype(str)
+    lone, other = judged[0], judged[1]
+    p = escape.p_perturbed.copy()
+    cells = np.flatnonzero(labels == lone)
+    p[cells] = 0.0
+    p[cells[0]] = 0.9  # one cell of weight 0.9, the rest 0: n_eff = 1
+    w = perturbed_weights(dataclasses.replace(escape, p_perturbed=p))
+    np.testing.assert_array_equal(w[cells], 1.0)
+    np.testing.assert_array_equal(w[labels == other], p[labels == other])
+
+
 def test_weighted_truth_equals_numpy_weighted_mean_variance_and_kish_count(screen, escape):
     truth = _truth(screen, escape, "weighted")
     y = _log1p(screen)

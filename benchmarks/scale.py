@@ -55,8 +55,6 @@ def _stats(source, **kw):
 
 
 def _job(name: str, args: argparse.Namespace) -> dict:
-    import numpy as np
-
     import shrinkpert as sp
 
     h5ad, zarr_path, parts = DATA / f"{args.tag}.h5ad", DATA / f"{args.tag}.zarr", DATA / f"{args.tag}_parts"

@@ -24,7 +24,7 @@ from scipy.special import gammaln, ndtr
 from ..data.design import encode_design
 from .._validate import CellData, validate
 from ..stats import CellPass, cell_pass
-from ..errors import CountsError, InputError, MissingKeyError, ShrinkpertWarning
+from ..errors import InputError, MissingKeyError, ShrinkpertWarning
 
 log = logging.getLogger("shrinkpert")
 

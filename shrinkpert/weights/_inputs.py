@@ -11,7 +11,6 @@ container. Its ``params`` say where it came from (``input``), its scale (``norma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np

@@ -18,7 +18,7 @@ from shrinkpert.strata.features import marker_ranks, simes_p
 def test_simes_closed_form_and_bh_equivalence():
     p = np.array([[0.01, 0.04, 0.5]])
     z = -np.asarray([[2.5758293035489004, 2.053748910631823, 0.6744897501960817]])  # two-sided p above
-    np.testing.assert_allclose(simes_p(z, np.ones((1, 3), bool)), [min(3 * 0.01, 3 * 0.04 / 2, 0.5)], rtol=1e-9)
+    np.testing.assert_allclose(simes_p(z, np.ones((1, 3), bool)), [min(3 * p[0, 0], 3 * p[0, 1] / 2, p[0, 2])], rtol=1e-9)
     # Simes' p < alpha exactly when Benjamini-Hochberg (scipy) rejects some hypothesis at alpha
     rng = np.random.default_rng(2)
     zs = rng.normal(size=(200, 40)) * rng.uniform(0.5, 2.0, size=(200, 1))
@@ -32,7 +32,6 @@ def test_simes_closed_form_and_bh_equivalence():
 
 
 def _shrunk(pi, sd, n_genes):
-    k = len(pi)
     z = np.zeros((1, n_genes))
     return ShrunkEffects(perturbations=pd.Index(["p"]), genes=pd.Index([f"g{i}" for i in range(n_genes)]),
                          effect=z, std_error=z + 1, raw_std_error=z + 1, posterior_mean=z, posterior_sd=z,

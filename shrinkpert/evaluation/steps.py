@@ -596,32 +596,43 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
 
     sel = np.arange(len(inputs.perturbations)) if rows is None else np.asarray(rows)
     step = max(1, _BLOCK_ENTRIES // max(1, len(inputs.genes)), -(-sel.size // _MAX_BLOCKS))
-    args = (inputs, summaries, sides, weightings, refs, vectors, config)
     # the Wilcoxon test ranks every cell: run once, its calls cut per block
     needs_ranks = config.de_test == "wilcoxon" and any(spec.needs == "de" for spec, _, _ in jobs)
     ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_ranks else None
-    if sel.size <= step:
-        _score_rows(jobs, values, *args, rows=rows, ranked=ranked)
-        return
-    apart = [job for job in jobs if job[0].kind in ROW_SEPARABLE]
-    pieces: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
-    blocks = np.array_split(np.arange(sel.size), -(-sel.size // step))  # positions within sel
-    for k, at in enumerate(blocks):
-        log.info("evaluate: metrics of one perturbation at a time, block %d of %d (%d rows)",
-                 k + 1, len(blocks), at.size)
-        part = {(s.name, r, w): {} for s, r, w in apart}
-        _score_rows(apart, part, *args, rows=sel[at], ranked=None if ranked is None else ranked.take(at))
-        for key, by_side in part.items():
-            for name, v in by_side.items():
-                pieces.setdefault(key, {}).setdefault(name, []).append(v)
-    for key, by_side in pieces.items():
-        values[key].update({name: np.concatenate(v) for name, v in by_side.items()})
+    blocks = np.array_split(np.arange(sel.size), -(-sel.size // step)) if sel.size > step else []
     groups: dict[tuple[str, str], list] = {}
     for job in jobs:
         if job[0].kind not in ROW_SEPARABLE:
             groups.setdefault((_data_ref(*job[:2]), job[2]), []).append(job)
-    for group in groups.values():
-        _score_rows(group, values, *args, rows=rows)
+    n_passes = len(blocks) + len(groups) if blocks else 1
+    with _scoring_progress(n_passes * len(sides), config.progress) as bar:
+        args = (inputs, summaries, sides, weightings, refs, vectors, config, bar)
+        if not blocks:
+            _score_rows(jobs, values, *args, rows=rows, ranked=ranked)
+            return
+        apart = [job for job in jobs if job[0].kind in ROW_SEPARABLE]
+        pieces: dict[tuple[str, str, str], dict[str, list[np.ndarray]]] = {}
+        for k, at in enumerate(blocks):  # positions within sel
+            log.info("evaluate: metrics of one perturbation at a time, block %d of %d (%d rows)",
+                     k + 1, len(blocks), at.size)
+            part = {(s.name, r, w): {} for s, r, w in apart}
+            _score_rows(apart, part, *args, rows=sel[at], ranked=None if ranked is None else ranked.take(at))
+            for key, by_side in part.items():
+                for name, v in by_side.items():
+                    pieces.setdefault(key, {}).setdefault(name, []).append(v)
+        for key, by_side in pieces.items():
+            values[key].update({name: np.concatenate(v) for name, v in by_side.items()})
+        for (ref, wname), group in groups.items():
+            log.info("evaluate: metrics over every perturbation (%s), %s reference, %s weights",
+                     ", ".join(sorted({spec.kind for spec, _, _ in group})), ref, wname)
+            _score_rows(group, values, *args, rows=rows)
+
+
+def _scoring_progress(total: int, enabled: bool):
+    """A progress bar over the sides scored (each side once per block or pass), shown when ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="side", desc="shrinkpert: scoring")
 
 
 def _data_ref(spec: MetricSpec, ref: str) -> str:
@@ -631,9 +642,10 @@ def _data_ref(spec: MetricSpec, ref: str) -> str:
 
 def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
                 weightings: Mapping[str, np.ndarray | None], refs: list[str], vectors: Mapping[str, np.ndarray],
-                config: EvaluationConfig, rows: np.ndarray | None = None, ranked: Any = None) -> None:
+                config: EvaluationConfig, bar: Any, rows: np.ndarray | None = None, ranked: Any = None) -> None:
     """:func:`_score_pseudobulks` of ``jobs`` on ``rows`` (all rows if None), side by side;
-    ``ranked``: the Wilcoxon calls of these rows (:class:`~.rank_calls.RankCalls`), if used."""
+    ``ranked``: the Wilcoxon calls of these rows (:class:`~.rank_calls.RankCalls`), if used;
+    ``bar``: the progress bar, advanced once per side."""
     from .partition import ROW_SEPARABLE
 
     truth = summaries.truth
@@ -670,6 +682,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
     # ranks under one weighting (P × P each) go before the next weighting's are made
     ordered = sorted(jobs, key=lambda job: list(weightings).index(job[2]))
     for name, which in order.items():
+        log.debug("evaluate: scoring %s", name)
         side = sides[name]
         # the side's DE test shares the Welch errors of the truth's variances it carries (baselines);
         # other arrays (the model's, an arm's) are tested once and not kept
@@ -733,6 +746,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
             out[name] = (result if part else result[sel]).reshape(n_out)
         # this side's arrays go before the next side is built
         side = pred_deltas = pred_de = pred_scopes = checked = a = b = kwargs = None
+        bar.update(1)
         if last[which] == name:  # no side left on this truth: drop its intermediates
             for cache in (truth_scopes, truth_deltas):
                 for key in [k for k in cache if k[0] == which]:

@@ -61,3 +61,17 @@ def test_blocks_equal_one_block(pair, monkeypatch, caplog, options, rows_per_blo
     kinds = set(blocked.to_frame()["metric"].map(lambda name: shrinkpert.METRICS[name].kind))
     assert {"expression", "de", "target", "rank"} <= kinds
     _assert_identical(one, blocked)
+
+
+def test_progress_counts_every_side_of_every_pass(pair, monkeypatch, caplog, capsys):
+    """progress=True: a bar over the sides, once per block and once per pass of the rank metrics, that completes."""
+    with caplog.at_level(logging.INFO, logger="shrinkpert"):
+        table = _evaluate(pair, monkeypatch, 4, progress=True)
+    n_sides = 1 + sum(column.startswith("baseline_") for column in table.to_frame().columns)
+    messages = [r.getMessage() for r in caplog.records]
+    n_blocks = sum("one perturbation at a time" in m for m in messages)
+    n_rank_passes = sum("metrics over every perturbation" in m for m in messages)
+    assert n_blocks == 3 and n_rank_passes >= 1
+    total = (n_blocks + n_rank_passes) * n_sides
+    err = capsys.readouterr().err
+    assert "shrinkpert: scoring: 100%" in err and f"| {total}/{total} [" in err, err[-300:]

@@ -18,6 +18,16 @@ def papalexi():
     return adata[adata.obs["perturbation"] != "unassigned"].copy()
 
 
+def poisson_resampled(adata: ad.AnnData, seed: int) -> ad.AnnData:
+    """A 'model': a copy of ``adata`` with every stored count resampled (Poisson), seeded."""
+    out = adata.copy()
+    X = out.X.tocsr().astype(np.float64)
+    X.data = np.random.default_rng(seed).poisson(X.data).astype(np.float64)
+    X.eliminate_zeros()
+    out.X = X
+    return out
+
+
 def make_counts(rng: np.random.Generator, n_cells=300, n_genes=40, n_groups=4, dtype=np.int64) -> ad.AnnData:
     """Sparse NB-like counts with a control group, an all-zero gene and a zero-count cell."""
     mu = rng.lognormal(-0.5, 1.0, size=n_genes)

@@ -7,15 +7,13 @@ import pandas as pd
 
 from shrinkpert.cli import main
 from shrinkpert.evaluation import evaluate
+from tests.conftest import poisson_resampled
 
 ARGS = ["--metrics", "mae", "pearson_delta", "discrimination_score_l1", "--n-boot", "40", "--seed", "3"]
 
 
 def test_evaluate_writes_the_api_tables(tmp_path, papalexi, capsys):
-    pred = papalexi.copy()
-    X = pred.X.tocsr().astype(np.float64)
-    X.data = np.random.default_rng(9).poisson(X.data).astype(np.float64)
-    pred.X = X
+    pred = poisson_resampled(papalexi, 9)
     pred_path, truth_path = tmp_path / "pred.h5ad", tmp_path / "truth.h5ad"
     pred.write_h5ad(pred_path)
     papalexi.write_h5ad(truth_path)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+from tests.conftest import poisson_resampled
 
 
 @pytest.fixture(scope="module")
 def noisy(papalexi):
     """A 'model': every cell's counts resampled (Poisson), seeded; controls included."""
-    out = papalexi.copy()
-    rng = np.random.default_rng(2026)
-    X = out.X.tocsr().astype(np.float64)
-    X.data = rng.poisson(X.data).astype(np.float64)
-    X.eliminate_zeros()
-    out.X = X
-    return out
+    return poisson_resampled(papalexi, 2026)

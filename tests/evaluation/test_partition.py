@@ -12,6 +12,7 @@ from shrinkpert.cli import main
 from shrinkpert.errors import InputError, MissingKeyError
 from shrinkpert.evaluation.partition import check_shard, merge_tables, shard_rows
 from shrinkpert.report import load_table, save_table
+from tests.conftest import poisson_resampled
 
 # one metric of each way a value is computed: per row (means, deltas, DE, target gene) and against all rows (rank)
 METRICS = ["mse", "pearson_delta", "overlap_at_N", "target_change_error", "discrimination_score_cosine",
@@ -23,12 +24,7 @@ OPTIONS = dict(weights=None, metrics=METRICS, n_boot=50, seed=4)
 def pair():
     truth = shrinkpert.datasets.simulate(1400, 80, 7, seed=21, control_fraction=0.25, n_batches=1,
                                          mean_expression=3.0, effect_sd=1.0, escape_rate=0.05)
-    pred = truth.copy()
-    X = pred.X.tocsr().astype(np.float64)
-    X.data = np.random.default_rng(8).poisson(X.data).astype(np.float64)
-    X.eliminate_zeros()
-    pred.X = X
-    return pred, truth
+    return poisson_resampled(truth, 8), truth
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 
 import shrinkpert
 from shrinkpert.evaluation import steps
+from tests.conftest import poisson_resampled
 
 N_GENES = 60
 
@@ -25,12 +25,7 @@ N_GENES = 60
 def pair():
     truth = shrinkpert.datasets.simulate(1500, N_GENES, 11, seed=5, control_fraction=0.25, n_batches=1,
                                          mean_expression=3.0, effect_sd=1.0, escape_rate=0.05)
-    pred = truth.copy()
-    X = pred.X.tocsr().astype(np.float64)
-    X.data = np.random.default_rng(9).poisson(X.data).astype(np.float64)
-    X.eliminate_zeros()
-    pred.X = X
-    return pred, truth
+    return poisson_resampled(truth, 9), truth
 
 
 def _evaluate(pair, monkeypatch, rows_per_block, **options):

@@ -97,8 +97,12 @@ class EvaluationConfig:
         effects (:func:`~shrinkpert.evaluation.references.shrunk_truth`); a sequence such as
         ``("raw", "shrunk")`` scores against each, side by side: the table gains a ``truth``
         column (and index level), and each truth's rows equal those of a run with that truth alone.
-    chunk_size, n_threads, progress
+    chunk_size, n_threads
         As in :func:`~shrinkpert.group_statistics`.
+    progress : bool
+        Progress bars over the streaming passes (as in :func:`~shrinkpert.group_statistics`) and
+        over the scoring: one step per side, once per block of rows and once per pass of the rank
+        metrics (the long part at thousands of perturbations). Each pass is also logged at INFO.
     shard : (int, int), optional
         ``(i, N)``: score only the ``i``-th of ``N`` blocks of the sorted perturbations; merge the
         partial tables with :func:`~shrinkpert.evaluation.partition.merge_tables`

@@ -176,6 +176,7 @@ def test_near_ties_are_recomputed_exactly(rng):
     offset = 1e6 + true  # profiles far from the origin: heavy cancellation in the Euclidean product
     for a, b in ((pred, true), (pred + 1e6, offset)):
         assert_same(a, b)
+        assert_same(a, b, rng.uniform(0, 1, size=G), np.arange(P) % G)
         assert_same(a, b, rng.uniform(0, 1, size=(P, G)), np.arange(P) % G)
 
 
@@ -208,16 +209,23 @@ def test_shared_products_give_the_same_scores(rng):
         assert_same(pred2, true, weights, target, SharedIntermediates(truth=shared.truth))
 
 
-def test_only_near_ties_are_recomputed(rng):
-    """On continuous data the exact kernel runs on the own pairs and almost nothing else."""
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_only_near_ties_are_recomputed(rng, offset, per_row):
+    """On continuous data the exact kernel runs on the own pairs and nothing else — also for L2
+    far from the origin, whose centred sums come from the raw products (a shift of 300 noise SDs
+    shared by every row: their rounding bound grows with the raw magnitudes, still far below the
+    gaps)."""
     P, G = 60, 200
-    true = rng.normal(size=(P, G))
+    true = rng.normal(size=(P, G)) + offset
     pred = true + rng.normal(0, 1.0, size=(P, G))
-    sums = _pairwise.PairSums(pred, true, np.ones((1, G)), np.full(P, -1), None, None)
+    base = rng.uniform(0, 1, size=(P, G)) if per_row else np.ones((1, G))
+    sums = _pairwise.PairSums(pred, true, base, np.full(P, -1), None, None)
     for kind in (K.L2, K.COSINE, K.PEARSON):
-        st = _pairwise.standing(sums, kind, "pred", np.zeros(P, bool))
-        assert st.n_exact == P
-        assert (st.less + st.equal + st.greater == P - 1).all()
+        for anchor in ("pred", "true"):
+            st = _pairwise.standing(sums, kind, anchor, np.zeros(P, bool))
+            assert st.n_exact == P
+            assert (st.less + st.equal + st.greater == P - 1).all()
 
 
 def test_pair_kernel_is_bit_identical_to_the_matrix(rng):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "readonly", "as_rng", "rows_by_label", "finite_mean"]
+__all__ = ["freeze", "readonly", "kept_readonly", "as_rng", "rows_by_label", "finite_mean"]
 
 
 def freeze(array: Any) -> np.ndarray:
@@ -21,6 +21,17 @@ def readonly(values: Any, dtype: Any = np.float64) -> np.ndarray:
     out = np.array(values, dtype=dtype)
     out.setflags(write=False)
     return out
+
+
+def kept_readonly(values: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``values`` itself when nothing can write it (a ``dtype`` ndarray read-only down to the array
+    that owns its memory, e.g. a view of frozen statistics), else :func:`readonly` (a copy)."""
+    owner = values
+    while isinstance(owner, np.ndarray) and not owner.flags.writeable:
+        if owner.base is None:
+            return values if values.dtype == dtype else readonly(values, dtype)
+        owner = owner.base
+    return readonly(values, dtype)
 
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import readonly as _readonly
+from .._arrays import freeze as _freeze
+from .._arrays import kept_readonly
 from .._arrays import rows_by_label
 from .._vocab import CONTROL, PERTURBATION_KEY, TARGET_SUM
 from .._validate import validate
@@ -60,8 +61,9 @@ class TruthSummary:
     params : mapping
         ``perturbation_key``, ``layer``, ``target_sum``, ``seed``, ``source``.
     statistics : GroupStatistics, optional
-        The whole-truth statistics these arrays come from (perturbations and control), for effect
-        sizes with the package's one Welch test (:func:`~shrinkpert.estimate_effects`).
+        The whole-truth statistics these arrays come from (the perturbations in order, then the
+        control; ``mean``, ``var`` and ``control_mean``, ``control_var`` are views of its rows),
+        for effect sizes with the package's one Welch test (:func:`~shrinkpert.estimate_effects`).
     """
 
     perturbations: pd.Index
@@ -86,7 +88,7 @@ class TruthSummary:
     def __post_init__(self) -> None:
         for name in ("mean", "var", "half_a_mean", "half_a_var", "half_b_mean", "half_b_var",
                      "control_mean", "control_var"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
+            object.__setattr__(self, name, kept_readonly(getattr(self, name)))  # no copy of frozen arrays
         for name in ("n_cells", "half_a_n", "half_b_n"):
             values = np.asarray(getattr(self, name))
             whole = values.dtype.kind != "f" or bool(np.all(values == np.round(values)))
@@ -235,27 +237,30 @@ def summarize_truth(
     # each half's rows taken straight from the (perturbation, half) groups: one copy of what is kept
     label, which = (stats.groups.get_level_values(k).astype(str) for k in (perturbation_key, "half"))
     ia, ib = (np.flatnonzero(which == h)[rows(label[which == h], f"half {h}")] for h in "AB")
-    full = stats.collapse(perturbation_key)
-    ifull = rows(full.groups.astype(str), "truth")
-    ic = pd.Index(full.groups.astype(str)).get_loc(control)
+    whole = stats.collapse(perturbation_key)
+    rows(whole.groups.astype(str), "truth")
+    # the perturbations in order, then the control: the summary's full means and variances are
+    # views of these statistics (one copy of each P × G array, not two)
+    whole = whole.take([*keep, control], "truth")
+    n = len(keep)
     return TruthSummary(
         perturbations=keep,
         genes=pd.Index(stats.genes.astype(str)),
         control=control,
-        mean=full.mean[ifull],
-        var=full.var[ifull],
-        n_cells=count(full)[ifull],
-        half_a_mean=stats.mean[ia],
-        half_a_var=stats.var[ia],
+        mean=whole.mean[:n],
+        var=whole.var[:n],
+        n_cells=count(whole)[:n],
+        half_a_mean=_freeze(stats.mean[ia]),
+        half_a_var=_freeze(stats.var[ia]),
         half_a_n=count(stats)[ia],
-        half_b_mean=stats.mean[ib],
-        half_b_var=stats.var[ib],
+        half_b_mean=_freeze(stats.mean[ib]),
+        half_b_var=_freeze(stats.var[ib]),
         half_b_n=count(stats)[ib],
-        control_mean=full.mean[ic],
-        control_var=full.var[ic],
-        control_n=int(round(float(count(full)[ic]))),
+        control_mean=whole.mean[n],
+        control_var=whole.var[n],
+        control_n=int(round(float(count(whole)[n]))),
         scale=data.scale,
-        statistics=full,
+        statistics=whole,
         params={
             "perturbation_key": perturbation_key,
             "layer": layer,

@@ -205,6 +205,15 @@ class GroupStatistics:
         groups = self.groups[rows].droplevel(level)
         params = dict(self.params)
         params["groupby"] = tuple(groups.names) if isinstance(groups, pd.MultiIndex) else groups.name
+        return self._take_rows(rows, groups, params)
+
+    def take(self, labels: Sequence[str], what: str = "groups") -> GroupStatistics:
+        """The groups ``labels`` in that order (their rows copied); :class:`MissingKeyError` names
+        the absent ones (``what`` says what they are)."""
+        rows = self.rows(labels, what)
+        return self._take_rows(rows, self.groups[rows], dict(self.params))
+
+    def _take_rows(self, rows: np.ndarray, groups: pd.Index, params: dict[str, Any]) -> GroupStatistics:
         return GroupStatistics(groups, self.genes, self.n_cells[rows], self.sum[rows], self.mean[rows],
                                self.var[rows], _rows_of(self.n_nonzero, rows), _rows_of(self.library_size, rows),
                                params, _rows_of(self.weight_sum, rows), _rows_of(self.weight_sq, rows))

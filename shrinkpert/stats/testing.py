@@ -118,21 +118,21 @@ def welch_pvalue(difference, test: WelchTest) -> np.ndarray:
 
 
 def t_sf(t, df) -> np.ndarray:
-    """Student-t upper tail :math:`P(T_{df} > t)` (``scipy.special.stdtr``), in Numba's thread count.
+    """Student-t upper tail :math:`P(T_{df} > t)` (``scipy.special.stdtr(df, -t)``), in Numba's threads.
 
-    The incomplete beta function costs ~0.2 µs per value and releases the GIL, so equal slices of
-    large inputs run in threads (the values do not depend on the thread count).
+    Evaluated by the kernel :func:`~shrinkpert.stats._t_kernels.t_tail` (its module docstring
+    gives the formulas): ~50 ns per value on one thread, against ~220 ns for ``stdtr``, with a
+    relative error below :math:`10^{-14}` down to tails of :math:`10^{-300}`. Any ``t`` and ``df``
+    (broadcast together): negative ``t`` gives :math:`1 - P(T_{df} > |t|)`, ``df = inf`` the normal
+    tail, NaN or ``df <= 0`` NaN. Each value is computed on its own, so the result does not
+    depend on the thread count.
     """
-    from scipy import special
+    from ._t_kernels import t_tail_array
 
     t, df = np.broadcast_arrays(np.asarray(t, dtype=np.float64), np.asarray(df, dtype=np.float64))
-    flat_t, flat_df = t.ravel(), df.ravel()
+    flat_t, flat_df = np.ascontiguousarray(t).ravel(), np.ascontiguousarray(df).ravel()
     out = np.empty(flat_t.size)
-
-    def part(lo: int, hi: int) -> None:
-        out[lo:hi] = special.stdtr(flat_df[lo:hi], -flat_t[lo:hi])
-
-    _in_threads(part, flat_t.size, flat_t.size)
+    t_tail_array(flat_t, flat_df, out)
     return out.reshape(t.shape)
 
 

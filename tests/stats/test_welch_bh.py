@@ -1,7 +1,7 @@
 """welch_bh and the faster welch_pvalue / bh_adjust against their previous implementations and scipy.
 
 The twins below are the implementations these functions replaced (kept verbatim in spirit: the
-full t tail everywhere, one argsort per row); the new code must agree bit for bit (full mode) or
+full t tail everywhere — ``t_sf`` — one argsort per row); the new code must agree bit for bit (full mode) or
 on every call ``q < alpha`` (pruned mode), on inputs built to hit the edge cases: tied p-values,
 p-values and BH values exactly at ``alpha``, |t| at the pruning cut, tiny df, zero SEs, NaN rows.
 """
@@ -16,10 +16,13 @@ from shrinkpert.stats.testing import WelchTest, _bh_below, bh_adjust, t_sf, welc
 
 
 def _pvalue_twin(difference, test):
+    """Every gene's two-sided tail, none skipped. The tail is ``t_sf`` itself (checked against
+    ``scipy.special.stdtr`` and 40-digit values in ``test_t_kernels.py``): these tests are about
+    which tails are evaluated and how BH combines them, so the same tail must give the same bits."""
     diff = np.asarray(difference, dtype=np.float64)
     positive = test.std_error > 0
     t = np.where(positive, diff / np.where(positive, test.std_error, 1.0), 0.0)
-    return np.where(positive, 2.0 * special.stdtr(test.df, -np.abs(t)), 1.0)
+    return np.where(positive, 2.0 * t_sf(np.abs(t), test.df), 1.0)
 
 
 def _bh_twin(p):

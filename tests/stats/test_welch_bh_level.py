@@ -1,6 +1,6 @@
 """welch_bh's pruning at alpha K/m per row, and _bh_below's whole-row sort, against the full BH.
 
-Twin: the t tail of every gene (``scipy.special.stdtr``) and BH by one argsort per row, as in
+Twin: the t tail of every gene (``t_sf``, itself checked against ``stdtr``) and BH by one argsort per row, as in
 ``test_welch_bh.py``. Every call ``q < alpha`` must equal the full value bit for bit, every other
 gene be 1; rows have a few strong effects among many null genes (where the per-row level prunes
 most tails), only strong effects (every gene called), exact ties and p-values at the thresholds.

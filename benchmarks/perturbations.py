@@ -32,6 +32,7 @@ Results: ``benchmarks/results/perturbations.{csv,md}`` (rows of other P kept).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -153,10 +154,20 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         child(globals()[f"_job_{args.job}"], args.path)
         return
+    if args.write_only:  # the files, written in a process of their own (see below)
+        for n_p in args.perturbations:
+            _generate(n_p, args.cells_per_perturbation, args.genes, args.nnz_per_cell)
+        return
+    # write missing files in a child process: a job forked from a driver that grew while writing
+    # would start with the driver's peak resident size (Linux keeps it across fork and exec)
+    subprocess.run([sys.executable, __file__, "--write-only", "--perturbations", *map(str, args.perturbations),
+                    "--cells-per-perturbation", str(args.cells_per_perturbation), "--genes", str(args.genes),
+                    "--nnz-per-cell", str(args.nnz_per_cell)], check=True)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     csv = results / "perturbations.csv"

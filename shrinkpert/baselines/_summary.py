@@ -238,7 +238,7 @@ def summarize_truth(
     label, which = (stats.groups.get_level_values(k).astype(str) for k in (perturbation_key, "half"))
     ia, ib = (np.flatnonzero(which == h)[rows(label[which == h], f"half {h}")] for h in "AB")
     whole = stats.collapse(perturbation_key)
-    rows(whole.groups.astype(str), "truth")
+    rows(whole.groups.astype(str), "truth")  # every perturbation has cells, else an InputError naming them
     # the perturbations in order, then the control: the summary's full means and variances are
     # views of these statistics (one copy of each P × G array, not two)
     whole = whole.take([*keep, control], "truth")

@@ -131,21 +131,19 @@ _PSI = np.array([
 ])
 
 
+#: Coefficients of a^-10 ... a^-2 in phi(a) = 1 + a^-2 / 64 + ... (exact binary fractions).
+_PHI_LARGE = np.array([
+    88375.0 / 8589934592.0, -111645.0 / 67108864.0, -1277.0 / 134217728.0, 1229.0 / 1048576.0,
+    31.0 / 524288.0, -11.0 / 8192.0, 5.0 / 8192.0, 1.0 / 128.0, 1.0 / 64.0,
+])
+
+
 @kernel
 def _phi_large(a):  # pragma: no cover - compiled
     r""":math:`\varphi(a) = \Gamma(a + 1/2) / (\Gamma(a) \sqrt{a - 1/4})` for :math:`a \ge 20`
-    (asymptotic series to degree 10; the coefficients are exact binary fractions)."""
+    (asymptotic series to degree 10)."""
     v = 1.0 / a
-    f = 88375.0 / 8589934592.0
-    f = _fma(f, v, -111645.0 / 67108864.0)
-    f = _fma(f, v, -1277.0 / 134217728.0)
-    f = _fma(f, v, 1229.0 / 1048576.0)
-    f = _fma(f, v, 31.0 / 524288.0)
-    f = _fma(f, v, -11.0 / 8192.0)
-    f = _fma(f, v, 5.0 / 8192.0)
-    f = _fma(f, v, 1.0 / 128.0)
-    f = _fma(f, v, 1.0 / 64.0)
-    return _fma(f * v, v, 1.0)
+    return _fma(_horner(_PHI_LARGE, v) * v, v, 1.0)
 
 
 @kernel

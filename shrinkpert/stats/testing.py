@@ -89,7 +89,8 @@ def welch(v_a, n_a, v_b, n_b, *, floor_at_b: bool = True) -> WelchTest:
     shape = np.broadcast_shapes(*(a.shape for a in args))
     if len(shape) > 2:  # rows × genes after flattening the leading axes (copies; no caller does this)
         args = [np.broadcast_to(a, shape).reshape(-1, shape[-1]) for a in args]
-    # each argument 2-D with one or all rows and columns: the kernel broadcasts by index (no copies)
+    # each argument 2-D with one or all rows and columns: the kernel broadcasts by index (no
+    # broadcast copies)
     args = [np.ascontiguousarray(a.reshape((1,) * (2 - a.ndim) + a.shape)) for a in args]
     out_shape = (int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]) if shape else (1, 1)
     std_error, df = np.empty(out_shape), np.empty(out_shape)

@@ -327,9 +327,10 @@ def detect_scale(source: Any, *, layer: str | None = None, side: str = "data", m
     if isinstance(source, CellData):
         source, layer, side = source.source, source.layer, source.side
     with open_matrix(source, layer=layer) as matrix:
-        block = next(iter(matrix.blocks(chunk_size=min(max_rows, max(1, matrix.shape[0])))), None)
-        values = np.asarray(getattr(block.values, "data", block.values)) if block is not None else np.empty(0)
-        values = np.asarray(values, dtype=np.float64).ravel()
+        block = matrix.first_block(max_rows) if min(matrix.shape) > 0 else None
+        values = np.asarray(getattr(block.values, "data", block.values)).ravel() if block is not None else np.empty(0)
+        if values.dtype.kind not in "fiu":  # e.g. bool; every test below is exact in a stored float or integer type
+            values = values.astype(np.float64)
         label = f"{side}: {matrix.label}"
     if values.size and not np.all(np.isfinite(values)):
         raise InputError(f"{label}: the matrix holds NaN or inf values; clean them before evaluating.")

@@ -112,11 +112,13 @@ class MatrixSource:
         target = min(_TARGET_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, per_line * major / 8))
         return int(max(1, min(major, target // per_line)))
 
-    def blocks(self, chunk_size: int | None = None, rows: slice | None = None) -> Iterator[Block]:
+    def blocks(self, chunk_size: int | None = None, rows: slice | None = None,
+               read_ahead: bool = True) -> Iterator[Block]:
         """Yield consecutive blocks of ``chunk_size`` rows (or genes for column storage).
 
         For on-disk storage the next block is read in a background thread while the caller
-        works on the current one (at most two blocks in memory). ``rows`` (row storage only)
+        works on the current one (at most two blocks in memory), unless ``read_ahead`` is
+        false. ``rows`` (row storage only)
         restricts the blocks to one contiguous range of cells; ``block.rows`` stays absolute.
         """
         step = int(chunk_size) if chunk_size is not None else self.auto_chunk_size()
@@ -137,7 +139,7 @@ class MatrixSource:
                 return Block(slice(*span), slice(0, n_cols), values)
             return Block(slice(0, n_rows), slice(*span), values)
 
-        if not self.kind.startswith("h5") or len(spans) < 2:
+        if not (read_ahead and self.kind.startswith("h5")) or len(spans) < 2:
             for span in spans:
                 yield block(span, self._checked(lambda: read(*span), span))
             return
@@ -148,6 +150,13 @@ class MatrixSource:
                 if k + 1 < len(spans):
                     pending = pool.submit(read, *spans[k + 1])
                 yield block(span, values)
+
+    def first_block(self, size: int) -> Block:
+        """The first block of ``size`` rows (genes for column storage), without a read-ahead.
+
+        A peek at the head of the matrix (scale detection, the pilot shift) reads the head only.
+        """
+        return next(self.blocks(max(1, int(size)), read_ahead=False))
 
     def _checked(self, read, span):
         """``read()``, with a damaged file reported as an :class:`InputError` naming the span."""

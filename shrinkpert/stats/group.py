@@ -774,7 +774,7 @@ def _pilot_shift(source: MatrixSource, grouped, lib, mode, target_sum, counts_re
     n_genes = source.shape[1]
     if mode == 0 and integer_input:
         return np.zeros(n_genes)
-    block = next(source.blocks(min(_PILOT_ROWS, source.shape[0])))
+    block = source.first_block(_PILOT_ROWS)
     stored = block.values.data if sp.issparse(block.values) else block.values
     if mode == 0 and np.all(np.isfinite(stored)) and np.array_equal(stored, np.round(stored)):
         return np.zeros(n_genes)  # integer-valued floats (counts stored as float): keep sums exact

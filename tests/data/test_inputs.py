@@ -136,6 +136,23 @@ def test_block_reader_covers_every_value_once(counts, tmp_path):
     assert seen == total
 
 
+def test_first_block_reads_the_head_only(counts, tmp_path):
+    """A peek at the head (scale detection, pilot shift) reads the head once, no read-ahead."""
+    path = tmp_path / "r.h5ad"
+    counts.write_h5ad(path)
+    with open_matrix(str(path)) as src:
+        spans = []
+        read = src._read_rows
+        src._read_rows = lambda start, stop: spans.append((start, stop)) or read(start, stop)
+        head = src.first_block(7)
+        assert spans == [(0, 7)]
+        assert head.rows == slice(0, 7)
+        dense = [v.toarray() if sp.issparse(v) else np.asarray(v) for v in (head.values, counts.X[:7])]
+        np.testing.assert_array_equal(*dense)
+        list(src.blocks(7))  # the streaming reader still reads every block once
+        assert spans[1:] == [(start, min(start + 7, counts.n_obs)) for start in range(0, counts.n_obs, 7)]
+
+
 def test_scale_factors_normalise_each_cell_to_the_target_sum_and_leave_empty_cells_at_zero():
     from shrinkpert.data.read import scale_factors
 

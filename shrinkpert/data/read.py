@@ -118,8 +118,8 @@ class MatrixSource:
 
         For on-disk storage the next block is read in a background thread while the caller
         works on the current one (at most two blocks in memory), unless ``read_ahead`` is
-        false. ``rows`` (row storage only)
-        restricts the blocks to one contiguous range of cells; ``block.rows`` stays absolute.
+        false. ``rows`` (row storage only) restricts the blocks to one contiguous range of
+        cells; ``block.rows`` stays absolute.
         """
         step = int(chunk_size) if chunk_size is not None else self.auto_chunk_size()
         if step < 1:

@@ -23,7 +23,7 @@ OPT_MIXSQP, OPT_EM = 0, 1  # optimiser codes
 _INF = np.inf
 _HESS_EXACT_M = 8  # Hessian blocks up to this size use every observation ...
 _HESS_ROWS = 2048  # ... larger ones about this many (see objective_pass)
-_HESS_BATCH = 4  # Hessian rows added to H per sweep
+_HESS_BATCH = 8  # Hessian rows added to H per sweep
 _EXACT_HESS_GAP = 1e-3  # below this Frank-Wolfe gap mix-SQP uses the exact Hessian
 _ZERO_WEIGHT = 1e-10  # mix-SQP sets smaller weights to exactly 0
 _RESTART_FLOOR = 1e-6  # a stalled mix-SQP restarts from its weights raised to at least this ...
@@ -35,7 +35,7 @@ _QP_REFINE = 10  # repeated Newton steps on one free set of the QP (nearly singu
 
 @kernel
 def _hess_flush(H, buf, m, nb):
-    """H[a, b] += Σ_r buf[r, a] buf[r, b] over the nb buffered rows (lower triangle); four rows
+    """H[a, b] += Σ_r buf[r, a] buf[r, b] over the nb buffered rows (lower triangle); eight rows
     per sweep of H."""
     if nb == _HESS_BATCH:
         for i in range(m):
@@ -43,8 +43,13 @@ def _hess_flush(H, buf, m, nb):
             a1 = buf[1, i]
             a2 = buf[2, i]
             a3 = buf[3, i]
+            a4 = buf[4, i]
+            a5 = buf[5, i]
+            a6 = buf[6, i]
+            a7 = buf[7, i]
             for l in range(i + 1):
-                H[i, l] += a0 * buf[0, l] + a1 * buf[1, l] + a2 * buf[2, l] + a3 * buf[3, l]
+                H[i, l] += (a0 * buf[0, l] + a1 * buf[1, l] + a2 * buf[2, l] + a3 * buf[3, l]
+                            + a4 * buf[4, l] + a5 * buf[5, l] + a6 * buf[6, l] + a7 * buf[7, l])
     else:
         for r in range(nb):
             for i in range(m):
@@ -57,12 +62,16 @@ def _hess_flush(H, buf, m, nb):
 def _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, r0, r1, g, H, buf):
     """Accumulate, over rows r0..r1, g_k -= L_jk / u_j and (optionally, on rows j divisible by
     ``hstride``) the Hessian block H[a, b] += L_j,idx[a] L_j,idx[b] / u_j² (lower triangle);
-    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps. ``buf`` (4 × m) batches Hessian rows.
+    return -Σ log u_j, with u_j = Σ_k L_jk x_k + eps. ``buf`` (8 × m) batches Hessian rows.
     Without ``want_grad`` only the Hessian rows are visited (g untouched, 0 returned); the
     Hessian is the same to the last bit.
 
     u_j sums over the support of x only: the skipped terms are exact zeros, so the sum is the
-    same to the last bit, and mixture solutions are sparse."""
+    same to the last bit, and mixture solutions are sparse. Σ log u_j is the log of running
+    products of the u_j in [1e-100, 1e100], taken whenever a product leaves [1e-200, 1e200]
+    (so it never under- or overflows), plus the log of each other u_j: a log per hundreds of
+    rows instead of one per row (a tenth of mix-SQP's time at 10k rows), within a few ulps
+    per row of the sum of logs."""
     K = L.shape[1]
     sup = np.empty(K, dtype=np.int64)
     ns = 0
@@ -71,6 +80,7 @@ def _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, r0, r1, g, H, b
             sup[ns] = k
             ns += 1
     obj = 0.0
+    prod = 1.0
     nb = 0
     first = r0 if want_grad else ((r0 + hstride - 1) // hstride) * hstride
     for j in range(first, r1, 1 if want_grad else hstride):
@@ -80,7 +90,13 @@ def _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, r0, r1, g, H, b
             u += L[j, k] * x[k]
         q = 1.0 / u
         if want_grad:
-            obj -= math.log(u)
+            if u > 1e-100 and u < 1e100:
+                prod *= u
+                if prod < 1e-200 or prod > 1e200:
+                    obj -= math.log(prod)
+                    prod = 1.0
+            else:
+                obj -= math.log(u)
             for k in range(K):
                 g[k] -= q * L[j, k]
         if want_hess and j % hstride == 0:
@@ -93,7 +109,7 @@ def _grad_rows(L, x, eps, idx, m, want_grad, want_hess, hstride, r0, r1, g, H, b
                 nb = 0
     if nb > 0:
         _hess_flush(H, buf, m, nb)
-    return obj
+    return obj - math.log(prod)
 
 
 @kernel(parallel=True)

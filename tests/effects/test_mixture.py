@@ -229,6 +229,44 @@ def test_stalled_mixsqp_restarts_and_reaches_the_kkt_condition():
     assert grad.max() - 1.0 <= 2e-8
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("m", [3, 11])
+def test_objective_pass_matches_its_numpy_twin(parallel, m):
+    """f, g and the Hessian block of mix-SQP's pass against their formulas in NumPy: rows of
+    ordinary densities (the running products of u, flushed below 1e-200), rows whose u is below
+    1e-100 (logged alone), a Dirichlet penalty, a sparse x and a chunk boundary."""
+    from shrinkpert.effects import _mixture_kernels as MK
+
+    rng = np.random.default_rng(3)
+    n, K = 5003, 12
+    L = rng.uniform(0.0, 1.0, (n, K))
+    L[:, 0] = 1.0
+    L[::97] *= 1e-120  # some rows far below the others (scaled rows need not reach 1 here)
+    pen = np.zeros(K)
+    pen[0] = 4.0
+    x = rng.uniform(0.1, 1.0, K)
+    x[[2, 5]] = 0.0
+    x /= x.sum()
+    idx = np.r_[np.flatnonzero(x > 0)[:m], np.zeros(K, dtype=np.int64)][:K].astype(np.int64)
+    chunk = 2048
+    nchunks = -(-n // chunk)
+    gp, Hp, op = np.empty((nchunks, K)), np.empty((nchunks, K, K)), np.empty(nchunks)
+    g, H = np.empty(K), np.zeros((K, K))
+    f = MK.objective_pass(L, pen, x, 0.0, idx, m, True, False, parallel, chunk, gp, Hp, op, g, H)
+
+    u = L @ x
+    W = n + pen.sum()
+    sel = idx[:m]
+    assert f == pytest.approx(-(np.log(u).sum() + pen[0] * np.log(x[0])) / W, rel=1e-13)
+    pen_grad = np.zeros(K)
+    pen_grad[0] = pen[0] / x[0]  # the only penalised component
+    np.testing.assert_allclose(g, -(L.T @ (1.0 / u) + pen_grad) / W, rtol=1e-12)
+    B = L[:, sel] / u[:, None]
+    ref = B.T @ B
+    ref[sel == 0, sel == 0] += pen[0] / x[0] ** 2
+    np.testing.assert_allclose(H[:m, :m], ref / W, rtol=1e-12)
+
+
 def test_clip_normalize_kernel_matches_its_numpy_twin():
     from shrinkpert.effects._mixture_kernels import clip_normalize
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "readonly", "kept_readonly", "as_rng", "rows_by_label", "finite_mean"]
+__all__ = ["freeze", "readonly", "kept_readonly", "kernel_input", "as_rng", "rows_by_label", "finite_mean"]
 
 
 def freeze(array: Any) -> np.ndarray:
@@ -32,6 +32,19 @@ def kept_readonly(values: Any, dtype: Any = np.float64) -> np.ndarray:
             return values if values.dtype == dtype else readonly(values, dtype)
         owner = owner.base
     return readonly(values, dtype)
+
+
+def kernel_input(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only C-contiguous float64 array, the one type the Numba kernels take their
+    input matrices in (one specialisation for every caller): a frozen array as it is, a writable
+    one as a read-only view, anything else as a copy (never the caller's array)."""
+    if a.dtype != np.float64 or not a.flags.c_contiguous:
+        a = np.array(a, np.float64, order="C")
+    elif not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import kernel_input
 from .._numba import thread_limit
 from . import _distance_kernels as _k
 from .shared import reuse
@@ -184,19 +185,6 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         with ThreadPoolExecutor(n_threads) as pool:
             list(pool.map(part, range(n_threads)))
     return out
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only C-contiguous float64 array, the one type every kernel takes its
-    matrices in (one Numba specialisation for every caller): the frozen sides pass as they are,
-    a writable array as a read-only view, anything else as a copy (never the caller's array)."""
-    if a.dtype != np.float64 or not a.flags.c_contiguous:
-        a = np.array(a, np.float64, order="C")
-    elif not a.flags.writeable:
-        return a
-    view = a.view()
-    view.flags.writeable = False
-    return view
 
 
 def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
@@ -396,8 +384,8 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     """The exact standing of every anchor row under ``kind`` (cosine, Pearson or Euclidean), from products."""
     n, n_genes = sums.n, sums.n_genes
     q_raw, c_raw = (sums.x, sums.y) if anchor == "pred" else (sums.y, sums.x)
-    q_raw, c_raw = _readonly(q_raw), _readonly(c_raw)
-    base, target = _readonly(sums.base), np.array(sums.target, dtype=np.int64)
+    q_raw, c_raw = kernel_input(q_raw), kernel_input(c_raw)
+    base, target = kernel_input(sums.base), np.array(sums.target, dtype=np.int64)
     z = sums.sums(anchor, centred=kind == _k.L2, need_u=kind == _k.PEARSON)
     undefined = dead.copy()
     if kind == _k.COSINE:  # a query zero on its weighted genes: every distance 0/0 (no underflow when tame)
@@ -516,7 +504,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
     ``scope``: as in :func:`l1_heavy`.
     """
     n, n_genes = q.shape
-    q, c, base = _readonly(q), _readonly(c), _readonly(base)
+    q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
     y, ptr, genes, residual = _pivot_deviations(q, base, target)
     undefined = dead.copy()
     live = np.flatnonzero(~undefined)
@@ -590,7 +578,7 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
     live = np.flatnonzero(~dead)
     if live.size == 0:
         return None
-    q, c, base = _readonly(q), _readonly(c), _readonly(base)
+    q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
     target = np.array(target, dtype=np.int64)
     reach = reuse(scope, ("pairwise", "l1_reach"), lambda: np.abs(c).max(axis=0))
     sample = np.unique(live[np.linspace(0, live.size - 1, min(live.size, _HEAVY_SAMPLE)).astype(np.int64)])
@@ -630,13 +618,13 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
            dead: np.ndarray) -> Standing:
     """The standing from the full kernel matrix (L1, and inputs too extreme for products)."""
     q, c = (x, y) if anchor == "pred" else (y, x)
-    w = _readonly(base if (target < 0).all() else _query_weights(base, target, q.shape[0]))
+    w = kernel_input(base if (target < 0).all() else _query_weights(base, target, q.shape[0]))
     out = np.empty((q.shape[0], c.shape[0]))
     with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
         if kind == _k.L1:  # the same values, bit for bit, vectorised across candidates
-            _k.l1_blocked(_readonly(q), _readonly(_k.candidate_blocks(c)), w, out)
+            _k.l1_blocked(kernel_input(q), kernel_input(_k.candidate_blocks(c)), w, out)
         else:
-            _k.pairwise_distances(_readonly(q), _readonly(c), w, kind, out)
+            _k.pairwise_distances(kernel_input(q), kernel_input(c), w, kind, out)
     return from_matrix(out, dead)
 
 

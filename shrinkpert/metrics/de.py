@@ -28,7 +28,7 @@ from .._arrays import readonly as _readonly
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
-from .expression import _as_matrix, _finish, _is_constant, _pearson_rows, _weighted_midranks
+from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
 
 __all__ = [
     "DECalls",
@@ -581,8 +581,7 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
     scope = shared.truth if shared else None
     w = reuse(scope, ("de_mask", a), lambda: (_mat(t.q) < a).astype(np.float64))
     rt = reuse(scope, ("de_midranks", a), lambda: _weighted_midranks(_mat(t.lfc), w))
-    constant = reuse(scope, ("de_midranks_constant", a), lambda: _is_constant(rt, w))
-    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w, y_constant=constant)
+    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
     return _finish(rho, vector)
 
 

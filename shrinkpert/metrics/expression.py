@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._arrays import kernel_input
 from ..errors import GeneMismatchError, InputError
+from . import _expression_kernels as _ek
 from .shared import SharedIntermediates, reuse
 from ._rank_kernels import midranks_from_order
 
@@ -207,22 +209,13 @@ def _is_constant(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     return ((x == first[:, None]) | ~used).all(axis=1)
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
-                  y_constant: np.ndarray | None = None) -> np.ndarray:
-    """Row-wise (weighted) Pearson correlation; NaN where either row is constant.
-
-    ``y_constant``: ``_is_constant(y, w)`` when the caller already has it (e.g. shared by sides).
-    """
-    xc = x - _wmean(x, w)[:, None]
-    yc = y - _wmean(y, w)[:, None]
-    cov = _wmean(xc * yc, w)
-    vx = _wmean(xc * xc, w)
-    vy = _wmean(yc * yc, w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt(vx * vy)
-    r = np.clip(r, -1.0, 1.0)
-    r[_is_constant(x, w) | (_is_constant(y, w) if y_constant is None else y_constant)] = np.nan
-    return r
+def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Row-wise (weighted) Pearson correlation; NaN where either row is constant
+    (:func:`~shrinkpert.metrics._expression_kernels.pearson_rows`)."""
+    out = np.empty(x.shape[0])
+    weights = np.ones((1, x.shape[1])) if w is None else w
+    _ek.pearson_rows(kernel_input(x), kernel_input(y), kernel_input(weights), out)
+    return out
 
 
 def _row_order(x: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError, MissingKeyError
+from .h5ad_frame import read_frame
 from .lazy import is_dask_array, is_zarr_store, lazy_matrix, matrix_element, zarr_annotations
 
 __all__ = ["Block", "MatrixSource", "open_matrix", "backing_path", "row_totals", "scale_factors", "read_annotations"]
@@ -316,14 +317,11 @@ def read_annotations(source: Any) -> tuple[pd.DataFrame, pd.Index]:
     if is_zarr_store(path):
         return zarr_annotations(path)
     _check_h5ad_path(path)
-    import anndata as ad
-
     try:
         with h5py.File(path, "r") as fh:
             if "obs" not in fh or "var" not in fh:
                 raise InputError(f"{str(path)!r} is HDF5 but not an .h5ad file (no obs/var groups).")
-            obs = ad.io.read_elem(fh["obs"])
-            var = ad.io.read_elem(fh["var"])
+            obs, var = read_frame(fh["obs"]), read_frame(fh["var"])
     except (OSError, KeyError, ValueError, TypeError) as exc:
         if isinstance(exc, InputError):
             raise

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,13 @@ def _hash_array(h: Any, array: Any) -> None:
 
 def fingerprint_input(data: Any, *, perturbation_key: str | None = None, layer: str | None = None) -> dict[str, Any]:
     """Fingerprint of one input (see the module docstring); ``None`` gives ``{"kind": "none"}``."""
-    import anndata as ad
     import scipy.sparse as sp
 
     if data is None:
         return {"kind": "none"}
-    if isinstance(data, ad.AnnData) and data.isbacked:
+    ad = sys.modules.get("anndata")  # not imported: the data cannot be an AnnData (and a path needs no import)
+    is_anndata = ad is not None and isinstance(data, ad.AnnData)
+    if is_anndata and data.isbacked:
         data = data.filename
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
@@ -99,7 +101,7 @@ def fingerprint_input(data: Any, *, perturbation_key: str | None = None, layer: 
         stats = [f.stat() for f in files]
         return {"kind": "file", "path": str(path.resolve()), "bytes": int(sum(st.st_size for st in stats)),
                 "mtime_ns": int(max((st.st_mtime_ns for st in stats), default=0))}
-    if not isinstance(data, ad.AnnData):
+    if not is_anndata:
         return {"kind": type(data).__name__}
     h = hashlib.sha256()
     for names in (data.obs_names, data.var_names):

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "readonly", "kept_readonly", "kernel_input", "as_rng", "rows_by_label", "finite_mean"]
+__all__ = ["freeze", "readonly", "kept_readonly", "kernel_input", "in_threads", "row_order", "as_rng",
+           "rows_by_label", "finite_mean"]
 
 
 def freeze(array: Any) -> np.ndarray:
@@ -45,6 +46,34 @@ def kernel_input(a: np.ndarray) -> np.ndarray:
     view = a.view()
     view.flags.writeable = False
     return view
+
+
+def in_threads(part: Any, n: int, work: int) -> None:
+    """``part(lo, hi)`` over equal slices of ``range(n)``, in Numba's thread count when ``work``
+    (elements) is large; ``part`` must release the GIL and write disjoint slices."""
+    import numba
+
+    n_threads = max(1, min(numba.get_num_threads(), work // 100_000, n))
+    if n_threads == 1:
+        part(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(lambda k: part(bounds[k], bounds[k + 1]), range(n_threads)))
+
+
+def row_order(x: np.ndarray, kind: str | None = None) -> np.ndarray:
+    """``np.argsort(x, axis=1, kind=kind)`` of a matrix, blocks of rows sorted in Numba's threads
+    (NumPy's sort releases the GIL; each row's order is NumPy's whatever the blocks)."""
+    out = np.empty(x.shape, dtype=np.intp)
+
+    def part(lo: int, hi: int) -> None:
+        out[lo:hi] = np.argsort(x[lo:hi], axis=1, kind=kind)
+
+    in_threads(part, x.shape[0], x.size)
+    return out
 
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:

@@ -501,7 +501,8 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
             welch_cache[key] = test
     if method == "test":
         q, order = welch_bh(lfc, test, alpha=alpha)
-        return DECalls(lfc=lfc, q=q, perturbations=perturbations, genes=genes, q_order=order)
+        return DECalls(lfc=freeze(lfc), q=freeze(q), perturbations=perturbations, genes=genes,
+                       q_order=None if order is None else freeze(order))
     fit = ash_batch(lfc, test.std_error, tol=1e-5, max_iter=200)
     return DECalls(lfc=np.nan_to_num(fit.posterior_mean), q=np.clip(np.nan_to_num(fit.lfsr, nan=1.0), 0.0, 1.0),
                    perturbations=perturbations, genes=genes)

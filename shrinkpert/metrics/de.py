@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import readonly as _readonly
+from .._arrays import freeze, kept_readonly, row_order
+from ._de_kernels import sorts_rows
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
@@ -87,8 +88,9 @@ class DECalls:
         if ((q < 0) | (q > 1)).any():
             raise InputError("q must lie in [0, 1] (an adjusted p-value, q-value or lfsr); got values outside.")
         shape = np.shape(self.lfc)
-        object.__setattr__(self, "lfc", _readonly(lfc.reshape(shape)))
-        object.__setattr__(self, "q", _readonly(q.reshape(shape)))
+        # no copy of arrays nobody can write (the DE calls of evaluate are frozen when made)
+        object.__setattr__(self, "lfc", kept_readonly(lfc.reshape(shape)))
+        object.__setattr__(self, "q", kept_readonly(q.reshape(shape)))
         for name, n in (("perturbations", lfc.shape[0] if not vec_l else None), ("genes", lfc.shape[1])):
             labels = getattr(self, name)
             if labels is None:
@@ -100,7 +102,7 @@ class DECalls:
                 raise InputError(f"{name} has {len(labels)} labels but the arrays have {n}.")
             object.__setattr__(self, name, labels)
         if self.q_order is not None:
-            object.__setattr__(self, "q_order", _readonly(_check_order(self.q_order, q), dtype=np.int64))
+            object.__setattr__(self, "q_order", kept_readonly(_check_order(self.q_order, q), dtype=np.int64))
 
     def sorted_q(self) -> np.ndarray:
         """A permutation of each row of ``q`` (as a matrix) that sorts it ascending: ``q_order``
@@ -108,7 +110,7 @@ class DECalls:
         if self.q_order is None:
             cached = self.__dict__.get("_order")
             if cached is None:
-                cached = _readonly(np.argsort(_mat(self.q), axis=1), dtype=np.int64)
+                cached = freeze(row_order(_mat(self.q)))
                 object.__setattr__(self, "_order", cached)
             return cached
         return _mat(self.q_order)
@@ -246,12 +248,8 @@ def _check_order(order: Any, q: np.ndarray) -> np.ndarray:
         raise InputError(f"q_order must have the shape of q {q.shape}; got {np.shape(order)}.") from exc
     if o.dtype.kind not in "iu" or (o.size and (o.min() < 0 or o.max() >= q.shape[1])):
         raise InputError("q_order must hold integer gene positions (0 .. n_genes - 1) for each row.")
-    o = o.astype(np.int64)
-    flat = (o + np.arange(0, q.size, q.shape[1])[:, None]).ravel()
-    seen = np.zeros(q.size, dtype=bool)
-    seen[flat] = True
-    ranked = q.ravel()[flat].reshape(q.shape)
-    if not seen.all() or (ranked[:, 1:] < ranked[:, :-1]).any():
+    o = o.astype(np.int64, copy=False)
+    if not sorts_rows(np.ascontiguousarray(q, dtype=np.float64), np.ascontiguousarray(o)):
         raise InputError("q_order must be, in each row, a permutation of the genes that sorts q ascending; "
                          "leave it out to let the metrics sort q.")
     return o
@@ -309,7 +307,7 @@ def _top_positions(lfc: np.ndarray, sig: np.ndarray) -> np.ndarray:
         pos[rows, cols] = np.arange(rows.size) - first[rows]
         return pos
     key = np.where(sig, -np.abs(lfc), np.inf)
-    order = np.argsort(key, axis=1, kind="stable")
+    order = row_order(key, kind="stable")
     pos = np.empty(order.size, dtype=np.int64)
     pos[(order + np.arange(0, order.size, order.shape[1])[:, None]).ravel()] = np.tile(
         np.arange(order.shape[1]), order.shape[0])

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._arrays import kernel_input
+from .._arrays import kernel_input, row_order
 from ..errors import GeneMismatchError, InputError
 from . import _expression_kernels as _ek
 from .shared import SharedIntermediates, reuse
@@ -220,7 +220,7 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndar
 
 def _row_order(x: np.ndarray) -> np.ndarray:
     """Each row's ascending order (NumPy's sort; it does not depend on any weights)."""
-    return np.argsort(x, axis=1)
+    return row_order(x)
 
 
 def _weighted_midranks(x: np.ndarray, w: np.ndarray | None, order: np.ndarray | None = None) -> np.ndarray:

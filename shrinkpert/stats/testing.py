@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._arrays import row_order
 from ..errors import InputError
 
 __all__ = ["WelchTest", "welch", "welch_pvalue", "t_sf", "bh_adjust", "welch_bh"]
@@ -137,22 +138,6 @@ def t_sf(t, df) -> np.ndarray:
     return out.reshape(t.shape)
 
 
-def _in_threads(part, n: int, work: int) -> None:
-    """``part(lo, hi)`` over equal slices of ``range(n)``, in Numba's thread count when ``work``
-    (elements) is large; ``part`` must release the GIL and write disjoint slices."""
-    import numba
-
-    n_threads = max(1, min(numba.get_num_threads(), work // 100_000, n))
-    if n_threads == 1:
-        part(0, n)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
-    with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(lambda k: part(bounds[k], bounds[k + 1]), range(n_threads)))
-
-
 def bh_adjust(p, *, axis: int = -1) -> np.ndarray:
     r"""Benjamini–Hochberg adjusted p-values along ``axis`` (R's ``p.adjust(method = "BH")``).
 
@@ -176,22 +161,18 @@ def _bh_sorted(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     The order also sorts the adjusted values (they are non-decreasing in :math:`p`), so callers
     that rank genes by ``q`` reuse it instead of sorting again.
     """
+    from ._bh_kernels import bh_from_order
+
     shape, m = p.shape, p.shape[-1]
     p = np.ascontiguousarray(p.reshape(-1, m))
-    order = np.empty(p.shape, dtype=np.int64)
     ones = p == 1.0
     if ones.mean() > 0.5 and p.max() <= 1.0:  # (False with a NaN)
+        order = np.empty(p.shape, dtype=np.int64)
         _order_below_one(p, ones, order)
     else:
-        def part(lo: int, hi: int) -> None:
-            order[lo:hi] = np.argsort(p[lo:hi], axis=-1)
-
-        _in_threads(part, p.shape[0], p.size)
-    flat = (order + np.arange(0, p.size, m)[:, None]).ravel()
-    ranked = p.ravel()[flat].reshape(p.shape) * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[:, ::-1], axis=-1)[:, ::-1]
-    out = np.empty(p.size)
-    out[flat] = np.minimum(ranked, 1.0).ravel()
+        order = row_order(p)
+    out = np.empty(p.shape)
+    bh_from_order(p, order, out)
     return out.reshape(shape), order.reshape(shape)
 
 

@@ -10,13 +10,16 @@ summation order).  Numba caches next to the source; on a read-only installation 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import numba
 
-__all__ = ["kernel", "thread_limit", "resolve_threads", "cached_kernels_present"]
+__all__ = ["kernel", "thread_limit", "one_thread_blas", "resolve_threads", "cached_kernels_present"]
 
 
 def kernel(func: Callable | None = None, *, parallel: bool = False) -> Callable:
@@ -60,6 +63,42 @@ def thread_limit(n_threads: int | None) -> Iterator[int]:
         yield n
     finally:
         numba.set_num_threads(previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (found once: scanning them costs ~20 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_HOLD: list[Any] = [0, None]  # threads inside one_thread_blas, and the limiter that restores the setting
+
+
+@contextlib.contextmanager
+def one_thread_blas() -> Iterator[None]:
+    """BLAS limited to one thread while any thread is inside.
+
+    The setting is process-wide: the first thread to enter sets it, the last to leave restores
+    it, so threads inside at once never undo each other's limit. Code that runs BLAS in several
+    threads enters once before starting them and leaves after they end, so that the setting never
+    changes while a BLAS call runs (OpenBLAS was seen here to keep one thread after a limit was
+    lifted during another thread's call).
+    """
+    with _BLAS_LOCK:
+        if _BLAS_HOLD[0] == 0:
+            _BLAS_HOLD[1] = _blas_controller().limit(limits=1, user_api="blas")
+        _BLAS_HOLD[0] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_HOLD[0] -= 1
+            if _BLAS_HOLD[0] == 0:
+                _BLAS_HOLD[1].restore_original_limits()
+                _BLAS_HOLD[1] = None
 
 
 # Keep threads predictable when a user sets OMP-style limits.

@@ -646,7 +646,14 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                 config: EvaluationConfig, bar: Any, rows: np.ndarray | None = None, ranked: Any = None) -> None:
     """:func:`_score_pseudobulks` of ``jobs`` on ``rows`` (all rows if None), side by side;
     ``ranked``: the Wilcoxon calls of these rows (:class:`~.rank_calls.RankCalls`), if used;
-    ``bar``: the progress bar, advanced once per side."""
+    ``bar``: the progress bar, advanced once per side.
+
+    Sides are scored by :func:`_side_workers` threads at once (each side's metrics in its own
+    thread, the truth's intermediates computed once and shared, see :class:`~shrinkpert.metrics.shared.OnceScope`);
+    their values are collected in side order, so the table does not depend on which thread
+    finished first, and each side's values depend on its own inputs only.
+    """
+    from ..metrics.shared import OnceScope
     from .partition import ROW_SEPARABLE
 
     truth = summaries.truth
@@ -660,35 +667,38 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
     # what the sides are scored against: raw pseudobulks, or the truth's shrunken effects
     # (each of these truth caches is filled on first use and dropped after the last side on that truth;
     # keyed by (truth, part): the shard's or block's rows when part, else all rows)
-    targets: dict[tuple[str, bool], np.ndarray] = {}
+    targets = OnceScope()
     shrunk = config.truth_effects == "shrunk"
     target = lambda which, part, own: reuse(targets, (which, part), lambda: (  # noqa: E731
         shrunk_truth(*(x[own] for x in truths[which]), truth) if shrunk else truths[which][0][own]))
     # one Welch standard error per (variance, cells) array pair, shared by the baselines that carry the
     # truth's variances; keyed by identity, so only for whole arrays that stay alive (not a shard's slices)
-    welch_cache: dict | None = {} if rows is None else None
+    welch_cache: dict | None = OnceScope() if rows is None else None
     cut = (lambda x: x) if rows is None else (lambda x: x[sel])
     prune = _pruned_sides(jobs, config)
-    truth_de: dict[str, Any] = {"full": ranked.truth} if ranked is not None else {}
+    truth_de = OnceScope({"full": ranked.truth} if ranked is not None else {})
     truth_calls = lambda which: reuse(truth_de, which, lambda: de_calls(  # noqa: E731
         *(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls, welch_cache, prune["truth"]))
-    truth_deltas: dict[tuple[str, str, bool], np.ndarray] = {}
+    truth_deltas = OnceScope()
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
     biology = {"relationships": {} if config.relationships is None else
                {"relationships": _relationships(config.relationships), "targets": _target_names(inputs, config)},
                "gene_sets": {"gene_sets": config.gene_sets, "genes": list(genes)}}
     # the truth's intermediates, per (truth, input, weighting); each side gets fresh prediction caches
-    truth_scopes: dict[tuple[str, str, str], dict] = {}
+    truth_scopes: dict[tuple, OnceScope] = {}
     # each weighting's jobs together (references in their order), so that a side's products and
     # ranks under one weighting (P × P each) go before the next weighting's are made
     ordered = sorted(jobs, key=lambda job: list(weightings).index(job[2]))
-    for name, which in order.items():
+
+    def score_side(name: str) -> dict[tuple[str, str, str], np.ndarray]:
+        which = order[name]
         log.debug("evaluate: scoring %s", name)
         side = sides[name]
         # the side's DE test shares the Welch errors of the truth's variances it carries (baselines);
         # other arrays (the model's, an arm's) are tested once and not kept
         shared_var = any(side.var is v and side.n is c for v, c in ((truth.var, truth.n_cells),
                                                                     (truth.half_b_var, truth.half_b_n)))
+        mine: dict[tuple[str, str, str], np.ndarray] = {}
         pred_deltas: dict[tuple[str, bool], np.ndarray] = {}
         pred_de = None
         pred_scopes: dict[tuple, dict] = {}
@@ -699,12 +709,12 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                 for key in [k for k in pred_scopes if len(k) == 3 and k[1] == current]:
                     del pred_scopes[key]
                 current = wname
-            out = values[(spec.name, ref, wname)]
+            key = (spec.name, ref, wname)
             if spec.needs in ("penetrance", "dose", "cells"):
-                out[name] = np.full(n_out, np.nan)
+                mine[key] = np.full(n_out, np.nan)
                 continue
             if spec.reference_free and ref not in ("none", refs[0]):
-                out[name] = values[(spec.name, refs[0], wname)][name]
+                mine[key] = mine[(spec.name, refs[0], wname)]
                 continue
             on_means = spec.needs == "means" or spec.reference_free
             data_ref = _data_ref(spec, ref)
@@ -723,9 +733,9 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
             if "shared" in parameters:
                 kwargs["shared"] = SharedIntermediates(
                     pred=pred_scopes.setdefault((data_ref, wname, part), {}),
-                    truth=truth_scopes.setdefault((which, data_ref, wname, part), {}),
+                    truth=truth_scopes.setdefault((which, data_ref, wname, part), OnceScope()),
                     pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
-                    truth_any_weights=truth_scopes.setdefault((which, data_ref, part), {}))
+                    truth_any_weights=truth_scopes.setdefault((which, data_ref, part), OnceScope()))
             if on_means:
                 a, b = side.mean[own], target(which, part, own)
             elif spec.needs == "deltas":
@@ -734,7 +744,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                           lambda: freeze(target(which, part, own) - vectors[ref][None, :]))
             else:  # de
                 if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
-                    out[name] = np.full(n_out, np.nan)
+                    mine[key] = np.full(n_out, np.nan)
                     continue
                 if pred_de is None:
                     pred_de = (ranked.models[name] if ranked is not None else
@@ -744,20 +754,70 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                 kwargs["alpha"] = config.alpha
             with checked_once(checked, a, b, weights=kwargs.get("weights")):
                 result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
-            out[name] = (result if part else result[sel]).reshape(n_out)
-        # this side's arrays go before the next side is built
-        side = pred_deltas = pred_de = pred_scopes = checked = a = b = kwargs = None
+            mine[key] = (result if part else result[sel]).reshape(n_out)
         bar.update(1)
+        return mine
+
+    for name, mine in _in_order(score_side, list(order), _side_workers(config, len(order))):
+        for key, result in mine.items():
+            values[key][name] = result
+        which = order[name]
         if last[which] == name:  # no side left on this truth: drop its intermediates
-            for cache in (truth_scopes, truth_deltas):
-                for key in [k for k in cache if k[0] == which]:
+            # (list(): one atomic copy of the keys while the other thread may add some)
+            for cache in (truth_scopes, truth_deltas, targets):
+                for key in [k for k in list(cache) if k[0] == which]:
                     del cache[key]
             truth_de.pop(which, None)
-            for key in [k for k in targets if k[0] == which]:
-                del targets[key]
             if which == "half_a" and welch_cache is not None:
                 for pair in ((truth.half_a_var, truth.half_a_n), (truth.half_b_var, truth.half_b_n)):
                     welch_cache.pop((id(pair[0]), id(pair[1])), None)
+
+
+def _side_workers(config: EvaluationConfig, n_sides: int) -> int:
+    """How many sides are scored at once: one per Numba thread (at most two), one when Numba's
+    threading layer cannot run parallel kernels from several threads (``workqueue``)."""
+    import numba
+
+    from .._numba import resolve_threads
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet: the layer is unknown
+        return 1
+    if layer not in ("omp", "tbb"):
+        return 1
+    return max(1, min(2, resolve_threads(config.n_threads), n_sides))
+
+
+def _in_order(func: Callable[[str], Any], names: list[str], workers: int):
+    """``(name, func(name))`` for each of ``names`` in their order, ``workers`` calls running at once
+    in threads, each with the calling thread's Numba thread count; one worker: in this thread."""
+    if workers == 1:
+        for name in names:
+            yield name, func(name)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    from .._numba import one_thread_blas, thread_limit
+
+    n_threads = numba.get_num_threads()
+
+    def run(name: str) -> Any:
+        with thread_limit(n_threads):
+            return func(name)
+
+    # BLAS in one thread for the pool's whole life (each side's products already run in Numba's
+    # threads), set before the first side starts and restored after the last one ends
+    with one_thread_blas():
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="shrinkpert-side")
+        futures = [pool.submit(run, name) for name in names]
+        try:
+            for name, future in zip(names, futures):
+                yield name, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _truths_of(sides: Mapping[str, Side]) -> dict[str, str]:

@@ -57,7 +57,6 @@ products could underflow or overflow, fall back to the full kernel matrix.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import kernel_input
-from .._numba import thread_limit
+from .._numba import one_thread_blas, thread_limit
 from . import _distance_kernels as _k
 from .shared import reuse
 
@@ -152,14 +151,6 @@ def dead_rows(base: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
     return count == 0
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    """threadpoolctl's view of the loaded BLAS libraries (found once: scanning them costs ~20 ms)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` by single-threaded BLAS calls on row blocks of ``a``, the blocks in Numba's thread count.
 
@@ -173,7 +164,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import numba
 
     n_threads = max(1, min(numba.get_num_threads(), int(2.0 * a.shape[0] * a.shape[1] * b.shape[1] // 5e8)))
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_thread_blas():
         if n_threads == 1 or a.shape[0] < 2 * n_threads:
             return a @ b
         out = np.empty((a.shape[0], b.shape[1]))

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._arrays import freeze, kept_readonly, row_order
-from ._de_kernels import sorts_rows
+from .._arrays import freeze, kept_readonly, kernel_input, row_order
+from . import _de_kernels as _dk
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
@@ -249,7 +249,7 @@ def _check_order(order: Any, q: np.ndarray) -> np.ndarray:
     if o.dtype.kind not in "iu" or (o.size and (o.min() < 0 or o.max() >= q.shape[1])):
         raise InputError("q_order must hold integer gene positions (0 .. n_genes - 1) for each row.")
     o = o.astype(np.int64, copy=False)
-    if not sorts_rows(np.ascontiguousarray(q, dtype=np.float64), np.ascontiguousarray(o)):
+    if not _dk.sorts_rows(np.ascontiguousarray(q, dtype=np.float64), np.ascontiguousarray(o)):
         raise InputError("q_order must be, in each row, a permutation of the genes that sorts q ascending; "
                          "leave it out to let the metrics sort q.")
     return o
@@ -598,20 +598,16 @@ def _auc_groups(pred: Any, truth: Any, alpha: float, q_floor: float, shared: Sha
     p, t, vector = _pair(pred, truth)
 
     def compute():
-        q, labels = _mat(p.q), _mat(t.q) < a
+        q, labels = kernel_input(_mat(p.q)), np.ascontiguousarray(_mat(t.q) < a)
+        order = np.ascontiguousarray(p.sorted_q(), dtype=np.int64)
         n_rows, n_genes = q.shape
-        flat = (p.sorted_q() + np.arange(0, q.size, n_genes)[:, None]).ravel()
-        s = np.maximum(q.ravel()[flat], floor).reshape(q.shape)
-        tp = np.cumsum(labels.ravel()[flat].reshape(q.shape), axis=1)
-        end = np.ones(q.shape, dtype=bool)
-        np.not_equal(s[:, 1:], s[:, :-1], out=end[:, :-1])
-        rows, last = np.nonzero(end)
-        tp_end = tp[rows, last]
-        first_group = np.ones(rows.size, dtype=bool)
-        first_group[1:] = rows[1:] != rows[:-1]
-        before = np.where(first_group, 0, np.r_[0, tp_end[:-1]])
-        start = np.where(first_group, 0, np.r_[0, last[:-1] + 1])
-        return rows, last, start, tp_end, tp_end - before, tp[:, -1], n_genes
+        counts = np.empty(n_rows, dtype=np.int64)
+        _dk.auc_group_counts(q, order, floor, counts)
+        offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+        rows, last, start, tp_end, gained = (np.empty(int(counts.sum()), dtype=np.int64) for _ in range(5))
+        n_pos = np.empty(n_rows, dtype=np.int64)
+        _dk.auc_groups(q, order, labels, floor, offsets, rows, last, start, tp_end, gained, n_pos)
+        return rows, last, start, tp_end, gained, n_pos, n_genes
 
     groups = reuse(shared.pred if shared else None, ("auc_groups", a, floor), compute)
     return (*groups, vector)

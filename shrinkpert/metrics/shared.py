@@ -12,15 +12,20 @@ indices stay the same, and a new ``pred`` dictionary for every prediction scored
 dictionary shared across predictions. Without ``shared`` every call computes afresh. The optional
 ``pred_any_weights`` / ``truth_any_weights`` dictionaries hold what does not depend on the gene
 weights or target indices (a row's sort order, identical rows), shared by all weightings.
+
+A dictionary shared by metrics running in several threads at once (the truth's, when
+:func:`~shrinkpert.evaluate` scores two sides at a time) is a :class:`OnceScope`: :func:`reuse`
+then computes each entry once, the other threads waiting for it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["SharedIntermediates", "reuse"]
+__all__ = ["SharedIntermediates", "OnceScope", "reuse"]
 
 T = TypeVar("T")
 
@@ -38,10 +43,47 @@ class SharedIntermediates:
     truth_any_weights: dict[Hashable, Any] | None = None
 
 
+class OnceScope(dict):
+    """A cache shared by threads: :func:`reuse` computes each key once, other threads wait for it.
+
+    Reading, writing and deleting entries are those of a ``dict``. A computation that fails
+    leaves no entry; a thread that waited for it computes the entry itself (and meets the error).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Event] = {}
+
+    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``self[key]``, computed by ``compute()`` in exactly one thread on first use."""
+        with self._lock:
+            if key in self:
+                return self[key]
+            event = self._pending.get(key)
+            mine = event is None
+            if mine:
+                event = self._pending[key] = threading.Event()
+        if not mine:
+            event.wait()
+            return self[key] if key in self else self.once(key, compute)
+        try:
+            value = compute()
+            self[key] = value
+            return value
+        finally:
+            with self._lock:
+                del self._pending[key]
+            event.set()
+
+
 def reuse(scope: dict[Hashable, Any] | None, key: Hashable, compute: Callable[[], T]) -> T:
-    """``scope[key]``, computed by ``compute()`` on first use; always computed when ``scope`` is None."""
+    """``scope[key]``, computed by ``compute()`` on first use; always computed when ``scope`` is None
+    (once across threads when ``scope`` is a :class:`OnceScope`)."""
     if scope is None:
         return compute()
+    if isinstance(scope, OnceScope):
+        return scope.once(key, compute)
     if key not in scope:
         scope[key] = compute()
     return scope[key]

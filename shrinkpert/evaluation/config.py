@@ -98,7 +98,10 @@ class EvaluationConfig:
         ``("raw", "shrunk")`` scores against each, side by side: the table gains a ``truth``
         column (and index level), and each truth's rows equal those of a run with that truth alone.
     chunk_size, n_threads
-        As in :func:`~shrinkpert.group_statistics`.
+        As in :func:`~shrinkpert.group_statistics`. ``n_threads`` also bounds the scoring: with
+        two threads or more (and Numba's ``omp`` or ``tbb`` threading layer) two sides are scored
+        at once, each in its own thread; ``n_threads=1`` scores one side at a time. The values are
+        the same either way, bit for bit; two sides at once hold two sides' intermediates.
     progress : bool
         Progress bars over the streaming passes (as in :func:`~shrinkpert.group_statistics`) and
         over the scoring: one step per side, once per block of rows and once per pass of the rank

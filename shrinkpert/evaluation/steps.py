@@ -516,9 +516,10 @@ def score(inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Si
     ``rows``: positions of the perturbations to score (a shard, see
     :mod:`shrinkpert.evaluation.partition`); the others still serve as candidates of rank metrics.
 
-    Side by side (the model, then each baseline), so that a side's intermediates (deltas, DE
-    calls, ranks, distance matrices) are shared by its metrics through
-    :class:`~shrinkpert.metrics.shared.SharedIntermediates` and dropped before the next side; the
+    Side by side (the model, then each baseline; two sides at once in threads, see
+    :func:`_score_rows`), so that a side's intermediates (deltas, DE calls, ranks, distance
+    matrices) are shared by its metrics through
+    :class:`~shrinkpert.metrics.shared.SharedIntermediates` and dropped when the side is done; the
     truth's are shared by all sides.
     """
     refs, population = resolve_references(references, train=train_mean is not None,

@@ -492,13 +492,8 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
     from ..effects import ash_batch
     from ..stats.testing import welch_bh
 
-    key = (id(var), id(n))
-    if welch_cache is not None and key in welch_cache:
-        lfc, test = mean - truth.control_mean[None, :], welch_cache[key]
-    else:
-        lfc, test = truth.versus_control(mean, var, n)
-        if welch_cache is not None:
-            welch_cache[key] = test
+    lfc = mean - truth.control_mean[None, :]  # (as versus_control computes it)
+    test = reuse(welch_cache, (id(var), id(n)), lambda: truth.versus_control(mean, var, n)[1])
     if method == "test":
         q, order = welch_bh(lfc, test, alpha=alpha)
         return DECalls(lfc=freeze(lfc), q=freeze(q), perturbations=perturbations, genes=genes,

@@ -13,10 +13,11 @@ each group of candidate rows while it is in cache. Blocks of queries run in para
 the same order, so each of its values is bit-identical to the matrix entry; the rank metrics use
 it for the diagonal and for the few pairs that a matrix product cannot order with certainty.
 
-:func:`l1_blocked` gives the L1 matrix of :func:`pairwise_distances`, bit for bit, 2-3 times faster:
-the candidates are stored gene-major in blocks of 32 (:func:`candidate_blocks`), so the 32 chains of
+:func:`rows_blocked` gives whole rows of that matrix, bit for bit, several times faster: the
+candidates are stored gene-major in blocks of 32 (:func:`candidate_blocks`), so the 32 chains of
 one query sit side by side in memory and the compiler runs them as vector lanes (each lane still
-one pair's sum over genes in order); four queries share each block.
+one pair's sum over genes in order), and the queries of a task share each block's genes, 64 at a
+time, while they are in cache.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from numba import prange
 
 from .._numba import kernel
 
-__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances", "l1_blocked", "candidate_blocks",
+__all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances", "rows_blocked", "candidate_blocks",
            "l1_pivot_corrections", "l1_gene_subset", "heavy_genes", "ORDERS"]
 
 L1, L2, COSINE, PEARSON = 0, 1, 2, 3
@@ -245,50 +246,133 @@ def pair_distances(q: np.ndarray, c: np.ndarray, w: np.ndarray, target: np.ndarr
 
 
 _LANES = 32  # candidates summed side by side (independent chains: vector lanes)
-_ROWS = 4  # queries sharing each candidate block while it is in cache
+_SEGMENT = 64  # genes of one candidate block summed for every query of a task before the next genes (cache)
+
+
+@kernel
+def _varies_except(x: np.ndarray, w: np.ndarray, skip: int) -> bool:
+    """:func:`_varies` with the weight of gene ``skip`` taken as 0 (``skip`` < 0: none)."""
+    first = 0.0
+    seen = False
+    for g in range(x.shape[0]):
+        if w[g] > 0.0 and g != skip:
+            if not seen:
+                first = x[g]
+                seen = True
+            elif x[g] != first:
+                return True
+    return False
 
 
 @kernel(parallel=True)
-def l1_blocked(q: np.ndarray, cb: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    r"""``out[i, j]`` = :math:`\sum_g w_{ig}|q_{ig} - c_{jg}|`: the L1 entry of :func:`pairwise_distances`, faster.
+def rows_blocked(q: np.ndarray, c: np.ndarray, cb: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int,
+                 rows: np.ndarray, rows_per_task: int, out: np.ndarray) -> None:
+    r"""``out[k, j]`` = the distance of :func:`pair_distances` between ``q[rows[k]]`` and ``c[j]``, for every ``j``.
 
-    ``cb`` holds the candidates in blocks of ``_LANES``, gene-major: ``cb[b, g, k]`` = ``c[b * _LANES + k, g]``
-    (the last block padded with anything; those lanes are not written). ``w`` has one row (shared) or one
-    row per query. Every pair is its own chain of ``s += w * |q - c|`` over genes in order, as in the
-    one-pair loop (no FMA: Numba does not contract without ``fastmath``), so each value equals the matrix
-    entry of :func:`pairwise_distances` bit for bit; the lanes of a block are independent, so the
-    compiler may run them as one vector. Tasks (a block of queries × a block of candidates) run in
-    parallel.
+    Whole rows of the matrix, each value bit-identical to :func:`pairwise_distances` with the
+    query's weights (``base``, one shared row or one per query, with the query's ``target`` gene
+    at 0): the same operations in the same order, query sums first, then one chain over genes in
+    order per pair (no FMA: Numba does not contract without ``fastmath``). Faster because the
+    candidates are read as gene-major blocks of ``_LANES`` (``cb`` from :func:`candidate_blocks`,
+    ``c`` itself only for the Pearson NaN rule): the chains of one block sit side by side and run
+    as vector lanes, and a block's genes are taken ``_SEGMENT`` at a time for the
+    ``rows_per_task`` queries of a task while they are in cache. Tasks (a block of queries × a
+    block of candidates) run in parallel.
     """
-    n_q, n_g = q.shape
+    n_g = q.shape[1]
     n_c = out.shape[1]
-    n_cb, _, lanes = cb.shape  # a run-time lane count: a loop the compiler vectorises, not unrolls
-    shared = w.shape[0] == 1
-    n_qb = (n_q + _ROWS - 1) // _ROWS
-    for task in prange(n_qb * n_cb):
-        qb = task // n_cb
-        b = task - qb * n_cb
-        lo = qb * _ROWS
-        hi = min(n_q, lo + _ROWS)
-        acc = np.zeros((_ROWS, lanes))
-        block = cb[b]
+    n_cb = cb.shape[0]
+    lanes = _LANES  # a compile-time lane count (cb.shape[2]): the compiler keeps the chains in vector registers
+    shared = base.shape[0] == 1
+    n_rows = rows.shape[0]
+    # each query's sums, as pair_distances makes them (the weighted mean first for PEARSON)
+    mq = np.zeros(n_rows)
+    sw = np.zeros(n_rows)
+    sx = np.zeros(n_rows)
+    qq = np.zeros(n_rows)
+    ok = np.ones(n_rows, dtype=np.bool_)
+    for r in prange(n_rows if kind >= 2 else 0):  # L1 and L2 use none
+        i = rows[r]
+        bi = base[0] if shared else base[i]
+        t = target[i]
+        if kind == 3:
+            for g in range(n_g):
+                wg = 0.0 if g == t else bi[g]
+                sw[r] += wg
+                mq[r] += wg * q[i, g]
+            mq[r] /= sw[r]
+            ok[r] = _varies_except(q[i], bi, t)
         for g in range(n_g):
-            cg = block[g]
-            for r in range(hi - lo):
-                i = lo + r
-                xg = q[i, g]
-                wg = w[0, g] if shared else w[i, g]
-                a = acc[r]
-                for k in range(lanes):
-                    a[k] += wg * abs(xg - cg[k])
+            wg = 0.0 if g == t else bi[g]
+            xg = q[i, g] - mq[r]
+            qq[r] += wg * xg * xg
+            sx[r] += wg * xg
+    n_rb = (n_rows + rows_per_task - 1) // rows_per_task
+    for task in prange(n_rb * n_cb):
+        rb = task // n_cb
+        b = task - rb * n_cb
+        lo = rb * rows_per_task
+        n_r = min(n_rows, lo + rows_per_task) - lo
+        acc_s = np.zeros((n_r, lanes))
+        acc_t = np.zeros((n_r, lanes))
+        acc_u = np.zeros((n_r, lanes))
+        block = cb[b]
+        for g0 in range(0, n_g, _SEGMENT):
+            g1 = min(n_g, g0 + _SEGMENT)
+            for r in range(n_r):
+                i = rows[lo + r]
+                bi = base[0] if shared else base[i]
+                t = target[i]
+                m = mq[lo + r]
+                s_ = acc_s[r]
+                t_ = acc_t[r]
+                u_ = acc_u[r]
+                if kind == 0:
+                    for g in range(g0, g1):
+                        wg = 0.0 if g == t else bi[g]
+                        xg = q[i, g] - m
+                        cg = block[g]
+                        for k in range(_LANES):
+                            s_[k] += wg * abs(xg - cg[k])
+                elif kind == 1:
+                    for g in range(g0, g1):
+                        wg = 0.0 if g == t else bi[g]
+                        xg = q[i, g] - m
+                        cg = block[g]
+                        for k in range(_LANES):
+                            d = xg - cg[k]
+                            s_[k] += wg * d * d
+                elif kind == 2:
+                    for g in range(g0, g1):
+                        wg = 0.0 if g == t else bi[g]
+                        xg = q[i, g] - m
+                        cg = block[g]
+                        for k in range(_LANES):
+                            y = wg * cg[k]
+                            s_[k] += xg * y
+                            t_[k] += y * cg[k]
+                else:
+                    for g in range(g0, g1):
+                        wg = 0.0 if g == t else bi[g]
+                        xg = q[i, g] - m
+                        cg = block[g]
+                        for k in range(_LANES):
+                            y = wg * cg[k]
+                            s_[k] += xg * y
+                            t_[k] += y * cg[k]
+                            u_[k] += y
         j0 = b * lanes
-        for r in range(hi - lo):
+        for r in range(n_r):
+            i = rows[lo + r]
             for k in range(min(lanes, n_c - j0)):
-                out[lo + r, j0 + k] = acc[r, k]
+                v = _from_sums(kind, acc_s[r, k], qq[lo + r], acc_t[r, k], acc_u[r, k], sw[lo + r], sx[lo + r])
+                if kind == 3 and not (ok[lo + r] and _varies_except(c[j0 + k], base[0] if shared else base[i], target[i])):
+                    v = np.nan
+                out[lo + r, j0 + k] = v
 
 
 def candidate_blocks(c: np.ndarray) -> np.ndarray:
-    """The candidate rows ``c`` (n, G) as the gene-major blocks that :func:`l1_blocked` reads."""
+    """The candidate rows ``c`` (n, G) as the gene-major blocks that :func:`rows_blocked` reads."""
     n, n_g = c.shape
     n_b = (n + _LANES - 1) // _LANES
     padded = np.zeros((n_b * _LANES, n_g))

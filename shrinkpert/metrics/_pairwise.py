@@ -48,8 +48,8 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    computed exactly. Queries whose gene weights sit on a few genes (shrunken ``auto`` weights)
    first try :func:`l1_heavy`: sums over each query's heavy genes, the light genes' share bounded
    by :math:`10^{-4}` of its own distance. Other queries, or too many undecided pairs, get the
-   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.l1_blocked`, bit-identical to the
-   exact kernel).
+   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.rows_blocked`, bit-identical to the
+   exact kernel), which also computes the rows of queries with many near-ties.
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
 products could underflow or overflow, fall back to the full kernel matrix.
@@ -69,7 +69,7 @@ from . import _distance_kernels as _k
 from .shared import reuse
 
 __all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows", "l1_standing",
-           "l1_heavy"]
+           "l1_heavy", "whole_rows"]
 
 _U = 2.0**-53
 _TAME = (1e-40, 1e40)
@@ -83,6 +83,8 @@ _SAMPLE = 64  # rows whose pairs estimate that fraction before all are approxima
 _LIGHT = 1e-4  # L1 over a query's heavy genes: the light ones move its distances by at most this x its own
 _HEAVY = 1.0 / 8.0  # ... taken when the median query has at most this fraction of its genes heavy
 _HEAVY_SAMPLE = 16  # queries whose heavy genes are counted first
+_WHOLE = 4  # a query with at least 1/_WHOLE of the candidates to recompute gets its whole row (blocked kernel)
+_ROWS_PER_TASK = 64  # queries sharing each candidate block in the blocked kernel
 
 
 @dataclass(frozen=True)
@@ -179,16 +181,55 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
-    """Exact kernel values of the pairs (rows[m], cols[m]); ``rows`` sorted."""
+    """Exact kernel values of the pairs (rows[m], cols[m]); ``rows`` sorted.
+
+    A query with at least ``1 / _WHOLE`` of the candidates to compute gets its whole row from the
+    blocked kernel (several times faster per pair); the others, their pairs alone.
+    """
     out = np.empty(rows.shape[0])
     if rows.size == 0:
         return out
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    ptr = np.r_[starts, rows.size].astype(np.int64)
-    # small jobs in one thread: waking the thread pool costs more than the work on a busy machine
-    work = (starts.size * 3 + rows.size) * q.shape[1]
-    with thread_limit(None if work > _SMALL_JOB else 1):
-        _k.pair_distances(q, c, base, target, kind, rows[starts].astype(np.int64), ptr, cols.astype(np.int64), out)
+    counts = np.diff(np.r_[starts, rows.size])
+    whole = counts * _WHOLE >= c.shape[0]
+    by_row = np.repeat(whole, counts)
+    step = max(1, _BLOCK // c.shape[0])  # whole rows held at once
+    for first in range(0, int(whole.sum()), step):  # whole rows, a block of rows at a time
+        which = np.flatnonzero(whole)[first:first + step]
+        full = whole_rows(q, c, base, target, kind, rows[starts[which]])
+        span = slice(starts[which[0]], starts[which[-1]] + counts[which[-1]])
+        mine = by_row[span]
+        local = np.repeat(np.arange(which.size), counts[which])
+        out[span][mine] = full[local, cols[span][mine]]
+    if not whole.all():
+        starts, counts = starts[~whole], counts[~whole]
+        ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        # small jobs in one thread: waking the thread pool costs more than the work on a busy machine
+        work = (starts.size * 3 + ptr[-1]) * q.shape[1]
+        part = np.empty(ptr[-1])
+        with thread_limit(None if work > _SMALL_JOB else 1):
+            _k.pair_distances(q, c, base, target, kind, rows[starts].astype(np.int64), ptr,
+                              cols[~by_row].astype(np.int64), part)
+        out[~by_row] = part
+    return out
+
+
+def whole_rows(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int,
+               rows: np.ndarray) -> np.ndarray:
+    """Exact kernel distances of the queries ``rows`` to every candidate, shape (rows, candidates).
+
+    Bit-identical to the entries of :func:`~shrinkpert.metrics._distance_kernels.pairwise_distances`
+    under each query's weights (its target gene at 0), from the blocked kernel
+    (:func:`~shrinkpert.metrics._distance_kernels.rows_blocked`), without a weight matrix.
+    """
+    q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
+    target, rows = np.asarray(target, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+    out = np.empty((rows.size, c.shape[0]))
+    if rows.size == 0:
+        return out
+    blocks = _k.candidate_blocks(c)
+    with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
+        _k.rows_blocked(q, c, blocks, base, target, kind, rows, _ROWS_PER_TASK, out)
     return out
 
 
@@ -609,14 +650,7 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
            dead: np.ndarray) -> Standing:
     """The standing from the full kernel matrix (L1, and inputs too extreme for products)."""
     q, c = (x, y) if anchor == "pred" else (y, x)
-    w = kernel_input(base if (target < 0).all() else _query_weights(base, target, q.shape[0]))
-    out = np.empty((q.shape[0], c.shape[0]))
-    with thread_limit(None if out.size * q.shape[1] > _SMALL_JOB else 1):
-        if kind == _k.L1:  # the same values, bit for bit, vectorised across candidates
-            _k.l1_blocked(kernel_input(q), kernel_input(_k.candidate_blocks(c)), w, out)
-        else:
-            _k.pairwise_distances(kernel_input(q), kernel_input(c), w, kind, out)
-    return from_matrix(out, dead)
+    return from_matrix(whole_rows(q, c, base, target, kind, np.arange(q.shape[0])), dead)
 
 
 def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,

@@ -28,17 +28,45 @@ def _l1_twin(q, c, w):
     return out
 
 
-@pytest.mark.parametrize("shape", [(7, 37, 29), (9, 64, 5), (1, 3, 40)])
-def test_blocked_l1_kernel_is_bit_identical(rng, shape):
-    """Sizes off the 4-query and 32-lane blocks, shared and per-row weights with zeros, duplicated rows."""
+@pytest.mark.parametrize("shape", [(7, 37, 29), (9, 64, 5), (1, 3, 40), (70, 100, 130)])
+def test_blocked_kernel_is_bit_identical(rng, shape):
+    """Whole rows of every kind equal the matrix kernel under each query's weights (target at 0).
+
+    Sizes off the 32-lane blocks, the 64-gene segments and the queries per task; shared and
+    per-row weights with zeros; duplicated rows; a distance exactly 0; rows constant on their
+    weighted genes (Pearson's NaN); query rows in any order."""
     n_q, n_c, G = shape
     q, c = rng.normal(size=(n_q, G)) * 10.0 ** rng.integers(-3, 4, size=(n_q, G)), rng.normal(size=(n_c, G))
     c[-1] = c[0]
     q[0] = c[1]  # distance exactly 0
+    c[min(2, n_c - 1)] = 2.0
+    q[-1] = -1.0
     for w in (rng.uniform(0, 2, size=(1, G)), rng.uniform(0, 2, size=(n_q, G)) * (rng.random((n_q, G)) < 0.8)):
-        out = np.full((n_q, n_c), np.nan)
-        K.l1_blocked(q, K.candidate_blocks(c), w, out)
-        np.testing.assert_array_equal(out, _l1_twin(q, c, w))
+        target = rng.integers(-1, G, size=n_q)
+        for kind in (K.L1, K.L2, K.COSINE, K.PEARSON):
+            twin = np.empty((n_q, n_c))
+            with thread_limit(1):
+                K.pairwise_distances(q, c, _twin_weights(w, target, (n_q, G)), kind, twin)
+            rows = rng.permutation(n_q)
+            for per_task in (1, 3, 64):
+                out = np.full((n_q, n_c), -7.0)
+                K.rows_blocked(q, c, K.candidate_blocks(c), w, target, kind, rows, per_task, out)
+                np.testing.assert_array_equal(out, twin[rows])
+
+
+def test_exact_pairs_whole_rows_and_single_pairs(rng, monkeypatch):
+    """Rows with many pairs (whole rows, in blocks of rows) and rows with few give the matrix entries."""
+    monkeypatch.setattr(_pairwise, "_BLOCK", 3 * 40)  # three whole rows at a time
+    P, G = 30, 50
+    q, c = rng.normal(size=(P, G)), rng.normal(size=(40, G))
+    w, target = rng.uniform(0, 2, size=(P, G)), rng.integers(-1, G, size=P)
+    counts = rng.choice([0, 1, 5, 12, 40], size=P)  # 12 and 40 of 40 candidates: whole rows
+    rows = np.repeat(np.arange(P), counts)
+    cols = np.concatenate([rng.choice(40, size=k, replace=False) for k in counts])
+    for kind in (K.L1, K.COSINE, K.PEARSON):
+        twin = np.empty((P, 40))
+        K.pairwise_distances(q, c, _twin_weights(w, target, (P, G)), kind, twin)
+        np.testing.assert_array_equal(_pairwise._exact(q, c, w, target, kind, rows, cols), twin[rows, cols])
 
 
 def _integer_deltas(rng, P=40, G=32):

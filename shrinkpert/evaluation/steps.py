@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -285,14 +286,38 @@ class Sides(Mapping[str, Side]):
     A baseline's :class:`Side` is built each time it is read: holding every baseline at once
     costs one perturbations × genes array each (16 by default), so :func:`score` reads them one
     at a time and only the side being scored is in memory. :meth:`kind` and :meth:`truth` need no
-    build.
+    build. :meth:`keeping` gives the same sides with built baselines kept up to a number of bytes
+    (for scoring in several passes).
     """
 
-    def __init__(self, entries: Mapping[str, tuple[str, str, Callable[[], Side]]]) -> None:
+    def __init__(self, entries: Mapping[str, tuple[str, str, Callable[[], Side]]], keep_bytes: int = 0,
+                 borrowed: Sequence[np.ndarray] = ()) -> None:
         self._entries = dict(entries)  # name -> (kind, truth, build)
+        self._room = keep_bytes
+        self._borrowed = tuple(borrowed)
+        self._kept: dict[str, Side] = {}
+        self._lock = threading.Lock()
+
+    def keeping(self, keep_bytes: int, borrowed: Sequence[np.ndarray] = ()) -> Sides:
+        """These sides, each baseline kept once built while the kept arrays total at most
+        ``keep_bytes`` (arrays in ``borrowed``, the truth's variances and cells that baselines
+        carry, are alive anyway and not counted); the others are built on every read."""
+        return Sides(self._entries, keep_bytes, borrowed)
 
     def __getitem__(self, name: str) -> Side:
-        return self._entries[name][2]()
+        side = self._kept.get(name)
+        if side is not None:
+            return side
+        kind, _, build = self._entries[name]
+        side = build()
+        if self._room > 0 and kind != "model":  # a model's side is its arrays, already alive
+            size = sum(a.nbytes for a in (side.mean, side.var, side.n)
+                       if a is not None and not any(a is b for b in self._borrowed))
+            with self._lock:
+                if size <= self._room:
+                    self._room -= size
+                    self._kept[name] = side
+        return side
 
     def __iter__(self):
         return iter(self._entries)
@@ -565,8 +590,10 @@ def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
 #: Perturbation × gene entries per block of rows scored at once by the metrics of one
 #: perturbation at a time (32 MB per float64 array); more rows are scored in blocks ...
 _BLOCK_ENTRIES = 4_000_000
-#: ... but in at most this many blocks (each block builds every side once more).
+#: ... but in at most this many blocks (each block builds every side once more) ...
 _MAX_BLOCKS = 8
+#: ... unless it is kept: built baselines kept across the passes, up to this many bytes.
+_KEEP_BYTES = 1 << 30
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -584,8 +611,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     block before the next block, so that their intermediates (deltas, ranks, DE calls; the
     truth's shared by all sides) exist for one block at a time. The metrics that need every row
     (rank, biology) then take the sides once per (input, weighting), so that the truth's P × P
-    products under one of them go before the next one's are made. Each side is therefore built
-    once per block and once per (input, weighting) of those metrics. A row's value does not
+    products under one of them go before the next one's are made. Each side is therefore read
+    once per block and once per (input, weighting) of those metrics; built baselines are kept
+    for the next read up to :data:`_KEEP_BYTES` (the others are built again). A row's value does not
     depend on the other rows, so the result equals one block's bit for bit (what makes shards
     exact, see :mod:`~shrinkpert.evaluation.partition`).
     """
@@ -602,6 +630,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
         if job[0].kind not in ROW_SEPARABLE:
             groups.setdefault((_data_ref(*job[:2]), job[2]), []).append(job)
     n_passes = len(blocks) + len(groups) if blocks else 1
+    if n_passes > 1 and isinstance(sides, Sides):  # read once per pass: keep what was built
+        t = summaries.truth
+        sides = sides.keeping(_KEEP_BYTES, (t.var, t.n_cells, t.half_b_var, t.half_b_n))
     with _scoring_progress(n_passes * len(sides), config.progress) as bar:
         args = (inputs, summaries, sides, weightings, refs, vectors, config, bar)
         if not blocks:

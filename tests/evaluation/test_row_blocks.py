@@ -70,3 +70,38 @@ def test_progress_counts_every_side_of_every_pass(pair, monkeypatch, caplog, cap
     total = (n_blocks + n_rank_passes) * n_sides
     err = capsys.readouterr().err
     assert "shrinkpert: scoring: 100%" in err and f"| {total}/{total} [" in err, err[-300:]
+
+
+def test_kept_sides_change_nothing(pair, monkeypatch):
+    """Built baselines kept across the passes (the default) or rebuilt on every read: the same table."""
+    kept = _evaluate(pair, monkeypatch, 4)
+    with monkeypatch.context() as m:
+        m.setattr(steps, "_KEEP_BYTES", 0)
+        rebuilt = _evaluate(pair, monkeypatch, 4)
+    _assert_identical(kept, rebuilt)
+
+
+def test_sides_kept_within_their_budget():
+    """Baselines are built once while they fit the budget, then on every read; models and the
+    arrays they borrow from the truth are not counted."""
+    import numpy as np
+
+    borrowed = np.zeros((3, 4))
+    builds = {"model": 0, "a": 0, "b": 0, "c": 0}
+
+    def build(name, own_var):
+        def make():
+            builds[name] += 1
+            return steps.Side(np.ones((3, 4)), np.ones((3, 4)) if own_var else borrowed, np.ones(3), "full", "negative")
+        return make
+
+    sides = steps.Sides({"model": ("model", "full", build("model", True)), "a": ("negative", "full", build("a", False)),
+                         "b": ("negative", "full", build("b", True)), "c": ("negative", "full", build("c", False))})
+    kept = sides.keeping(120 + 216, borrowed=(borrowed,))  # a (mean and cells: 96 + 24 bytes), b (96 + 96 + 24)
+    for _ in range(3):
+        for name in kept:
+            assert kept[name].mean.shape == (3, 4)
+    assert builds == {"model": 3, "a": 1, "b": 1, "c": 3}
+    for name in sides:  # the sides themselves keep nothing
+        sides[name]
+    assert builds == {"model": 4, "a": 2, "b": 2, "c": 4}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numba
 
-__all__ = ["kernel", "thread_limit", "one_thread_blas", "resolve_threads", "cached_kernels_present"]
+__all__ = ["kernel", "thread_limit", "one_thread_blas", "resolve_threads", "cached_kernels_present", "threading_layer"]
 
 
 def kernel(func: Callable | None = None, *, parallel: bool = False) -> Callable:
@@ -63,6 +63,24 @@ def thread_limit(n_threads: int | None) -> Iterator[int]:
         yield n
     finally:
         numba.set_num_threads(previous)
+
+
+@kernel(parallel=True)
+def _start(x):  # the smallest parallel kernel: running it makes Numba choose its threading layer
+    for i in numba.prange(x.shape[0]):
+        x[i] = i
+
+
+def threading_layer() -> str:
+    """Numba's threading layer (``"omp"``, ``"tbb"`` or ``"workqueue"``), chosen now if no parallel
+    kernel has run yet. Only ``omp`` and ``tbb`` run parallel kernels from several threads at once."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # chosen at the first parallel launch
+        import numpy as np
+
+        _start(np.zeros(2))
+        return numba.threading_layer()
 
 
 @functools.lru_cache(maxsize=1)

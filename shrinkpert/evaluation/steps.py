@@ -176,7 +176,8 @@ class Summaries:
 
 
 def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, escape: Any = None) -> Summaries:
-    """Step 2: one streaming pass over each input (see the module docstring)."""
+    """Step 2: one streaming pass over each input (see the module docstring), two at a time when
+    Numba's threads allow (as for the sides, :func:`_side_workers`)."""
     from ..baselines import summarize_truth
     from ..stats.group import group_statistics
 
@@ -188,17 +189,25 @@ def summarise(inputs: EvaluationInputs, *, config: EvaluationConfig, seed: int, 
         from ..ontarget import perturbed_weights
 
         weights = perturbed_weights(escape)
-    truth = summarize_truth(inputs.truth, perturbation_key=inputs.truth.perturbation_key,
-                            control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude,
-                            weights=weights, **stream)
-    preds = {}
-    for name, data in inputs.preds.items():
+
+    def one_pass(name: str | None) -> Any:
+        if name is None:  # the truth
+            return summarize_truth(inputs.truth, perturbation_key=inputs.truth.perturbation_key,
+                                   control=inputs.truth.control, scale=inputs.scale, seed=seed, exclude=exclude,
+                                   weights=weights, **stream)
+        data = inputs.preds[name]
         pstats = group_statistics(data, data.labels(), normalize=None if inputs.scale == "log1p" else "log1p",
                                   **stream)
         prow = pd.Index(pstats.groups.astype(str)).get_indexer(inputs.perturbations)
         pcol = pd.Index(pstats.genes.astype(str)).get_indexer(inputs.genes)
-        preds[name] = (freeze(np.asarray(pstats.mean)[np.ix_(prow, pcol)]),
-                       freeze(np.asarray(pstats.var)[np.ix_(prow, pcol)]), freeze(np.asarray(pstats.n_cells)[prow]))
+        return (freeze(np.asarray(pstats.mean)[np.ix_(prow, pcol)]),
+                freeze(np.asarray(pstats.var)[np.ix_(prow, pcol)]), freeze(np.asarray(pstats.n_cells)[prow]))
+
+    # the passes run two at a time (one pass leaves part of two cores idle: reading, then a kernel)
+    passes = [None, *inputs.preds]
+    done = dict(_in_order(one_pass, passes, _side_workers(config, len(passes))))
+    truth = done.pop(None)
+    preds = done
     return Summaries(truth=truth, preds=preds,
                      truth_cells_excluded=int(exclude.sum()) if exclude is not None else 0)
 
@@ -803,15 +812,9 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
 def _side_workers(config: EvaluationConfig, n_sides: int) -> int:
     """How many sides are scored at once: one per Numba thread (at most two), one when Numba's
     threading layer cannot run parallel kernels from several threads (``workqueue``)."""
-    import numba
+    from .._numba import resolve_threads, threading_layer
 
-    from .._numba import resolve_threads
-
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet: the layer is unknown
-        return 1
-    if layer not in ("omp", "tbb"):
+    if threading_layer() not in ("omp", "tbb"):
         return 1
     return max(1, min(2, resolve_threads(config.n_threads), n_sides))
 

@@ -584,16 +584,19 @@ def _ceilings(jobs, truth: Any, weightings: Mapping[str, np.ndarray | None],
     """Closed-form noise ceilings of the metrics that have one, against the raw truth and the control."""
     from ..calibration.ceiling import CLOSED_FORMS, noise_ceiling
 
-    out = {}
     if config.truth_effects != "raw":
-        return out
-    for spec, ref, wname in jobs:
-        if spec.name in CLOSED_FORMS and ref in ("none", "control"):
-            fit = noise_ceiling(truth.mean, truth.var, truth.n_cells, truth.control_mean, truth.control_var,
-                                truth.control_n, spec.name, weights=weightings[wname], method="closed_form")
-            expected = np.asarray(fit.expected, dtype=np.float64)
-            out[(spec.name, ref, wname)] = float(np.nanmean(expected)) if np.isfinite(expected).any() else np.nan
-    return out
+        return {}
+
+    def one(job: tuple[MetricSpec, str, str]) -> float:
+        spec, _, wname = job
+        fit = noise_ceiling(truth.mean, truth.var, truth.n_cells, truth.control_mean, truth.control_var,
+                            truth.control_n, spec.name, weights=weightings[wname], method="closed_form")
+        expected = np.asarray(fit.expected, dtype=np.float64)
+        return float(np.nanmean(expected)) if np.isfinite(expected).any() else np.nan
+
+    todo = [job for job in jobs if job[0].name in CLOSED_FORMS and job[1] in ("none", "control")]
+    return {(spec.name, ref, wname): value
+            for (spec, ref, wname), value in _in_order(one, todo, _side_workers(config, len(todo)))}
 
 
 #: Perturbation × gene entries per block of rows scored at once by the metrics of one
@@ -819,9 +822,10 @@ def _side_workers(config: EvaluationConfig, n_sides: int) -> int:
     return max(1, min(2, resolve_threads(config.n_threads), n_sides))
 
 
-def _in_order(func: Callable[[str], Any], names: list[str], workers: int):
-    """``(name, func(name))`` for each of ``names`` in their order, ``workers`` calls running at once
-    in threads, each with the calling thread's Numba thread count; one worker: in this thread."""
+def _in_order(func: Callable[[Any], Any], names: list[Any], workers: int):
+    """``(name, func(name))`` for each of ``names`` (sides, or any items) in their order, ``workers``
+    calls running at once in threads, each with the calling thread's Numba thread count; one
+    worker: in this thread."""
     if workers == 1:
         for name in names:
             yield name, func(name)
@@ -985,20 +989,25 @@ def tabulate(scores: Scores, *, config: EvaluationConfig, seed: int, params: Map
         from ..calibration.bootstrap import resample_indices
 
         draws = resample_indices(len(scores.perturbations), config.n_boot, seed)
-    for model in scores.models:
-        for spec, ref, wname in scores.jobs:
-            negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
-            bootstrap = (dict(n_boot=config.n_boot, level=config.level, seed=seed, indices=draws)
-                         if config.calibrate else None)
-            frame, row = _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model,
-                                       scores.perturbations, base, negative, config.positive, bootstrap,
-                                       exploit=None if draws is None else (draws, config.level))
-            row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)
-            if several:
-                frame.insert(0, "model", model)
-                row = {"model": model, **row}
-            records.append(frame)
-            rows.append(row)
+    bootstrap = dict(n_boot=config.n_boot, level=config.level, seed=seed, indices=draws) if config.calibrate else None
+
+    def one(item: tuple[str, tuple[MetricSpec, str, str]]) -> tuple[pd.DataFrame, dict[str, Any]]:
+        model, (spec, ref, wname) = item
+        negative = negative_for(spec, ref) if config.negative == "auto" else config.negative
+        return _tabulate_one(spec, ref, wname, scores.values[(spec.name, ref, wname)], model, scores.perturbations,
+                             base, negative, config.positive, bootstrap,
+                             exploit=None if draws is None else (draws, config.level))
+
+    # every (model, metric, reference, weighting) on its own (the bootstrap draws are shared, read only),
+    # two at a time like the sides; collected in order
+    items = [(model, job) for model in scores.models for job in scores.jobs]
+    for (model, (spec, ref, wname)), (frame, row) in _in_order(one, items, _side_workers(config, len(items))):
+        row["ceiling"] = scores.ceilings.get((spec.name, ref, wname), np.nan)
+        if several:
+            frame.insert(0, "model", model)
+            row = {"model": model, **row}
+        records.append(frame)
+        rows.append(row)
     values = pd.concat(records, ignore_index=True)
     index = ["model", "metric", "weighting", "reference"] if several else ["metric", "weighting", "reference"]
     summary = pd.DataFrame(rows).set_index(index).sort_index()

@@ -6,7 +6,7 @@ PERTURBATION_KEY = "perturbation"
 CONTROL = "non-targeting"
 TARGET_SUM = 1e4
 MIN_CELLS = 3
-CHUNK_SIZE = None  # rows per block; None picks ~32 MB blocks from the matrix density
+CHUNK_SIZE = None  # rows per block; None picks 32-128 MB blocks from the matrix density
 SCALES = ("log1p", "log2fc")
 NORMALIZATIONS = (None, "log1p", "total")
 

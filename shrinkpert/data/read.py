@@ -35,6 +35,11 @@ from .lazy import is_dask_array, is_zarr_store, lazy_matrix, matrix_element, zar
 __all__ = ["Block", "MatrixSource", "open_matrix", "backing_path", "row_totals", "scale_factors", "read_annotations"]
 
 _TARGET_BLOCK_BYTES = 32 * 2**20
+#: Sparse rows are read in larger blocks: the group kernel adds each row into its group's
+#: accumulator row, and with cells in random order a block of 32 MB holds about one cell per
+#: group (perturbation × half), so nearly every update misses the cache. Blocks four times larger
+#: made the truth's pass of a 300k × 8k × 1,000 file 10.0 -> 8.6 s and the prediction's 5.9 -> 4.2 s.
+_TARGET_SPARSE_ROW_BYTES = 128 * 2**20
 _MIN_BLOCK_BYTES = 2**20
 
 
@@ -100,7 +105,8 @@ class MatrixSource:
         return int(self._indptr[-1])
 
     def auto_chunk_size(self) -> int:
-        """Rows (or genes) per block: about 32 MB of stored values, or 1/8 of a smaller matrix.
+        """Rows (or genes) per block: about 32 MB of stored values (128 MB for CSR rows), or 1/8 of
+        a smaller matrix.
 
         Streaming keeps two blocks in memory (one read ahead), so small matrices use small
         blocks (at least 1 MB) to keep the peak well below the size of the matrix itself.
@@ -110,7 +116,8 @@ class MatrixSource:
         major = self.shape[0] if self.by_rows else self.shape[1]
         item = self.dtype.itemsize + (0 if self.kind in ("dense", "h5dense") else 4)
         per_line = max(self.nnz / max(major, 1), 1.0) * item
-        target = min(_TARGET_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, per_line * major / 8))
+        cap = _TARGET_SPARSE_ROW_BYTES if self.kind in ("csr", "h5csr") else _TARGET_BLOCK_BYTES
+        target = min(cap, max(_MIN_BLOCK_BYTES, per_line * major / 8))
         return int(max(1, min(major, target // per_line)))
 
     def blocks(self, chunk_size: int | None = None, rows: slice | None = None,

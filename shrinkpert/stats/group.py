@@ -490,8 +490,9 @@ def group_statistics(
         Optional weight per cell (``obs`` order): weighted means, reliability-weighted variances
         and Kish effective counts (:func:`cell_pass` gives the formulas).
     chunk_size
-        Rows per block (genes per block for CSC storage); default ≈ 32 MB blocks. For a Dask
-        matrix: rows per task (default: the array's row chunks).
+        Rows per block (genes per block for CSC storage); default ≈ 128 MB blocks of CSR rows,
+        32 MB otherwise, at most 1/8 of the matrix. For a Dask matrix: rows per task (default:
+        the array's row chunks).
     n_threads
         Numba threads (default: all). Results do not depend on it beyond floating-point
         summation order (exact for integer data).

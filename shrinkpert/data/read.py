@@ -41,6 +41,11 @@ _TARGET_BLOCK_BYTES = 32 * 2**20
 #: made the truth's pass of a 300k × 8k × 1,000 file 10.0 -> 8.6 s and the prediction's 5.9 -> 4.2 s.
 _TARGET_SPARSE_ROW_BYTES = 128 * 2**20
 _MIN_BLOCK_BYTES = 2**20
+#: The matrix's file is opened without HDF5's chunk cache. Blocks are read in
+#: order and span many chunks, so no chunk is read twice but at the ends of a block; with the
+#: cache (1 MB by default) every chunk that fits it was read into the cache and then copied,
+#: which made reading a 4 GB CSR matrix 1.75-2.08 s (0.63 s user CPU) instead of 1.29 s (0.2 s).
+_CHUNK_CACHE_BYTES = 0
 
 
 def compute_dtype(dtype: Any) -> np.dtype:
@@ -278,7 +283,7 @@ def open_matrix(source: Any, layer: str | None = None) -> Iterator[MatrixSource]
     if path is not None:
         _check_h5ad_path(path)
         try:
-            fh = h5py.File(path, "r")
+            fh = h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except OSError as exc:
             raise _damaged(path, exc) from None
         with fh:

@@ -180,6 +180,28 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _one_profile(a: np.ndarray) -> bool:
+    """Every row of ``a`` equal to the first (a prediction of one profile for every perturbation)."""
+    return a.shape[0] > 1 and bool(np.array_equal(a[1], a[0])) and bool((a == a[:1]).all())
+
+
+def _product(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a @ c.T``; when the rows of ``c`` (or of ``a``) are all equal, one matrix-vector product
+    broadcast to P × P (a read-only view).
+
+    A side that predicts one profile for every perturbation (the control, the mean of all
+    perturbations) then costs O(P·G) instead of P²·G. Each entry is still a dot product of the
+    same two rows, summed in another order: within the rounding bound that :func:`_approx` assumes.
+    """
+    shape = (a.shape[0], c.shape[0])
+    with one_thread_blas():
+        if _one_profile(c):
+            return np.broadcast_to((a @ c[0])[:, None], shape)
+        if _one_profile(a):
+            return np.broadcast_to((c @ a[0])[None, :], shape)
+    return _matmul(a, c.T)
+
+
 def _exact(q, c, base, target, kind, rows, cols) -> np.ndarray:
     """Exact kernel values of the pairs (rows[m], cols[m]); ``rows`` sorted.
 
@@ -307,7 +329,7 @@ class PairSums:
 
     def _full_product(self, centred: bool) -> np.ndarray:
         x, y = self._sides("pred", centred)
-        return _matmul(x * self.base[0], y.T)
+        return _product(x * self.base[0], y)
 
     def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
@@ -321,7 +343,7 @@ class PairSums:
             v = self._weights()
             scope = self.truth_scope if anchor == "pred" else self.pred_scope
             key = ("pairwise", "centred" if centred else "raw", "U", "" if anchor == "pred" else "true")
-            out["U"] = reuse(scope, key, lambda: _matmul(v, c.T))
+            out["U"] = reuse(scope, key, lambda: _product(v, c))
         return out
 
     def _sums(self, anchor: str, centred: bool) -> dict[str, np.ndarray]:
@@ -362,8 +384,8 @@ class PairSums:
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _matmul(vq, c.T))
-            t_pc = reuse(cscope, (*key, "T", side), lambda: _matmul(v, (c * c).T))
+            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _product(vq, c))
+            t_pc = reuse(cscope, (*key, "T", side), lambda: _product(v, c * c))
             out = {"S": s, "T": t_pc, "AT": t_pc}
             out["AQ2"] = out["Q2"] = np.einsum("pg,pg->p", vq, q)
             out["Q1"] = vq.sum(axis=1)

@@ -143,16 +143,31 @@ def test_products_equal_the_direct_kernel(rng, weighting, with_target):
     assert np.isfinite(got[("discrimination_score", "l1")]).all()
 
 
-def test_mode_collapse_and_single_profile_predictions(rng):
+@pytest.mark.parametrize("weighting", ["none", "shared", "per_row"])
+def test_mode_collapse_and_single_profile_predictions(rng, weighting):
+    """One profile for every perturbation: its products are one matrix-vector product each."""
     pred, true, target = _awkward(rng)
+    P, G = true.shape
+    weights = {"none": None, "shared": rng.uniform(0, 2, size=G) * (rng.random(G) < 0.9),
+               "per_row": rng.uniform(0, 2, size=(P, G)) * (rng.random((P, G)) < 0.9)}[weighting]
     for collapsed in (np.tile(true.mean(axis=0), (true.shape[0], 1)), np.zeros_like(true),
                       np.full_like(true, 0.25)):
-        got = assert_same(collapsed, true, None, target)
+        got = assert_same(collapsed, true, weights, target)
         # every prediction the same: each true row sees all predictions tied, P-1 ties count half
         if np.any(collapsed):
             P = true.shape[0]
             finite = np.isfinite(got[("perturbench_rank", "l2")])
             np.testing.assert_array_equal(got[("perturbench_rank", "l2")][finite], (P - 1) / (2 * P))
+
+
+def test_one_profile_products_are_broadcast_views(rng):
+    """The shortcut is taken (no P × P product) and each entry is the dot product of its two rows."""
+    a, c = rng.normal(size=(7, 13)), rng.normal(size=(5, 13))
+    one = np.tile(c[2], (5, 1))
+    for got, want in ((_pairwise._product(a, one), a @ one.T), (_pairwise._product(one, a), one @ a.T)):
+        assert got.strides[0] == 0 or got.strides[1] == 0
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    np.testing.assert_array_equal(_pairwise._product(a, c), a @ c.T)
 
 
 def test_leave_one_out_mean_and_shuffled_rows(rng):

@@ -274,10 +274,10 @@ class _LessTarget:
         block = np.array(self.full[rows], dtype=np.float64)
         target = self.target[rows]
         k = np.flatnonzero(target >= 0)
-        if k.size:
-            ct = self.c[:, target[k]].T  # ct[i, j] = c[j, target of row k[i]]
-            term = self.coef[rows][k][:, None] * ct
-            block[k] -= term * ct if self.square else term
+        if k.size:  # ct[j, i] = c[j, target of row k[i]]; np.take reads along c's rows (faster than c[:, t])
+            ct = np.take(self.c, target[k], axis=1)
+            term = ct * self.coef[rows][k]
+            block[k] -= (term * ct if self.square else term).T
         return block
 
 

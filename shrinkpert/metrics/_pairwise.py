@@ -66,6 +66,7 @@ import numpy as np
 from .._arrays import kernel_input
 from .._numba import one_thread_blas, thread_limit
 from . import _distance_kernels as _k
+from . import _standing_kernels as _sk
 from .shared import reuse
 
 __all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows", "l1_standing",
@@ -76,6 +77,7 @@ _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
 _SMALL_JOB = 20_000_000  # pair-gene terms below which a kernel runs in one thread (waking the pool costs more)
+_SMALL_PAIRS = 200_000  # pairs below which the approximating and counting kernels run in one thread
 _SPARSE = 1.0 / 8.0  # a query row differing from the L1 pivot on at most this fraction of genes keeps them all
 _NEAR = 0.02  # L1 through a pivot when the median residual is below this fraction of the own distances
 _UNSURE = 0.05  # ... and at most this fraction of the pairs is left to the exact kernel
@@ -396,42 +398,30 @@ class PairSums:
 # ----------------------------------------------------------------------------- approximations and bounds
 
 
+def _block(a: np.ndarray, rows: slice, shared: bool = False) -> np.ndarray:
+    """Rows of ``a`` as a C-contiguous float64 block; with ``shared``, a row broadcast to all as one row."""
+    x = a[rows]
+    if shared and x.ndim == 2 and x.shape[0] > 1 and x.strides[0] == 0:
+        x = x[:1]
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
 def _approx(kind: int, z: dict[str, np.ndarray], rows: slice, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate distances (squared for L2) of the rows' pairs and a bound on their distance to the kernel's.
+    """Approximate distances (squared for L2) of the rows' pairs and a bound on their distance to the kernel's
+    (:func:`~shrinkpert.metrics._standing_kernels.product_distances`).
 
     The bound is ``inf`` where the product cannot be trusted (recompute those pairs exactly).
     """
     n = n_genes + 16
     f = 8.0 * (n * _U) / (1.0 - n * _U)
-    aq2 = z["AQ2"][rows, None]
-    at = z["AT"][rows] if z["AT"].shape[0] > 1 else z["AT"]
-    s, t = z["S"][rows], z["T"][rows]
-    q2 = z["Q2"][rows, None]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        if kind == _k.L2:
-            a = np.maximum(q2 - 2.0 * s + t, 0.0)
-            err = f * (np.sqrt(aq2) + np.sqrt(at)) ** 2
-            return a, err
-        if kind == _k.COSINE:
-            num, qq, cc = s, q2, t
-            m = 1.0
-        else:  # PEARSON, centred through the sums
-            sw = z["SW"][rows, None]
-            q1 = z["Q1"][rows, None]
-            u = z["U"][rows]
-            num = s - q1 * u / sw
-            qq = q2 - q1 * q1 / sw
-            cc = t - u * u / sw
-            m = 1.0 + 4.0 * z["ASW"][rows, None] / sw
-        e_num = f * m * np.sqrt(aq2 * at)
-        e_qq = f * m * aq2
-        e_cc = f * m * at
-        q_lo, c_lo = qq - e_qq, cc - e_cc
-        r = num / np.sqrt(qq * cc)
-        e_r = e_num / np.sqrt(q_lo * c_lo) + np.abs(r) * (e_qq / q_lo + e_cc / c_lo) + 8.0 * _U
-        ok = (q_lo > 0) & (c_lo > 0) & (q_lo * c_lo > _TINY) & (e_r < 0.25)
-        d = 1.0 - np.clip(np.where(ok, r, 0.0), -1.0, 1.0)
-        return d, np.where(ok, e_r + 8.0 * _U, np.inf)
+    s, t = _block(z["S"], rows), _block(z["T"], rows, shared=True)
+    u = _block(z["U"], rows, shared=True) if kind == _k.PEARSON else t
+    at = _block(z["AT"], rows if z["AT"].shape[0] > 1 else slice(None), shared=True)
+    sums = [_block(z[key], rows) for key in ("Q2", "Q1", "SW", "AQ2", "ASW")]
+    d, err = np.empty(s.shape), np.empty(s.shape)
+    with thread_limit(None if s.size > _SMALL_PAIRS else 1):
+        _sk.product_distances(kind, s, t, u, at, *sums, f, d, err)
+    return d, err
 
 
 def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standing:
@@ -482,18 +472,10 @@ def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exac
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
         idx = np.arange(rows.start, rows.stop)
-        d, err = approx(rows)
-        tie = groups[None, :] == groups[idx, None]
-        is_less = (d + err < own_lo[idx, None]) & ~tie
-        is_greater = (d - err > own_hi[idx, None]) & ~tie
-        tie[np.arange(idx.size), idx] = False
-        unsure = ~(is_less | is_greater | tie)
-        unsure[np.arange(idx.size), idx] = False
-        skip = undefined[idx]
-        unsure[skip] = False
-        less[idx] = is_less.sum(axis=1)
-        greater[idx] = is_greater.sum(axis=1)
-        equal[idx] = tie.sum(axis=1)
+        d, err = (np.ascontiguousarray(a, dtype=np.float64) for a in approx(rows))
+        unsure = np.empty(d.shape, dtype=np.bool_)
+        with thread_limit(None if d.size > _SMALL_PAIRS else 1):
+            _sk.tally(d, err, own_lo, own_hi, groups, undefined, rows.start, less, equal, greater, unsure)
         r, col = np.nonzero(unsure)
         todo_rows.append(idx[r])
         todo_cols.append(col)

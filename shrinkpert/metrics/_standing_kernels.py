@@ -1,0 +1,108 @@
+r"""Numba kernels that decide, block of rows by block of rows, where each own candidate stands.
+
+:mod:`~shrinkpert.metrics._pairwise` approximates every pair's distance and bounds the error
+(:func:`product_distances` for cosine, Pearson and Euclidean distances from matrix products), then
+:func:`tally` counts, per row, the candidates certainly closer, certainly farther and exactly tied
+with the own candidate, and marks the undecided pairs for the exact kernel. Each replaces about
+fifteen NumPy passes over a rows × candidates block (and their temporaries) with one; the values
+are those of the NumPy expressions they replace, operation for operation (tests compare them with
+NumPy twins, bit for bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .._numba import kernel
+from ._distance_kernels import COSINE, L2
+
+__all__ = ["product_distances", "tally"]
+
+_U = 2.0**-53
+_TINY = 1e-280
+
+
+@kernel(parallel=True)
+def product_distances(kind: int, s: np.ndarray, t: np.ndarray, u: np.ndarray, at: np.ndarray,
+                      q2: np.ndarray, q1: np.ndarray, sw: np.ndarray, aq2: np.ndarray, asw: np.ndarray,
+                      f: float, d: np.ndarray, err: np.ndarray) -> None:
+    r"""Approximate distances ``d`` (squared for L2) of a block of query rows and a bound ``err``
+    on their difference to the exact kernel's (``inf`` where the products cannot be trusted).
+
+    ``s``, ``t``, ``u`` (block × candidates, or one row shared by the block for ``t``, ``u``,
+    ``at``) are :math:`S, T, U` and the candidates' magnitudes :math:`A_T`; ``q2, q1, sw, aq2,
+    asw`` the block's query sums :math:`Q_2, Q_1, W, A_{Q2}, A_W`; ``f`` the rounding factor
+    :math:`F`. With :math:`m = 1` (cosine) or :math:`1 + 4A_W/W` (Pearson):
+
+    * L2: :math:`d = \max(Q_2 - 2S + T, 0)`, :math:`e = F(\sqrt{A_{Q2}} + \sqrt{A_T})^2`;
+    * cosine (:math:`N = S, A = Q_2, C = T`) and Pearson (:math:`N = S - Q_1U/W`,
+      :math:`A = Q_2 - Q_1^2/W`, :math:`C = T - U^2/W`): with :math:`e_N = Fm\sqrt{A_{Q2}A_T}`,
+      :math:`e_A = FmA_{Q2}`, :math:`e_C = FmA_T`, :math:`r = N/\sqrt{AC}`,
+      :math:`e_r = e_N/\sqrt{(A - e_A)(C - e_C)} + |r|(e_A/(A - e_A) + e_C/(C - e_C)) + 8u`;
+      where the lower bounds :math:`A - e_A, C - e_C` are positive, their product above
+      :math:`10^{-280}` and :math:`e_r < 1/4`: :math:`d = 1 - \mathrm{clip}(r, -1, 1)`,
+      :math:`e = e_r + 8u`; elsewhere :math:`d = 1`, :math:`e = \infty`.
+    """
+    n_rows, n = d.shape
+    t_step, u_step, at_step = min(t.shape[0] - 1, 1), min(u.shape[0] - 1, 1), min(at.shape[0] - 1, 1)
+    for i in prange(n_rows):
+        ti, ui, ai = i * t_step, i * u_step, i * at_step  # row i, or the shared row 0
+        if kind == L2:
+            for j in range(n):
+                v = q2[i] - 2.0 * s[i, j] + t[ti, j]
+                d[i, j] = v if (v >= 0.0 or v != v) else 0.0
+                root = np.sqrt(aq2[i]) + np.sqrt(at[ai, j])
+                err[i, j] = f * (root * root)
+            continue
+        fm = f * (1.0 if kind == COSINE else 1.0 + 4.0 * asw[i] / sw[i])
+        for j in range(n):
+            if kind == COSINE:
+                num, qq, cc = s[i, j], q2[i], t[ti, j]
+            else:
+                num = s[i, j] - q1[i] * u[ui, j] / sw[i]
+                qq = q2[i] - q1[i] * q1[i] / sw[i]
+                cc = t[ti, j] - u[ui, j] * u[ui, j] / sw[i]
+            e_num = fm * np.sqrt(aq2[i] * at[ai, j])
+            e_qq = fm * aq2[i]
+            e_cc = fm * at[ai, j]
+            q_lo, c_lo = qq - e_qq, cc - e_cc
+            r = num / np.sqrt(qq * cc)
+            e_r = e_num / np.sqrt(q_lo * c_lo) + np.abs(r) * (e_qq / q_lo + e_cc / c_lo) + 8.0 * _U
+            if q_lo > 0.0 and c_lo > 0.0 and q_lo * c_lo > _TINY and e_r < 0.25:
+                d[i, j] = 1.0 - min(max(r, -1.0), 1.0)
+                err[i, j] = e_r + 8.0 * _U
+            else:
+                d[i, j] = 1.0
+                err[i, j] = np.inf
+
+
+@kernel(parallel=True)
+def tally(d: np.ndarray, err: np.ndarray, own_lo: np.ndarray, own_hi: np.ndarray, groups: np.ndarray,
+          undefined: np.ndarray, row0: int, less: np.ndarray, equal: np.ndarray, greater: np.ndarray,
+          unsure: np.ndarray) -> None:
+    r"""Count, for rows ``row0 + i`` of a block, the candidates decided by ``d ± err``.
+
+    Candidate :math:`j` of row :math:`p` ties when ``groups[j] == groups[p]`` (byte-identical
+    rows), else is certainly closer when :math:`d + e` < ``own_lo[p]`` and certainly farther when
+    :math:`d - e` > ``own_hi[p]``; any other pair is ``unsure`` (left to the exact kernel) unless
+    the row is ``undefined``. The own candidate counts nowhere. ``less``, ``equal``, ``greater``
+    (length P) receive the block's counts; ``unsure`` is block × candidates.
+    """
+    n_rows, n = d.shape
+    for i in prange(n_rows):
+        p = row0 + i
+        lo, hi, gp, dead = own_lo[p], own_hi[p], groups[p], undefined[p]
+        n_less = n_equal = n_greater = 0
+        for j in range(n):
+            if j == p:
+                unsure[i, j] = False
+                continue
+            tie = groups[j] == gp
+            below = not tie and d[i, j] + err[i, j] < lo
+            above = not tie and d[i, j] - err[i, j] > hi
+            n_less += below
+            n_greater += above
+            n_equal += tie
+            unsure[i, j] = not (below or above or tie or dead)
+        less[p], equal[p], greater[p] = n_less, n_equal, n_greater

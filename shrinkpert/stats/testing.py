@@ -173,6 +173,8 @@ def _bh_sorted(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = row_order(p)
     out = np.empty(p.shape)
     bh_from_order(p, order, out)
+    if out.shape == shape:  # the arrays themselves, not views: callers that freeze them keep them uncopied
+        return out, order
     return out.reshape(shape), order.reshape(shape)
 
 

@@ -254,3 +254,44 @@ def gather_block(data, indices, indptr, row_offset, col_offset, row_codes, want_
                 out_vals[n_out] = x
                 n_out += 1
     return n_out
+
+
+_DBL_MAX = np.finfo(np.float64).max
+
+
+@kernel(parallel=True)
+def pool_moments(mean, var, n_r, scale, valid, per_entry, rows, starts, lengths, n, pooled_mean, m2):
+    r"""Means and :math:`M_2` of pooled groups, each the sub-groups ``rows[starts[k]:][:lengths[k]]``.
+
+    For pooled group :math:`k` (sizes :math:`n_r`, ``n[k]`` :math:`= \sum_r n_r`), per gene:
+    :math:`\bar x_k = \sum_r n_r f_r / n_k` with :math:`f_r = \bar x_r` where :math:`n_r > 0`, else
+    0; :math:`M_2 = \sum_r m_r + \sum_r n_r (f_r - \bar x'_k)^2`, where :math:`\bar x'_k` is
+    :math:`\bar x_k` with NaN as 0 and :math:`\pm\infty` as the largest float (``np.nan_to_num``)
+    and :math:`m_r = s^2_r \cdot` ``scale[r]`` where valid (``valid[r]``, or a finite variance when
+    ``per_entry``), else 0. Each sum runs over the sub-groups left to right, starting from the first
+    term (as :func:`~shrinkpert.stats.group._sum_segments`).
+    """
+    n_genes = mean.shape[1]
+    for k in prange(starts.shape[0]):
+        first, m = starts[k], lengths[k]
+        for g in range(n_genes):
+            total = 0.0
+            for j in range(m):
+                r = rows[first + j]
+                term = n_r[r] * (mean[r, g] if n_r[r] > 0 else 0.0)
+                total = term if j == 0 else total + term
+            mk = total / n[k]
+            pooled_mean[k, g] = mk
+            centre = 0.0 if mk != mk else min(max(mk, -_DBL_MAX), _DBL_MAX)
+            own = 0.0
+            spread = 0.0
+            for j in range(m):
+                r = rows[first + j]
+                v = var[r, g]
+                ok = np.isfinite(v) if per_entry else valid[r]
+                term = v * scale[r] if ok else 0.0
+                d = (mean[r, g] if n_r[r] > 0 else 0.0) - centre
+                sq = n_r[r] * (d * d)
+                own = term if j == 0 else own + term
+                spread = sq if j == 0 else spread + sq
+            m2[k, g] = own + spread

@@ -27,7 +27,7 @@ from . import _kernels as K
 __all__ = ["GroupStatistics", "group_statistics"]
 
 #: Group × gene entries per block of genes pooled at once by :meth:`GroupStatistics.collapse`.
-_COLLAPSE_ENTRIES = 4_000_000
+_COLLAPSE_ENTRIES = 250_000
 
 log = logging.getLogger("shrinkpert")
 
@@ -132,14 +132,18 @@ class GroupStatistics:
         or :math:`(W - V/W)\\,\\mathrm{var}` when weighted."""
         return self._m2_of(self.var)
 
-    def _m2_of(self, var: np.ndarray) -> np.ndarray:
-        """:attr:`m2` of ``var``, some columns of :attr:`var` (every group)."""
+    def _m2_scale(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The factor per group that turns a variance into :attr:`m2`, and the groups where it
+        applies (``None`` when weighted: wherever the variance is finite)."""
         if self.weighted:
             with np.errstate(invalid="ignore", divide="ignore"):
-                denom = (self.weight_sum - self.weight_sq / self.weight_sum)[:, None]
-            return np.where(np.isfinite(var), var * denom, 0.0)
-        n = self.n_cells[:, None].astype(np.float64)
-        return np.where(n > 1, var * (n - 1), 0.0)
+                return self.weight_sum - self.weight_sq / self.weight_sum, None
+        return self.n_cells.astype(np.float64) - 1.0, self.n_cells > 1
+
+    def _m2_of(self, var: np.ndarray) -> np.ndarray:
+        """:attr:`m2` of ``var``, some columns of :attr:`var` (every group)."""
+        scale, valid = self._m2_scale()
+        return np.where(np.isfinite(var) if valid is None else valid[:, None], var * scale[:, None], 0.0)
 
     @property
     def detection(self) -> np.ndarray:
@@ -232,25 +236,29 @@ class GroupStatistics:
 
         order = np.argsort(codes, kind="stable")  # sub-groups of each pooled group, in their order
         starts = np.searchsorted(codes[order], np.arange(len(pooled)))
+        lengths = np.diff(np.r_[starts, len(codes)])
+        identity = bool((order == np.arange(len(order))).all())
 
         def add(values):  # every pooled group has at least one sub-group (factorize)
-            return np.add.reduceat(values[order], starts, axis=0)
+            values = values if identity else values[order]
+            if values.ndim == 1:
+                return np.add.reduceat(values, starts)
+            return _sum_segments(values, starts, lengths)
 
-        n_r = self.total_weight[:, None]  # cells, or total weights
-        n = add(self.total_weight)[:, None]
+        n = add(self.total_weight)  # cells, or total weights
         shape = (len(pooled), len(self.genes))
         mean, m2, sums = np.empty(shape), np.empty(shape), np.empty(shape, dtype=self.sum.dtype)
         nnz = None if self.n_nonzero is None else np.empty(shape, dtype=self.n_nonzero.dtype)
-        # a block of genes at a time: the temporaries are groups × block, not groups × genes
-        # (the same operations on every entry, so the same values)
+        scale, valid = self._m2_scale()
+        K.pool_moments(*(np.ascontiguousarray(a, dtype=np.float64) for a in (self.mean, self.var, self.total_weight,
+                                                                            scale)),
+                       np.ones(len(scale), np.bool_) if valid is None else valid, valid is None,
+                       *(a.astype(np.int64) for a in (order, starts, lengths)), n, mean, m2)
+        n = n[:, None]
+        # sums a block of genes at a time: the temporaries are groups × block, not groups × genes
         step = max(1, _COLLAPSE_ENTRIES // max(1, len(self.groups)))
         for start in range(0, shape[1], step):
             cols = slice(start, start + step)
-            filled = np.where(n_r > 0, self.mean[:, cols], 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean[:, cols] = add(n_r * filled) / n
-            spread = n_r * (filled - np.nan_to_num(mean[:, cols])[codes]) ** 2
-            m2[:, cols] = add(self._m2_of(self.var[:, cols])) + add(spread)
             sums[:, cols] = add(self.sum[:, cols])
             if nnz is not None:
                 nnz[:, cols] = add(self.n_nonzero[:, cols])
@@ -345,6 +353,22 @@ class _RowAccumulator:
         bounds = K.group_bounds(codes[order], self.flags.shape[0])
         K.accumulate_csr(values.data, values.indices, values.indptr, codes, weights, order, bounds, lib, use_lib,
                          shift, mode, target_sum, check_counts, self.acc, totals, self.flags)
+
+
+def _sum_segments(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The sums of segments of ``lengths`` rows (each at least one) starting at ``starts``, each
+    segment's rows added left to right.
+
+    Vectorised across the segments: one pass per row position (8x faster than
+    ``np.add.reduceat(values, starts, axis=0)`` on 2,001 × 2,000 pairs of halves). For segments of
+    one or two rows (a truth's halves) the values are reduceat's; for longer ones reduceat adds the
+    later rows together first, so float sums differ from it in the last bits.
+    """
+    out = values[starts]
+    for j in range(1, int(lengths.max(initial=1))):
+        longer = np.flatnonzero(lengths > j)
+        out[longer] += values[starts[longer] + j]
+    return out
 
 
 def _drop_groups(codes: np.ndarray, groups: pd.Index, exclude: Sequence[str]) -> tuple[np.ndarray, pd.Index]:

@@ -112,3 +112,74 @@ def test_bad_weights_are_refused():
         group_statistics(adata, "group", weights=np.ones(5))
     with pytest.raises(InputError, match="finite and non-negative"):
         group_statistics(adata, "group", weights=np.r_[-1.0, np.ones(19)])
+
+
+def _sequential(values, starts):
+    """Each segment's rows summed left to right, starting from the first row."""
+    out = []
+    for lo, hi in zip(starts, np.r_[starts[1:], len(values)]):
+        total = values[lo].copy()
+        for row in values[lo + 1:hi]:
+            total = total + row
+        out.append(total)
+    return np.array(out)
+
+
+def _twin_pool(mean, var, n_r, scale, valid, codes, order, starts):
+    """The NumPy expressions pool_moments replaced (GroupStatistics.collapse before the kernel),
+    with each pooled sum taken left to right."""
+    def add(values):
+        return _sequential(values[order], starts)
+
+    n_r = n_r[:, None]
+    n = add(n_r[:, 0])[:, None]
+    filled = np.where(n_r > 0, mean, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        pooled = add(n_r * filled) / n
+        spread = n_r * (filled - np.nan_to_num(pooled)[codes]) ** 2
+        own = np.where(np.isfinite(var) if valid is None else valid[:, None], var * scale[:, None], 0.0)
+    return pooled, add(own) + add(spread)
+
+
+@pytest.mark.parametrize("per_entry", [False, True])
+def test_pool_moments_equals_its_numpy_twin(per_entry):
+    """Sub-groups in any order, of one to four rows, empty ones, NaN and infinite values: the same bits."""
+    from shrinkpert.stats import _kernels as K
+
+    rng = np.random.default_rng(11)
+    n_sub, n_genes = 23, 9
+    codes = rng.permutation(np.r_[np.arange(8), rng.integers(0, 8, n_sub - 8)])
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(8))
+    lengths = np.diff(np.r_[starts, n_sub])
+    mean, var = rng.normal(size=(n_sub, n_genes)), rng.uniform(0, 2, size=(n_sub, n_genes))
+    n_r = rng.uniform(0.5, 30, n_sub)
+    n_r[order[starts[3]:starts[4]]] = 0.0  # a pooled group without cells: NaN mean
+    mean[order[starts[3]:starts[4]]] = np.nan
+    var[2, 1], var[5, 3] = np.nan, np.inf
+    mean[order[starts[5]], 2] = np.inf  # an infinite pooled mean is centred at the largest float (nan_to_num)
+    scale = rng.uniform(0.5, 20, n_sub)
+    valid = None if per_entry else rng.uniform(size=n_sub) < 0.7
+    n = _sequential(n_r[order], starts)
+    got_mean, got_m2 = np.empty((8, n_genes)), np.empty((8, n_genes))
+    K.pool_moments(mean, var, n_r, scale, np.ones(n_sub, bool) if valid is None else valid, per_entry,
+                   order.astype(np.int64), starts.astype(np.int64), lengths.astype(np.int64), n, got_mean, got_m2)
+    want_mean, want_m2 = _twin_pool(mean, var, n_r, scale, valid, codes, order, starts)
+    np.testing.assert_array_equal(got_mean, want_mean)
+    np.testing.assert_array_equal(got_m2, want_m2)
+    assert np.isnan(got_mean[3]).all() and np.isinf(got_mean[5, 2])
+
+
+def test_sum_segments_adds_each_segment_left_to_right():
+    from shrinkpert.stats.group import _sum_segments
+
+    rng = np.random.default_rng(12)
+    values = rng.normal(size=(17, 5)) * 10.0 ** rng.integers(-8, 8, size=(17, 5))
+    starts = np.array([0, 1, 4, 5, 11])
+    lengths = np.diff(np.r_[starts, 17])
+    np.testing.assert_array_equal(_sum_segments(values, starts, lengths), _sequential(values, starts))
+    ints = rng.integers(0, 100, size=(17, 5))
+    np.testing.assert_array_equal(_sum_segments(ints, starts, lengths), np.add.reduceat(ints, starts, axis=0))
+    pairs = np.arange(0, 17, 2)  # segments of one or two rows (a truth's halves): reduceat's own bits
+    np.testing.assert_array_equal(_sum_segments(values, pairs, np.diff(np.r_[pairs, 17])),
+                                  np.add.reduceat(values, pairs, axis=0))

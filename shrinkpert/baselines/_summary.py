@@ -106,12 +106,16 @@ class TruthSummary:
         variance terms :math:`s^2/n` (control variance floor); an undefined variance (a group of one
         cell) counts as 0. Returns ``(difference, WelchTest)``.
         """
+        return mean - self.control_mean[None, :], self.welch_versus_control(var, n)
+
+    def welch_versus_control(self, var: np.ndarray, n: np.ndarray) -> Any:
+        """The Welch test of :meth:`versus_control` alone (it depends on the variances and sizes only)."""
         from ..stats.testing import welch
 
         n = np.asarray(n, dtype=np.float64)[:, None]
-        test = welch(np.nan_to_num(var, nan=0.0) / n, n,
-                     np.nan_to_num(self.control_var, nan=0.0)[None, :] / self.control_n, self.control_n)
-        return mean - self.control_mean[None, :], test
+        terms = np.nan_to_num(var, nan=0.0)
+        terms /= n  # in place: one P × G temporary, not two
+        return welch(terms, n, np.nan_to_num(self.control_var, nan=0.0)[None, :] / self.control_n, self.control_n)
 
 
 def summarize_truth(

@@ -527,7 +527,7 @@ def de_calls(mean: np.ndarray, var: np.ndarray, n: np.ndarray, truth: Any, pertu
     from ..stats.testing import welch_bh
 
     lfc = mean - truth.control_mean[None, :]  # (as versus_control computes it)
-    test = reuse(welch_cache, (id(var), id(n)), lambda: truth.versus_control(mean, var, n)[1])
+    test = reuse(welch_cache, (id(var), id(n)), lambda: truth.welch_versus_control(var, n))
     if method == "test":
         q, order = welch_bh(lfc, test, alpha=alpha)
         return DECalls(lfc=freeze(lfc), q=freeze(q), perturbations=perturbations, genes=genes,

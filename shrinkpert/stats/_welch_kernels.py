@@ -1,4 +1,5 @@
-r"""Numba kernel of the Welch standard error and degrees of freedom (:func:`~shrinkpert.stats.testing.welch`).
+r"""Numba kernels of the Welch standard error and degrees of freedom (:func:`~shrinkpert.stats.testing.welch`)
+and of its p-values (:func:`~shrinkpert.stats.testing.welch_pvalue`).
 
 One pass over every (row, gene) entry of broadcast inputs, each entry computed with the same
 operations in the same order as the array expressions of the NumPy twin in the tests
@@ -23,6 +24,7 @@ import math
 from numba import prange
 
 from .._numba import kernel
+from ._t_kernels import t_tail
 
 
 @kernel
@@ -67,3 +69,17 @@ def welch_terms(v_a, n_a, v_b, n_b, floor_at_b, std_error, df, floored):
             df[i, j] = se2 * se2 / denom if (se2 > 0.0 and denom > 0.0) else 1.0
             std_error[i, j] = math.sqrt(se2)
             floored[i, j] = low
+
+
+@kernel(parallel=True)
+def welch_p(diff, std_error, df, out):
+    r"""Two-sided Welch p-values of 1-D arrays: :math:`2P(T_\nu > |d|/\mathrm{SE})`
+    (:func:`~shrinkpert.stats._t_kernels.t_tail`), 1 where the SE is not positive, and 1 without
+    the tail where :math:`d = 0` and :math:`\nu > 0` (there the tail is exactly 1/2)."""
+    for i in prange(out.shape[0]):
+        se = std_error[i]
+        if se > 0.0:
+            t = abs(diff[i] / se)
+            out[i] = 1.0 if (t == 0.0 and df[i] > 0.0) else 2.0 * t_tail(t, df[i])
+        else:
+            out[i] = 1.0

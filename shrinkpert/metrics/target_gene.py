@@ -167,14 +167,10 @@ def target_rank_score(pred: Any, truth: Any, *, target_index: Any) -> float | np
     p, t, idx, vector = _pair(pred, truth, target_index)
     n_genes = p.shape[1]
     out = np.full(p.shape[0], np.nan)
-    rows = np.flatnonzero(idx >= 0)
-    if rows.size and n_genes > 1:
-        direction = np.sign(t[rows, idx[rows]])[:, None]
-        key = np.where(direction != 0, -direction * p[rows], -np.abs(p[rows]))
-        own = key[np.arange(rows.size), idx[rows]][:, None]
-        # average rank of the target = genes strictly before it + the mean position in its tie group
-        rank = (key < own).sum(axis=1) + ((key == own).sum(axis=1) + 1) / 2.0
-        out[rows] = 1 - (rank - 1) / (n_genes - 1)
+    if n_genes > 1:  # the target's mean rank among the keys, one pass per row (the kernel's docstring)
+        from ._target_kernels import target_rank_rows
+
+        target_rank_rows(np.ascontiguousarray(p), np.ascontiguousarray(t), idx, out)
     return _out(out, vector)
 
 

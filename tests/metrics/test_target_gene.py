@@ -105,3 +105,33 @@ def test_errors(deltas):
         penetrance_error([1.2], [0.5])
     with pytest.raises(InputError, match="same length"):
         dose_order_score([1.0], [1.0, 2.0], groups=["a"])
+
+
+def _target_rank_twin(p, t, idx):
+    """The NumPy expressions the kernel replaced (target_rank_score before it)."""
+    out = np.full(p.shape[0], np.nan)
+    rows = np.flatnonzero(idx >= 0)
+    direction = np.sign(t[rows, idx[rows]])[:, None]
+    key = np.where(direction != 0, -direction * p[rows], -np.abs(p[rows]))
+    own = key[np.arange(rows.size), idx[rows]][:, None]
+    rank = (key < own).sum(axis=1) + ((key == own).sum(axis=1) + 1) / 2.0
+    out[rows] = 1 - (rank - 1) / (p.shape[1] - 1)
+    return out
+
+
+def test_target_rank_kernel_equals_its_numpy_twin():
+    """Knockdowns, activations, zero and NaN true changes, ties with the target, unmeasured targets."""
+    from shrinkpert.metrics._target_kernels import target_rank_rows
+
+    rng = np.random.default_rng(21)
+    p = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=(40, 13)) + rng.normal(0, 1, (40, 13)) * (rng.random((40, 13)) < 0.5)
+    t = rng.normal(size=(40, 13))
+    idx = rng.integers(-1, 13, size=40)
+    idx[:10] = [0, 4, 12, 3, 3, 6, 9, 2, -1, -1]
+    t[np.arange(5), idx[:5]] = 0.0  # no true change at the target: ranked by |change|
+    t[7, idx[7]] = np.nan  # a NaN sign: NaN keys, rank 1/2
+    out = np.full(40, np.nan)
+    target_rank_rows(p, t, idx, out)
+    np.testing.assert_array_equal(out, _target_rank_twin(p, t, idx))
+    assert np.isnan(out[idx < 0]).all() and np.isfinite(out[idx >= 0]).all() and (idx < 0).any()
+    assert out[7] == 1 - (0.5 - 1) / 12

@@ -27,7 +27,7 @@ from . import _kernels as K
 __all__ = ["GroupStatistics", "group_statistics"]
 
 #: Group × gene entries per block of genes pooled at once by :meth:`GroupStatistics.collapse`.
-_COLLAPSE_ENTRIES = 250_000
+_COLLAPSE_ENTRIES = 4_000_000
 
 log = logging.getLogger("shrinkpert")
 

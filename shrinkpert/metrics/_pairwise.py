@@ -13,8 +13,8 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
 
    * cosine :math:`1 - S/\sqrt{Q_2 T}`;
    * Pearson :math:`1 - (S - Q_1U/W)/\sqrt{(Q_2 - Q_1^2/W)(T - U^2/W)}`;
-   * Euclidean :math:`\sqrt{Q_2 - 2S + T}` (both sides first centred on the truth's column mean,
-     which leaves distances unchanged and keeps the cancellation small).
+   * Euclidean :math:`\sqrt{Q_2 - 2S + T}` (the same sums as cosine: the cancellation is within
+     the rounding bound below, which grows with the rows' magnitudes).
 
    With gene weights shared by all rows, :math:`S` is one product
    :math:`(X \circ w) Y^\top` serving both anchors (its transpose ranks the other way) and the
@@ -297,63 +297,43 @@ class PairSums:
     pred_scope, truth_scope : dict or None
         Where products are cached: products involving the prediction in ``pred_scope``, products
         of the truth and the weights alone in ``truth_scope``.
-    pred_any, truth_any : dict, optional
-        Caches of what depends on neither the weights nor the targets (the centred rows), shared by
-        every weighting; by default ``pred_scope`` and ``truth_scope``.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray,
-                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None,
-                 pred_any: dict[Hashable, Any] | None = None, truth_any: dict[Hashable, Any] | None = None) -> None:
+                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None) -> None:
         self.x, self.y, self.base, self.target = x, y, base, target
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
-        self.pred_any = pred_scope if pred_any is None else pred_any
-        self.truth_any = truth_scope if truth_any is None else truth_any
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
 
-    def _centre(self, centred: bool) -> np.ndarray | None:
-        if not centred:
-            return None
-        return reuse(self.truth_any, ("pairwise", "column_mean"), lambda: self.y.mean(axis=0))
-
-    def _sides(self, anchor: str, centred: bool) -> tuple[np.ndarray, np.ndarray]:
-        mu = self._centre(centred)
-        if mu is None:
-            x, y = self.x, self.y
-        else:
-            x = reuse(self.pred_any, ("pairwise", "centred_pred"), lambda: self.x - mu)
-            y = reuse(self.truth_any, ("pairwise", "centred_truth"), lambda: self.y - mu)
-        return (x, y) if anchor == "pred" else (y, x)
+    def _sides(self, anchor: str) -> tuple[np.ndarray, np.ndarray]:
+        return (self.x, self.y) if anchor == "pred" else (self.y, self.x)
 
     def _weights(self) -> np.ndarray:
         return _query_weights(self.base, self.target, self.n)  # not kept: P × G for every truth scope
 
-    def _full_product(self, centred: bool) -> np.ndarray:
-        x, y = self._sides("pred", centred)
-        return _product(x * self.base[0], y)
-
-    def sums(self, anchor: str, centred: bool, need_u: bool) -> dict[str, np.ndarray]:
+    def sums(self, anchor: str, need_u: bool) -> dict[str, np.ndarray]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
 
-        With shared weights the query sums are the full ones less the target's term, like S, T and
-        U: within the same rounding bound, without a P × G weight matrix.
+        The same sums serve every kind (Euclidean distances too, from the raw rows: their
+        cancellation is inside the rounding bound, which grows with the raw magnitudes). With
+        shared weights the query sums are the full ones less the target's term, like S, T and U:
+        within the same rounding bound, without a P × G weight matrix.
         """
-        out = reuse(self.pred_scope, ("pairwise", "sums", anchor, centred), lambda: self._sums(anchor, centred))
+        out = reuse(self.pred_scope, ("pairwise", "sums", anchor), lambda: self._sums(anchor))
         if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
-            q, c = self._sides(anchor, centred)
+            q, c = self._sides(anchor)
             v = self._weights()
             scope = self.truth_scope if anchor == "pred" else self.pred_scope
-            key = ("pairwise", "centred" if centred else "raw", "U", "" if anchor == "pred" else "true")
+            key = ("pairwise", "U", "" if anchor == "pred" else "true")
             out["U"] = reuse(scope, key, lambda: _product(v, c))
         return out
 
-    def _sums(self, anchor: str, centred: bool) -> dict[str, np.ndarray]:
-        q, c = self._sides(anchor, centred)
-        key = ("pairwise", "centred" if centred else "raw")
+    def _sums(self, anchor: str) -> dict[str, np.ndarray]:
+        q, c = self._sides(anchor)
         if self.shared:
             w = self.base[0]
-            s_full = reuse(self.pred_scope, (*key, "S"), lambda: self._full_product(centred))
+            s_full = reuse(self.pred_scope, ("pairwise", "S"), lambda: _product(self.x * w, self.y))
             s = s_full if anchor == "pred" else s_full.T
             cw = c * w
             t_full = np.einsum("jg,jg->j", cw, c)
@@ -386,8 +366,8 @@ class PairSums:
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, (*key, "S", anchor), lambda: _product(vq, c))
-            t_pc = reuse(cscope, (*key, "T", side), lambda: _product(v, c * c))
+            s = reuse(self.pred_scope, ("pairwise", "S", anchor), lambda: _product(vq, c))
+            t_pc = reuse(cscope, ("pairwise", "T", side), lambda: _product(v, c * c))
             out = {"S": s, "T": t_pc, "AT": t_pc}
             out["AQ2"] = out["Q2"] = np.einsum("pg,pg->p", vq, q)
             out["Q1"] = vq.sum(axis=1)
@@ -430,7 +410,7 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     q_raw, c_raw = (sums.x, sums.y) if anchor == "pred" else (sums.y, sums.x)
     q_raw, c_raw = kernel_input(q_raw), kernel_input(c_raw)
     base, target = kernel_input(sums.base), np.array(sums.target, dtype=np.int64)
-    z = sums.sums(anchor, centred=kind == _k.L2, need_u=kind == _k.PEARSON)
+    z = sums.sums(anchor, need_u=kind == _k.PEARSON)
     undefined = dead.copy()
     if kind == _k.COSINE:  # a query zero on its weighted genes: every distance 0/0 (no underflow when tame)
         undefined |= ~((q_raw != 0) & (_query_weights(base, target, n) > 0)).any(axis=1)
@@ -659,8 +639,7 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
 
 def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
-            truth_scope: dict[Hashable, Any] | None, pred_any: dict[Hashable, Any] | None = None,
-            truth_any: dict[Hashable, Any] | None = None) -> Standing:
+            truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix
     (the scopes as in :class:`PairSums`)."""
     tame = (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
@@ -675,4 +654,4 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             return st
     if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
-    return standing(PairSums(x, y, base, target, pred_scope, truth_scope, pred_any, truth_any), kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)

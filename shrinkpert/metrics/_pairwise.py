@@ -66,11 +66,12 @@ import numpy as np
 from .._arrays import kernel_input
 from .._numba import one_thread_blas, thread_limit
 from . import _distance_kernels as _k
+from . import _l1_kernels as _l1
 from . import _standing_kernels as _sk
 from .shared import reuse
 
 __all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows", "l1_standing",
-           "l1_heavy", "whole_rows"]
+           "l1_heavy", "l1_single", "whole_rows"]
 
 _U = 2.0**-53
 _TAME = (1e-40, 1e40)
@@ -122,13 +123,14 @@ def from_matrix(d: np.ndarray, dead: np.ndarray) -> Standing:
                     undefined, int(d.size))
 
 
-def _tame(*arrays: np.ndarray) -> bool:
-    """All non-zero magnitudes in [1e-40, 1e40]: no product of three underflows or overflows."""
-    for a in arrays:
-        m = np.abs(a)
-        if m.size and (m.max() > _TAME[1] or np.min(m, where=m > 0, initial=np.inf) < _TAME[0]):
-            return False
-    return True
+def _range(a: np.ndarray) -> tuple[float, float]:
+    """The smallest non-zero and the largest magnitude of ``a`` (one pass)."""
+    return _sk.magnitude_range(kernel_input(np.asarray(a, dtype=np.float64)))
+
+
+def _within(lo: float, hi: float, *ranges: tuple[float, float]) -> bool:
+    """Every non-zero magnitude of every range within ``[lo, hi]``."""
+    return all(r[0] >= lo and r[1] <= hi for r in ranges)
 
 
 def _row_groups(x: np.ndarray) -> np.ndarray:
@@ -630,6 +632,47 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
                      int(live.size), max_exact=int(_UNSURE * n * c.shape[0]))
 
 
+def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
+              scope: dict[Hashable, Any] | None = None, reach: float | None = None) -> Standing:
+    r"""The exact L1 standing from distances computed in single precision.
+
+    Every pair's distance comes from :func:`~shrinkpert.metrics._l1_kernels.l1_single` (about
+    twice as many pairs per second as the double-precision kernel) with the bound of
+    :func:`~shrinkpert.metrics._l1_kernels.bound` on its distance to the exact kernel's value,
+    :math:`\le 2(4uA_i + 72u\tilde d + \dots)`, :math:`u = 2^{-24}`, :math:`A_i = \sum_g v_{ig}|q_{ig}|`:
+    a pair is decided when its gap to the own distance (exact kernel) exceeds the bound, ties
+    between byte-identical rows are exact, and the other pairs are computed by the exact kernel.
+    For inputs whose magnitudes fit single precision (:func:`~shrinkpert.metrics._l1_kernels.fits`,
+    checked by the caller). ``scope``: as in :func:`l1_heavy` (keeps the candidates' blocks);
+    ``reach``: at least :math:`\max|q| + \max|c|` (computed when not given).
+    """
+    n, n_genes = q.shape
+    q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
+    target = np.array(target, dtype=np.int64)
+    live = np.flatnonzero(~dead)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    blocks = reuse(scope, ("pairwise", "single_blocks"), lambda: _l1.single_blocks(c))
+    q32, w32 = q.astype(np.float32), base.astype(np.float32)
+    if reach is None:
+        reach = float(np.abs(q).max() + np.abs(c).max())
+    magnitude = np.abs(q)
+    rows = np.flatnonzero(target >= 0)
+    magnitude[rows, target[rows]] = 0.0
+    # A_i, the query's weighted magnitude (its rounding is covered by the bound's factor 2)
+    size = magnitude @ base[0] if base.shape[0] == 1 else np.einsum("pg,pg->p", magnitude, base)
+
+    def approx(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(block.start, block.stop, dtype=np.int64)
+        d = np.empty((idx.size, c.shape[0]))
+        with thread_limit(None if d.size * n_genes > _SMALL_JOB else 1):
+            _l1.l1_single(q32, blocks, w32, target, idx, _ROWS_PER_TASK, d)
+        return d, _l1.bound(d, size[idx], n_genes, reach)
+
+    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1), int(live.size))
+
+
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
            dead: np.ndarray) -> Standing:
     """The standing from the full kernel matrix (L1, and inputs too extreme for products)."""
@@ -642,14 +685,19 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             truth_scope: dict[Hashable, Any] | None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix
     (the scopes as in :class:`PairSums`)."""
-    tame = (reuse(pred_scope, ("pairwise", "tame"), lambda: _tame(x))
-            and reuse(truth_scope, ("pairwise", "tame"), lambda: _tame(y, base)))
+    ranges = (reuse(pred_scope, ("pairwise", "range"), lambda: _range(x)),
+              reuse(truth_scope, ("pairwise", "range"), lambda: _range(y)),
+              reuse(truth_scope, ("pairwise", "weight_range"), lambda: _range(base)))
+    tame = _within(*_TAME, *ranges)  # no product of three underflows or overflows
     if kind == _k.L1 and tame:
         q, c = (x, y) if anchor == "pred" else (y, x)
         scope = truth_scope if anchor == "pred" else pred_scope  # the candidates' side
         st = l1_heavy(q, c, base, target, dead, scope)
         if st is None:
             st = l1_standing(q, c, base, target, dead, scope)
+        q_range, c_range = ranges[:2] if anchor == "pred" else ranges[1::-1]
+        if st is None and _l1.fits(q_range, c_range, ranges[2]):
+            st = l1_single(q, c, base, target, dead, scope, reach=q_range[1] + c_range[1])
         if st is not None:
             return st
     if kind == _k.L1 or not tame:

@@ -17,7 +17,7 @@ from numba import prange
 from .._numba import kernel
 from ._distance_kernels import COSINE, L2
 
-__all__ = ["product_distances", "tally"]
+__all__ = ["product_distances", "tally", "magnitude_range"]
 
 _U = 2.0**-53
 _TINY = 1e-280
@@ -106,3 +106,17 @@ def tally(d: np.ndarray, err: np.ndarray, own_lo: np.ndarray, own_hi: np.ndarray
             n_equal += tie
             unsure[i, j] = not (below or above or tie or dead)
         less[p], equal[p], greater[p] = n_less, n_equal, n_greater
+
+
+@kernel
+def magnitude_range(a: np.ndarray) -> tuple[float, float]:
+    """The smallest non-zero and the largest magnitude of the values of ``a`` (2-D; ``inf, 0`` when all are 0)."""
+    lo, hi = np.inf, 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            m = abs(a[i, j])
+            if m > hi:
+                hi = m
+            if 0.0 < m < lo:
+                lo = m
+    return lo, hi

@@ -193,7 +193,7 @@ def test_query_that_is_zero_only_without_its_target_is_defined(rng):
 def test_pivot_path_is_not_used_where_terms_could_underflow(rng):
     true, target = _integer_deltas(rng)
     single = np.tile(true[0] * 1e-42, (true.shape[0], 1))
-    assert not _pairwise._tame(single)
+    assert not _pairwise._within(*_pairwise._TAME, _pairwise._range(single))
     assert_same(single, true * 1e-42, None, target)
 
 

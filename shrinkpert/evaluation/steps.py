@@ -640,7 +640,7 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     groups: dict[tuple[str, str], list] = {}
     for job in jobs:
         if job[0].kind not in ROW_SEPARABLE:
-            groups.setdefault((_data_ref(*job[:2]), job[2]), []).append(job)
+            groups.setdefault((_data_ref(*job[:2], refs), job[2]), []).append(job)
     n_passes = len(blocks) + len(groups) if blocks else 1
     if n_passes > 1 and isinstance(sides, Sides):  # read once per pass: keep what was built
         t = summaries.truth
@@ -675,8 +675,15 @@ def _scoring_progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="side", desc="shrinkpert: scoring")
 
 
-def _data_ref(spec: MetricSpec, ref: str) -> str:
-    """What a job's data are taken against: ``ref``, or ``"none"`` (the means; DE calls test against the control)."""
+def _data_ref(spec: MetricSpec, ref: str, refs: list[str]) -> str:
+    """What a job's data are taken against: ``ref``, or ``"none"`` (the means; DE calls test against the control).
+
+    Reference-free rank metrics (distances of differences, centroid accuracy) take the first
+    reference's deltas: the same distances as the means' up to rounding, and the products and
+    standings of the other rank metrics under that reference serve them too.
+    """
+    if spec.kind == "rank" and spec.reference_free and refs:
+        return refs[0]
     return "none" if spec.needs in ("means", "de") or spec.reference_free else ref
 
 
@@ -755,8 +762,8 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
             if spec.reference_free and ref not in ("none", refs[0]):
                 mine[key] = mine[(spec.name, refs[0], wname)]
                 continue
-            on_means = spec.needs == "means" or spec.reference_free
-            data_ref = _data_ref(spec, ref)
+            data_ref = _data_ref(spec, ref, refs)
+            on_means = data_ref == "none" and spec.needs != "de"
             part = rows is not None and spec.kind in ROW_SEPARABLE  # computed on the shard's rows only
             own = sel if part else slice(None)
             kwargs: dict[str, Any] = {}
@@ -777,10 +784,11 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                     truth_any_weights=truth_scopes.setdefault((which, data_ref, part), OnceScope()))
             if on_means:
                 a, b = side.mean[own], target(which, part, own)
-            elif spec.needs == "deltas":
-                a = reuse(pred_deltas, (ref, part), lambda: freeze(side.mean[own] - vectors[ref][None, :]))
-                b = reuse(truth_deltas, (which, ref, part),
-                          lambda: freeze(target(which, part, own) - vectors[ref][None, :]))
+            elif spec.needs != "de":  # deltas
+                a = reuse(pred_deltas, (data_ref, part),
+                          lambda: freeze(side.mean[own] - vectors[data_ref][None, :]))
+                b = reuse(truth_deltas, (which, data_ref, part),
+                          lambda: freeze(target(which, part, own) - vectors[data_ref][None, :]))
             else:  # de
                 if ranked is not None and name not in ranked.models:  # a baseline has no cells to rank
                     mine[key] = np.full(n_out, np.nan)

@@ -67,7 +67,8 @@ class MetricSpec:
     reference_free : bool
         The value does not depend on a reference vector subtracted from both sides (e.g. MSE of
         deltas, L1/L2 distances between deltas): :func:`~shrinkpert.evaluate` computes it
-        once on the means and reports it under every reference.
+        once and reports it under every reference (rank metrics on the first reference's deltas,
+        sharing that reference's products; the others on the means).
     references : tuple of str, optional
         The delta references the metric is defined for (``None``: any). Target-gene changes are
         changes from the control, so those metrics take ``("control",)``.
@@ -283,7 +284,8 @@ def _specs() -> tuple[MetricSpec, ...]:
         "PerturBench transposed rank (eq. 3)", kwargs={"metric": "cosine"})
     add("centroid_accuracy", rank.centroid_accuracy, True, 1.0, "rank", "means", True, "all weights 0",
         "Fraction of other true centroids farther (Euclidean) than the own one",
-        "Systema centroid accuracy = Mejia et al. NIR", aliases=("normalized_inverse_rank",))
+        "Systema centroid accuracy = Mejia et al. NIR", aliases=("normalized_inverse_rank",),
+        reference_free=True)  # Euclidean distances of differences
     add("normed_retrieval", rank.normed_retrieval, True, 1.0, "rank", "deltas", True,
         "a constant delta or all weights 0",
         "Fraction of other true effects less Pearson-correlated than the own one",

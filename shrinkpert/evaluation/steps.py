@@ -726,6 +726,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
     truth_calls = lambda which: reuse(truth_de, which, lambda: de_calls(  # noqa: E731
         *(cut(x) for x in truths[which]), truth, perts[sel], genes, config.de_calls, welch_cache, prune["truth"]))
     truth_deltas = OnceScope()
+    truth_checked: dict = {}  # the truth's arrays and the weights, value-checked once for every side
     # extra inputs of the biology metrics, resolved once (a bundled set is read from disk)
     biology = {"relationships": {} if config.relationships is None else
                {"relationships": _relationships(config.relationships), "targets": _target_names(inputs, config)},
@@ -799,7 +800,10 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                                         config.de_calls, welch_cache if shared_var else None, prune["pred"]))
                 a, b = pred_de, truth_calls(which)
                 kwargs["alpha"] = config.alpha
-            with checked_once(checked, a, b, weights=kwargs.get("weights")):
+            # the truth's arrays and the weights are checked once for every side (selections of a
+            # shard's rows are fresh copies: checked with the side's, not kept beyond it)
+            lasting = checked if part else truth_checked
+            with checked_once(lasting, b, weights=kwargs.get("weights")), checked_once(checked, a):
                 result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
             mine[key] = (result if part else result[sel]).reshape(n_out)
         bar.update(1)

@@ -18,6 +18,7 @@ truth in R², a row whose weights are all 0) is returned as NaN, never as 0.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,7 +54,7 @@ __all__ = [
 
 #: Memory layouts (data address, shape, strides) of read-only float64 arrays a caller has already
 #: checked (finite; ``True`` when also non-negative weights), set by :func:`checked_once`.
-_CHECKED: ContextVar[dict | None] = ContextVar("shrinkpert_checked_arrays", default=None)
+_CHECKED: ContextVar[dict | ChainMap | None] = ContextVar("shrinkpert_checked_arrays", default=None)
 
 
 def _layout(a: np.ndarray) -> tuple:
@@ -72,6 +73,10 @@ def _known(a: np.ndarray, weights: bool = False) -> bool:
 @contextmanager
 def checked_once(cache: dict, *arrays: Any, weights: Any = None) -> Iterator[None]:
     """Check ``arrays`` (finite) and ``weights`` (finite, non-negative) once for many metric calls.
+
+    Blocks nest: inside an inner block the arrays of the outer ones count as checked too (e.g. an
+    outer block with a cache that lives as long as the truth, for the truth's arrays and the
+    weights, and an inner one per prediction).
 
     Inside the block the metric functions skip the value checks of these arrays and of any view
     with the same memory layout (the row selections ``x[:]`` a caller passes); shapes are
@@ -95,7 +100,8 @@ def checked_once(cache: dict, *arrays: Any, weights: Any = None) -> Iterator[Non
         else:
             _as_matrix(x, "array")
         cache[key] = (x, is_w or (key in cache and cache[key][1]))
-    token = _CHECKED.set(cache)
+    outer = _CHECKED.get()
+    token = _CHECKED.set(cache if outer is None else ChainMap(cache, outer))
     try:
         yield
     finally:
@@ -250,21 +256,23 @@ def _shared_midranks(x: np.ndarray, w: np.ndarray | None, scope: dict | None, an
 # --------------------------------------------------------------------------------------------
 
 
-def _mse(pred, true, weights, names) -> float | np.ndarray:
-    p, t, vector = _check_pair(pred, true, names)
-    w = _as_weights(weights, p.shape)
-    d = p - t
-    return _finish(_wmean(np.square(d, out=d), w), vector)
+def _error(kind: str, pred, true, weights, names, shared: SharedIntermediates | None) -> float | np.ndarray:
+    """Weighted mean of squared (``"mse"``) or absolute (``"mae"``) differences per row, kept in
+    ``shared`` so that the metrics of one pair of inputs (mse, rmse and mse_delta on the means)
+    compute it once."""
+
+    def compute() -> float | np.ndarray:
+        p, t, vector = _check_pair(pred, true, names)
+        w = _as_weights(weights, p.shape)
+        d = p - t
+        return _finish(_wmean(np.square(d, out=d) if kind == "mse" else np.abs(d, out=d), w), vector)
+
+    value = reuse(shared.pred if shared is not None else None, ("expression", kind), compute)
+    return value if isinstance(value, float) else value.copy()
 
 
-def _mae(pred, true, weights, names) -> float | np.ndarray:
-    p, t, vector = _check_pair(pred, true, names)
-    w = _as_weights(weights, p.shape)
-    d = p - t
-    return _finish(_wmean(np.abs(d, out=d), w), vector)
-
-
-def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+def mse(pred: Any, true: Any, *, weights: Any = None,
+        shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Mean squared error between predicted and true mean profiles (weighted or not).
 
     Parameters
@@ -274,6 +282,9 @@ def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
         same order.
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights (e.g. DEG weights); normalised to sum to 1 per perturbation.
+    shared : SharedIntermediates, optional
+        Where the per-row errors are shared with the other error metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -305,10 +316,11 @@ def mse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
     >>> mse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0], weights=[1, 1, 0])
     0.0
     """
-    return _mse(pred, true, weights, ("pred", "true"))
+    return _error("mse", pred, true, weights, ("pred", "true"), shared)
 
 
-def mae(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+def mae(pred: Any, true: Any, *, weights: Any = None,
+        shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Mean absolute error between predicted and true mean profiles (weighted or not).
 
     Parameters
@@ -317,6 +329,9 @@ def mae(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
         Predicted and true pseudobulk means, genes in the same order.
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights, normalised to sum to 1 per perturbation.
+    shared : SharedIntermediates, optional
+        Where the per-row errors are shared with the other error metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -342,10 +357,11 @@ def mae(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
     >>> mae([0.0, 1.0], [1.0, 1.0])
     0.5
     """
-    return _mae(pred, true, weights, ("pred", "true"))
+    return _error("mae", pred, true, weights, ("pred", "true"), shared)
 
 
-def rmse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
+def rmse(pred: Any, true: Any, *, weights: Any = None,
+         shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Root mean squared error between predicted and true mean profiles (weighted or not).
 
     Parameters
@@ -354,6 +370,9 @@ def rmse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
         Predicted and true pseudobulk means, genes in the same order.
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights, normalised to sum to 1 per perturbation.
+    shared : SharedIntermediates, optional
+        Where the per-row errors are shared with the other error metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -377,11 +396,12 @@ def rmse(pred: Any, true: Any, *, weights: Any = None) -> float | np.ndarray:
     >>> rmse([0.0, 0.0], [3.0, -3.0])
     3.0
     """
-    value = _mse(pred, true, weights, ("pred", "true"))
+    value = _error("mse", pred, true, weights, ("pred", "true"), shared)
     return float(np.sqrt(value)) if isinstance(value, float) else np.sqrt(value)
 
 
-def mse_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+def mse_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None,
+              shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Mean squared error between predicted and true effects (deltas from a reference).
 
     Parameters
@@ -390,6 +410,9 @@ def mse_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float
         Predicted and true changes from a reference profile (control or perturbed mean).
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights, normalised to sum to 1 per perturbation.
+    shared : SharedIntermediates, optional
+        Where the per-row errors are shared with the other error metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -414,10 +437,11 @@ def mse_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float
     >>> mse_delta([0.5, -0.5], [1.0, -1.0])
     0.25
     """
-    return _mse(pred_delta, true_delta, weights, ("pred_delta", "true_delta"))
+    return _error("mse", pred_delta, true_delta, weights, ("pred_delta", "true_delta"), shared)
 
 
-def mae_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float | np.ndarray:
+def mae_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None,
+              shared: SharedIntermediates | None = None) -> float | np.ndarray:
     r"""Mean absolute error between predicted and true effects (deltas from a reference).
 
     Parameters
@@ -426,6 +450,9 @@ def mae_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float
         Predicted and true changes from a reference profile.
     weights : array-like of shape (n_genes,) or (n_perturbations, n_genes), optional
         Non-negative gene weights, normalised to sum to 1 per perturbation.
+    shared : SharedIntermediates, optional
+        Where the per-row errors are shared with the other error metrics of the same inputs
+        (:mod:`shrinkpert.metrics.shared`).
 
     Returns
     -------
@@ -450,7 +477,7 @@ def mae_delta(pred_delta: Any, true_delta: Any, *, weights: Any = None) -> float
     >>> mae_delta([0.5, -0.5], [1.0, -1.0])
     0.5
     """
-    return _mae(pred_delta, true_delta, weights, ("pred_delta", "true_delta"))
+    return _error("mae", pred_delta, true_delta, weights, ("pred_delta", "true_delta"), shared)
 
 
 # --------------------------------------------------------------------------------------------

@@ -185,3 +185,20 @@ def test_accepts_lists_and_pandas(pair):
     frame = pd.DataFrame(pred)
     np.testing.assert_array_equal(mse(frame, truth), mse(pred, truth))
     assert mse(pred[0].tolist(), truth[0].tolist()) == mse(pred[0], truth[0])
+
+
+def test_error_metrics_of_one_pair_share_one_pass(rng):
+    """mse, rmse and mse_delta (and mae, mae_delta) of the same inputs read one kept per-row error;
+    each call returns its own array, equal to the unshared value."""
+    from shrinkpert.metrics import mae, mae_delta, mse, mse_delta, rmse
+    from shrinkpert.metrics.shared import SharedIntermediates
+
+    pred, true = rng.normal(size=(6, 30)), rng.normal(size=(6, 30))
+    w = rng.uniform(0, 1, size=(6, 30))
+    shared = SharedIntermediates()
+    got = {f.__name__: f(pred, true, weights=w, shared=shared) for f in (mse, mae, rmse, mse_delta, mae_delta)}
+    for f in (mse, mae, rmse, mse_delta, mae_delta):
+        np.testing.assert_array_equal(got[f.__name__], f(pred, true, weights=w))
+    assert sorted(k for k in shared.pred if k[0] == "expression") == [("expression", "mae"), ("expression", "mse")]
+    got["mse"][:] = -1.0  # the caller's copy, not the kept one
+    np.testing.assert_array_equal(mse_delta(pred, true, weights=w, shared=shared), mse(pred, true, weights=w))

@@ -108,3 +108,25 @@ def test_is_constant_weighted_equals_its_previous_form():
     x[7, np.flatnonzero(w[7] > 0)[:2]] = 0.0  # -0.0 == 0.0
     np.testing.assert_array_equal(_is_constant(x, w), _is_constant_twin(x, w))
     assert _is_constant(x, w)[[0, 4, 6, 7]].all() and not _is_constant(x, w)[[1, 2, 3]].any()
+
+
+def test_checked_once_blocks_nest():
+    """An inner block sees the outer block's arrays as checked; an unchecked array still raises,
+    and leaving the inner block restores the outer view."""
+    from shrinkpert.metrics.expression import _known
+
+    truth = np.ones((3, 4))
+    truth.flags.writeable = False
+    pred = np.zeros((3, 4))
+    pred.flags.writeable = False
+    bad = np.full((3, 4), np.nan)
+    bad.flags.writeable = False
+    lasting, mine = {}, {}
+    with checked_once(lasting, truth):
+        with checked_once(mine, pred):
+            assert _known(truth) and _known(pred)
+            with pytest.raises(InputError, match="non-finite"):
+                mse(bad, truth)
+        assert _known(truth) and not _known(pred)
+    assert not _known(truth)
+    assert list(lasting) and list(mine)

@@ -312,7 +312,9 @@ class PairSums:
         return (self.x, self.y) if anchor == "pred" else (self.y, self.x)
 
     def _weights(self) -> np.ndarray:
-        return _query_weights(self.base, self.target, self.n)  # not kept: P × G for every truth scope
+        """Each row's weights with its target at 0 (P × G), kept with the truth: the same for every side."""
+        return reuse(self.truth_scope, ("pairwise", "query_weights"),
+                     lambda: _query_weights(self.base, self.target, self.n))
 
     def sums(self, anchor: str, need_u: bool) -> dict[str, np.ndarray]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
@@ -413,14 +415,11 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     q_raw, c_raw = kernel_input(q_raw), kernel_input(c_raw)
     base, target = kernel_input(sums.base), np.array(sums.target, dtype=np.int64)
     z = sums.sums(anchor, need_u=kind == _k.PEARSON)
-    undefined = dead.copy()
-    if kind == _k.COSINE:  # a query zero on its weighted genes: every distance 0/0 (no underflow when tame)
-        undefined |= ~((q_raw != 0) & (_query_weights(base, target, n) > 0)).any(axis=1)
-    elif kind == _k.PEARSON:  # the kernel's rule: a query constant on its weighted genes gives NaN
-        support = _query_weights(base, target, n) > 0
-        hi = np.where(support, q_raw, -np.inf).max(axis=1)
-        lo = np.where(support, q_raw, np.inf).min(axis=1)
-        undefined |= ~(hi > lo)
+    # cosine: a query zero on its weighted genes (every distance 0/0; no underflow when tame);
+    # Pearson: a query constant on them (the kernel's rule)
+    undefined = np.empty(n, dtype=np.bool_)
+    _sk.undefined_queries(kind, q_raw, base, target, undefined)
+    undefined |= dead
     live = np.flatnonzero(~undefined)
     own = np.full(n, np.nan)
     own[live] = _exact(q_raw, c_raw, base, target, kind, live, live)

@@ -15,9 +15,9 @@ import numpy as np
 from numba import prange
 
 from .._numba import kernel
-from ._distance_kernels import COSINE, L2
+from ._distance_kernels import COSINE, L2, PEARSON, _varies_except
 
-__all__ = ["product_distances", "tally", "magnitude_range"]
+__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries"]
 
 _U = 2.0**-53
 _TINY = 1e-280
@@ -120,3 +120,28 @@ def magnitude_range(a: np.ndarray) -> tuple[float, float]:
             if 0.0 < m < lo:
                 lo = m
     return lo, hi
+
+
+@kernel(parallel=True)
+def undefined_queries(kind: int, q: np.ndarray, base: np.ndarray, target: np.ndarray, out: np.ndarray) -> None:
+    """Query rows whose every distance is undefined under the exact kernel's rules (``out``, bool).
+
+    On the genes of positive weight (``base``: one shared row or one per query) other than the
+    row's ``target``: cosine, a query that is 0 on all of them; Pearson, a query that is constant
+    on them (or has none). Other kinds: none.
+    """
+    shared = base.shape[0] == 1
+    for i in prange(q.shape[0]):
+        bi = base[0] if shared else base[i]
+        t = target[i]
+        if kind == COSINE:
+            dead = True
+            for g in range(q.shape[1]):
+                if g != t and bi[g] > 0.0 and q[i, g] != 0.0:
+                    dead = False
+                    break
+            out[i] = dead
+        elif kind == PEARSON:
+            out[i] = not _varies_except(q[i], bi, t)
+        else:
+            out[i] = False

@@ -101,3 +101,34 @@ def test_tally_equals_the_numpy_twin(rng, row0):
         np.testing.assert_array_equal(got, expected)
     assert (less[:row0] == -1).all() and (less[row0 + rows:] == -1).all()  # only the block's rows written
     assert unsure[2].sum() > 0 and not unsure[4].any()
+
+
+def twin_undefined(kind, q, base, target):
+    """The NumPy expressions the kernel replaced (support = positive weights, target left out)."""
+    v = np.array(np.broadcast_to(base, q.shape))
+    rows = np.flatnonzero(target >= 0)
+    v[rows, target[rows]] = 0.0
+    support = v > 0
+    if kind == K.COSINE:
+        return ~((q != 0) & support).any(axis=1)
+    if kind == K.PEARSON:
+        return ~(np.where(support, q, -np.inf).max(axis=1) > np.where(support, q, np.inf).min(axis=1))
+    return np.zeros(q.shape[0], dtype=bool)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_undefined_queries_equal_their_numpy_twin(rng, per_row):
+    P, G = 12, 9
+    q = np.round(rng.normal(size=(P, G)))
+    q[0] = 0.0  # zero everywhere
+    q[1] = 0.0
+    q[1, 3] = 2.0  # zero but for one gene: the target of some rows
+    q[2] = 1.5  # constant
+    q[3] = 1.5
+    q[3, 4] = 7.0  # constant but for one gene
+    base = rng.uniform(0, 1, size=(P if per_row else 1, G)) * (rng.random((P if per_row else 1, G)) < 0.7)
+    for target in (np.full(P, -1), np.array([0, 3, 1, 4, -1, 2, 3, 4, 5, 6, 7, 8])):
+        for kind in (K.L1, K.L2, K.COSINE, K.PEARSON):
+            out = np.empty(P, dtype=np.bool_)
+            SK.undefined_queries(kind, q, base, target, out)
+            np.testing.assert_array_equal(out, twin_undefined(kind, q, base, target))

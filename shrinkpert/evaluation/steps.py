@@ -705,6 +705,8 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
     truth = summaries.truth
     perts, genes, tindex = inputs.perturbations, inputs.genes, inputs.target_index
     sel = slice(None) if rows is None else np.asarray(rows)
+    if rows is not None and sel.size and (np.diff(sel) == 1).all():  # a block of consecutive rows:
+        sel = slice(int(sel[0]), int(sel[-1]) + 1)  # its selections are views, not copies per metric
     n_out = len(perts[sel])
     truths = {"full": (truth.mean, truth.var, truth.n_cells),
               "half_a": (truth.half_a_mean, truth.half_a_var, truth.half_a_n)}
@@ -800,9 +802,9 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                                         config.de_calls, welch_cache if shared_var else None, prune["pred"]))
                 a, b = pred_de, truth_calls(which)
                 kwargs["alpha"] = config.alpha
-            # the truth's arrays and the weights are checked once for every side (selections of a
-            # shard's rows are fresh copies: checked with the side's, not kept beyond it)
-            lasting = checked if part else truth_checked
+            # the truth's arrays and the weights are checked once for every side (selections of
+            # scattered rows are fresh copies: checked with the side's, not kept beyond it)
+            lasting = checked if part and not isinstance(sel, slice) else truth_checked
             with checked_once(lasting, b, weights=kwargs.get("weights")), checked_once(checked, a):
                 result = np.asarray(spec(a, b, **kwargs), dtype=np.float64).reshape(-1)
             mine[key] = (result if part else result[sel]).reshape(n_out)

@@ -262,29 +262,6 @@ def whole_rows(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarra
 # ----------------------------------------------------------------------------- the sums of every pair
 
 
-class _LessTarget:
-    r"""Rows of a P × P matrix less the excluded target gene's term, made when read.
-
-    Row :math:`k` with target :math:`t_k`: :math:`M_{kj} - a_k c_{j t_k}` (``square``:
-    :math:`M_{kj} - (a_k c_{jt_k}) c_{jt_k}`); rows without a target are :math:`M_k`. Only the
-    blocks of rows that :func:`_classify` reads exist, never the corrected P × P matrix.
-    """
-
-    def __init__(self, full: np.ndarray, target: np.ndarray, coef: np.ndarray, c: np.ndarray,
-                 square: bool = False) -> None:
-        self.full, self.target, self.coef, self.c, self.square = full, target, coef, c, square
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        block = np.array(self.full[rows], dtype=np.float64)
-        target = self.target[rows]
-        k = np.flatnonzero(target >= 0)
-        if k.size:  # ct[j, i] = c[j, target of row k[i]]; np.take reads along c's rows (faster than c[:, t])
-            ct = np.take(self.c, target[k], axis=1)
-            term = ct * self.coef[rows][k]
-            block[k] -= (term * ct if self.square else term).T
-        return block
-
-
 class PairSums:
     """Products of a prediction ``x`` and a truth ``y`` (both P × G), computed once and shared.
 
@@ -338,27 +315,19 @@ class PairSums:
         if self.shared:
             w = self.base[0]
             s_full = reuse(self.pred_scope, ("pairwise", "S"), lambda: _product(self.x * w, self.y))
-            s = s_full if anchor == "pred" else s_full.T
-            cw = c * w
-            t_full = np.einsum("jg,jg->j", cw, c)
-            u_full = cw.sum(axis=1)
-            out = {"S": s, "T": np.broadcast_to(t_full, (self.n, self.n)),
-                   "U": np.broadcast_to(u_full, (self.n, self.n)), "AT": t_full[None, :]}
+            t_full, u_full, _ = _row_sums(c, self.base)
+            aq2, q1, _ = _row_sums(q, self.base)
+            # the target's term is taken out of S, T and U entry by entry as they are read
+            # (product_distances), and out of the query's sums here: no P × G weights, no P × P copies
             rows = np.flatnonzero(self.target >= 0)
-            if rows.size:  # less the target's term, per block of rows as they are read (not P × P copies)
-                t = self.target[rows]
-                wt = np.zeros(self.n)
-                wt[rows] = w[t]
-                qt = np.zeros(self.n)
-                qt[rows] = wt[rows] * q[rows, t]
-                out["S"] = _LessTarget(s, self.target, qt, c)
-                out["T"] = _LessTarget(out["T"], self.target, wt, c, square=True)
-                out["U"] = _LessTarget(out["U"], self.target, wt, c)
-            # the query's sums with the target left out: the full sums less one term (no P × G weights)
-            qw = q * w
-            out["AQ2"] = np.einsum("pg,pg->p", qw, q)
-            out["ASW"] = np.full(self.n, w.sum())
-            out["Q2"], out["Q1"], out["SW"] = out["AQ2"].copy(), qw.sum(axis=1), out["ASW"].copy()
+            t = self.target[rows]
+            wt, qt = np.zeros(self.n), np.zeros(self.n)
+            wt[rows] = w[t]
+            qt[rows] = wt[rows] * q[rows, t]
+            out = {"S": s_full if anchor == "pred" else s_full.T, "T": t_full[None, :], "U": u_full[None, :],
+                   "AT": t_full[None, :], "target": self.target, "qt": qt, "wt": wt, "C": c,
+                   "AQ2": aq2, "ASW": np.full(self.n, w.sum())}
+            out["Q2"], out["Q1"], out["SW"] = aq2.copy(), q1, out["ASW"].copy()
             if rows.size:
                 qt = q[rows, t]
                 out["Q2"][rows] -= (w[t] * qt) * qt
@@ -366,31 +335,34 @@ class PairSums:
                 out["SW"][rows] -= w[t]
         else:
             v = self._weights()
-            vq = v * q
             truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
             cscope = self.truth_scope if truth_side else self.pred_scope
             side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, ("pairwise", "S", anchor), lambda: _product(vq, c))
+            s = reuse(self.pred_scope, ("pairwise", "S", anchor), lambda: _product(v * q, c))
             t_pc = reuse(cscope, ("pairwise", "T", side), lambda: _product(v, c * c))
-            out = {"S": s, "T": t_pc, "AT": t_pc}
-            out["AQ2"] = out["Q2"] = np.einsum("pg,pg->p", vq, q)
-            out["Q1"] = vq.sum(axis=1)
-            out["ASW"] = out["SW"] = v.sum(axis=1)
+            aq2, q1, sw = _row_sums(q, v)
+            out = {"S": s, "T": t_pc, "AT": t_pc, "AQ2": aq2, "Q2": aq2, "Q1": q1, "ASW": sw, "SW": sw,
+                   "target": None}
         return out
+
+
+def _row_sums(a: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``a``: the weighted sums of squares and of values, and the weights' sum (one pass)."""
+    out = tuple(np.empty(a.shape[0]) for _ in range(3))
+    with thread_limit(None if a.size > _SMALL_JOB // 8 else 1):
+        _sk.weighted_row_sums(kernel_input(a), kernel_input(base), *out)
+    return out
 
 
 # ----------------------------------------------------------------------------- approximations and bounds
 
 
-def _block(a: np.ndarray, rows: slice, shared: bool = False) -> np.ndarray:
-    """Rows of ``a`` as a C-contiguous float64 block; with ``shared``, a row broadcast to all as one row."""
-    x = a[rows]
-    if shared and x.ndim == 2 and x.shape[0] > 1 and x.strides[0] == 0:
-        x = x[:1]
-    return np.ascontiguousarray(x, dtype=np.float64)
+def _rows_of(a: np.ndarray, rows: slice) -> np.ndarray:
+    """The block's rows of ``a``, or ``a`` itself when it is one row shared by every query."""
+    return a if a.shape[0] == 1 else a[rows]
 
 
-def _approx(kind: int, z: dict[str, np.ndarray], rows: slice, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+def _approx(kind: int, z: dict[str, Any], rows: slice, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
     """Approximate distances (squared for L2) of the rows' pairs and a bound on their distance to the kernel's
     (:func:`~shrinkpert.metrics._standing_kernels.product_distances`).
 
@@ -398,13 +370,16 @@ def _approx(kind: int, z: dict[str, np.ndarray], rows: slice, n_genes: int) -> t
     """
     n = n_genes + 16
     f = 8.0 * (n * _U) / (1.0 - n * _U)
-    s, t = _block(z["S"], rows), _block(z["T"], rows, shared=True)
-    u = _block(z["U"], rows, shared=True) if kind == _k.PEARSON else t
-    at = _block(z["AT"], rows if z["AT"].shape[0] > 1 else slice(None), shared=True)
-    sums = [_block(z[key], rows) for key in ("Q2", "Q1", "SW", "AQ2", "ASW")]
+    s, t = z["S"][rows], _rows_of(z["T"], rows)
+    u = _rows_of(z["U"], rows) if kind == _k.PEARSON else t
+    sums = [z[key][rows] for key in ("Q2", "Q1", "SW", "AQ2", "ASW")]
+    if z["target"] is None:  # one weight row per query: the target is already in the weights
+        target, qt, wt, c = np.full(s.shape[0], -1, dtype=np.int64), sums[0], sums[0], np.zeros((1, 1))
+    else:
+        target, qt, wt, c = z["target"][rows], z["qt"][rows], z["wt"][rows], z["C"]
     d, err = np.empty(s.shape), np.empty(s.shape)
     with thread_limit(None if s.size > _SMALL_PAIRS else 1):
-        _sk.product_distances(kind, s, t, u, at, *sums, f, d, err)
+        _sk.product_distances(kind, s, t, u, _rows_of(z["AT"], rows), *sums, f, target, qt, wt, c, d, err)
     return d, err
 
 

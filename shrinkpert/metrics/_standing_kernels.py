@@ -17,7 +17,7 @@ from numba import prange
 from .._numba import kernel
 from ._distance_kernels import COSINE, L2, PEARSON, _varies_except
 
-__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries"]
+__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries", "weighted_row_sums"]
 
 _U = 2.0**-53
 _TINY = 1e-280
@@ -26,14 +26,19 @@ _TINY = 1e-280
 @kernel(parallel=True)
 def product_distances(kind: int, s: np.ndarray, t: np.ndarray, u: np.ndarray, at: np.ndarray,
                       q2: np.ndarray, q1: np.ndarray, sw: np.ndarray, aq2: np.ndarray, asw: np.ndarray,
-                      f: float, d: np.ndarray, err: np.ndarray) -> None:
+                      f: float, target: np.ndarray, qt: np.ndarray, wt: np.ndarray, c: np.ndarray,
+                      d: np.ndarray, err: np.ndarray) -> None:
     r"""Approximate distances ``d`` (squared for L2) of a block of query rows and a bound ``err``
     on their difference to the exact kernel's (``inf`` where the products cannot be trusted).
 
     ``s``, ``t``, ``u`` (block × candidates, or one row shared by the block for ``t``, ``u``,
     ``at``) are :math:`S, T, U` and the candidates' magnitudes :math:`A_T`; ``q2, q1, sw, aq2,
     asw`` the block's query sums :math:`Q_2, Q_1, W, A_{Q2}, A_W`; ``f`` the rounding factor
-    :math:`F`. With :math:`m = 1` (cosine) or :math:`1 + 4A_W/W` (Pearson):
+    :math:`F`. A row :math:`i` with a ``target`` gene :math:`t_i \ge 0` (shared weights) first
+    has its term taken out of the full sums, with :math:`c_j` = ``c[j, t_i]``:
+    :math:`S - c_j a_i`, :math:`T - (c_j w_i)c_j`, :math:`U - c_j w_i` (``qt`` = :math:`a_i
+    = w_{t_i}q_{it_i}`, ``wt`` = :math:`w_i = w_{t_i}`). With :math:`m = 1` (cosine) or
+    :math:`1 + 4A_W/W` (Pearson):
 
     * L2: :math:`d = \max(Q_2 - 2S + T, 0)`, :math:`e = F(\sqrt{A_{Q2}} + \sqrt{A_T})^2`;
     * cosine (:math:`N = S, A = Q_2, C = T`) and Pearson (:math:`N = S - Q_1U/W`,
@@ -48,21 +53,33 @@ def product_distances(kind: int, s: np.ndarray, t: np.ndarray, u: np.ndarray, at
     t_step, u_step, at_step = min(t.shape[0] - 1, 1), min(u.shape[0] - 1, 1), min(at.shape[0] - 1, 1)
     for i in prange(n_rows):
         ti, ui, ai = i * t_step, i * u_step, i * at_step  # row i, or the shared row 0
+        g = target[i]
         if kind == L2:
             for j in range(n):
-                v = q2[i] - 2.0 * s[i, j] + t[ti, j]
+                s_ij, t_ij = s[i, j], t[ti, j]
+                if g >= 0:
+                    cj = c[j, g]
+                    s_ij -= cj * qt[i]
+                    t_ij -= (cj * wt[i]) * cj
+                v = q2[i] - 2.0 * s_ij + t_ij
                 d[i, j] = v if (v >= 0.0 or v != v) else 0.0
                 root = np.sqrt(aq2[i]) + np.sqrt(at[ai, j])
                 err[i, j] = f * (root * root)
             continue
         fm = f * (1.0 if kind == COSINE else 1.0 + 4.0 * asw[i] / sw[i])
         for j in range(n):
+            s_ij, t_ij, u_ij = s[i, j], t[ti, j], u[ui, j]
+            if g >= 0:
+                cj = c[j, g]
+                s_ij -= cj * qt[i]
+                t_ij -= (cj * wt[i]) * cj
+                u_ij -= cj * wt[i]
             if kind == COSINE:
-                num, qq, cc = s[i, j], q2[i], t[ti, j]
+                num, qq, cc = s_ij, q2[i], t_ij
             else:
-                num = s[i, j] - q1[i] * u[ui, j] / sw[i]
+                num = s_ij - q1[i] * u_ij / sw[i]
                 qq = q2[i] - q1[i] * q1[i] / sw[i]
-                cc = t[ti, j] - u[ui, j] * u[ui, j] / sw[i]
+                cc = t_ij - u_ij * u_ij / sw[i]
             e_num = fm * np.sqrt(aq2[i] * at[ai, j])
             e_qq = fm * aq2[i]
             e_cc = fm * at[ai, j]
@@ -145,3 +162,24 @@ def undefined_queries(kind: int, q: np.ndarray, base: np.ndarray, target: np.nda
             out[i] = not _varies_except(q[i], bi, t)
         else:
             out[i] = False
+
+
+@kernel(parallel=True)
+def weighted_row_sums(a: np.ndarray, base: np.ndarray, squares: np.ndarray, sums: np.ndarray,
+                      weights: np.ndarray) -> None:
+    r"""Per row :math:`i` of ``a``: :math:`\sum_g w_{ig}a_{ig}^2`, :math:`\sum_g w_{ig}a_{ig}` and
+    :math:`\sum_g w_{ig}`, summed in gene order (``base``: one shared weight row or one per row)."""
+    shared = base.shape[0] == 1
+    for i in prange(a.shape[0]):
+        w = base[0] if shared else base[i]
+        s2 = 0.0
+        s1 = 0.0
+        s0 = 0.0
+        for g in range(a.shape[1]):
+            wa = w[g] * a[i, g]
+            s2 += wa * a[i, g]
+            s1 += wa
+            s0 += w[g]
+        squares[i] = s2
+        sums[i] = s1
+        weights[i] = s0

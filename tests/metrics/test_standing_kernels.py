@@ -65,13 +65,32 @@ def _sums(rng, rows, n, shared_t):
     return s, t, u, at, q2, q1, sw, aq2, asw
 
 
+def twin_less_target(m, target, coef, c, square=False):
+    """The NumPy expression that took each row's target term out of a P × P block (row k:
+    ``M_kj - a_k c_{j t_k}``, or ``M_kj - (a_k c_{j t_k}) c_{j t_k}``)."""
+    block = np.array(np.broadcast_to(m, (target.size, m.shape[1])), dtype=np.float64)
+    k = np.flatnonzero(target >= 0)
+    ct = np.take(c, target[k], axis=1)
+    term = ct * coef[k]
+    block[k] -= (term * ct if square else term).T
+    return block
+
+
 @pytest.mark.parametrize("kind", [K.L2, K.COSINE, K.PEARSON])
 @pytest.mark.parametrize("shared_t", [False, True])
-def test_distances_equal_the_numpy_twin(rng, kind, shared_t):
+@pytest.mark.parametrize("with_target", [False, True])
+def test_distances_equal_the_numpy_twin(rng, kind, shared_t, with_target):
     s, t, u, at, q2, q1, sw, aq2, asw = _sums(rng, 9, 40, shared_t)
     f = 8.0 * (1000 * U) / (1.0 - 1000 * U)
+    target = np.where(rng.random(9) < 0.6, rng.integers(0, 7, 9), -1) if with_target else np.full(9, -1)
+    qt, wt, c = rng.normal(size=9), rng.uniform(0, 2, 9), rng.normal(size=(40, 7))
     d, err = np.empty(s.shape), np.empty(s.shape)
-    SK.product_distances(kind, s, t, u, at, q2, q1, sw, aq2, asw, f, d, err)
+    SK.product_distances(kind, s, t, u, at, q2, q1, sw, aq2, asw, f, target, qt, wt, c, d, err)
+    if with_target:  # the rows' target terms out of S, T and U first (as _pairwise did before the kernel)
+        s = twin_less_target(s, target, qt, c)
+        t = twin_less_target(t, target, wt, c, square=True)
+        u = twin_less_target(u, target, wt, c)
+        assert (target >= 0).any() and (target < 0).any()
     want_d, want_err = twin_distances(kind, s, t, u, at, q2, q1, sw, aq2, asw, f)
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(err, want_err)
@@ -132,3 +151,16 @@ def test_undefined_queries_equal_their_numpy_twin(rng, per_row):
             out = np.empty(P, dtype=np.bool_)
             SK.undefined_queries(kind, q, base, target, out)
             np.testing.assert_array_equal(out, twin_undefined(kind, q, base, target))
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_weighted_row_sums_equal_their_numpy_twin(rng, per_row):
+    """Sums in gene order: NumPy's cumulative sums (left to right) of the same products."""
+    a = rng.normal(size=(7, 33)) * 10.0 ** rng.integers(-5, 5, size=(7, 33))
+    base = rng.uniform(0, 2, size=(7 if per_row else 1, 33))
+    out = [np.empty(7) for _ in range(3)]
+    SK.weighted_row_sums(a, base, *out)
+    w = np.broadcast_to(base, a.shape)
+    wa = w * a
+    for got, terms in zip(out, (wa * a, wa, w)):
+        np.testing.assert_array_equal(got, np.cumsum(terms, axis=1)[:, -1])

@@ -748,7 +748,11 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
         shared_var = any(side.var is v and side.n is c for v, c in ((truth.var, truth.n_cells),
                                                                     (truth.half_b_var, truth.half_b_n)))
         mine: dict[tuple[str, str, str], np.ndarray] = {}
-        pred_deltas: dict[tuple[str, bool], np.ndarray] = {}
+        pred_deltas: dict = {}  # (reference, part) -> the side's deltas; "means" -> its means
+        # the means as one C-contiguous array: a profile broadcast to every row is copied once for
+        # all the metrics of the side, not once per metric
+        means = lambda: reuse(pred_deltas, "means", lambda: (  # noqa: E731
+            side.mean if side.mean.flags.c_contiguous else freeze(np.ascontiguousarray(side.mean))))
         pred_de = None
         pred_scopes: dict[tuple, dict] = {}
         checked: dict = {}  # this side's arrays, value-checked once for all its metrics
@@ -786,7 +790,7 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                     pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
                     truth_any_weights=truth_scopes.setdefault((which, data_ref, part), OnceScope()))
             if on_means:
-                a, b = side.mean[own], target(which, part, own)
+                a, b = means()[own], target(which, part, own)
             elif spec.needs != "de":  # deltas
                 a = reuse(pred_deltas, (data_ref, part),
                           lambda: freeze(side.mean[own] - vectors[data_ref][None, :]))

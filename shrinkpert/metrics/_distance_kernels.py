@@ -30,7 +30,7 @@ from numba import prange
 from .._numba import kernel
 
 __all__ = ["L1", "L2", "COSINE", "PEARSON", "pairwise_distances", "pair_distances", "rows_blocked", "candidate_blocks",
-           "l1_pivot_corrections", "l1_gene_subset", "heavy_genes", "ORDERS"]
+           "l1_pivot_corrections", "pivot_deviations", "kept_genes", "l1_gene_subset", "heavy_genes", "ORDERS"]
 
 L1, L2, COSINE, PEARSON = 0, 1, 2, 3
 _QUERY_BLOCK = 16
@@ -411,6 +411,53 @@ def l1_pivot_corrections(q: np.ndarray, y: np.ndarray, c: np.ndarray, base: np.n
                 m += new + old
             corr[k, j] = s
             mag[k, j] = m
+
+
+@kernel(parallel=True)
+def pivot_deviations(q: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, max_kept: int,
+                     counts: np.ndarray, residual: np.ndarray) -> None:
+    r"""How each query row departs from the pivot profile ``y``: genes kept and the residual.
+
+    Row :math:`i` keeps its ``target`` gene and, when it differs from :math:`y` on at most
+    ``max_kept`` genes, every gene where it does (``counts[i]`` genes kept); ``residual[i]`` =
+    :math:`\sum_g b_{ig}|q_{ig} - y_g|` over the other genes, in gene order (``base``: one shared
+    weight row or one per query). Rows run in parallel.
+    """
+    shared = base.shape[0] == 1
+    for i in prange(q.shape[0]):
+        b = base[0] if shared else base[i]
+        t = target[i]
+        n_diff = 0
+        for g in range(q.shape[1]):
+            if q[i, g] != y[g]:
+                n_diff += 1
+        sparse = n_diff <= max_kept
+        kept = 0
+        r = 0.0
+        for g in range(q.shape[1]):
+            if g == t or (sparse and q[i, g] != y[g]):
+                kept += 1
+            else:
+                r += b[g] * abs(q[i, g] - y[g])
+        counts[i] = kept
+        residual[i] = r
+
+
+@kernel
+def kept_genes(q: np.ndarray, y: np.ndarray, target: np.ndarray, max_kept: int, ptr: np.ndarray,
+               genes: np.ndarray) -> None:
+    """The genes :func:`pivot_deviations` keeps, row after row (``genes[ptr[i]:ptr[i + 1]]``, ascending)."""
+    for i in range(q.shape[0]):
+        n_diff = 0
+        for g in range(q.shape[1]):
+            if q[i, g] != y[g]:
+                n_diff += 1
+        sparse = n_diff <= max_kept
+        e = ptr[i]
+        for g in range(q.shape[1]):
+            if g == target[i] or (sparse and q[i, g] != y[g]):
+                genes[e] = g
+                e += 1
 
 
 @kernel(parallel=True)

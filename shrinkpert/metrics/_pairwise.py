@@ -465,15 +465,14 @@ def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
     # the median of up to _SAMPLE rows (any pivot is valid; one profile for every row gives it exactly)
     some = np.unique(np.linspace(0, q.shape[0] - 1, min(q.shape[0], _SAMPLE)).astype(np.int64))
     y = np.median(q[some], axis=0)
-    diff = q != y
-    sparse = diff.sum(axis=1) <= _SPARSE * q.shape[1]
-    keep = diff & sparse[:, None]
-    rows = np.flatnonzero(target >= 0)
-    keep[rows, target[rows]] = True
-    rest = np.where(keep, 0.0, np.abs(q - y))
-    residual = np.einsum("pg,pg->p", rest, np.broadcast_to(base, q.shape))
-    ptr = np.r_[0, np.cumsum(keep.sum(axis=1))].astype(np.int64)
-    return y, ptr, np.nonzero(keep)[1].astype(np.int64), residual
+    max_kept = int(_SPARSE * q.shape[1])
+    counts, residual = np.empty(q.shape[0], dtype=np.int64), np.empty(q.shape[0])
+    with thread_limit(None if q.size > _SMALL_JOB // 8 else 1):
+        _k.pivot_deviations(q, y, base, target, max_kept, counts, residual)
+    ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    genes = np.empty(ptr[-1], dtype=np.int64)
+    _k.kept_genes(q, y, target, max_kept, ptr, genes)
+    return y, ptr, genes, residual
 
 
 def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,

@@ -247,3 +247,33 @@ def test_pivot_path_with_a_small_dense_residual(rng):
     for weights in (None, rng.uniform(0, 2, size=(P, G))):
         assert_same(loo, true, weights, target)
         assert_same(2.0 * loo - 1.0, true, weights, target)  # a scaled mean
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_pivot_deviations_equal_their_numpy_twin(rng, per_row):
+    """Kept genes (target, and every differing gene of a sparse row) and the residual over the
+    others, summed in gene order: the NumPy expressions the kernels replaced."""
+    P, G = 10, 24
+    y = np.round(rng.normal(size=G), 1)
+    q = np.tile(y, (P, 1))
+    q[1, [2, 9]] = [4.0, -3.0]  # sparse
+    q[2] = y + rng.normal(size=G)  # dense: nothing but its target kept
+    q[3, 5] = -0.0 if y[5] == 0 else y[5]  # equal by value
+    q[4, :4] = 1e-3
+    target = np.array([3, -1, 4, 23, -1, 0, 7, 7, -1, 2])
+    base = rng.uniform(0, 2, size=(P if per_row else 1, G))
+    max_kept = 3
+    counts, residual = np.empty(P, dtype=np.int64), np.empty(P)
+    K.pivot_deviations(q, y, base, target, max_kept, counts, residual)
+    ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    genes = np.empty(ptr[-1], dtype=np.int64)
+    K.kept_genes(q, y, target, max_kept, ptr, genes)
+    diff = q != y
+    keep = diff & (diff.sum(axis=1) <= max_kept)[:, None]
+    rows = np.flatnonzero(target >= 0)
+    keep[rows, target[rows]] = True
+    terms = np.where(keep, 0.0, np.broadcast_to(base, q.shape) * np.abs(q - y))
+    np.testing.assert_array_equal(counts, keep.sum(axis=1))
+    np.testing.assert_array_equal(genes, np.nonzero(keep)[1])
+    np.testing.assert_array_equal(residual, np.cumsum(terms, axis=1)[:, -1])
+    assert residual[2] > 0 and counts[1] == 2 and counts[2] == 1

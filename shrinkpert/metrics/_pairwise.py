@@ -134,10 +134,32 @@ def _within(lo: float, hi: float, *ranges: tuple[float, float]) -> bool:
 
 
 def _row_groups(x: np.ndarray) -> np.ndarray:
-    """Group id per row; rows with the same bytes share an id."""
-    x = np.ascontiguousarray(x)
-    seen: dict[bytes, int] = {}
-    return np.array([seen.setdefault(row.tobytes(), len(seen)) for row in x], dtype=np.int64)
+    """Group id per row, numbered in order of first appearance; rows with the same bytes share an id.
+
+    Rows are hashed in one kernel pass; rows with equal hashes are compared bit for bit.
+    """
+    words = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    hashes = np.empty(words.shape[0], dtype=np.uint64)
+    _sk.row_hashes(words, hashes)
+    seen: dict[int, list[tuple[int, int]]] = {}
+    ids = np.empty(words.shape[0], dtype=np.int64)
+    n_groups = 0
+    for i, h in enumerate(hashes.tolist()):
+        same = seen.setdefault(h, [])
+        for j, group in same:
+            if np.array_equal(words[i], words[j]):
+                ids[i] = group
+                break
+        else:
+            same.append((i, n_groups))
+            ids[i] = n_groups
+            n_groups += 1
+    return ids
+
+
+def _candidate_groups(scope: dict[Hashable, Any] | None, c: np.ndarray) -> np.ndarray:
+    """:func:`_row_groups` of the candidates ``c``, kept in their side's ``scope``."""
+    return reuse(scope, ("pairwise", "row_groups"), lambda: _row_groups(c))
 
 
 def _query_weights(base: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:
@@ -399,8 +421,7 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
     own = np.full(n, np.nan)
     own[live] = _exact(q_raw, c_raw, base, target, kind, live, live)
     undefined |= np.isnan(own)
-    groups = reuse(sums.truth_scope if anchor == "pred" else sums.pred_scope, ("pairwise", "groups", anchor),
-                   lambda: _row_groups(c_raw))
+    groups = _candidate_groups(sums.truth_scope if anchor == "pred" else sums.pred_scope, c_raw)
     if kind == _k.L2:
         own_lo, own_hi = own * own * (1.0 - 8.0 * _U), own * own * (1.0 + 8.0 * _U)
     else:
@@ -530,7 +551,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
             return None
     rows_approx = ((lambda rows: (every[0][rows], every[1][rows])) if every is not None else
                    (lambda rows: approx(np.arange(rows.start, rows.stop, dtype=np.int64))))
-    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    groups = _candidate_groups(scope, c)
     return _classify(rows_approx, own, own, own, undefined, groups, (q, c, base, target, _k.L1), int(live.size),
                      max_exact=int(_UNSURE * n * c.shape[0]))
 
@@ -600,7 +621,7 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
         mid = 0.5 * (lower + upper)
         return mid, 0.5 * (upper - lower) + 8.0 * _U * np.abs(mid)
 
-    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    groups = _candidate_groups(scope, c)
     return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1),
                      int(live.size), max_exact=int(_UNSURE * n * c.shape[0]))
 
@@ -642,7 +663,7 @@ def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray
             _l1.l1_single(q32, blocks, w32, target, idx, _ROWS_PER_TASK, d)
         return d, _l1.bound(d, size[idx], n_genes, reach)
 
-    groups = reuse(scope, ("pairwise", "l1_groups"), lambda: _row_groups(c))
+    groups = _candidate_groups(scope, c)
     return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1), int(live.size))
 
 

@@ -17,7 +17,7 @@ from numba import prange
 from .._numba import kernel
 from ._distance_kernels import COSINE, L2, PEARSON, _varies_except
 
-__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries", "weighted_row_sums"]
+__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries", "weighted_row_sums", "row_hashes"]
 
 _U = 2.0**-53
 _TINY = 1e-280
@@ -183,3 +183,14 @@ def weighted_row_sums(a: np.ndarray, base: np.ndarray, squares: np.ndarray, sums
         squares[i] = s2
         sums[i] = s1
         weights[i] = s0
+
+
+@kernel(parallel=True)
+def row_hashes(words: np.ndarray, out: np.ndarray) -> None:
+    """A 64-bit FNV-1a hash of each row of ``words`` (uint64, e.g. float64 bits): equal rows, equal hashes."""
+    prime = np.uint64(1099511628211)
+    for i in prange(words.shape[0]):
+        h = np.uint64(14695981039346656037)
+        for g in range(words.shape[1]):
+            h = (h ^ words[i, g]) * prime
+        out[i] = h

@@ -179,7 +179,7 @@ def test_pivot_path_single_pass_equals_kernel(rng):
     base, dead = np.ones((1, G)), np.zeros(P, dtype=bool)
     scope: dict = {}
     st = _pairwise.l1_standing(loo, true, base, target, dead, scope)
-    assert st is not None and ("pairwise", "l1_groups") in scope
+    assert st is not None and ("pairwise", "row_groups") in scope
     _assert_standing(st, loo, true, base, target, dead)
 
 

@@ -164,3 +164,28 @@ def test_weighted_row_sums_equal_their_numpy_twin(rng, per_row):
     wa = w * a
     for got, terms in zip(out, (wa * a, wa, w)):
         np.testing.assert_array_equal(got, np.cumsum(terms, axis=1)[:, -1])
+
+
+def test_row_hashes_equal_their_numpy_twin(rng):
+    words = rng.integers(0, 2**63, size=(6, 11), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    out = np.empty(6, dtype=np.uint64)
+    SK.row_hashes(words, out)
+    h = np.full(6, 14695981039346656037, dtype=np.uint64)
+    for g in range(words.shape[1]):  # FNV-1a, 64-bit words, wrapping products
+        h = (h ^ words[:, g]) * np.uint64(1099511628211)
+    np.testing.assert_array_equal(out, h)
+
+
+def test_row_groups_are_groups_of_identical_bytes(rng):
+    """The ids of the former bytes dictionary: first-appearance order, -0.0 distinct from 0.0."""
+    from shrinkpert.metrics._pairwise import _row_groups
+
+    x = np.round(rng.normal(size=(40, 5)))
+    x[[3, 17, 30]] = x[8]
+    x[20] = 0.0
+    x[21] = -0.0
+    x[22] = 0.0
+    seen: dict = {}
+    want = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in x])
+    np.testing.assert_array_equal(_row_groups(x), want)
+    assert want[20] == want[22] != want[21]

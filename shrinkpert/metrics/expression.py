@@ -201,7 +201,8 @@ def _wmean(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """Row-wise (weighted) mean; NaN for a row whose weights sum to 0."""
     if w is None:
         return x.mean(axis=1)
-    total = w.sum(axis=1)
+    # one row broadcast to all (shared weights): its sum once (NumPy sums each row alike, bit for bit)
+    total = np.full(w.shape[0], w[0].sum()) if w.shape[0] > 1 and w.strides[0] == 0 else w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.einsum("ij,ij->i", w, x) / total
 

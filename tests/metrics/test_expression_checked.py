@@ -130,3 +130,10 @@ def test_checked_once_blocks_nest():
         assert _known(truth) and not _known(pred)
     assert not _known(truth)
     assert list(lasting) and list(mine)
+
+
+def test_weighted_mean_of_broadcast_weights_is_bit_identical(rng):
+    """Shared weights broadcast to every row: their sum is taken once, equal to NumPy's row sums."""
+    x = rng.normal(size=(9, 8000))
+    w0 = rng.uniform(0, 1, 8000) * 10.0 ** rng.integers(-8, 8, 8000)
+    np.testing.assert_array_equal(_wmean(x, np.broadcast_to(w0, x.shape)), _wmean(x, np.tile(w0, (9, 1))))

@@ -676,11 +676,13 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
 
 def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
-            truth_scope: dict[Hashable, Any] | None) -> Standing:
+            truth_scope: dict[Hashable, Any] | None, pred_any: dict[Hashable, Any] | None = None,
+            truth_any: dict[Hashable, Any] | None = None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix
-    (the scopes as in :class:`PairSums`)."""
-    ranges = (reuse(pred_scope, ("pairwise", "range"), lambda: _range(x)),
-              reuse(truth_scope, ("pairwise", "range"), lambda: _range(y)),
+    (the scopes as in :class:`PairSums`; ``pred_any``, ``truth_any``: what depends on the
+    prediction or the truth alone, shared by every weighting; by default the other two)."""
+    ranges = (reuse(pred_scope if pred_any is None else pred_any, ("pairwise", "range"), lambda: _range(x)),
+              reuse(truth_scope if truth_any is None else truth_any, ("pairwise", "range"), lambda: _range(y)),
               reuse(truth_scope, ("pairwise", "weight_range"), lambda: _range(base)))
     tame = _within(*_TAME, *ranges)  # no product of three underflows or overflows
     if kind == _k.L1 and tame:

@@ -11,7 +11,7 @@ indices stay the same, and a new ``pred`` dictionary for every prediction scored
 :func:`~shrinkpert.evaluate` keeps one per (prediction, reference, weighting) with the truth's
 dictionary shared across predictions. Without ``shared`` every call computes afresh. The optional
 ``pred_any_weights`` / ``truth_any_weights`` dictionaries hold what does not depend on the gene
-weights or target indices (a row's sort order), shared by all weightings.
+weights or target indices (a row's sort order, the range of its magnitudes), shared by all weightings.
 
 A dictionary shared by metrics running in several threads at once (the truth's, when
 :func:`~shrinkpert.evaluate` scores two sides at a time) is a :class:`OnceScope`: :func:`reuse`

@@ -47,9 +47,11 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    (:func:`l1_standing`); pairs are decided under the same kind of rounding bound and the others
    computed exactly. Queries whose gene weights sit on a few genes (shrunken ``auto`` weights)
    first try :func:`l1_heavy`: sums over each query's heavy genes, the light genes' share bounded
-   by :math:`10^{-4}` of its own distance. Other queries, or too many undecided pairs, get the
-   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.rows_blocked`, bit-identical to the
-   exact kernel), which also computes the rows of queries with many near-ties.
+   by :math:`10^{-4}` of its own distance. Other queries take every pair's distance in single
+   precision (:func:`l1_single`: about twice the pairs per second) under a rounding bound, the
+   undecided pairs computed exactly; inputs whose magnitudes do not fit single precision get the
+   full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.rows_blocked`,
+   bit-identical to the exact kernel), which also computes the rows of queries with many near-ties.
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
 products could underflow or overflow, fall back to the full kernel matrix.

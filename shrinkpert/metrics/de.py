@@ -29,7 +29,7 @@ from . import _de_kernels as _dk
 from ..stats.testing import bh_adjust, t_sf
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from .shared import SharedIntermediates, reuse
-from .expression import _as_matrix, _finish, _pearson_rows, _weighted_midranks
+from .expression import _as_matrix, _finish, _pearson_rows, _support_midranks
 
 __all__ = [
     "DECalls",
@@ -578,8 +578,8 @@ def de_spearman_lfc(pred: Any, truth: Any, *, alpha: float = 0.05,
     p, t, vector = _pair(pred, truth)
     scope = shared.truth if shared else None
     w = reuse(scope, ("de_mask", a), lambda: (_mat(t.q) < a).astype(np.float64))
-    rt = reuse(scope, ("de_midranks", a), lambda: _weighted_midranks(_mat(t.lfc), w))
-    rho = _pearson_rows(_weighted_midranks(_mat(p.lfc), w), rt, w)
+    rt = reuse(scope, ("de_midranks", a), lambda: _support_midranks(_mat(t.lfc), w))
+    rho = _pearson_rows(_support_midranks(_mat(p.lfc), w), rt, w)
     return _finish(rho, vector)
 
 

@@ -245,6 +245,29 @@ def _weighted_midranks(x: np.ndarray, w: np.ndarray | None, order: np.ndarray | 
     return out
 
 
+def _support_midranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`_weighted_midranks` at each row's genes of positive weight, 0 at the others (which a
+    weighted correlation ignores), sorting only the weighted genes of each row.
+
+    Rows are packed to the left (padded with ``inf`` of weight 0, which ranks last and moves no
+    other rank), ranked, and scattered back. Equal to the full ranks bit for bit when the weights
+    in a tie group add up exactly (0/1 masks); otherwise within the order of those sums.
+    """
+    w = np.broadcast_to(w, x.shape)
+    keep = w > 0
+    counts = keep.sum(axis=1)
+    width = int(counts.max()) if counts.size else 0
+    if 2 * width > x.shape[1]:  # most genes weighted: the whole rows
+        return np.where(keep, _weighted_midranks(x, np.ascontiguousarray(w)), 0.0)
+    rows, cols = np.nonzero(keep)
+    at = np.arange(rows.size) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+    packed, weights = np.full((x.shape[0], width), np.inf), np.zeros((x.shape[0], width))
+    packed[rows, at], weights[rows, at] = x[rows, cols], w[rows, cols]
+    out = np.zeros(x.shape)
+    out[rows, cols] = _weighted_midranks(packed, weights)[rows, at]
+    return out
+
+
 def _shared_midranks(x: np.ndarray, w: np.ndarray | None, scope: dict | None, any_weights: dict | None
                      ) -> np.ndarray:
     """:func:`_weighted_midranks` kept in ``scope``, the sort kept in ``any_weights`` (shared by weightings)."""

@@ -137,3 +137,23 @@ def test_weighted_mean_of_broadcast_weights_is_bit_identical(rng):
     x = rng.normal(size=(9, 8000))
     w0 = rng.uniform(0, 1, 8000) * 10.0 ** rng.integers(-8, 8, 8000)
     np.testing.assert_array_equal(_wmean(x, np.broadcast_to(w0, x.shape)), _wmean(x, np.tile(w0, (9, 1))))
+
+
+def test_support_midranks_equal_the_full_ranks_on_the_weighted_genes(rng):
+    """0/1 masks (as the DE Spearman uses), ties and NaN included: the weighted genes' ranks are
+    the full rows' bit for bit, the others 0; and a weighted Pearson of them is unchanged."""
+    from shrinkpert.metrics.expression import _support_midranks, _weighted_midranks
+
+    x = np.round(rng.normal(size=(7, 60)), 1)
+    x[2, 5] = np.nan
+    mask = (rng.random((7, 60)) < 0.2).astype(float)
+    mask[2, 5] = 1.0
+    mask[4] = 0.0  # a row with no weighted gene
+    got = _support_midranks(x, mask)
+    full = _weighted_midranks(x, mask)
+    np.testing.assert_array_equal(got[mask > 0], full[mask > 0])
+    assert (got[mask == 0] == 0).all()
+    y = rng.normal(size=(7, 60))
+    np.testing.assert_array_equal(_pearson_rows(got, y, mask), _pearson_rows(full, y, mask))
+    dense = (rng.random((7, 60)) < 0.9).astype(float)  # most genes weighted: the whole-row path
+    np.testing.assert_array_equal(_support_midranks(x, dense)[dense > 0], _weighted_midranks(x, dense)[dense > 0])

@@ -264,6 +264,19 @@ def _varies_except(x: np.ndarray, w: np.ndarray, skip: int) -> bool:
     return False
 
 
+@kernel
+def n_tasks(n_rows: int, rows_per_task: int, n_blocks: int) -> int:
+    """Tasks of a grid of (``rows_per_task`` queries) × (one candidate block)."""
+    return (n_rows + rows_per_task - 1) // rows_per_task * n_blocks
+
+
+@kernel
+def task_span(task: int, n_rows: int, rows_per_task: int, n_blocks: int) -> tuple[int, int, int]:
+    """Task ``task`` of :func:`n_tasks`' grid: its candidate block, first query and number of queries."""
+    first = task // n_blocks * rows_per_task
+    return task % n_blocks, first, min(n_rows, first + rows_per_task) - first
+
+
 @kernel(parallel=True)
 def rows_blocked(q: np.ndarray, c: np.ndarray, cb: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int,
                  rows: np.ndarray, rows_per_task: int, out: np.ndarray) -> None:
@@ -307,12 +320,8 @@ def rows_blocked(q: np.ndarray, c: np.ndarray, cb: np.ndarray, base: np.ndarray,
             xg = q[i, g] - mq[r]
             qq[r] += wg * xg * xg
             sx[r] += wg * xg
-    n_rb = (n_rows + rows_per_task - 1) // rows_per_task
-    for task in prange(n_rb * n_cb):
-        rb = task // n_cb
-        b = task - rb * n_cb
-        lo = rb * rows_per_task
-        n_r = min(n_rows, lo + rows_per_task) - lo
+    for task in prange(n_tasks(n_rows, rows_per_task, n_cb)):
+        b, lo, n_r = task_span(task, n_rows, rows_per_task, n_cb)
         acc_s = np.zeros((n_r, lanes))
         acc_t = np.zeros((n_r, lanes))
         acc_u = np.zeros((n_r, lanes))

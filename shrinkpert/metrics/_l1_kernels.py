@@ -29,6 +29,7 @@ import numpy as np
 from numba import prange
 
 from .._numba import kernel
+from ._distance_kernels import n_tasks, task_span
 
 __all__ = ["single_blocks", "l1_single", "bound", "fits"]
 
@@ -75,12 +76,8 @@ def l1_single(q: np.ndarray, cb: np.ndarray, w: np.ndarray, target: np.ndarray, 
     n_rows = rows.shape[0]
     shared = w.shape[0] == 1
     zero = np.float32(0.0)
-    n_rb = (n_rows + rows_per_task - 1) // rows_per_task
-    for task in prange(n_rb * n_cb):
-        rb = task // n_cb
-        b = task - rb * n_cb
-        lo = rb * rows_per_task
-        n_r = min(n_rows, lo + rows_per_task) - lo
+    for task in prange(n_tasks(n_rows, rows_per_task, n_cb)):
+        b, lo, n_r = task_span(task, n_rows, rows_per_task, n_cb)
         total = np.zeros((n_r, _LANES))
         part = np.empty(_LANES, dtype=np.float32)
         block = cb[b]

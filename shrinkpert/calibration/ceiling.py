@@ -182,7 +182,9 @@ def _ratio_ceiling(a: np.ndarray, v: np.ndarray, w: np.ndarray, *, centred: bool
         out = (np.sqrt(signal / total) - ell / (root * total**1.5)
                + 3.0 * root * (4.0 * ell + q) / (8.0 * total**2.5))
     out = np.where(signal > 0, np.clip(out, -1.0, 1.0), np.nan)
-    weak = ~(signal >= 3.0 * np.sqrt(4.0 * ell + q))
+    # 4l + q is a variance (q = 2 tr((MV)^2) with M = W - ww' positive semi-definite): a negative
+    # value is cancellation, its root 0 (a NaN from all-zero weights stays NaN: weak)
+    weak = ~(signal >= 3.0 * np.sqrt(np.maximum(4.0 * ell + q, 0.0)))
     return out, weak
 
 

@@ -161,3 +161,25 @@ def test_errors_name_the_argument(screens):
     with pytest.raises(InputError, match="n_draws"):
         noise_ceiling(*args, "r2_delta", n_draws=1)
     assert set(CLOSED_FORMS) == {"mse", "mae", "mse_delta", "mae_delta", "pearson_delta", "cosine_delta"}
+
+
+def test_weak_flag_where_the_variance_cancels_to_a_negative(rng):
+    """Weights on one gene: the variance 4l + q is 0 in exact arithmetic and comes out slightly
+    negative by cancellation; its root is 0 (no RuntimeWarning, not a NaN that flags the row weak)."""
+    import warnings
+
+    from shrinkpert.calibration.ceiling import _ratio_ceiling
+
+    w = np.array([[1.0, 1.35096505e-10, 7.21488340e-10]])
+    w = w / w.sum()
+    a = np.array([[0.2146591225063409, 0.3553727090399214, -0.6538286094183394]])
+    v = np.array([[1.7900268852631005, 1.8746826803168744, 0.7798108737472333]])
+    c, u = a - (w * a).sum(axis=1, keepdims=True), w * v
+    variance = 4.0 * (w * w * c * c * v).sum(axis=1) + 2.0 * (
+        (u * u).sum(axis=1) - 2.0 * (w * u * u).sum(axis=1) + (w * u).sum(axis=1) ** 2)
+    assert variance[0] < 0  # the case this test is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, weak = _ratio_ceiling(a, v, w, centred=True, debias_v=None)
+    signal = (w * c * c).sum(axis=1)
+    np.testing.assert_array_equal(weak, ~(signal >= 0.0))

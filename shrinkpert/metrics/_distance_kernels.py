@@ -424,13 +424,14 @@ def l1_pivot_corrections(q: np.ndarray, y: np.ndarray, c: np.ndarray, base: np.n
 
 @kernel(parallel=True)
 def pivot_deviations(q: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, max_kept: int,
-                     counts: np.ndarray, residual: np.ndarray) -> None:
+                     sparse: np.ndarray, counts: np.ndarray, residual: np.ndarray) -> None:
     r"""How each query row departs from the pivot profile ``y``: genes kept and the residual.
 
-    Row :math:`i` keeps its ``target`` gene and, when it differs from :math:`y` on at most
-    ``max_kept`` genes, every gene where it does (``counts[i]`` genes kept); ``residual[i]`` =
-    :math:`\sum_g b_{ig}|q_{ig} - y_g|` over the other genes, in gene order (``base``: one shared
-    weight row or one per query). Rows run in parallel.
+    Row :math:`i` is ``sparse`` when it differs from :math:`y` on at most ``max_kept`` genes; it
+    keeps its ``target`` gene and, when sparse, every gene where it differs (``counts[i]`` genes
+    kept, listed by :func:`kept_genes`); ``residual[i]`` = :math:`\sum_g b_{ig}|q_{ig} - y_g|`
+    over the other genes, in gene order (``base``: one shared weight row or one per query). Rows
+    run in parallel.
     """
     shared = base.shape[0] == 1
     for i in prange(q.shape[0]):
@@ -440,11 +441,11 @@ def pivot_deviations(q: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.
         for g in range(q.shape[1]):
             if q[i, g] != y[g]:
                 n_diff += 1
-        sparse = n_diff <= max_kept
+        sparse[i] = n_diff <= max_kept
         kept = 0
         r = 0.0
         for g in range(q.shape[1]):
-            if g == t or (sparse and q[i, g] != y[g]):
+            if _kept(q[i, g], y[g], g, t, sparse[i]):
                 kept += 1
             else:
                 r += b[g] * abs(q[i, g] - y[g])
@@ -453,18 +454,19 @@ def pivot_deviations(q: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.
 
 
 @kernel
-def kept_genes(q: np.ndarray, y: np.ndarray, target: np.ndarray, max_kept: int, ptr: np.ndarray,
+def _kept(x: float, pivot: float, g: int, t: int, sparse: bool) -> bool:
+    """Whether a row keeps gene ``g``: its target, or a gene where a sparse row differs from the pivot."""
+    return g == t or (sparse and x != pivot)
+
+
+@kernel
+def kept_genes(q: np.ndarray, y: np.ndarray, target: np.ndarray, sparse: np.ndarray, ptr: np.ndarray,
                genes: np.ndarray) -> None:
     """The genes :func:`pivot_deviations` keeps, row after row (``genes[ptr[i]:ptr[i + 1]]``, ascending)."""
     for i in range(q.shape[0]):
-        n_diff = 0
-        for g in range(q.shape[1]):
-            if q[i, g] != y[g]:
-                n_diff += 1
-        sparse = n_diff <= max_kept
         e = ptr[i]
         for g in range(q.shape[1]):
-            if g == target[i] or (sparse and q[i, g] != y[g]):
+            if _kept(q[i, g], y[g], g, target[i], sparse[i]):
                 genes[e] = g
                 e += 1
 

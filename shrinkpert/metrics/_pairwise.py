@@ -489,12 +489,13 @@ def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
     some = np.unique(np.linspace(0, q.shape[0] - 1, min(q.shape[0], _SAMPLE)).astype(np.int64))
     y = np.median(q[some], axis=0)
     max_kept = int(_SPARSE * q.shape[1])
+    sparse = np.empty(q.shape[0], dtype=np.bool_)
     counts, residual = np.empty(q.shape[0], dtype=np.int64), np.empty(q.shape[0])
     with thread_limit(None if q.size > _SMALL_JOB // 8 else 1):
-        _k.pivot_deviations(q, y, base, target, max_kept, counts, residual)
+        _k.pivot_deviations(q, y, base, target, max_kept, sparse, counts, residual)
     ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
     genes = np.empty(ptr[-1], dtype=np.int64)
-    _k.kept_genes(q, y, target, max_kept, ptr, genes)
+    _k.kept_genes(q, y, target, sparse, ptr, genes)
     return y, ptr, genes, residual
 
 
@@ -650,9 +651,9 @@ def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray
     own[live] = _exact(q, c, base, target, _k.L1, live, live)
     blocks = reuse(scope, ("pairwise", "single_blocks"), lambda: _l1.single_blocks(c))
     q32, w32 = q.astype(np.float32), base.astype(np.float32)
-    if reach is None:
-        reach = float(np.abs(q).max() + np.abs(c).max())
     magnitude = np.abs(q)
+    if reach is None:
+        reach = float(magnitude.max() + np.abs(c).max())
     rows = np.flatnonzero(target >= 0)
     magnitude[rows, target[rows]] = 0.0
     # A_i, the query's weighted magnitude (its rounding is covered by the bound's factor 2)

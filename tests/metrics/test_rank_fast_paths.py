@@ -263,11 +263,11 @@ def test_pivot_deviations_equal_their_numpy_twin(rng, per_row):
     target = np.array([3, -1, 4, 23, -1, 0, 7, 7, -1, 2])
     base = rng.uniform(0, 2, size=(P if per_row else 1, G))
     max_kept = 3
-    counts, residual = np.empty(P, dtype=np.int64), np.empty(P)
-    K.pivot_deviations(q, y, base, target, max_kept, counts, residual)
+    sparse, counts, residual = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.int64), np.empty(P)
+    K.pivot_deviations(q, y, base, target, max_kept, sparse, counts, residual)
     ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
     genes = np.empty(ptr[-1], dtype=np.int64)
-    K.kept_genes(q, y, target, max_kept, ptr, genes)
+    K.kept_genes(q, y, target, sparse, ptr, genes)
     diff = q != y
     keep = diff & (diff.sum(axis=1) <= max_kept)[:, None]
     rows = np.flatnonzero(target >= 0)

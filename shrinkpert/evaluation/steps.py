@@ -22,6 +22,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -296,37 +297,62 @@ class Sides(Mapping[str, Side]):
     costs one perturbations × genes array each (16 by default), so :func:`score` reads them one
     at a time and only the side being scored is in memory. :meth:`kind` and :meth:`truth` need no
     build. :meth:`keeping` gives the same sides with built baselines kept up to a number of bytes
-    (for scoring in several passes).
+    (for scoring in several passes), the costliest to build per byte first.
     """
 
     def __init__(self, entries: Mapping[str, tuple[str, str, Callable[[], Side]]], keep_bytes: int = 0,
-                 borrowed: Sequence[np.ndarray] = ()) -> None:
+                 borrowed: Sequence[np.ndarray] = (), clock: Callable[[], float] = time.perf_counter) -> None:
         self._entries = dict(entries)  # name -> (kind, truth, build)
-        self._room = keep_bytes
+        self._budget = self._room = keep_bytes  # the budget, and what is left of it
         self._borrowed = tuple(borrowed)
-        self._kept: dict[str, Side] = {}
+        self._clock = clock
+        self._kept: dict[str, tuple[Side, int, float]] = {}  # name -> (side, bytes, seconds to build)
         self._lock = threading.Lock()
 
     def keeping(self, keep_bytes: int, borrowed: Sequence[np.ndarray] = ()) -> Sides:
-        """These sides, each baseline kept once built while the kept arrays total at most
-        ``keep_bytes`` (arrays in ``borrowed``, the truth's variances and cells that baselines
-        carry, are alive anyway and not counted); the others are built on every read."""
-        return Sides(self._entries, keep_bytes, borrowed)
+        """These sides, built baselines kept while the kept arrays total at most ``keep_bytes``
+        (arrays in ``borrowed``, the truth's variances and cells that baselines carry, are alive
+        anyway and not counted); the others are built on every read.
+
+        What is kept is what saves the most time per byte: a side that does not fit replaces kept
+        sides that took less time to build per byte, when together they took less time than it.
+        Which sides are kept depends on measured build times, never on their values (a side is
+        built the same each time).
+        """
+        return Sides(self._entries, keep_bytes, borrowed, self._clock)
 
     def __getitem__(self, name: str) -> Side:
-        side = self._kept.get(name)
-        if side is not None:
-            return side
+        with self._lock:
+            kept = self._kept.get(name)
+        if kept is not None:
+            return kept[0]
         kind, _, build = self._entries[name]
+        start = self._clock()
         side = build()
-        if self._room > 0 and kind != "model":  # a model's side is its arrays, already alive
+        if self._budget > 0 and kind != "model":  # a model's side is its arrays, already alive
             size = sum(a.nbytes for a in (side.mean, side.var, side.n)
                        if a is not None and not any(a is b for b in self._borrowed))
             with self._lock:
-                if size <= self._room:
-                    self._room -= size
-                    self._kept[name] = side
+                self._offer(name, side, size, self._clock() - start)
         return side
+
+    def _offer(self, name: str, side: Side, size: int, seconds: float) -> None:
+        """Keep a side just built if it fits, or if it fits once kept sides that are cheaper per
+        byte and cheaper in all than it are dropped (called under the lock)."""
+        if name in self._kept or size > self._budget:
+            return
+        free, dropped, saved = self._room, [], 0.0
+        for other, (_, n_bytes, secs) in sorted(self._kept.items(), key=lambda kv: kv[1][2] / max(kv[1][1], 1)):
+            if free >= size or secs * max(size, 1) >= seconds * max(n_bytes, 1):  # at least as costly per byte
+                break
+            free, saved = free + n_bytes, saved + secs
+            dropped.append(other)
+        if free < size or (dropped and saved >= seconds):
+            return
+        for other in dropped:
+            self._room += self._kept.pop(other)[1]
+        self._room -= size
+        self._kept[name] = (side, size, seconds)
 
     def __iter__(self):
         return iter(self._entries)
@@ -625,9 +651,9 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     (rank, biology) then take the sides once per (input, weighting), so that the truth's P × P
     products under one of them go before the next one's are made. Each side is therefore read
     once per block and once per (input, weighting) of those metrics; built baselines are kept
-    for the next read up to :data:`_KEEP_BYTES` (the others are built again). A row's value does not
-    depend on the other rows, so the result equals one block's bit for bit (what makes shards
-    exact, see :mod:`~shrinkpert.evaluation.partition`).
+    for the next read up to :data:`_KEEP_BYTES`, the costliest to build per byte first (the others
+    are built again). A row's value does not depend on the other rows, so the result equals one
+    block's bit for bit (what makes shards exact, see :mod:`~shrinkpert.evaluation.partition`).
     """
     from .partition import ROW_SEPARABLE
 

@@ -105,3 +105,41 @@ def test_sides_kept_within_their_budget():
     for name in sides:  # the sides themselves keep nothing
         sides[name]
     assert builds == {"model": 4, "a": 2, "b": 2, "c": 4}
+
+
+def test_sides_kept_by_build_time_per_byte():
+    """A side that does not fit replaces kept sides that took less time per byte and less in all to
+    build; a cheap side never replaces a costly one (build times from a clock the builders advance)."""
+    import numpy as np
+
+    now = [0.0]
+    builds = dict.fromkeys("abcd", 0)
+    cost = {"a": 1.0, "b": 1.5, "c": 5.0, "d": 0.5}  # seconds per build; every side is 120 bytes
+
+    def build(name):
+        def make():
+            builds[name] += 1
+            now[0] += cost[name]
+            return steps.Side(np.ones((3, 4)), None, np.ones(3), "full", "negative")
+        return make
+
+    sides = steps.Sides({name: ("negative", "full", build(name)) for name in "abcd"})
+    kept = sides.keeping(240)  # room for two
+    kept._clock = lambda: now[0]
+    for _ in range(3):
+        for name in kept:
+            kept[name]
+    # a and b fit; c (5 s) replaces a (1 s, the cheaper of the two); d (0.5 s) replaces nothing
+    assert builds == {"a": 3, "b": 1, "c": 1, "d": 3}
+    assert set(kept._kept) == {"b", "c"}
+    # c alone would need both places: b and a together (2.5 s) are cheaper than it, so both go
+    now[0] = 0.0
+    builds.update(dict.fromkeys("abcd", 0))
+    wide = steps.Sides({name: ("negative", "full", build(name)) for name in "abcd"}).keeping(240)
+    wide._clock = lambda: now[0]
+    big = steps.Side(np.ones((6, 4)), None, np.ones(6), "full", "negative")  # 192 + 48 bytes
+    wide._entries["c"] = ("negative", "full", lambda: (now.__setitem__(0, now[0] + 5.0), big)[1])
+    for _ in range(2):
+        for name in "abc":
+            wide[name]
+    assert set(wide._kept) == {"c"} and builds["a"] == 2 and builds["b"] == 2

@@ -83,21 +83,27 @@ def test_kept_sides_change_nothing(pair, monkeypatch):
 
 def test_sides_kept_within_their_budget():
     """Baselines are built once while they fit the budget, then on every read; models and the
-    arrays they borrow from the truth are not counted."""
+    arrays they borrow from the truth are not counted. Every build takes one second of a clock the
+    builders advance, so what is kept never depends on this machine's timing."""
     import numpy as np
 
     borrowed = np.zeros((3, 4))
     builds = {"model": 0, "a": 0, "b": 0, "c": 0}
+    now = [0.0]
 
     def build(name, own_var):
         def make():
             builds[name] += 1
+            now[0] += 1.0
             return steps.Side(np.ones((3, 4)), np.ones((3, 4)) if own_var else borrowed, np.ones(3), "full", "negative")
         return make
 
     sides = steps.Sides({"model": ("model", "full", build("model", True)), "a": ("negative", "full", build("a", False)),
-                         "b": ("negative", "full", build("b", True)), "c": ("negative", "full", build("c", False))})
-    kept = sides.keeping(120 + 216, borrowed=(borrowed,))  # a (mean and cells: 96 + 24 bytes), b (96 + 96 + 24)
+                         "b": ("negative", "full", build("b", True)), "c": ("negative", "full", build("c", False))},
+                        clock=lambda: now[0])
+    # a (mean and cells: 96 + 24 bytes) and b (96 + 96 + 24) fill the budget; c takes as long as b to
+    # build for fewer bytes, so it replaces neither
+    kept = sides.keeping(120 + 216, borrowed=(borrowed,))
     for _ in range(3):
         for name in kept:
             assert kept[name].mean.shape == (3, 4)

@@ -69,6 +69,21 @@ __all__ = [
 ]
 
 
+def _sealed(a: Any) -> bool:
+    """A float64 array that owns its memory and is read-only (:func:`_seal`): taken as it is, not copied.
+
+    Nothing else can write to it (a view of it is read-only too), so a builder's fresh array need
+    not be copied once more (one perturbations × genes array per baseline per build).
+    """
+    return isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.owndata and not a.flags.writeable
+
+
+def _seal(a: np.ndarray) -> np.ndarray:
+    """``a`` (an array just built here and referenced nowhere else) made read-only, in place."""
+    a.setflags(write=False)
+    return a
+
+
 @dataclass(frozen=True)
 class BaselinePrediction:
     """A baseline's predicted mean profile per perturbation.
@@ -98,7 +113,7 @@ class BaselinePrediction:
     n: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        mean = np.array(self.mean, dtype=np.float64)
+        mean = self.mean if _sealed(self.mean) else np.array(self.mean, dtype=np.float64)
         if mean.shape != (len(self.perturbations), len(self.genes)):
             raise InputError(f"baseline {self.name!r}: mean has shape {mean.shape}, expected "
                              f"{(len(self.perturbations), len(self.genes))}.")
@@ -185,7 +200,7 @@ def mean_baseline(summary: TruthSummary, *, weighting: str = "perturbation",
         else:
             raise InputError(f"weighting must be 'perturbation' or 'cells', got {weighting!r}.")
         mean = np.broadcast_to(profile, summary.mean.shape)
-    return BaselinePrediction(name, summary.perturbations, summary.genes, mean,
+    return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean) if leave_one_out else mean,
                               params={"kind": "negative", "weighting": weighting, "leave_one_out": leave_one_out})
 
 
@@ -239,8 +254,8 @@ def interpolated_duplicate(summary: TruthSummary) -> BaselinePrediction:
         rows = slice(start, start + _ROWS_PER_BLOCK)
         alpha = 1.0 - _welch_padj_vs_rest(summary, rows, totals)
         mean[rows] = alpha * summary.half_b_mean[rows] + (1.0 - alpha) * mean[rows]
-    return BaselinePrediction("interpolated_duplicate", summary.perturbations, summary.genes, mean, truth="half_a",
-                              params={"kind": "positive", "alpha": "1 - BH(Welch half B vs rest)"})
+    return BaselinePrediction("interpolated_duplicate", summary.perturbations, summary.genes, _seal(mean),
+                              truth="half_a", params={"kind": "positive", "alpha": "1 - BH(Welch half B vs rest)"})
 
 
 def additive_baseline(summary: TruthSummary, *, separator: str = "+",
@@ -279,7 +294,7 @@ def additive_baseline(summary: TruthSummary, *, separator: str = "+",
             raise MissingKeyError(f"additive baseline: combination {p!r} needs single perturbations {absent}; "
                                   "evaluate them too or pass singles={label: mean profile}.")
         out[i] = summary.control_mean + sum(profiles[s] - summary.control_mean for s in parts)
-    return BaselinePrediction("additive", summary.perturbations, summary.genes, out,
+    return BaselinePrediction("additive", summary.perturbations, summary.genes, _seal(out),
                               params={"kind": "reference", "separator": separator})
 
 
@@ -328,7 +343,7 @@ def linear_baseline(summary: TruthSummary, *, targets: Mapping[str, str] | None 
         W = np.linalg.solve((Pm.T @ Pm + ridge * np.eye(K)).T, lhs.T).T
         g = Gm[tidx[i]] if tidx[i] >= 0 else np.zeros(K)
         out[i] = Gm @ W @ g + b
-    return BaselinePrediction("linear", summary.perturbations, summary.genes, out,
+    return BaselinePrediction("linear", summary.perturbations, summary.genes, _seal(out),
                               params={"kind": "reference", "n_components": n_components, "ridge": ridge,
                                       "n_targets_measured": int((tidx >= 0).sum())})
 
@@ -337,7 +352,7 @@ def scaled_mean(summary: TruthSummary, *, factor: float) -> BaselinePrediction:
     r"""Adversarial: the mean baseline's change from control scaled, :math:`\bar x_c + k(m_p - \bar x_c)`."""
     mean = summary.control_mean[None, :] + factor * (_loo_mean(summary) - summary.control_mean[None, :])
     name = "scaled_mean_up" if factor > 1 else "scaled_mean_down"
-    return BaselinePrediction(name, summary.perturbations, summary.genes, mean,
+    return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean),
                               params={"kind": "adversarial", "factor": factor})
 
 
@@ -354,7 +369,7 @@ def inflated_mean(summary: TruthSummary, *, seed: int | np.random.Generator = 0,
     noise = np.empty(summary.mean.shape)
     noise[:, by_name] = as_rng(seed).normal(size=summary.mean.shape)
     noise *= (scale * sd)[None, :]
-    return BaselinePrediction("inflated_mean", summary.perturbations, summary.genes, _loo_mean(summary) + noise,
+    return BaselinePrediction("inflated_mean", summary.perturbations, summary.genes, _seal(_loo_mean(summary) + noise),
                               params={"kind": "adversarial", "scale": scale})
 
 
@@ -370,7 +385,7 @@ def shuffled_labels(summary: TruthSummary, *, seed: int | np.random.Generator = 
     order = as_rng(seed).permutation(P)
     perm = np.empty(P, dtype=np.int64)
     perm[order] = np.roll(order, 1)
-    return BaselinePrediction("shuffled", summary.perturbations, summary.genes, summary.mean[perm],
+    return BaselinePrediction("shuffled", summary.perturbations, summary.genes, _seal(summary.mean[perm]),
                               params={"kind": "adversarial", "permutation": perm.tolist()})
 
 

@@ -189,6 +189,28 @@ def test_make_baselines(summary):
         make_baselines(summary, ["median"])
 
 
+def test_a_callers_array_is_copied_and_a_builders_fresh_one_is_not(summary):
+    from shrinkpert.baselines import BaselinePrediction
+
+    perts, genes = summary.perturbations, summary.genes
+    mine = np.ones(summary.mean.shape)
+    b = BaselinePrediction("mine", perts, genes, mine)
+    mine[0, 0] = 5.0  # the caller's array stays theirs: the baseline holds a copy
+    assert b.mean[0, 0] == 1.0 and not b.mean.flags.writeable
+    view = mine.view()
+    view.setflags(write=False)  # read-only, but a view of a writable array: copied too
+    assert not np.shares_memory(BaselinePrediction("view", perts, genes, view).mean, mine)
+    sealed = np.ones(summary.mean.shape)
+    sealed.setflags(write=False)  # owns its memory and nothing can write to it: held as it is
+    assert BaselinePrediction("sealed", perts, genes, sealed).mean is sealed
+    # the builders' arrays are fresh and sealed: held as built, one copy fewer per build
+    shuffled = shuffled_labels(summary, seed=1)
+    assert shuffled.mean.flags.owndata and not shuffled.mean.flags.writeable
+    assert not np.shares_memory(shuffled.mean, summary.mean)
+    with pytest.raises(ValueError):
+        shuffled.mean[0, 0] = 0.0
+
+
 def test_detect_scale(papalexi):
     assert detect_scale(papalexi) == "counts"
     logged = papalexi.copy()

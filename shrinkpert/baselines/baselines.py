@@ -79,7 +79,7 @@ def _sealed(a: Any) -> bool:
 
 
 def _seal(a: np.ndarray) -> np.ndarray:
-    """``a`` (an array just built here and referenced nowhere else) made read-only, in place."""
+    """``a`` (an array just built here and referenced nowhere else, or a read-only view) made read-only, in place."""
     a.setflags(write=False)
     return a
 
@@ -200,7 +200,7 @@ def mean_baseline(summary: TruthSummary, *, weighting: str = "perturbation",
         else:
             raise InputError(f"weighting must be 'perturbation' or 'cells', got {weighting!r}.")
         mean = np.broadcast_to(profile, summary.mean.shape)
-    return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean) if leave_one_out else mean,
+    return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean),
                               params={"kind": "negative", "weighting": weighting, "leave_one_out": leave_one_out})
 
 

@@ -12,6 +12,7 @@ from shrinkpert.baselines import (
     ADVERSARIAL,
     BASELINES,
     EXPLOITS,
+    BaselinePrediction,
     additive_baseline,
     control_baseline,
     detect_scale,
@@ -190,8 +191,6 @@ def test_make_baselines(summary):
 
 
 def test_a_callers_array_is_copied_and_a_builders_fresh_one_is_not(summary):
-    from shrinkpert.baselines import BaselinePrediction
-
     perts, genes = summary.perturbations, summary.genes
     mine = np.ones(summary.mean.shape)
     b = BaselinePrediction("mine", perts, genes, mine)

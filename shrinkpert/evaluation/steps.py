@@ -632,6 +632,8 @@ _BLOCK_ENTRIES = 4_000_000
 _MAX_BLOCKS = 8
 #: ... unless it is kept: built baselines kept across the passes, up to this many bytes.
 _KEEP_BYTES = 1 << 30
+#: P x P products of the truth per weighting of the rank metrics, at most (T and U of per-row weights).
+_TRUTH_PRODUCTS = 2
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -648,9 +650,13 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     many rows as make that many entries (at most :data:`_MAX_BLOCKS` blocks), every side on one
     block before the next block, so that their intermediates (deltas, ranks, DE calls; the
     truth's shared by all sides) exist for one block at a time. The metrics that need every row
-    (rank, biology) then take the sides once per (input, weighting), so that the truth's P × P
-    products under one of them go before the next one's are made. Each side is therefore read
-    once per block and once per (input, weighting) of those metrics; built baselines are kept
+    (rank, biology) then take the sides once per input, every weighting in the same pass, when
+    the truth's P × P products under all weightings (at most :data:`_TRUTH_PRODUCTS` per
+    weighting) fit in :data:`_KEEP_BYTES`: what a side computes under the weights 1 (its P × P
+    product, its L1 standing) then also serves the rows of per-perturbation weights that are
+    uniform (:mod:`shrinkpert.metrics.rank`). Else they take them once per (input, weighting), so
+    that the truth's products under one weighting go before the next one's are made. Each side is
+    therefore read once per block and once per pass of those metrics; built baselines are kept
     for the next read up to :data:`_KEEP_BYTES`, the costliest to build per byte first (the others
     are built again). A row's value does not depend on the other rows, so the result equals one
     block's bit for bit (what makes shards exact, see :mod:`~shrinkpert.evaluation.partition`).
@@ -663,10 +669,14 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     needs_ranks = config.de_test == "wilcoxon" and any(spec.needs == "de" for spec, _, _ in jobs)
     ranked = rank_calls(inputs, summaries, config, rows=rows) if needs_ranks else None
     blocks = np.array_split(np.arange(sel.size), -(-sel.size // step)) if sel.size > step else []
-    groups: dict[tuple[str, str], list] = {}
-    for job in jobs:
-        if job[0].kind not in ROW_SEPARABLE:
-            groups.setdefault((_data_ref(*job[:2], refs), job[2]), []).append(job)
+    whole = [job for job in jobs if job[0].kind not in ROW_SEPARABLE]
+    # the weightings of one input together when the truth's P x P products under all of them fit the budget
+    n_weightings = len({wname for _, _, wname in whole})
+    together = _TRUTH_PRODUCTS * 8 * len(inputs.perturbations) ** 2 * n_weightings <= _KEEP_BYTES
+    groups: dict[tuple[str, ...], list] = {}
+    for job in whole:
+        ref = _data_ref(*job[:2], refs)
+        groups.setdefault((ref,) if together else (ref, job[2]), []).append(job)
     n_passes = len(blocks) + len(groups) if blocks else 1
     if n_passes > 1 and isinstance(sides, Sides):  # read once per pass: keep what was built
         t = summaries.truth
@@ -688,9 +698,10 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
                     pieces.setdefault(key, {}).setdefault(name, []).append(v)
         for key, by_side in pieces.items():
             values[key].update({name: np.concatenate(v) for name, v in by_side.items()})
-        for (ref, wname), group in groups.items():
+        for (ref, *_), group in groups.items():
             log.info("evaluate: metrics over every perturbation (%s), %s reference, %s weights",
-                     ", ".join(sorted({spec.kind for spec, _, _ in group})), ref, wname)
+                     ", ".join(sorted({spec.kind for spec, _, _ in group})), ref,
+                     ", ".join(dict.fromkeys(wname for _, _, wname in group)))
             _score_rows(group, values, *args, rows=rows)
 
 

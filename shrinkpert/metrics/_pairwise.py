@@ -21,7 +21,10 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    excluded target gene is a one-term correction per pair
    (:math:`S_{pj} - w_t x_{pt} c_{jt}`, likewise :math:`T, U`); with one weight row per
    perturbation, the target is folded into the weights and :math:`T = W (C\circ C)^\top`,
-   :math:`U = W C^\top` depend on the candidates alone (the truth's, shared by every side).
+   :math:`U = W C^\top` depend on the candidates alone (the truth's, shared by every side). When
+   most rows have the same weight row (the uniform fallback of perturbations without an effect),
+   those rows take the shared form and the others products of their own
+   (:class:`PairSums`); a constant common row scales the side's unweighted product.
 2. **Exact where it matters.** The own distance :math:`d_{pp}` is computed by the exact kernel
    (:func:`~shrinkpert.metrics._distance_kernels.pair_distances`, bit-identical to the matrix
    entry). A pair is decided from the product only when
@@ -52,6 +55,8 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    undecided pairs computed exactly; inputs whose magnitudes do not fit single precision get the
    full matrix from the blocked kernel (:func:`~shrinkpert.metrics._distance_kernels.rows_blocked`,
    bit-identical to the exact kernel), which also computes the rows of queries with many near-ties.
+   Under per-row weights whose common row is constant, those rows are ranked from the side's
+   unweighted L1 standing, its near-ties recomputed (:func:`l1_scaled`).
 
 Inputs with values outside :math:`[10^{-40}, 10^{40}]` in magnitude (other than 0), where
 products could underflow or overflow, fall back to the full kernel matrix.
@@ -72,8 +77,8 @@ from . import _l1_kernels as _l1
 from . import _standing_kernels as _sk
 from .shared import reuse
 
-__all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "dead_rows", "l1_standing",
-           "l1_heavy", "l1_single", "whole_rows"]
+__all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "from_matrix_rows", "dead_rows",
+           "l1_standing", "l1_heavy", "l1_single", "l1_scaled", "whole_rows"]
 
 _U = 2.0**-53
 _TAME = (1e-40, 1e40)
@@ -90,6 +95,7 @@ _HEAVY = 1.0 / 8.0  # ... taken when the median query has at most this fraction 
 _HEAVY_SAMPLE = 16  # queries whose heavy genes are counted first
 _WHOLE = 4  # a query with at least 1/_WHOLE of the candidates to recompute gets its whole row (blocked kernel)
 _ROWS_PER_TASK = 64  # queries sharing each candidate block in the blocked kernel
+_COMMON = 0.5  # per-row weights: rows sharing one weight row take the shared form when at least this fraction
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,13 @@ class Standing:
 
 def from_matrix(d: np.ndarray, dead: np.ndarray) -> Standing:
     """The standing read off a full distance matrix (row = anchor, diagonal = own candidate)."""
-    own = np.diag(d)[:, None]
+    return from_matrix_rows(d, np.arange(d.shape[0]), dead)
+
+
+def from_matrix_rows(d: np.ndarray, rows: np.ndarray, dead: np.ndarray) -> Standing:
+    """The standing of the anchors ``rows`` read off their rows ``d`` of the distance matrix
+    (their own candidates in columns ``rows``)."""
+    own = d[np.arange(d.shape[0]), rows][:, None]
     less = (d < own).sum(axis=1)
     equal = (d == own).sum(axis=1) - 1
     greater = (d > own).sum(axis=1)
@@ -287,7 +299,7 @@ def whole_rows(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarra
 
 
 class PairSums:
-    """Products of a prediction ``x`` and a truth ``y`` (both P × G), computed once and shared.
+    r"""Products of a prediction ``x`` and a truth ``y`` (both P × G), computed once and shared.
 
     Parameters
     ----------
@@ -300,74 +312,148 @@ class PairSums:
     pred_scope, truth_scope : dict or None
         Where products are cached: products involving the prediction in ``pred_scope``, products
         of the truth and the weights alone in ``truth_scope``.
+    pred_any : dict or None
+        Where the unweighted product :math:`XY^\top` is kept for every weighting of the prediction
+        (default ``pred_scope``).
+
+    Notes
+    -----
+    One weight row per perturbation costs three P × P products per anchor pair (:math:`S` for
+    each anchor and the prediction's :math:`T`), shared weights one. When at least ``_COMMON``
+    of the rows have byte-identical weights (in a genome-wide screen, the many perturbations
+    without an effect get the uniform fallback of :func:`~shrinkpert.weights.gene_weights`),
+    those rows take the shared form, one product :math:`(X \circ w) Y^\top` read by both
+    anchors, and only the other rows take products of their own (:func:`_common_row`). A weight
+    row with one value :math:`c` on every gene (that fallback) takes :math:`c\,(XY^\top)` from the
+    unweighted product when the unweighted metrics already made it (kept in ``pred_any``): one
+    more rounding per entry, within the margin of the bound of :func:`_approx` (:math:`n` = genes
+    + 16).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray,
-                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None) -> None:
+                 pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None,
+                 pred_any: dict[Hashable, Any] | None = None) -> None:
         self.x, self.y, self.base, self.target = x, y, base, target
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
+        self.pred_any = pred_scope if pred_any is None else pred_any
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
 
     def _sides(self, anchor: str) -> tuple[np.ndarray, np.ndarray]:
         return (self.x, self.y) if anchor == "pred" else (self.y, self.x)
 
-    def _weights(self) -> np.ndarray:
-        """Each row's weights with its target at 0 (P × G), kept with the truth: the same for every side."""
-        return reuse(self.truth_scope, ("pairwise", "query_weights"),
-                     lambda: _query_weights(self.base, self.target, self.n))
+    def _weights(self, rows: np.ndarray | None) -> np.ndarray:
+        """The weights of ``rows`` (all if None) with each row's target at 0, kept with the truth:
+        the same for every side."""
+        if rows is None:
+            return reuse(self.truth_scope, ("pairwise", "query_weights"),
+                         lambda: _query_weights(self.base, self.target, self.n))
+        return reuse(self.truth_scope, ("pairwise", "query_weights", "other"),
+                     lambda: _query_weights(self.base[rows], self.target[rows], rows.size))
 
-    def sums(self, anchor: str, need_u: bool) -> dict[str, np.ndarray]:
+    def sums(self, anchor: str, need_u: bool) -> dict[str, Any]:
         """S, T, U (P × P) and the query sums Q2, Q1, SW with their magnitudes AQ2, AT, ASW.
 
         The same sums serve every kind (Euclidean distances too, from the raw rows: their
         cancellation is inside the rounding bound, which grows with the raw magnitudes). With
         shared weights the query sums are the full ones less the target's term, like S, T and U:
-        within the same rounding bound, without a P × G weight matrix.
+        within the same rounding bound, without a P × G weight matrix. With a common weight row
+        (see the class notes), ``{"parts": [(local, sums), ...]}``: each part's sums over its own
+        rows, ``local`` the position of every query row in them (-1 for the other part's rows).
         """
         out = reuse(self.pred_scope, ("pairwise", "sums", anchor), lambda: self._sums(anchor))
-        if need_u and "U" not in out:  # one weight row per perturbation: U is a product of its own
-            q, c = self._sides(anchor)
-            v = self._weights()
-            scope = self.truth_scope if anchor == "pred" else self.pred_scope
-            key = ("pairwise", "U", "" if anchor == "pred" else "true")
-            out["U"] = reuse(scope, key, lambda: _product(v, c))
+        for _, part in out.get("parts", [(None, out)]):
+            if need_u and "U" not in part:  # one weight row per perturbation: U is a product of its own
+                rows = part["rows"]
+                c = self._sides(anchor)[1]
+                scope = self.truth_scope if anchor == "pred" else self.pred_scope
+                key = ("pairwise", "U", "" if anchor == "pred" else "true", rows is None)
+                part["U"] = reuse(scope, key, lambda: _product(self._weights(rows), c))
         return out
 
-    def _sums(self, anchor: str) -> dict[str, np.ndarray]:
-        q, c = self._sides(anchor)
+    def _sums(self, anchor: str) -> dict[str, Any]:
         if self.shared:
-            w = self.base[0]
-            s_full = reuse(self.pred_scope, ("pairwise", "S"), lambda: _product(self.x * w, self.y))
-            t_full, u_full, _ = _row_sums(c, self.base)
-            aq2, q1, _ = _row_sums(q, self.base)
-            # the target's term is taken out of S, T and U entry by entry as they are read
-            # (product_distances), and out of the query's sums here: no P × G weights, no P × P copies
-            rows = np.flatnonzero(self.target >= 0)
-            t = self.target[rows]
-            wt, qt = np.zeros(self.n), np.zeros(self.n)
-            wt[rows] = w[t]
-            qt[rows] = wt[rows] * q[rows, t]
-            out = {"S": s_full if anchor == "pred" else s_full.T, "T": t_full[None, :], "U": u_full[None, :],
-                   "AT": t_full[None, :], "target": self.target, "qt": qt, "wt": wt, "C": c,
-                   "AQ2": aq2, "ASW": np.full(self.n, w.sum())}
-            out["Q2"], out["Q1"], out["SW"] = aq2.copy(), q1, out["ASW"].copy()
-            if rows.size:
-                qt = q[rows, t]
-                out["Q2"][rows] -= (w[t] * qt) * qt
-                out["Q1"][rows] -= w[t] * qt
-                out["SW"][rows] -= w[t]
-        else:
-            v = self._weights()
-            truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
-            cscope = self.truth_scope if truth_side else self.pred_scope
-            side = "" if truth_side else "true"
-            s = reuse(self.pred_scope, ("pairwise", "S", anchor), lambda: _product(v * q, c))
-            t_pc = reuse(cscope, ("pairwise", "T", side), lambda: _product(v, c * c))
-            aq2, q1, sw = _row_sums(q, v)
-            out = {"S": s, "T": t_pc, "AT": t_pc, "AQ2": aq2, "Q2": aq2, "Q1": q1, "ASW": sw, "SW": sw,
-                   "target": None}
+            return self._shared_sums(anchor, self.base[0], ("pairwise", "S"))
+        common = reuse(self.truth_scope, ("pairwise", "common_weights"), lambda: _common_row(self.base))
+        if common is None:
+            return self._own_sums(anchor, None)
+        w, mask = common
+        rows = np.flatnonzero(~mask)
+        local_common = np.where(mask, np.arange(self.n), -1)
+        local_other = np.full(self.n, -1, dtype=np.int64)
+        local_other[rows] = np.arange(rows.size)
+        parts = [(local_common, self._shared_sums(anchor, w, ("pairwise", "S", "common")))]
+        if rows.size:
+            parts.append((local_other, self._own_sums(anchor, rows)))
+        return {"parts": parts}
+
+    def _shared_sums(self, anchor: str, w: np.ndarray, key: tuple) -> dict[str, Any]:
+        """Every row's sums under the one weight row ``w``, the product kept under ``key``."""
+        q, c = self._sides(anchor)
+        base = w[None, :]
+        s_full = reuse(self.pred_scope, key, lambda: self._weighted_product(w))
+        t_full, u_full, _ = _row_sums(c, base)
+        aq2, q1, _ = _row_sums(q, base)
+        # the target's term is taken out of S, T and U entry by entry as they are read
+        # (product_distances), and out of the query's sums here: no P × G weights, no P × P copies
+        rows = np.flatnonzero(self.target >= 0)
+        t = self.target[rows]
+        wt, qt = np.zeros(self.n), np.zeros(self.n)
+        wt[rows] = w[t]
+        qt[rows] = wt[rows] * q[rows, t]
+        out = {"S": s_full if anchor == "pred" else s_full.T, "T": t_full[None, :], "U": u_full[None, :],
+               "AT": t_full[None, :], "target": self.target, "qt": qt, "wt": wt, "C": c,
+               "AQ2": aq2, "ASW": np.full(self.n, w.sum())}
+        out["Q2"], out["Q1"], out["SW"] = aq2.copy(), q1, out["ASW"].copy()
+        if rows.size:
+            qt = q[rows, t]
+            out["Q2"][rows] -= (w[t] * qt) * qt
+            out["Q1"][rows] -= w[t] * qt
+            out["SW"][rows] -= w[t]
         return out
+
+    def _weighted_product(self, w: np.ndarray) -> np.ndarray:
+        r""":math:`(X \circ w) Y^\top`; :math:`c\,(XY^\top)` when ``w`` is one value :math:`c > 0` on every
+        gene and the unweighted product :math:`XY^\top` is kept in ``pred_any`` (made by the weights 1)."""
+        c = float(w[0])
+        constant = c > 0.0 and bool((w == c).all())
+        key = ("pairwise", "S", "unit")
+        if constant and c == 1.0:
+            return reuse(self.pred_any, key, lambda: _product(self.x, self.y))
+        unit = self.pred_any.get(key) if constant and self.pred_any is not None else None
+        if unit is None:
+            return _product(self.x * w, self.y)
+        if 0 in unit.strides:  # a broadcast row or column (one profile): scaled as such
+            line = unit[:1] if unit.strides[0] == 0 else unit[:, :1]
+            return np.broadcast_to(c * line, unit.shape)
+        return c * unit
+
+    def _own_sums(self, anchor: str, rows: np.ndarray | None) -> dict[str, Any]:
+        """The sums of the query ``rows`` (all if None), each under its own weight row."""
+        q, c = self._sides(anchor)
+        v = self._weights(rows)
+        if rows is not None:
+            q = q[rows]
+        truth_side = anchor == "pred"  # candidates are the truth: T and U depend on it and the weights only
+        cscope = self.truth_scope if truth_side else self.pred_scope
+        side = "" if truth_side else "true"
+        s = reuse(self.pred_scope, ("pairwise", "S", anchor, rows is None), lambda: _product(v * q, c))
+        t_pc = reuse(cscope, ("pairwise", "T", side, rows is None), lambda: _product(v, c * c))
+        aq2, q1, sw = _row_sums(q, v)
+        return {"S": s, "T": t_pc, "AT": t_pc, "AQ2": aq2, "Q2": aq2, "Q1": q1, "ASW": sw, "SW": sw,
+                "target": None, "rows": rows}
+
+
+def _common_row(base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The weight row shared by most rows of ``base`` (P × G) and the mask of those rows, or None
+    when fewer than ``_COMMON`` of the rows have it (byte for byte)."""
+    ids = _row_groups(base)
+    counts = np.bincount(ids)
+    top = int(np.argmax(counts))
+    if counts[top] < _COMMON * base.shape[0]:
+        return None
+    mask = ids == top
+    return base[int(np.argmax(mask))], mask
 
 
 def _row_sums(a: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,9 +477,19 @@ def _approx(kind: int, z: dict[str, Any], rows: slice, n_genes: int) -> tuple[np
     (:func:`~shrinkpert.metrics._standing_kernels.product_distances`).
 
     The bound is ``inf`` where the product cannot be trusted (recompute those pairs exactly).
+    ``rows``: a slice or the row numbers; with ``parts`` (:meth:`PairSums.sums`), each part gives its rows.
     """
-    n = n_genes + 16
-    f = 8.0 * (n * _U) / (1.0 - n * _U)
+    if "parts" in z:
+        idx = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+        d = np.empty((idx.size, z["parts"][0][1]["S"].shape[1]))
+        err = np.empty(d.shape)
+        for local, part in z["parts"]:
+            mine = local[idx]
+            take = mine >= 0
+            if take.any():
+                d[take], err[take] = _approx(kind, part, mine[take], n_genes)
+        return d, err
+    f = 8.0 * _gamma(n_genes + 16)
     s, t = z["S"][rows], _rows_of(z["T"], rows)
     u = _rows_of(z["U"], rows) if kind == _k.PEARSON else t
     sums = [z[key][rows] for key in ("Q2", "Q1", "SW", "AQ2", "ASW")]
@@ -433,28 +529,49 @@ def standing(sums: PairSums, kind: int, anchor: str, dead: np.ndarray) -> Standi
 
 
 def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exact,
-              max_exact: int | None = None) -> Standing | None:
-    """Count each row's candidates below, at and above its own distance.
+              max_exact: int | None = None, keep: dict[str, Any] | None = None,
+              rows: np.ndarray | None = None) -> Standing | None:
+    r"""Count each row's candidates below, at and above its own distance.
 
     ``approx(rows)`` gives approximate distances (squared for L2) of the rows' pairs and a bound on
     their difference to the kernel's, compared with ``[own_lo, own_hi]`` (the own distance, squared
     with its rounding for L2); byte-identical candidates tie exactly; the undecided pairs are
     computed by the exact kernel (``exact_args``: query, candidates, base, target, kind) and
     compared with ``own``. None if more than ``max_exact`` pairs are undecided.
+
+    ``keep`` (L1 under the weights 1): a pair is decided only when its kernel distance is also
+    more than :math:`\rho\,(d_{pj} + d_{pp})` from the own one, :math:`\rho = 4\gamma_n` (bound widened by
+    :math:`\rho(|\tilde d| + e + d_{pp})`); ``keep`` receives the counts before the exact kernel
+    (``decided``), the pairs left to it (``pairs``), ``undefined`` and the ``standing``, from which
+    :func:`l1_scaled` ranks the same rows under any constant weight.
+
+    ``rows`` (increasing): the anchors to rank, all if None (``approx`` then takes slices of rows,
+    else arrays of them); the others keep counts 0.
     """
     n = own.shape[0]
+    if keep is not None:
+        rho = 4.0 * _gamma(exact_args[0].shape[1] + 16)
+        unwidened = approx
+
+        def approx(block: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            d, err = (np.asarray(a, dtype=np.float64) for a in unwidened(block))
+            return d, err + rho * (np.abs(d) + err + own_hi[block, None])
     less = np.zeros(n, dtype=np.int64)
     equal = np.zeros(n, dtype=np.int64)
     greater = np.zeros(n, dtype=np.int64)
     todo_rows, todo_cols = [], []
+    anchors = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     step = max(1, _BLOCK // n)
-    for start in range(0, n, step):
-        rows = slice(start, min(n, start + step))
-        idx = np.arange(rows.start, rows.stop)
-        d, err = (np.ascontiguousarray(a, dtype=np.float64) for a in approx(rows))
+    for start in range(0, anchors.size, step):
+        idx = anchors[start:start + step]
+        block = slice(int(idx[0]), int(idx[-1]) + 1) if rows is None else idx
+        d, err = (np.ascontiguousarray(a, dtype=np.float64) for a in approx(block))
         unsure = np.empty(d.shape, dtype=np.bool_)
         with thread_limit(None if d.size > _SMALL_PAIRS else 1):
-            _sk.tally(d, err, own_lo, own_hi, groups, undefined, rows.start, less, equal, greater, unsure)
+            for i, p in ((0, idx[0]),) if rows is None else enumerate(idx):  # consecutive rows: one call
+                one = slice(None) if rows is None else slice(i, i + 1)
+                _sk.tally(d[one], err[one], own_lo, own_hi, groups, undefined, int(p), less, equal, greater,
+                          unsure[one])
         r, col = np.nonzero(unsure)
         todo_rows.append(idx[r])
         todo_cols.append(col)
@@ -462,14 +579,30 @@ def _classify(approx, own, own_lo, own_hi, undefined, groups, exact_args, n_exac
     cols_x = np.concatenate(todo_cols) if todo_cols else np.empty(0, np.int64)
     if max_exact is not None and rows_x.size > max_exact:
         return None
+    if keep is not None:
+        keep.update(decided=(less.copy(), equal.copy(), greater.copy()), pairs=(rows_x, cols_x))
     exact = _exact(*exact_args, rows_x, cols_x)
-    mine = own[rows_x]
-    np.add.at(less, rows_x, exact < mine)
-    np.add.at(equal, rows_x, exact == mine)
-    np.add.at(greater, rows_x, exact > mine)
     undefined = undefined.copy()
-    undefined[rows_x[np.isnan(exact)]] = True
-    return Standing(less, equal, greater, undefined, n_exact + int(rows_x.size))
+    st = _tally_exact(Standing(less, equal, greater, undefined, n_exact + int(rows_x.size)), rows_x, exact, own)
+    if keep is not None:
+        keep.update(undefined=st.undefined, standing=st)
+    return st
+
+
+def _tally_exact(st: Standing, rows: np.ndarray, exact: np.ndarray, own: np.ndarray) -> Standing:
+    """Add the exact kernel values ``exact`` of pairs of ``rows`` to the counts of ``st`` (in place):
+    their comparisons with ``own``, and NaN values as undefined rows."""
+    mine = own[rows]
+    np.add.at(st.less, rows, exact < mine)
+    np.add.at(st.equal, rows, exact == mine)
+    np.add.at(st.greater, rows, exact > mine)
+    st.undefined[rows[np.isnan(exact)]] = True
+    return st
+
+
+def _gamma(n: int) -> float:
+    r""":math:`\gamma_n = nu/(1 - nu)`, the relative rounding bound of a sum of ``n`` terms."""
+    return (n * _U) / (1.0 - n * _U)
 
 
 # ----------------------------------------------------------------------------- L1
@@ -500,7 +633,7 @@ def _pivot_deviations(q: np.ndarray, base: np.ndarray, target: np.ndarray
 
 
 def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
-                scope: dict[Hashable, Any] | None = None) -> Standing | None:
+                scope: dict[Hashable, Any] | None = None, keep: dict[str, Any] | None = None) -> Standing | None:
     r"""The exact L1 standing of queries close to one pivot profile :math:`y`, or None if they are not.
 
     With :math:`q'_i` = :math:`q_i` on its kept genes and :math:`y` elsewhere
@@ -516,7 +649,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
     or one within a small distance of a common profile (a leave-one-out mean) costs
     :math:`O(PG)` plus :math:`P^2` corrections, not :math:`P^2G`. None when the residuals are not
     small against the own distances or too many pairs stay undecided (use the full kernel).
-    ``scope``: as in :func:`l1_heavy`.
+    ``scope``: as in :func:`l1_heavy`; ``keep``: as in :func:`_classify`.
     """
     n, n_genes = q.shape
     q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
@@ -528,8 +661,13 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
     if live.size and not np.median(residual[live] / np.maximum(own[live], _TINY)) < _NEAR:
         return None
     far = np.abs(y[None, :] - c)  # |y - c_j|, candidates × genes
-    pivot = far @ base[0] if base.shape[0] == 1 else None
-    f = 4.0 * ((n_genes + 16) * _U) / (1.0 - (n_genes + 16) * _U)
+    # sum_g b_ig |y_g - c_jg| for each weight row: one row of them for shared weights, and for the
+    # rows sharing a common weight row (:func:`_common_row`); a product for the others
+    common = None if base.shape[0] == 1 else reuse(scope, ("pairwise", "common_weights"),
+                                                   lambda: _common_row(base))
+    row = base[0] if base.shape[0] == 1 else None if common is None else common[0]
+    pivot = None if row is None else far @ row
+    f = 4.0 * _gamma(n_genes + 16)
 
     def approx(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         counts = ptr[idx + 1] - ptr[idx]
@@ -539,7 +677,14 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
         mag = np.empty((idx.size, c.shape[0]))
         with thread_limit(None if local[-1] * c.shape[0] > _SMALL_JOB // 8 else 1):
             _k.l1_pivot_corrections(q, y, c, base, target, idx, local, mine, corr, mag)
-        m = np.broadcast_to(pivot, corr.shape) if pivot is not None else _matmul(base[idx], far.T)
+        if common is None:
+            m = np.broadcast_to(pivot, corr.shape) if pivot is not None else _matmul(base[idx], far.T)
+        else:
+            m = np.empty(corr.shape)
+            on = common[1][idx]
+            m[on] = pivot
+            if not on.all():
+                m[~on] = _matmul(base[idx[~on]], far.T)
         r = residual[idx, None]
         d = m + corr
         return d, r * (1.0 + f) + f * (m + mag + r) + 4.0 * _U * np.abs(d)
@@ -556,7 +701,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
                    (lambda rows: approx(np.arange(rows.start, rows.stop, dtype=np.int64))))
     groups = _candidate_groups(scope, c)
     return _classify(rows_approx, own, own, own, undefined, groups, (q, c, base, target, _k.L1), int(live.size),
-                     max_exact=int(_UNSURE * n * c.shape[0]))
+                     max_exact=int(_UNSURE * n * c.shape[0]), keep=keep)
 
 
 def _split_genes(q: np.ndarray, base: np.ndarray, target: np.ndarray, reach: np.ndarray, rows: np.ndarray,
@@ -571,7 +716,7 @@ def _split_genes(q: np.ndarray, base: np.ndarray, target: np.ndarray, reach: np.
 
 
 def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
-             scope: dict[Hashable, Any] | None = None) -> Standing | None:
+             scope: dict[Hashable, Any] | None = None, keep: dict[str, Any] | None = None) -> Standing | None:
     r"""The exact L1 standing when each query's gene weights sit on a few genes, or None if they do not.
 
     Gene :math:`g` adds at most :math:`b_{ig} = v_{ig}(|q_{ig}| + \max_j |c_{jg}|)` to any
@@ -587,7 +732,8 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
     hundred heavy genes per query: :math:`P^2` times those, not :math:`P^2 G`. None when the
     median query has more than ``_HEAVY`` of the genes heavy (a sample decides first), or when too
     many pairs stay undecided (use the other paths). ``scope`` keeps what depends on the
-    candidates alone (a :class:`~shrinkpert.metrics.shared.SharedIntermediates` side of ``c``).
+    candidates alone (a :class:`~shrinkpert.metrics.shared.SharedIntermediates` side of ``c``);
+    ``keep``: as in :func:`_classify`.
     """
     n, n_genes = q.shape
     live = np.flatnonzero(~dead)
@@ -614,8 +760,7 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
     with thread_limit(None if genes.size * c.shape[0] > _SMALL_JOB else 1):
         _k.l1_gene_subset(q, reuse(scope, ("pairwise", "gene_major"), lambda: np.ascontiguousarray(c.T)), base,
                           target, ptr, genes, part)
-    nn = n_genes + 16
-    f = 8.0 * (nn * _U) / (1.0 - nn * _U)
+    f = 8.0 * _gamma(n_genes + 16)
     rest = rest * (1.0 + f)  # the bounds and their sums are rounded too
 
     def approx(rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -626,11 +771,12 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
 
     groups = _candidate_groups(scope, c)
     return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1),
-                     int(live.size), max_exact=int(_UNSURE * n * c.shape[0]))
+                     int(live.size), max_exact=int(_UNSURE * n * c.shape[0]), keep=keep)
 
 
 def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
-              scope: dict[Hashable, Any] | None = None, reach: float | None = None) -> Standing:
+              scope: dict[Hashable, Any] | None = None, reach: float | None = None,
+              keep: dict[str, Any] | None = None, rows: np.ndarray | None = None) -> Standing:
     r"""The exact L1 standing from distances computed in single precision.
 
     Every pair's distance comes from :func:`~shrinkpert.metrics._l1_kernels.l1_single` (about
@@ -641,12 +787,13 @@ def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray
     between byte-identical rows are exact, and the other pairs are computed by the exact kernel.
     For inputs whose magnitudes fit single precision (:func:`~shrinkpert.metrics._l1_kernels.fits`,
     checked by the caller). ``scope``: as in :func:`l1_heavy` (keeps the candidates' blocks);
-    ``reach``: at least :math:`\max|q| + \max|c|` (computed when not given).
+    ``reach``: at least :math:`\max|q| + \max|c|` (computed when not given); ``keep``, ``rows``
+    (the anchors to rank, all if None; the others get no counts): as in :func:`_classify`.
     """
     n, n_genes = q.shape
     q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
     target = np.array(target, dtype=np.int64)
-    live = np.flatnonzero(~dead)
+    live = np.flatnonzero(~dead) if rows is None else rows[~dead[rows]]
     own = np.full(n, np.nan)
     own[live] = _exact(q, c, base, target, _k.L1, live, live)
     blocks = reuse(scope, ("pairwise", "single_blocks"), lambda: _l1.single_blocks(c))
@@ -654,20 +801,71 @@ def l1_single(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray
     magnitude = np.abs(q)
     if reach is None:
         reach = float(magnitude.max() + np.abs(c).max())
-    rows = np.flatnonzero(target >= 0)
-    magnitude[rows, target[rows]] = 0.0
+    targeted = np.flatnonzero(target >= 0)
+    magnitude[targeted, target[targeted]] = 0.0
     # A_i, the query's weighted magnitude (its rounding is covered by the bound's factor 2)
     size = magnitude @ base[0] if base.shape[0] == 1 else np.einsum("pg,pg->p", magnitude, base)
 
-    def approx(block: slice) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.arange(block.start, block.stop, dtype=np.int64)
+    def approx(block: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(block.start, block.stop, dtype=np.int64) if isinstance(block, slice) else block
         d = np.empty((idx.size, c.shape[0]))
         with thread_limit(None if d.size * n_genes > _SMALL_JOB else 1):
             _l1.l1_single(q32, blocks, w32, target, idx, _ROWS_PER_TASK, d)
         return d, _l1.bound(d, size[idx], n_genes, reach)
 
     groups = _candidate_groups(scope, c)
-    return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1), int(live.size))
+    return _classify(approx, own, own, own, dead.copy(), groups, (q, c, base, target, _k.L1), int(live.size),
+                     keep=keep, rows=rows)
+
+
+def l1_scaled(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray, dead: np.ndarray,
+              common: np.ndarray, record: dict[str, Any], scope: dict[Hashable, Any] | None = None,
+              reach: float | None = None) -> Standing:
+    r"""The exact L1 standing under per-row weights whose ``common`` rows are one value :math:`c > 0`
+    on every gene, from the standing of the same queries and candidates under the weights 1.
+
+    For a common row the kernel sums the same non-negative terms, each times :math:`c`, so
+    :math:`|d^{(c)}_{pj} - c\,d^{(1)}_{pj}| \le 2\gamma_{n+1}c\,d^{(1)}_{pj}/(1 - \gamma_n)
+    \le \rho\, c\, d^{(1)}_{pj}/2` (:math:`\rho = 4\gamma_{G+16}`). A pair that ``record`` (the
+    ``keep`` of :func:`_classify` under the weights 1) decided has
+    :math:`|d^{(1)}_{pj} - d^{(1)}_{pp}| > \rho(d^{(1)}_{pj} + d^{(1)}_{pp})`, hence the same sign of
+    :math:`d^{(c)}_{pj} - d^{(c)}_{pp}`: its count is taken as it is; the pairs it left to the exact
+    kernel are computed again under the rows' weights. The other rows (and any common row the
+    record has undefined) are ranked by :func:`l1_single` when ``reach`` is given (the inputs fit
+    single precision; ``scope`` as there), else from their whole rows by the blocked kernel. Equal
+    to the standing computed from scratch, ties included.
+    """
+    n = q.shape[0]
+    q, c, base = kernel_input(q), kernel_input(c), kernel_input(base)
+    target = np.array(target, dtype=np.int64)
+    less, equal, greater = (a.copy() for a in record["decided"])
+    taken = common & ~dead & ~record["undefined"]
+    live = np.flatnonzero(taken)
+    own = np.full(n, np.nan)
+    own[live] = _exact(q, c, base, target, _k.L1, live, live)
+    rows_x, cols_x = record["pairs"]
+    mine = taken[rows_x]
+    rows_x, cols_x = rows_x[mine], cols_x[mine]
+    st = Standing(less, equal, greater, dead | (taken & np.isnan(own)), int(live.size + rows_x.size))
+    _tally_exact(st, rows_x, _exact(q, c, base, target, _k.L1, rows_x, cols_x), own)
+    rest = np.flatnonzero(~taken & ~dead)
+    pieces: list[tuple[np.ndarray, Standing]] = []  # rows and their standing, its arrays one entry per row
+    if rest.size and reach is not None:
+        part = l1_single(q, c, base, target, dead, scope, reach=reach, rows=rest)
+        pieces.append((rest, Standing(part.less[rest], part.equal[rest], part.greater[rest], part.undefined[rest],
+                                      part.n_exact)))
+    else:
+        step = max(1, _BLOCK // c.shape[0])
+        for first in range(0, rest.size, step):
+            rows = rest[first:first + step]
+            pieces.append((rows, from_matrix_rows(whole_rows(q, c, base, target, _k.L1, rows), rows, dead[rows])))
+    n_exact = st.n_exact
+    for rows, part in pieces:
+        for ours, theirs in ((st.less, part.less), (st.equal, part.equal), (st.greater, part.greater),
+                             (st.undefined, part.undefined)):
+            ours[rows] = theirs
+        n_exact += part.n_exact
+    return Standing(st.less, st.equal, st.greater, st.undefined, n_exact)
 
 
 def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
@@ -691,14 +889,25 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
     if kind == _k.L1 and tame:
         q, c = (x, y) if anchor == "pred" else (y, x)
         scope = truth_scope if anchor == "pred" else pred_scope  # the candidates' side
-        st = l1_heavy(q, c, base, target, dead, scope)
-        if st is None:
-            st = l1_standing(q, c, base, target, dead, scope)
         q_range, c_range = ranges[:2] if anchor == "pred" else ranges[1::-1]
+        # the standing under the weights 1 is kept for the weightings whose common row is constant (l1_scaled)
+        key = ("pairwise", "l1_unit", anchor)
+        record = None if pred_any is None or base.shape[0] == 1 else pred_any.get(key)
+        if record is not None and np.array_equal(record["target"], target):
+            common = reuse(scope, ("pairwise", "common_weights"), lambda: _common_row(base))
+            if common is not None and common[0][0] > 0 and (common[0] == common[0][0]).all():
+                return l1_scaled(q, c, base, target, dead, common[1], record, scope,
+                                 reach=q_range[1] + c_range[1] if _l1.fits(q_range, c_range, ranges[2]) else None)
+        keep = {"target": target} if pred_any is not None and base.shape[0] == 1 and (base == 1.0).all() else None
+        st = l1_heavy(q, c, base, target, dead, scope, keep)
+        if st is None:
+            st = l1_standing(q, c, base, target, dead, scope, keep)
         if st is None and _l1.fits(q_range, c_range, ranges[2]):
-            st = l1_single(q, c, base, target, dead, scope, reach=q_range[1] + c_range[1])
+            st = l1_single(q, c, base, target, dead, scope, reach=q_range[1] + c_range[1], keep=keep)
         if st is not None:
+            if keep is not None and keep.get("standing") is st:
+                pred_any[key] = keep
             return st
     if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
-    return standing(PairSums(x, y, base, target, pred_scope, truth_scope), kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope, pred_any), kind, anchor, dead)

@@ -81,6 +81,24 @@ def test_kept_sides_change_nothing(pair, monkeypatch):
     _assert_identical(kept, rebuilt)
 
 
+def test_weightings_share_a_pass_when_the_truths_products_fit(pair, monkeypatch, caplog):
+    """The rank metrics take every weighting of an input in one pass while the truth's P x P
+    products under all of them fit the budget, else one pass per weighting: the same table."""
+    def passes(**patch):
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="shrinkpert"):
+            for name, value in patch.items():
+                m.setattr(steps, name, value)
+            table = _evaluate(pair, monkeypatch, 4)
+        return table, [r.getMessage() for r in caplog.records if "metrics over every perturbation" in r.getMessage()]
+
+    together, one = passes()
+    apart, each = passes(_KEEP_BYTES=2 * 8 * 11**2)  # the truth's products of one weighting, not two
+    assert len(one) >= 1 and all("uniform, shrunken weights" in m for m in one), one
+    assert len(each) == 2 * len(one) and all(m.endswith(("uniform weights", "shrunken weights")) for m in each), each
+    _assert_identical(together, apart)
+
+
 def test_sides_kept_within_their_budget():
     """Baselines are built once while they fit the budget, then on every read; models and the
     arrays they borrow from the truth are not counted. Every build takes one second of a clock the

@@ -224,6 +224,123 @@ def test_shared_products_give_the_same_scores(rng):
         assert_same(pred2, true, weights, target, SharedIntermediates(truth=shared.truth))
 
 
+@pytest.mark.parametrize("common", ["random", "constant"])
+@pytest.mark.parametrize("n_other", [1, 5, 11])
+def test_rows_sharing_one_weight_row_take_the_shared_form(rng, n_other, common):
+    """Per-row weights where most rows have the same row (the uniform fallback of null
+    perturbations): those rows are ranked from one shared product, the others from their own, and
+    every value equals the direct kernel's (the degenerate rows and targets of ``_awkward`` among
+    both kinds of rows). A constant common row (1/G, the fallback) scales the unweighted product."""
+    pred, true, target = _awkward(rng)
+    P, G = pred.shape
+    row = np.full(G, 1.0 / G) if common == "constant" else rng.uniform(0, 2, size=G) * (rng.random(G) < 0.9)
+    weights = np.tile(row, (P, 1))
+    other = rng.choice(P, n_other, replace=False)
+    weights[other] = rng.uniform(0, 2, size=(n_other, G)) * (rng.random((n_other, G)) < 0.9)
+    if n_other > 1:
+        weights[other[0], :] = 0.0  # a dead row among the others
+    # the unweighted metrics first, as evaluate orders them: their product is kept for every weighting
+    pred_any, truth_any = {}, {}
+    assert_same(pred, true, None, target, SharedIntermediates({}, {}, pred_any, truth_any))
+    shared = SharedIntermediates({}, {}, pred_any, truth_any)
+    assert_same(pred, true, weights, target, shared)
+    w, mask = shared.truth[("pairwise", "common_weights")]
+    np.testing.assert_array_equal(np.flatnonzero(~mask), np.sort(other))
+    assert ("pairwise", "S", "common") in shared.pred and ("pairwise", "S", "pred", True) not in shared.pred
+    if common == "constant":  # 1/G times the unweighted product, not a product of its own
+        unit = pred_any[("pairwise", "S", "unit")]
+        np.testing.assert_array_equal(shared.pred[("pairwise", "S", "common")], unit * (1.0 / G))
+    # the other rows' products have their rows only
+    assert shared.pred[("pairwise", "S", "pred", False)].shape == (n_other, P)
+    # one profile but on one gene (L1 through the pivot: one row of pivot distances for the common rows)
+    near = np.tile(true.mean(axis=0), (P, 1))
+    near[:, 3] += rng.normal(size=P)
+    assert_same(near, true, weights, target)
+    # fewer than half the rows sharing a weight row: one product per row as before
+    few = weights.copy()
+    few[: P // 2 + 1] = rng.uniform(0, 2, size=(P // 2 + 1, G))
+    shared = SharedIntermediates()
+    assert_same(pred, true, few, target, shared)
+    assert shared.truth[("pairwise", "common_weights")] is None
+
+
+def _near_ties(rng, P=16, G=40):
+    """Candidates one ulp apart on every gene or on one, and predictions close to them: L1 gaps
+    that the rounding of a weight 1/G can reverse."""
+    true = rng.normal(size=(P, G))
+    true[1] = np.nextafter(true[0], np.inf)
+    true[2] = true[0]
+    true[2, 5] = np.nextafter(true[0, 5], -np.inf)
+    true[4] = true[3] * (1 + 1e-15)
+    pred = true + 1e-9 * rng.normal(size=(P, G))
+    pred[3] = pred[0]
+    return pred, true
+
+
+@pytest.mark.parametrize("data", ["awkward", "near_ties"])
+def test_l1_under_a_constant_common_row_from_the_unweighted_standing(rng, data):
+    """L1 under per-row weights whose common row is 1/G is ranked from the unweighted standing of
+    the same side (its decided pairs, its near-ties recomputed under the rows' weights) and equals
+    the direct kernel, ties and near-ties included."""
+    if data == "awkward":
+        pred, true, target = _awkward(rng)
+    else:
+        pred, true = _near_ties(rng)
+        target = np.arange(pred.shape[0]) % 7 - 1
+    P, G = pred.shape
+    weights = np.full((P, G), 1.0 / G)
+    weights[[2, 6]] = rng.uniform(0, 2, size=(2, G))
+    for anchor in ("pred", "true"):
+        pred_any = {}
+        base = np.ones((1, G))
+        unit = _pairwise.compute(pred, true, base, target, K.L1, anchor, _pairwise.dead_rows(base, target, P),
+                                 {}, {}, pred_any, {})
+        record = pred_any[("pairwise", "l1_unit", anchor)]
+        assert record["standing"] is unit
+        dead = _pairwise.dead_rows(weights, target, P)
+        common = np.ones(P, dtype=bool)
+        common[[2, 6]] = False
+        q, c = (pred, true) if anchor == "pred" else (true, pred)
+        want = _pairwise.direct(pred, true, weights, target, K.L1, anchor, dead)
+        # the other rows by the blocked kernel, or in single precision (``reach`` given)
+        for reach in (None, np.abs(q).max() + np.abs(c).max()):
+            got = _pairwise.l1_scaled(q, c, weights, target, dead, common, record, reach=reach)
+            for name in ("less", "equal", "greater", "undefined"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(want, name),
+                                              err_msg=f"{anchor} {name} {reach}")
+    # through the metrics, the unweighted first as evaluate orders them
+    pred_any, truth_any = {}, {}
+    assert_same(pred, true, None, target, SharedIntermediates({}, {}, pred_any, truth_any))
+    assert_same(pred, true, weights, target, SharedIntermediates({}, {}, pred_any, truth_any))
+
+
+def test_scaled_standing_keeps_only_pairs_decided_with_margin(rng):
+    """Even an approximation with no error at all (the kernel's own distances, bound 0) leaves the
+    pairs within the scaling margin to the exact kernel: candidates with the genes of one row in
+    another order are at L1 distances that differ by a few ulps, and the weight 1/G reverses many
+    of those comparisons (the margin set to 0, this test fails)."""
+    P, G = 40, 30
+    true = rng.normal(size=(P, G))
+    for j in range(1, P):
+        true[j] = true[0][rng.permutation(G)] if j % 2 else np.nextafter(true[0], rng.choice([-np.inf, np.inf], G))
+    pred = np.tile(true[0] + rng.normal(size=G), (P, 1))
+    target, dead = np.full(P, -1), np.zeros(P, dtype=bool)
+    ones, scaled = np.ones((1, G)), np.full((P, G), 1.0 / G)
+    d1 = _pairwise.whole_rows(pred, true, ones, target, K.L1, np.arange(P))
+    dc = _pairwise.whole_rows(pred, true, scaled, target, K.L1, np.arange(P))
+    own1, ownc = np.diag(d1)[:, None], np.diag(dc)[:, None]
+    assert (np.sign(d1 - own1) != np.sign(dc - ownc)).any()  # the scaling reverses comparisons here
+    keep = {"target": target}
+    unit = _pairwise._classify(lambda rows: (d1[rows], np.zeros_like(d1[rows])), np.diag(d1), np.diag(d1),
+                               np.diag(d1), dead, _pairwise._row_groups(true), (pred, true, ones, target, K.L1), P,
+                               keep=keep)
+    np.testing.assert_array_equal(unit.less, _pairwise.from_matrix(d1, dead).less)
+    got = _pairwise.l1_scaled(pred, true, scaled, target, dead, np.ones(P, dtype=bool), keep)
+    want = _pairwise.from_matrix(dc, dead)
+    for name in ("less", "equal", "greater", "undefined"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
 @pytest.mark.parametrize("offset", [0.0, 300.0])
 @pytest.mark.parametrize("per_row", [False, True])
 def test_only_near_ties_are_recomputed(rng, offset, per_row):

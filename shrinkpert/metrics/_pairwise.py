@@ -374,7 +374,7 @@ class PairSums:
     def _sums(self, anchor: str) -> dict[str, Any]:
         if self.shared:
             return self._shared_sums(anchor, self.base[0], ("pairwise", "S"))
-        common = reuse(self.truth_scope, ("pairwise", "common_weights"), lambda: _common_row(self.base))
+        common = _common(self.truth_scope, self.base)
         if common is None:
             return self._own_sums(anchor, None)
         w, mask = common
@@ -415,12 +415,11 @@ class PairSums:
     def _weighted_product(self, w: np.ndarray) -> np.ndarray:
         r""":math:`(X \circ w) Y^\top`; :math:`c\,(XY^\top)` when ``w`` is one value :math:`c > 0` on every
         gene and the unweighted product :math:`XY^\top` is kept in ``pred_any`` (made by the weights 1)."""
-        c = float(w[0])
-        constant = c > 0.0 and bool((w == c).all())
+        c = _constant(w)
         key = ("pairwise", "S", "unit")
-        if constant and c == 1.0:
+        if c == 1.0:
             return reuse(self.pred_any, key, lambda: _product(self.x, self.y))
-        unit = self.pred_any.get(key) if constant and self.pred_any is not None else None
+        unit = self.pred_any.get(key) if c is not None and self.pred_any is not None else None
         if unit is None:
             return _product(self.x * w, self.y)
         if 0 in unit.strides:  # a broadcast row or column (one profile): scaled as such
@@ -442,6 +441,17 @@ class PairSums:
         aq2, q1, sw = _row_sums(q, v)
         return {"S": s, "T": t_pc, "AT": t_pc, "AQ2": aq2, "Q2": aq2, "Q1": q1, "ASW": sw, "SW": sw,
                 "target": None, "rows": rows}
+
+
+def _common(scope: dict[Hashable, Any] | None, base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_common_row` of the per-row weights ``base``, kept in ``scope`` (their side's)."""
+    return reuse(scope, ("pairwise", "common_weights"), lambda: _common_row(base))
+
+
+def _constant(w: np.ndarray) -> float | None:
+    """The value of a weight row with one value :math:`c > 0` on every gene, else None."""
+    c = float(w[0])
+    return c if c > 0.0 and bool((w == c).all()) else None
 
 
 def _common_row(base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -663,8 +673,7 @@ def l1_standing(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarr
     far = np.abs(y[None, :] - c)  # |y - c_j|, candidates × genes
     # sum_g b_ig |y_g - c_jg| for each weight row: one row of them for shared weights, and for the
     # rows sharing a common weight row (:func:`_common_row`); a product for the others
-    common = None if base.shape[0] == 1 else reuse(scope, ("pairwise", "common_weights"),
-                                                   lambda: _common_row(base))
+    common = None if base.shape[0] == 1 else _common(scope, base)
     row = base[0] if base.shape[0] == 1 else None if common is None else common[0]
     pivot = None if row is None else far @ row
     f = 4.0 * _gamma(n_genes + 16)
@@ -894,11 +903,11 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
         key = ("pairwise", "l1_unit", anchor)
         record = None if pred_any is None or base.shape[0] == 1 else pred_any.get(key)
         if record is not None and np.array_equal(record["target"], target):
-            common = reuse(scope, ("pairwise", "common_weights"), lambda: _common_row(base))
-            if common is not None and common[0][0] > 0 and (common[0] == common[0][0]).all():
+            common = _common(scope, base)
+            if common is not None and _constant(common[0]) is not None:
                 return l1_scaled(q, c, base, target, dead, common[1], record, scope,
                                  reach=q_range[1] + c_range[1] if _l1.fits(q_range, c_range, ranges[2]) else None)
-        keep = {"target": target} if pred_any is not None and base.shape[0] == 1 and (base == 1.0).all() else None
+        keep = {"target": target} if pred_any is not None and base.shape[0] == 1 and _constant(base[0]) == 1.0 else None
         st = l1_heavy(q, c, base, target, dead, scope, keep)
         if st is None:
             st = l1_standing(q, c, base, target, dead, scope, keep)

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .._arrays import as_rng
+from .._forms import AffineForm
 from ..errors import InputError, MissingKeyError
 from ..stats.testing import bh_adjust, welch, welch_pvalue
 from ._summary import TruthSummary
@@ -101,6 +102,11 @@ class BaselinePrediction:
     var, n : ndarray, optional
         Variance ``(n_perturbations, n_genes)`` and cells ``(n_perturbations,)`` its DE test
         uses; ``None`` (most baselines, which have no cells): the true perturbation's.
+    form : AffineForm, optional
+        ``mean`` declared as an affine function of the truth's means (``summary.mean``): the
+        leave-one-out means, their scaled versions and the relabelled truth. The rank metrics
+        derive their products from the truth's own product with it (a hint: the residual is
+        bounded from the values, so it never changes a result).
     """
 
     name: str
@@ -111,6 +117,7 @@ class BaselinePrediction:
     params: Mapping[str, Any] = field(default_factory=dict)
     var: np.ndarray | None = None
     n: np.ndarray | None = None
+    form: AffineForm | None = None
 
     def __post_init__(self) -> None:
         mean = self.mean if _sealed(self.mean) else np.array(self.mean, dtype=np.float64)
@@ -132,6 +139,9 @@ class BaselinePrediction:
             object.__setattr__(self, "var", var)
             object.__setattr__(self, "n", n)
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        if self.form is not None and (self.form.scale.shape[0], self.form.profiles.shape[1]) != mean.shape:
+            raise InputError(f"baseline {self.name!r}: its form has {self.form.scale.shape[0]} rows and "
+                             f"{self.form.profiles.shape[1]} genes, the mean has shape {mean.shape}.")
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: perturbation, gene, mean."""
@@ -165,6 +175,17 @@ def _loo_mean(summary: TruthSummary, *, weighting: str = "perturbation") -> np.n
     raise InputError(f"weighting must be 'perturbation' or 'cells', got {weighting!r}.")
 
 
+def _loo_form(summary: TruthSummary, *, weighting: str = "perturbation") -> AffineForm:
+    r""":func:`_loo_mean` as an affine form of the truth's means: with weights :math:`v_q` (1, or the
+    cells :math:`n_q`) and :math:`V = \sum_q v_q`,
+    :math:`\hat x_p = \frac{V}{V - v_p}\,\frac{\sum_q v_q\bar x_q}{V} - \frac{v_p}{V - v_p}\,\bar x_p`."""
+    v = (np.ones(len(summary.perturbations)) if weighting == "perturbation"
+         else summary.n_cells.astype(np.float64))
+    total = v.sum()
+    profile = (v[:, None] * summary.mean).sum(axis=0) / total
+    return AffineForm(-v / (total - v), profile[None, :], (total / (total - v))[:, None])
+
+
 def control_baseline(summary: TruthSummary) -> BaselinePrediction:
     r"""No change: every perturbation is predicted as the observed control, :math:`\hat x_p = \bar x_c`."""
     mean = np.broadcast_to(summary.control_mean, (len(summary.perturbations), len(summary.genes)))
@@ -187,9 +208,11 @@ def mean_baseline(summary: TruthSummary, *, weighting: str = "perturbation",
     chance; :func:`~shrinkpert.evaluate` therefore uses ``"mean_all"`` as the
     negative control of rank metrics and ``"control"`` for deltas against the perturbed centroid.
     """
+    form = None
     if leave_one_out:
         name = "mean" if weighting == "perturbation" else "mean_cells"
         mean = _loo_mean(summary, weighting=weighting)
+        form = _loo_form(summary, weighting=weighting)
     else:
         name = "mean_all" if weighting == "perturbation" else "mean_cells_all"
         if weighting == "perturbation":
@@ -201,7 +224,8 @@ def mean_baseline(summary: TruthSummary, *, weighting: str = "perturbation",
             raise InputError(f"weighting must be 'perturbation' or 'cells', got {weighting!r}.")
         mean = np.broadcast_to(profile, summary.mean.shape)
     return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean),
-                              params={"kind": "negative", "weighting": weighting, "leave_one_out": leave_one_out})
+                              params={"kind": "negative", "weighting": weighting, "leave_one_out": leave_one_out},
+                              form=form)
 
 
 def technical_duplicate(summary: TruthSummary) -> BaselinePrediction:
@@ -352,8 +376,11 @@ def scaled_mean(summary: TruthSummary, *, factor: float) -> BaselinePrediction:
     r"""Adversarial: the mean baseline's change from control scaled, :math:`\bar x_c + k(m_p - \bar x_c)`."""
     mean = summary.control_mean[None, :] + factor * (_loo_mean(summary) - summary.control_mean[None, :])
     name = "scaled_mean_up" if factor > 1 else "scaled_mean_down"
+    loo = _loo_form(summary)  # (1 - k) x_c + k m_p
+    form = AffineForm(factor * loo.scale, np.vstack([summary.control_mean[None, :], loo.profiles]),
+                      np.hstack([np.full((loo.scale.shape[0], 1), 1.0 - factor), factor * loo.coef]))
     return BaselinePrediction(name, summary.perturbations, summary.genes, _seal(mean),
-                              params={"kind": "adversarial", "factor": factor})
+                              params={"kind": "adversarial", "factor": factor}, form=form)
 
 
 def inflated_mean(summary: TruthSummary, *, seed: int | np.random.Generator = 0, scale: float = 1.0) -> BaselinePrediction:
@@ -385,8 +412,9 @@ def shuffled_labels(summary: TruthSummary, *, seed: int | np.random.Generator = 
     order = as_rng(seed).permutation(P)
     perm = np.empty(P, dtype=np.int64)
     perm[order] = np.roll(order, 1)
+    form = AffineForm(np.ones(P), np.empty((0, len(summary.genes))), np.empty((P, 0)), perm)
     return BaselinePrediction("shuffled", summary.perturbations, summary.genes, _seal(summary.mean[perm]),
-                              params={"kind": "adversarial", "permutation": perm.tolist()})
+                              params={"kind": "adversarial", "permutation": perm.tolist()}, form=form)
 
 
 #: Baselines computed by default (name -> builder); ``additive`` and ``linear`` are opt-in.

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .._arrays import freeze
+from .._forms import AffineForm
 from .._validate import CellData, check_excluded, validate
 from ..errors import GeneMismatchError, InputError, MissingKeyError
 from ..metrics import DECalls, MetricSpec
@@ -281,6 +282,9 @@ class Side:
         Which truth it is scored against (duplicates: the unseen half A).
     kind : str
         ``"model"`` or the baseline's role (``"negative"``, ``"positive"``, ``"adversarial"``, ...).
+    form : AffineForm or None
+        ``mean`` declared affine in the full truth's means (a baseline's
+        :attr:`~shrinkpert.baselines.BaselinePrediction.form`), for the rank metrics' products.
     """
 
     mean: np.ndarray
@@ -288,6 +292,7 @@ class Side:
     n: np.ndarray
     truth: str
     kind: str
+    form: AffineForm | None = None
 
 
 class Sides(Mapping[str, Side]):
@@ -420,7 +425,7 @@ def _baseline_side(build: Callable[[], Any], s: Any) -> Side:
     var, n = (s.half_b_var, s.half_b_n) if half else (s.var, s.n_cells)
     if b.var is not None:
         var, n = b.var, b.n
-    return Side(b.mean, var, n, b.truth, str(b.params.get("kind")))
+    return Side(b.mean, var, n, b.truth, str(b.params.get("kind")), b.form)
 
 
 # =========================================================================== 4. score
@@ -632,8 +637,10 @@ _BLOCK_ENTRIES = 4_000_000
 _MAX_BLOCKS = 8
 #: ... unless it is kept: built baselines kept across the passes, up to this many bytes.
 _KEEP_BYTES = 1 << 30
-#: P x P products of the truth per weighting of the rank metrics, at most (T and U of per-row weights).
+#: P x P products of the truth per weighting of the rank metrics, at most (T and U of per-row weights) ...
 _TRUTH_PRODUCTS = 2
+#: ... and for all weightings (its own product, from which the baselines declared affine in it take theirs).
+_TRUTH_PRODUCTS_ANY = 1
 
 
 def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summaries, sides: Mapping[str, Side],
@@ -652,14 +659,15 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     truth's shared by all sides) exist for one block at a time. The metrics that need every row
     (rank, biology) then take the sides once per input, every weighting in the same pass, when
     the truth's P × P products under all weightings (at most :data:`_TRUTH_PRODUCTS` per
-    weighting) fit in :data:`_KEEP_BYTES`: what a side computes under the weights 1 (its P × P
-    product, its L1 standing) then also serves the rows of per-perturbation weights that are
-    uniform (:mod:`shrinkpert.metrics.rank`). Else they take them once per (input, weighting), so
-    that the truth's products under one weighting go before the next one's are made. Each side is
-    therefore read once per block and once per pass of those metrics; built baselines are kept
-    for the next read up to :data:`_KEEP_BYTES`, the costliest to build per byte first (the others
-    are built again). A row's value does not depend on the other rows, so the result equals one
-    block's bit for bit (what makes shards exact, see :mod:`~shrinkpert.evaluation.partition`).
+    weighting and :data:`_TRUTH_PRODUCTS_ANY` for all) fit in :data:`_KEEP_BYTES`: what a side
+    computes under the weights 1 (its P × P product, its L1 standing) then also serves the rows of
+    per-perturbation weights that are uniform (:mod:`shrinkpert.metrics.rank`). Else they take
+    them once per (input, weighting), so that the truth's products under one weighting go before
+    the next one's are made. Each side is therefore read once per block and once per pass of those
+    metrics; built baselines are kept for the next read up to :data:`_KEEP_BYTES`, the costliest
+    to build per byte first (the others are built again). A row's value does not depend on the
+    other rows, so the result equals one block's bit for bit (what makes shards exact, see
+    :mod:`~shrinkpert.evaluation.partition`).
     """
     from .partition import ROW_SEPARABLE
 
@@ -672,7 +680,8 @@ def _score_pseudobulks(jobs, values, inputs: EvaluationInputs, summaries: Summar
     whole = [job for job in jobs if job[0].kind not in ROW_SEPARABLE]
     # the weightings of one input together when the truth's P x P products under all of them fit the budget
     n_weightings = len({wname for _, _, wname in whole})
-    together = _TRUTH_PRODUCTS * 8 * len(inputs.perturbations) ** 2 * n_weightings <= _KEEP_BYTES
+    n_products = _TRUTH_PRODUCTS * n_weightings + _TRUTH_PRODUCTS_ANY
+    together = n_products * 8 * len(inputs.perturbations) ** 2 <= _KEEP_BYTES
     groups: dict[tuple[str, ...], list] = {}
     for job in whole:
         ref = _data_ref(*job[:2], refs)
@@ -790,6 +799,10 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
         # all the metrics of the side, not once per metric
         means = lambda: reuse(pred_deltas, "means", lambda: (  # noqa: E731
             side.mean if side.mean.flags.c_contiguous else freeze(np.ascontiguousarray(side.mean))))
+        # the side's form in terms of what it is compared with: the truth's means, or their deltas
+        form_of = lambda data_ref, on_means: None if side.form is None else (  # noqa: E731
+            side.form if on_means else reuse(pred_deltas, ("form", data_ref),
+                                             lambda: side.form.shifted(vectors[data_ref])))
         pred_de = None
         pred_scopes: dict[tuple, dict] = {}
         checked: dict = {}  # this side's arrays, value-checked once for all its metrics
@@ -825,7 +838,9 @@ def _score_rows(jobs, values, inputs: EvaluationInputs, summaries: Summaries, si
                     pred=pred_scopes.setdefault((data_ref, wname, part), {}),
                     truth=truth_scopes.setdefault((which, data_ref, wname, part), OnceScope()),
                     pred_any_weights=pred_scopes.setdefault((data_ref, part), {}),  # shared by the weightings
-                    truth_any_weights=truth_scopes.setdefault((which, data_ref, part), OnceScope()))
+                    truth_any_weights=truth_scopes.setdefault((which, data_ref, part), OnceScope()),
+                    form=(form_of(data_ref, on_means) if spec.kind == "rank" and which == "full" and not shrunk
+                          and not part else None))
             if on_means:
                 a, b = means()[own], target(which, part, own)
             elif spec.needs != "de":  # deltas

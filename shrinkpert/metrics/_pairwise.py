@@ -72,15 +72,18 @@ import numpy as np
 
 from .._arrays import kernel_input
 from .._numba import one_thread_blas, thread_limit
+from .._forms import AffineForm
+from . import _derived
 from . import _distance_kernels as _k
 from . import _l1_kernels as _l1
 from . import _standing_kernels as _sk
+from ._rounding import U as _U
+from ._rounding import gamma as _gamma
 from .shared import reuse
 
 __all__ = ["Standing", "PairSums", "compute", "standing", "direct", "from_matrix", "from_matrix_rows", "dead_rows",
            "l1_standing", "l1_heavy", "l1_single", "l1_scaled", "whole_rows"]
 
-_U = 2.0**-53
 _TAME = (1e-40, 1e40)
 _TINY = 1e-280  # smallest product of two lower bounds trusted not to underflow in the kernel
 _BLOCK = 2_000_000  # pair entries classified at once (memory of the temporaries)
@@ -312,9 +315,11 @@ class PairSums:
     pred_scope, truth_scope : dict or None
         Where products are cached: products involving the prediction in ``pred_scope``, products
         of the truth and the weights alone in ``truth_scope``.
-    pred_any : dict or None
-        Where the unweighted product :math:`XY^\top` is kept for every weighting of the prediction
-        (default ``pred_scope``).
+    pred_any, truth_any : dict or None
+        Where the unweighted products :math:`XY^\top` and :math:`YY^\top` are kept for every
+        weighting of the prediction and of the truth (default ``pred_scope``, ``truth_scope``).
+    form : AffineForm or None
+        The prediction declared affine in the truth (:mod:`~shrinkpert.metrics._derived`).
 
     Notes
     -----
@@ -327,15 +332,19 @@ class PairSums:
     row with one value :math:`c` on every gene (that fallback) takes :math:`c\,(XY^\top)` from the
     unweighted product when the unweighted metrics already made it (kept in ``pred_any``): one
     more rounding per entry, within the margin of the bound of :func:`_approx` (:math:`n` = genes
-    + 16).
+    + 16). A prediction with a ``form`` takes that product from the truth's own product
+    (:func:`~shrinkpert.metrics._derived.derived_product`), and its magnitudes in the bound are
+    widened by the derivation's error: :math:`\sqrt{A} \to \sqrt{A} + 2E_p/F`.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray,
                  pred_scope: dict[Hashable, Any] | None, truth_scope: dict[Hashable, Any] | None,
-                 pred_any: dict[Hashable, Any] | None = None) -> None:
-        self.x, self.y, self.base, self.target = x, y, base, target
+                 pred_any: dict[Hashable, Any] | None = None, truth_any: dict[Hashable, Any] | None = None,
+                 form: AffineForm | None = None) -> None:
+        self.x, self.y, self.base, self.target, self.form = x, y, base, target, form
         self.pred_scope, self.truth_scope = pred_scope, truth_scope
         self.pred_any = pred_scope if pred_any is None else pred_any
+        self.truth_any = truth_scope if truth_any is None else truth_any
         self.shared = base.shape[0] == 1
         self.n, self.n_genes = x.shape
 
@@ -391,9 +400,16 @@ class PairSums:
         """Every row's sums under the one weight row ``w``, the product kept under ``key``."""
         q, c = self._sides(anchor)
         base = w[None, :]
-        s_full = reuse(self.pred_scope, key, lambda: self._weighted_product(w))
+        s_full, e = reuse(self.pred_scope, key, lambda: self._weighted_product(w))
         t_full, u_full, _ = _row_sums(c, base)
-        aq2, q1, _ = _row_sums(q, base)
+        q2, q1, _ = _row_sums(q, base)
+        aq2, at = q2.copy(), t_full
+        if e is not None:  # a derived product: the prediction's magnitudes in the bound widened by its error
+            step = 2.0 * e / _factor(self.n_genes)
+            if anchor == "pred":
+                aq2 = (np.sqrt(aq2) + step)**2
+            else:
+                at = (np.sqrt(t_full) + step)**2
         # the target's term is taken out of S, T and U entry by entry as they are read
         # (product_distances), and out of the query's sums here: no P × G weights, no P × P copies
         rows = np.flatnonzero(self.target >= 0)
@@ -402,9 +418,9 @@ class PairSums:
         wt[rows] = w[t]
         qt[rows] = wt[rows] * q[rows, t]
         out = {"S": s_full if anchor == "pred" else s_full.T, "T": t_full[None, :], "U": u_full[None, :],
-               "AT": t_full[None, :], "target": self.target, "qt": qt, "wt": wt, "C": c,
+               "AT": at[None, :], "target": self.target, "qt": qt, "wt": wt, "C": c,
                "AQ2": aq2, "ASW": np.full(self.n, w.sum())}
-        out["Q2"], out["Q1"], out["SW"] = aq2.copy(), q1, out["ASW"].copy()
+        out["Q2"], out["Q1"], out["SW"] = q2, q1, out["ASW"].copy()
         if rows.size:
             qt = q[rows, t]
             out["Q2"][rows] -= (w[t] * qt) * qt
@@ -412,20 +428,43 @@ class PairSums:
             out["SW"][rows] -= w[t]
         return out
 
-    def _weighted_product(self, w: np.ndarray) -> np.ndarray:
-        r""":math:`(X \circ w) Y^\top`; :math:`c\,(XY^\top)` when ``w`` is one value :math:`c > 0` on every
-        gene and the unweighted product :math:`XY^\top` is kept in ``pred_any`` (made by the weights 1)."""
+    def _weighted_product(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        r""":math:`(X \circ w) Y^\top` and the error rows :math:`E` of a derived product (None for a direct
+        one); :math:`c\,(XY^\top)` and :math:`\sqrt c\,E` when ``w`` is one value :math:`c > 0` on every
+        gene and the unweighted product is kept in ``pred_any`` (made by the weights 1)."""
         c = _constant(w)
         key = ("pairwise", "S", "unit")
         if c == 1.0:
-            return reuse(self.pred_any, key, lambda: _product(self.x, self.y))
-        unit = self.pred_any.get(key) if c is not None and self.pred_any is not None else None
-        if unit is None:
-            return _product(self.x * w, self.y)
+            return reuse(self.pred_any, key, lambda: self._fresh_product(w))
+        kept = self.pred_any.get(key) if c is not None and self.pred_any is not None else None
+        if kept is None:
+            return self._fresh_product(w)
+        unit, e = kept
+        if e is not None:  # c E_p sqrt(T_j) = sqrt(c) E_p sqrt(c T_j); 1.01: the rounding of the scaled sums
+            e = 1.01 * np.sqrt(c) * e
         if 0 in unit.strides:  # a broadcast row or column (one profile): scaled as such
             line = unit[:1] if unit.strides[0] == 0 else unit[:, :1]
-            return np.broadcast_to(c * line, unit.shape)
-        return c * unit
+            return np.broadcast_to(c * line, unit.shape), e
+        return c * unit, e
+
+    def _fresh_product(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_weighted_product` made now: derived from the truth's own product when the
+        prediction has a form that describes it, else a direct product."""
+        c = _constant(w)
+        if self.form is not None:
+            derived = _derived.derived_product(self.x, self.y, w, self.form, lambda: self._own_truth_product(w, c),
+                                               _factor(self.n_genes))
+            if derived is not None:
+                return derived
+        return (_product(self.x, self.y) if c == 1.0 else _product(self.x * w, self.y)), None
+
+    def _own_truth_product(self, w: np.ndarray, c: float | None) -> tuple[np.ndarray, float]:
+        r"""The truth's own product :math:`(Y \circ w) Y^\top` as (product, factor): the unweighted
+        one (kept for every weighting) and ``c`` for a constant weight row, else its own (kept with
+        this weighting)."""
+        if c is not None:
+            return reuse(self.truth_any, ("pairwise", "own", "unit"), lambda: _product(self.y, self.y)), c
+        return reuse(self.truth_scope, ("pairwise", "own"), lambda: _product(self.y * w, self.y)), 1.0
 
     def _own_sums(self, anchor: str, rows: np.ndarray | None) -> dict[str, Any]:
         """The sums of the query ``rows`` (all if None), each under its own weight row."""
@@ -477,6 +516,11 @@ def _row_sums(a: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 # ----------------------------------------------------------------------------- approximations and bounds
 
 
+def _factor(n_genes: int) -> float:
+    r""":math:`F = 8\gamma_n`, :math:`n` = genes + 16: the rounding factor on every sum of the products' bound."""
+    return 8.0 * _gamma(n_genes + 16)
+
+
 def _rows_of(a: np.ndarray, rows: slice) -> np.ndarray:
     """The block's rows of ``a``, or ``a`` itself when it is one row shared by every query."""
     return a if a.shape[0] == 1 else a[rows]
@@ -499,7 +543,7 @@ def _approx(kind: int, z: dict[str, Any], rows: slice, n_genes: int) -> tuple[np
             if take.any():
                 d[take], err[take] = _approx(kind, part, mine[take], n_genes)
         return d, err
-    f = 8.0 * _gamma(n_genes + 16)
+    f = _factor(n_genes)
     s, t = z["S"][rows], _rows_of(z["T"], rows)
     u = _rows_of(z["U"], rows) if kind == _k.PEARSON else t
     sums = [z[key][rows] for key in ("Q2", "Q1", "SW", "AQ2", "ASW")]
@@ -608,11 +652,6 @@ def _tally_exact(st: Standing, rows: np.ndarray, exact: np.ndarray, own: np.ndar
     np.add.at(st.greater, rows, exact > mine)
     st.undefined[rows[np.isnan(exact)]] = True
     return st
-
-
-def _gamma(n: int) -> float:
-    r""":math:`\gamma_n = nu/(1 - nu)`, the relative rounding bound of a sum of ``n`` terms."""
-    return (n * _U) / (1.0 - n * _U)
 
 
 # ----------------------------------------------------------------------------- L1
@@ -769,7 +808,7 @@ def l1_heavy(q: np.ndarray, c: np.ndarray, base: np.ndarray, target: np.ndarray,
     with thread_limit(None if genes.size * c.shape[0] > _SMALL_JOB else 1):
         _k.l1_gene_subset(q, reuse(scope, ("pairwise", "gene_major"), lambda: np.ascontiguousarray(c.T)), base,
                           target, ptr, genes, part)
-    f = 8.0 * _gamma(n_genes + 16)
+    f = _factor(n_genes)
     rest = rest * (1.0 + f)  # the bounds and their sums are rounded too
 
     def approx(rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -887,9 +926,9 @@ def direct(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, k
 def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, kind: int, anchor: str,
             dead: np.ndarray, pred_scope: dict[Hashable, Any] | None,
             truth_scope: dict[Hashable, Any] | None, pred_any: dict[Hashable, Any] | None = None,
-            truth_any: dict[Hashable, Any] | None = None) -> Standing:
+            truth_any: dict[Hashable, Any] | None = None, form: AffineForm | None = None) -> Standing:
     """The standing of every anchor row: from products when they apply, else from the kernel matrix
-    (the scopes as in :class:`PairSums`; ``pred_any``, ``truth_any``: what depends on the
+    (the scopes and ``form`` as in :class:`PairSums`; ``pred_any``, ``truth_any``: what depends on the
     prediction or the truth alone, shared by every weighting; by default the other two)."""
     ranges = (reuse(pred_scope if pred_any is None else pred_any, ("pairwise", "range"), lambda: _range(x)),
               reuse(truth_scope if truth_any is None else truth_any, ("pairwise", "range"), lambda: _range(y)),
@@ -919,4 +958,5 @@ def compute(x: np.ndarray, y: np.ndarray, base: np.ndarray, target: np.ndarray, 
             return st
     if kind == _k.L1 or not tame:
         return direct(x, y, base, target, kind, anchor, dead)
-    return standing(PairSums(x, y, base, target, pred_scope, truth_scope, pred_any), kind, anchor, dead)
+    return standing(PairSums(x, y, base, target, pred_scope, truth_scope, pred_any, truth_any, form), kind, anchor,
+                    dead)

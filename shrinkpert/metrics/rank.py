@@ -98,8 +98,8 @@ def _anchored(pred, true, weights, target_index, metric, *, anchor="pred", names
     def compute():
         p, t, base, target, dead = _prepare(pred, true, weights, target_index, metric, names,
                                             shared.truth if shared is not None else None)
-        scopes = ((None,) * 4 if shared is None else
-                  (shared.pred, shared.truth, shared.pred_any_weights, shared.truth_any_weights))
+        scopes = ((None,) * 5 if shared is None else
+                  (shared.pred, shared.truth, shared.pred_any_weights, shared.truth_any_weights, shared.form))
         return _pairwise.compute(p, t, base, target, _KINDS[metric], anchor, dead, *scopes)
 
     return reuse(shared.pred if shared is not None else None, ("standing", metric, anchor), compute)

@@ -12,6 +12,7 @@ indices stay the same, and a new ``pred`` dictionary for every prediction scored
 dictionary shared across predictions. Without ``shared`` every call computes afresh. The optional
 ``pred_any_weights`` / ``truth_any_weights`` dictionaries hold what does not depend on the gene
 weights or target indices (a row's sort order, the range of its magnitudes), shared by all weightings.
+The optional ``form`` declares what the prediction is in terms of the truth (see the field).
 
 A dictionary shared by metrics running in several threads at once (the truth's, when
 :func:`~shrinkpert.evaluate` scores two sides at a time) is a :class:`OnceScope`: :func:`reuse`
@@ -24,6 +25,8 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from .._forms import AffineForm
 
 __all__ = ["SharedIntermediates", "OnceScope", "reuse"]
 
@@ -41,6 +44,11 @@ class SharedIntermediates:
     #: truth; None: such intermediates go to ``pred`` / ``truth``.
     pred_any_weights: dict[Hashable, Any] | None = None
     truth_any_weights: dict[Hashable, Any] | None = None
+    #: Optional: the prediction declared affine in the truth (an :class:`~shrinkpert._forms.AffineForm`,
+    #: e.g. a leave-one-out mean baseline); the rank metrics then derive the prediction × truth
+    #: product from the truth's own product, kept in ``truth_any_weights`` (or ``truth``). A hint:
+    #: the residual is measured and bounded, so a wrong form costs time, never a wrong rank.
+    form: AffineForm | None = None
 
 
 class OnceScope(dict):

@@ -26,6 +26,7 @@ from shrinkpert.baselines import (
     summarize_truth,
     technical_duplicate,
 )
+from shrinkpert._forms import AffineForm
 from shrinkpert.errors import InputError, MissingKeyError
 from shrinkpert.stats.group import group_statistics
 
@@ -251,3 +252,21 @@ def test_halves_do_not_depend_on_the_other_perturbations(papalexi):
     rows = whole.perturbations.get_indexer(part.perturbations)
     np.testing.assert_array_equal(part.half_a_n, whole.half_a_n[rows])
     np.testing.assert_allclose(part.half_a_mean, whole.half_a_mean[rows], rtol=1e-12, atol=1e-15)
+
+
+def test_declared_forms_describe_the_baselines(summary):
+    """The forms that the rank metrics derive their products with are the baselines' rules: on the
+    truth's means they give each baseline's mean to rounding (1e-12 relative to the largest mean:
+    the same sums in another order), and no other baseline declares one."""
+    built = make_baselines(summary, "default")
+    declared = {name for name, b in built.items() if b.form is not None}
+    assert declared == {"mean", "mean_cells", "scaled_mean_up", "scaled_mean_down", "shuffled"}
+    scale = np.abs(summary.mean).max()
+    for name in declared:
+        b = built[name]
+        np.testing.assert_allclose(b.form.values(summary.mean), b.mean, rtol=0, atol=1e-12 * scale, err_msg=name)
+        # a form that is wrong by a little is told apart: the check has the power to fail
+        assert np.abs(b.form.values(summary.mean * (1 + 1e-9)) - b.mean).max() > 1e-12 * scale
+    two_rows = AffineForm(np.ones(2), np.empty((0, len(summary.genes))), np.empty((2, 0)))
+    with pytest.raises(InputError, match="its form has 2 rows"):
+        BaselinePrediction("x", summary.perturbations, summary.genes, built["mean"].mean, form=two_rows)

@@ -99,6 +99,29 @@ def test_weightings_share_a_pass_when_the_truths_products_fit(pair, monkeypatch,
     _assert_identical(together, apart)
 
 
+def test_baselines_declared_affine_derive_their_products(pair, monkeypatch):
+    """The leave-one-out, scaled and shuffled baselines take their rank products from the truth's
+    own product (the derivation returns a product for each), and the table equals the one with
+    every product made directly."""
+    from shrinkpert.metrics import _derived
+
+    made, derive = [], _derived.derived_product
+
+    def counted(*args, **kwargs):
+        out = derive(*args, **kwargs)
+        made.append(out is not None)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(_derived, "derived_product", counted)
+        derived = _evaluate(pair, monkeypatch, 1000)
+    assert len(made) >= 5 and all(made), made
+    with monkeypatch.context() as m:
+        m.setattr(_derived, "derived_product", lambda *args, **kwargs: None)
+        direct = _evaluate(pair, monkeypatch, 1000)
+    _assert_identical(derived, direct)
+
+
 def test_sides_kept_within_their_budget():
     """Baselines are built once while they fit the budget, then on every read; models and the
     arrays they borrow from the truth are not counted. Every build takes one second of a clock the

@@ -248,8 +248,8 @@ def test_rows_sharing_one_weight_row_take_the_shared_form(rng, n_other, common):
     np.testing.assert_array_equal(np.flatnonzero(~mask), np.sort(other))
     assert ("pairwise", "S", "common") in shared.pred and ("pairwise", "S", "pred", True) not in shared.pred
     if common == "constant":  # 1/G times the unweighted product, not a product of its own
-        unit = pred_any[("pairwise", "S", "unit")]
-        np.testing.assert_array_equal(shared.pred[("pairwise", "S", "common")], unit * (1.0 / G))
+        unit, _ = pred_any[("pairwise", "S", "unit")]
+        np.testing.assert_array_equal(shared.pred[("pairwise", "S", "common")][0], unit * (1.0 / G))
     # the other rows' products have their rows only
     assert shared.pred[("pairwise", "S", "pred", False)].shape == (n_other, P)
     # one profile but on one gene (L1 through the pivot: one row of pivot distances for the common rows)
@@ -277,16 +277,20 @@ def _near_ties(rng, P=16, G=40):
     return pred, true
 
 
+def _tie_data(rng, data):
+    """(pred, true, target) of ``_awkward`` or of ``_near_ties`` (targets on most rows)."""
+    if data == "awkward":
+        return _awkward(rng)
+    pred, true = _near_ties(rng)
+    return pred, true, np.arange(pred.shape[0]) % 7 - 1
+
+
 @pytest.mark.parametrize("data", ["awkward", "near_ties"])
 def test_l1_under_a_constant_common_row_from_the_unweighted_standing(rng, data):
     """L1 under per-row weights whose common row is 1/G is ranked from the unweighted standing of
     the same side (its decided pairs, its near-ties recomputed under the rows' weights) and equals
     the direct kernel, ties and near-ties included."""
-    if data == "awkward":
-        pred, true, target = _awkward(rng)
-    else:
-        pred, true = _near_ties(rng)
-        target = np.arange(pred.shape[0]) % 7 - 1
+    pred, true, target = _tie_data(rng, data)
     P, G = pred.shape
     weights = np.full((P, G), 1.0 / G)
     weights[[2, 6]] = rng.uniform(0, 2, size=(2, G))

@@ -182,7 +182,7 @@ def _loo_form(summary: TruthSummary, *, weighting: str = "perturbation") -> Affi
     v = (np.ones(len(summary.perturbations)) if weighting == "perturbation"
          else summary.n_cells.astype(np.float64))
     total = v.sum()
-    profile = (v[:, None] * summary.mean).sum(axis=0) / total
+    profile = (v @ summary.mean) / total  # one matrix-vector product, no P x G temporary
     return AffineForm(-v / (total - v), profile[None, :], (total / (total - v))[:, None])
 
 

@@ -24,7 +24,9 @@ order). This module gets those signs, identical to the kernel's, from matrix pro
    :math:`U = W C^\top` depend on the candidates alone (the truth's, shared by every side). When
    most rows have the same weight row (the uniform fallback of perturbations without an effect),
    those rows take the shared form and the others products of their own
-   (:class:`PairSums`); a constant common row scales the side's unweighted product.
+   (:class:`PairSums`); a constant common row scales the side's unweighted product. A prediction
+   declared affine in the truth (a leave-one-out mean, the relabelled truth) takes that product
+   from the truth's own product (:mod:`~shrinkpert.metrics._derived`), within a bound of its own.
 2. **Exact where it matters.** The own distance :math:`d_{pp}` is computed by the exact kernel
    (:func:`~shrinkpert.metrics._distance_kernels.pair_distances`, bit-identical to the matrix
    entry). A pair is decided from the product only when

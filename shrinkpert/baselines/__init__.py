@@ -1,7 +1,8 @@
 """Baselines: reference predictions (negative, positive, adversarial) on the truth's scale.
 
 :func:`summarize_truth` reads the true cells once (full and split-half pseudobulks); each
-baseline returns a :class:`BaselinePrediction` (perturbations × genes means). See
+baseline returns a :class:`BaselinePrediction` (perturbations × genes means; those built from
+the truth's means by a fixed affine rule declare it as an :class:`AffineForm`). See
 :mod:`shrinkpert.baselines.baselines` for the formulas. :mod:`shrinkpert.baselines.train` fits
 the mean and linear baselines on training perturbations instead (:func:`train_mean`,
 :func:`train_linear`) and guards the split (:func:`check_disjoint`).
@@ -9,6 +10,7 @@ the mean and linear baselines on training perturbations instead (:func:`train_me
 without biology), scored beside the baselines.
 """
 
+from .._forms import AffineForm
 from .._validate import detect_scale
 from ._summary import SCALES, TruthSummary, summarize_truth
 from .baselines import (
@@ -33,6 +35,7 @@ from .exploits import EXPLOITS, exploit_advantage, exploit_baselines, exploit_ce
 from .train import check_disjoint, train_linear, train_mean
 
 __all__ = [
+    "AffineForm",
     "SCALES",
     "TruthSummary",
     "detect_scale",

@@ -39,9 +39,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._arrays import kernel_input
 from .._forms import AffineForm
-from .._numba import one_thread_blas, thread_limit
+from .._numba import one_thread_blas
 from . import _standing_kernels as _sk
 from ._rounding import gamma
 
@@ -50,15 +49,11 @@ __all__ = ["derived_product", "derivation_error"]
 _ROWS = 256  # rows of the residual computed at once (memory: _ROWS × genes)
 _WORSE = 4.0  # a row's bound may be this many times the direct product's budget ...
 _RARELY = 0.05  # ... on at most this fraction of the rows, else the form is not used
-_SMALL = 2_500_000  # entries below which a pass of row sums runs in one thread
 
 
 def _weighted_squares(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     r""":math:`\sum_g w_g a_{ig}^2` per row of ``a``, in gene order."""
-    squares, sums, weights = (np.empty(a.shape[0]) for _ in range(3))
-    with thread_limit(None if a.size > _SMALL else 1):
-        _sk.weighted_row_sums(kernel_input(a), kernel_input(w[None, :]), squares, sums, weights)
-    return squares
+    return _sk.row_sums(a, w[None, :])[0]
 
 
 def derivation_error(x: np.ndarray, y: np.ndarray, w: np.ndarray, form: AffineForm) -> np.ndarray:

@@ -403,8 +403,8 @@ class PairSums:
         q, c = self._sides(anchor)
         base = w[None, :]
         s_full, e = reuse(self.pred_scope, key, lambda: self._weighted_product(w))
-        t_full, u_full, _ = _row_sums(c, base)
-        q2, q1, _ = _row_sums(q, base)
+        t_full, u_full, _ = _sk.row_sums(c, base)
+        q2, q1, _ = _sk.row_sums(q, base)
         aq2, at = q2.copy(), t_full
         if e is not None:  # a derived product: the prediction's magnitudes in the bound widened by its error
             step = 2.0 * e / _factor(self.n_genes)
@@ -437,10 +437,10 @@ class PairSums:
         c = _constant(w)
         key = ("pairwise", "S", "unit")
         if c == 1.0:
-            return reuse(self.pred_any, key, lambda: self._fresh_product(w))
+            return reuse(self.pred_any, key, lambda: self._fresh_product(w, c))
         kept = self.pred_any.get(key) if c is not None and self.pred_any is not None else None
         if kept is None:
-            return self._fresh_product(w)
+            return self._fresh_product(w, c)
         unit, e = kept
         if e is not None:  # c E_p sqrt(T_j) = sqrt(c) E_p sqrt(c T_j); 1.01: the rounding of the scaled sums
             e = 1.01 * np.sqrt(c) * e
@@ -449,10 +449,9 @@ class PairSums:
             return np.broadcast_to(c * line, unit.shape), e
         return c * unit, e
 
-    def _fresh_product(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`_weighted_product` made now: derived from the truth's own product when the
-        prediction has a form that describes it, else a direct product."""
-        c = _constant(w)
+    def _fresh_product(self, w: np.ndarray, c: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_weighted_product` made now (``c``: :func:`_constant` of ``w``): derived from the
+        truth's own product when the prediction has a form that describes it, else a direct product."""
         if self.form is not None:
             derived = _derived.derived_product(self.x, self.y, w, self.form, lambda: self._own_truth_product(w, c),
                                                _factor(self.n_genes))
@@ -479,7 +478,7 @@ class PairSums:
         side = "" if truth_side else "true"
         s = reuse(self.pred_scope, ("pairwise", "S", anchor, rows is None), lambda: _product(v * q, c))
         t_pc = reuse(cscope, ("pairwise", "T", side, rows is None), lambda: _product(v, c * c))
-        aq2, q1, sw = _row_sums(q, v)
+        aq2, q1, sw = _sk.row_sums(q, v)
         return {"S": s, "T": t_pc, "AT": t_pc, "AQ2": aq2, "Q2": aq2, "Q1": q1, "ASW": sw, "SW": sw,
                 "target": None, "rows": rows}
 
@@ -505,14 +504,6 @@ def _common_row(base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     mask = ids == top
     return base[int(np.argmax(mask))], mask
-
-
-def _row_sums(a: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``a``: the weighted sums of squares and of values, and the weights' sum (one pass)."""
-    out = tuple(np.empty(a.shape[0]) for _ in range(3))
-    with thread_limit(None if a.size > _SMALL_JOB // 8 else 1):
-        _sk.weighted_row_sums(kernel_input(a), kernel_input(base), *out)
-    return out
 
 
 # ----------------------------------------------------------------------------- approximations and bounds

@@ -14,13 +14,16 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._numba import kernel
+from .._arrays import kernel_input
+from .._numba import kernel, thread_limit
 from ._distance_kernels import COSINE, L2, PEARSON, _varies_except
 
-__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries", "weighted_row_sums", "row_hashes"]
+__all__ = ["product_distances", "tally", "magnitude_range", "undefined_queries", "weighted_row_sums", "row_sums",
+           "row_hashes"]
 
 _U = 2.0**-53
 _TINY = 1e-280
+_ONE_THREAD = 2_500_000  # entries below which row_sums runs in one thread
 
 
 @kernel(parallel=True)
@@ -183,6 +186,15 @@ def weighted_row_sums(a: np.ndarray, base: np.ndarray, squares: np.ndarray, sums
         squares[i] = s2
         sums[i] = s1
         weights[i] = s0
+
+
+def row_sums(a: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`weighted_row_sums` of ``a`` under ``base`` as new arrays (squares, sums, weights); in
+    one thread below ``_ONE_THREAD`` entries (waking the pool costs more)."""
+    out = tuple(np.empty(a.shape[0]) for _ in range(3))
+    with thread_limit(None if a.size > _ONE_THREAD else 1):
+        weighted_row_sums(kernel_input(a), kernel_input(base), *out)
+    return out
 
 
 @kernel(parallel=True)
